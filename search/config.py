@@ -1,0 +1,360 @@
+"""Search spaces (``spaces/*.yaml``) and hardware profiles (``hw_profiles/*.yaml``).
+
+Both are loaded into frozen, validated objects. Unknown keys, wrong types and out-of-range values
+are :class:`ConfigError` s whose one-line message names the file, the key and what is allowed.
+
+Example:
+    >>> space = load_space("default")
+    >>> 0.0 <= space.prune.ratio.low < 1.0
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from search.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES_DIR = ROOT / "spaces"
+PROFILES_DIR = ROOT / "hw_profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class FloatRange(_Strict):
+    """A searched float: ``{low, high, log}``. A plain number in YAML means a fixed value."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low <= high must hold, but got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, but got low={self.low}")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        if self.low == self.high:
+            return self.low
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+class IntRange(_Strict):
+    """A searched integer: ``{low, high, step}``. A plain integer in YAML means a fixed value."""
+
+    low: int
+    high: int
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low <= high must hold, but got low={self.low}, high={self.high}")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        if self.low == self.high:
+            return self.low
+        return trial.suggest_int(name, self.low, self.high, step=self.step)
+
+
+def _fixed_to_range(value: Any) -> Any:
+    """Let a plain number stand for a fixed range, so ``epochs: 2`` works in YAML."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"low": value, "high": value}
+    return value
+
+
+class _Section(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_fixed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            ann = info.annotation
+            if name in out and ann in (FloatRange, IntRange):
+                out[name] = _fixed_to_range(out[name])
+        return out
+
+
+def _bounded(rng: FloatRange | IntRange, key: str, lo: float, hi: float, hi_open: bool) -> None:
+    upper_ok = rng.high < hi if hi_open else rng.high <= hi
+    if rng.low < lo or not upper_ok:
+        close = ")" if hi_open else "]"
+        raise ValueError(
+            f"{key} must lie in [{lo}, {hi}{close}, but got low={rng.low}, high={rng.high}"
+        )
+
+
+class PruneSpace(_Section):
+    """Structured pruning with torch-pruning: the share of channels removed, globally ranked."""
+
+    ratio: FloatRange = FloatRange(low=0.0, high=0.7)
+    importance: Literal["l1", "l2"] = "l2"
+    max_layer_ratio: float = Field(0.9, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneSpace:
+        _bounded(self.ratio, "ratio", 0.0, 1.0, hi_open=True)
+        return self
+
+
+class DistillSpace(_Section):
+    """Knowledge distillation from the frozen, uncompressed teacher after compression."""
+
+    epochs: IntRange = IntRange(low=1, high=3)
+    temperature: FloatRange = FloatRange(low=1.0, high=8.0)
+    alpha: FloatRange = FloatRange(low=0.0, high=1.0)
+    lr: FloatRange = FloatRange(low=1e-3, high=1e-2, log=True)
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillSpace:
+        _bounded(self.epochs, "epochs", 1, 1000, hi_open=False)
+        _bounded(self.temperature, "temperature", 1e-3, 100.0, hi_open=False)
+        _bounded(self.alpha, "alpha", 0.0, 1.0, hi_open=False)
+        _bounded(self.lr, "lr", 1e-8, 10.0, hi_open=False)
+        return self
+
+
+class EarlyStopSpace(_Strict):
+    """Stops hopeless trials between distillation epochs.
+
+    Optuna's pruners do not support multi-objective studies, so a trial is stopped (recorded as
+    PRUNED) when, after ``min_epochs``, its validation accuracy is more than ``max_accuracy_drop``
+    below the baseline's: such a trial cannot reach the useful part of the Pareto front.
+    """
+
+    min_epochs: int = Field(2, ge=1)
+    max_accuracy_drop: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class SearchSettings(_Strict):
+    """How the study samples: the Optuna sampler, and the default number of trials."""
+
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    trials: int = Field(20, ge=1)
+    startup_trials: int = Field(6, ge=1)
+
+
+class Space(_Strict):
+    """A whole search space file."""
+
+    description: str = ""
+    search: SearchSettings = SearchSettings()
+    prune: PruneSpace = PruneSpace()
+    distill: DistillSpace = DistillSpace()
+    early_stop: EarlyStopSpace = EarlyStopSpace()
+    name: str = "custom"
+    path: str = ""
+
+    def sample(self, trial: optuna.Trial) -> TrialConfig:
+        """Turn Optuna's suggestions into a :class:`TrialConfig`; the only caller of suggest_*."""
+        return TrialConfig(
+            prune_ratio=self.prune.ratio.suggest(trial, "prune_ratio"),
+            epochs=self.distill.epochs.suggest(trial, "epochs"),
+            temperature=self.distill.temperature.suggest(trial, "temperature"),
+            alpha=self.distill.alpha.suggest(trial, "alpha"),
+            lr=self.distill.lr.suggest(trial, "lr"),
+            batch_size=self.distill.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial builds from: what to compress and how to fine-tune."""
+
+    prune_ratio: float = 0.0
+    epochs: int = 1
+    temperature: float = 4.0
+    alpha: float = 0.5
+    lr: float = 1e-3
+    batch_size: int = 64
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prune_ratio < 1.0:
+            raise ConfigError(f"prune_ratio must lie in [0, 1), but got {self.prune_ratio}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- hardware profiles
+
+
+class ProviderSpec(_Strict):
+    """One ONNX Runtime execution provider and its options, e.g. CUDAExecutionProvider."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderSpec:
+        if not self.name.endswith("ExecutionProvider"):
+            raise ValueError(
+                f"unknown provider {self.name!r}: names look like 'CPUExecutionProvider' "
+                "(see onnxruntime.get_all_providers())"
+            )
+        return self
+
+
+class Threads(_Strict):
+    intra_op: int = Field(1, ge=0)
+    inter_op: int = Field(1, ge=0)
+
+
+class MeasureSettings(_Strict):
+    """How latency is measured: warm-up by count and time, repeats by count and time."""
+
+    warmup_runs: int = Field(10, ge=0)
+    warmup_seconds: float = Field(0.2, ge=0.0)
+    min_runs: int = Field(50, ge=1)
+    min_seconds: float = Field(1.0, ge=0.0)
+    max_runs: int = Field(10000, ge=1)
+    memory_runs: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeasureSettings:
+        if self.max_runs < self.min_runs:
+            raise ValueError(f"max_runs >= min_runs must hold, got {self.max_runs=}")
+        return self
+
+
+class Budgets(_Strict):
+    """Optional limits; a trial over a budget is infeasible for Optuna's sampler."""
+
+    latency_ms: float | None = Field(None, gt=0)
+    memory_mb: float | None = Field(None, gt=0)
+
+
+class Profile(_Strict):
+    """A measurement target: providers in priority order and how to measure on them."""
+
+    name: str = ""
+    description: str = ""
+    device: Literal["cpu", "cuda", "arm", "jetson"] = "cpu"
+    providers: list[ProviderSpec]
+    threads: Threads = Threads()
+    batch_sizes: list[int] = Field([1], min_length=1)
+    round_to: int | None = Field(8, ge=1)
+    measure: MeasureSettings = MeasureSettings()
+    budgets: Budgets = Budgets()
+    path: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        if not self.providers:
+            raise ValueError("providers must name at least one execution provider")
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive, got {self.batch_sizes}")
+        return self
+
+    @property
+    def provider_names(self) -> list[str]:
+        return [p.name for p in self.providers]
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def _resolve(name_or_path: str, folder: Path, what: str, flag: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not candidate.is_file():
+            raise ConfigError(f"{what} file {name_or_path} does not exist")
+        return candidate
+    path = folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+        raise ConfigError(
+            f"unknown {what} {name_or_path!r}: choose one of {known} "
+            f"or pass a YAML file path to {flag}"
+        )
+    return path
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = ann
+    fields = getattr(current, "model_fields", None)
+    if not fields:
+        return []
+    return sorted(k for k in fields if k not in ("path", "name") or current is not model)
+
+
+def format_validation_error(path: Path, model: type[BaseModel], err: ValidationError) -> str:
+    """One line: the file, the first bad key, what is wrong with it, what is allowed."""
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not str(p).startswith(("function-", "FloatRange")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(model, loc))
+        return f"{path}: unknown key '{key}'; allowed keys here: {allowed}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "literal_error":
+        return f"{path}: {key}: {msg}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{path}: {key}: {msg}{shown}"
+
+
+def _load(model: type[_Strict], path: Path, name: str) -> Any:
+    data = _read_yaml(path)
+    data.setdefault("name", name)
+    data["path"] = str(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(path, model, err)) from None
+
+
+def load_space(name_or_path: str) -> Space:
+    """Load ``spaces/<name>.yaml`` (or a YAML path) into a validated :class:`Space`."""
+    path = _resolve(name_or_path, SPACES_DIR, "search space", "--space")
+    return _load(Space, path, path.stem)
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load ``hw_profiles/<name>.yaml`` (or a YAML path) into a validated :class:`Profile`."""
+    path = _resolve(name_or_path, PROFILES_DIR, "hardware profile", "--hw")
+    return _load(Profile, path, path.stem)
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))

@@ -1,0 +1,36 @@
+"""Live progress for long work: a bar for trials, one for the epochs of the running trial."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+# Soft wrap: lines piped to a log stay whole instead of breaking at 80 columns.
+console = Console(stderr=True, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner with ``message`` while a single long step runs."""
+    with console.status(message):
+        yield
+
+
+def study_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )

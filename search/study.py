@@ -1,0 +1,319 @@
+"""Create or load the Optuna study, measure the baseline, run the missing trials, resume.
+
+Objectives: maximize the task metric of the exported ONNX file, minimize its p50 latency at the
+profile's first batch size. Everything else a trial measured is in its user attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import Profile, Space
+from search.errors import SearchError
+
+OBJECTIVES = ["accuracy", "latency_p50_ms"]
+DIRECTIONS = ["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Where a study lives and what it searches."""
+
+    task: str
+    space: Space
+    profile: Profile
+    study_name: str
+    results_dir: Path
+    storage: str | None = None
+    seed: int = 0
+
+    @property
+    def study_dir(self) -> Path:
+        return self.results_dir / self.study_name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{self.study_dir / 'study.db'}"
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "space": self.space.name,
+            "profile": self.profile.name,
+            "seed": self.seed,
+        }
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as e:  # noqa: BLE001 - any failure to open storage is the user's to fix
+        raise SearchError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    # SQLite under concurrent writers (a second worker, the dashboard) needs a patient lock.
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
+def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
+    # Resuming with the same seed would replay the first random suggestions; shift it.
+    s = seed + n_existing
+    settings = space.search
+    if settings.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s)
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s)
+    return optuna.samplers.TPESampler(
+        seed=s,
+        n_startup_trials=settings.startup_trials,
+        multivariate=True,
+    )
+
+
+def open_study(spec: StudySpec, *, create: bool) -> optuna.Study:
+    """Load the study, or create it when ``create``; refuse a study made with other settings."""
+    if create and spec.storage is None:
+        spec.study_dir.mkdir(parents=True, exist_ok=True)
+    storage = _storage(spec.storage_url)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    if spec.study_name not in names and not create:
+        raise SearchError(
+            f"no study {spec.study_name!r} in {spec.storage_url}; "
+            f"studies there: {', '.join(names) or 'none'}"
+        )
+    study = optuna.create_study(
+        study_name=spec.study_name,
+        storage=storage,
+        directions=DIRECTIONS,
+        load_if_exists=True,
+    )
+    if create:
+        old = study.user_attrs.get("settings")
+        if old is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # set_metric_names is marked experimental
+                study.set_metric_names(OBJECTIVES)
+            study.set_user_attr("settings", spec.settings())
+        elif old != spec.settings():
+            diff = ", ".join(f"{k}={old.get(k)!r}" for k in old if old.get(k) != spec.settings()[k])
+            raise SearchError(
+                f"study {spec.study_name!r} was created with {diff}; resume it with the same "
+                "settings or pick a new name with --study"
+            )
+    return study
+
+
+def fail_stale_trials(study: optuna.Study) -> int:
+    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted')."""
+    host = socket.gethostname()
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or pid is None or _alive(pid):
+            continue
+        storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
+        storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
+        storage.set_trial_user_attr(tid, "interrupted", True)
+        storage.set_trial_state_values(tid, TrialState.FAIL)
+        failed += 1
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count toward the requested number: all ended ones but interrupted ones."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+    )
+
+
+class _Terminated(KeyboardInterrupt):
+    pass
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(f"signal {signum}")
+
+
+def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
+    """Run trials until the study holds ``trials`` finished ones; returns the study."""
+    import torch
+
+    from search.measure import measure_onnx
+    from search.measure.runtime import check_providers
+    from search.progress import console, study_progress
+    from search.report import write_outputs
+    from search.tasks import load_task
+    from search.trial import Context, run_trial
+
+    check_providers(spec.profile)
+    torch.set_num_threads(os.cpu_count() or 1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task = load_task(spec.task, seed=spec.seed, cache_dir=spec.results_dir)
+    study = open_study(spec, create=True)
+    stale = fail_stale_trials(study)
+    if stale:
+        console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
+
+    def measure(path: Path):
+        return measure_onnx(
+            path,
+            profile=spec.profile,
+            eval_inputs=ctx.eval_inputs,
+            latency_input=task.example_input.numpy(),
+        )
+
+    ctx = Context.build(
+        task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure
+    )
+    artifacts = spec.study_dir / "artifacts"
+    if "baseline" not in study.user_attrs:
+        from search.trial import measurement_record, score
+        from search.measure.export import export_onnx
+
+        with console.status("measuring the uncompressed baseline"):
+            path = export_onnx(task.model, task.example_input, artifacts / "baseline" / "model.onnx")
+            metric, m = score(path, ctx)
+        baseline = {**measurement_record(metric, m), "val_accuracy": ctx.baseline_val}
+        study.set_user_attr("baseline", baseline)
+        console.print(
+            f"baseline: {task.metric_name} {metric:.4f}, p50 {m.latency[0].p50_ms:.3f} ms "
+            f"(cv {m.latency[0].cv:.1%}), {m.size_bytes / 1e6:.2f} MB, on {', '.join(m.providers)}"
+        )
+    baseline = study.user_attrs["baseline"]
+    study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
+
+    todo = trials - finished_count(study)
+    if todo <= 0:
+        console.print(f"study {spec.study_name!r} already has {trials} finished trials")
+    old_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with study_progress() if progress else _Null() as bars:
+            overall = bars.add_task("trials", total=max(todo, 0))
+            epochs = bars.add_task("distillation", total=None, visible=False)
+            for _ in range(max(todo, 0)):
+                _one_trial(study, spec, ctx, artifacts, baseline, bars, epochs, run_trial)
+                bars.advance(overall)
+                write_outputs(study, spec.study_dir, html=False)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        write_outputs(study, spec.study_dir, html=True)
+    console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
+    return study
+
+
+def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial) -> None:
+    from search.progress import console
+
+    trial = study.ask()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    started = time.perf_counter()
+    stop = spec.space.early_stop
+    base_val = ctx.baseline_val
+
+    def on_epoch(epoch: int, val: float) -> None:
+        trial.set_user_attr("val_history", [*trial.user_attrs.get("val_history", []), val])
+        bars.update(epoch_bar, completed=epoch, description=f"trial {trial.number} epoch {epoch}")
+        if epoch >= stop.min_epochs and val < base_val - stop.max_accuracy_drop:
+            raise optuna.TrialPruned(
+                f"validation {ctx.task.metric_name} {val:.4f} after epoch {epoch} is more than "
+                f"{stop.max_accuracy_drop} below the baseline's {base_val:.4f}"
+            )
+
+    try:
+        cfg = spec.space.sample(trial)
+        trial.set_user_attr("config", cfg.to_dict())
+        bars.update(
+            epoch_bar, total=cfg.epochs, completed=0, visible=True,
+            description=f"trial {trial.number} epoch 0",
+        )
+        result = run_trial(
+            cfg, ctx=ctx, out_dir=artifacts / str(trial.number), on_epoch=on_epoch
+        )
+    except optuna.TrialPruned as e:
+        trial.set_user_attr("fail_reason", f"stopped early: {e}")
+        study.tell(trial, state=TrialState.PRUNED)
+        console.print(f"trial {trial.number}: stopped early ({e})")
+        return
+    except KeyboardInterrupt as e:
+        reason = "interrupted" + (f" by {e}" if isinstance(e, _Terminated) else " by the user")
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        console.print(f"trial {trial.number}: failed: {reason}")
+        return
+    finally:
+        bars.update(epoch_bar, visible=False)
+    rec = result.record
+    trial.set_user_attr("record", json.loads(json.dumps(rec, default=str)))
+    for key, value in _violations(rec, spec.profile).items():
+        trial.set_constraint(key, value)  # samplers treat > 0 as infeasible
+    trial.set_user_attr("duration_s", round(time.perf_counter() - started, 2))
+    study.tell(trial, [result.accuracy, result.latency_ms])
+    speed = baseline["latency_p50_ms"] / result.latency_ms if result.latency_ms else float("nan")
+    console.print(
+        f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
+        f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
+        f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
+        f"{cfg.epochs} epoch(s), {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _violations(record: dict[str, Any], profile: Profile) -> dict[str, float]:
+    """Optuna constraint values of the profile's budgets: > 0 means over budget."""
+    b = profile.budgets
+    return {
+        "latency_budget_ms": record["latency_p50_ms"] - b.latency_ms if b.latency_ms else 0.0,
+        "memory_budget_mb": record["peak_memory_mb"] - b.memory_mb if b.memory_mb else 0.0,
+    }
+
+
+class _Null:
+    """Stands in for the progress display when it is off."""
+
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *a: Any, **k: Any) -> int:
+        return 0
+
+    def update(self, *a: Any, **k: Any) -> None:
+        return None
+
+    def advance(self, *a: Any, **k: Any) -> None:
+        return None

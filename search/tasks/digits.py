@@ -1,0 +1,72 @@
+"""The built-in ``digits`` task: scikit-learn's 8x8 digits upscaled to 32x32, a small ResNet.
+
+The data ships inside scikit-learn, so nothing is downloaded. Splits (60/20/20, stratified) are
+fixed by the seed. The teacher is trained on first use and cached by task, architecture and seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import TensorDataset
+
+from search.models import ResNet
+from search.tasks.base import Task
+from search.teacher import load_or_train
+
+ARCH = {"widths": (32, 64, 128), "blocks_per_stage": 2}
+TEACHER_EPOCHS = 6
+SIZE = 32
+
+
+def load_splits(seed: int, size: int = SIZE) -> dict[str, TensorDataset]:
+    """Train/val/test splits of digits as normalized ``N x 1 x size x size`` tensors."""
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x - 0.3) / 0.4
+    y = torch.tensor(digits.target, dtype=torch.long)
+    idx = list(range(len(y)))
+    train_idx, rest = train_test_split(idx, test_size=0.4, random_state=seed, stratify=y)
+    val_idx, test_idx = train_test_split(
+        rest, test_size=0.5, random_state=seed, stratify=y[rest]
+    )
+    return {
+        name: TensorDataset(x[ids], y[ids])
+        for name, ids in (("train", train_idx), ("val", val_idx), ("test", test_idx))
+    }
+
+
+def make_task(*, seed: int, cache_dir: Path) -> Task:
+    splits = load_splits(seed)
+    key = f"digits-resnet-w{'-'.join(map(str, ARCH['widths']))}-b{ARCH['blocks_per_stage']}"
+    key += f"-e{TEACHER_EPOCHS}-seed{seed}"
+
+    def build() -> ResNet:
+        return ResNet(num_classes=10, **ARCH)
+
+    teacher = load_or_train(
+        key=key,
+        build=build,
+        train=splits["train"],
+        val=splits["val"],
+        epochs=TEACHER_EPOCHS,
+        seed=seed,
+        cache_dir=cache_dir,
+    )
+    calib_x, calib_y = splits["train"].tensors
+    return Task(
+        name="digits",
+        model=teacher,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        calibration=TensorDataset(calib_x[:256], calib_y[:256]),
+        example_input=splits["test"].tensors[0][:1].clone(),
+        ignored_layers=["fc"],
+        key=key,
+    )
