@@ -300,7 +300,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not a {kind}")
     return data
 
 

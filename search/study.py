@@ -107,7 +107,8 @@ def open_study(spec: StudySpec, *, create: bool) -> optuna.Study:
                 study.set_metric_names(OBJECTIVES)
             study.set_user_attr("settings", spec.settings())
         elif old != spec.settings():
-            diff = ", ".join(f"{k}={old.get(k)!r}" for k in old if old.get(k) != spec.settings()[k])
+            new = spec.settings()
+            diff = ", ".join(f"{k}={old.get(k)!r}" for k in new if old.get(k) != new[k])
             raise SearchError(
                 f"study {spec.study_name!r} was created with {diff}; resume it with the same "
                 "settings or pick a new name with --study"
@@ -194,11 +195,12 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     )
     artifacts = spec.study_dir / "artifacts"
     if "baseline" not in study.user_attrs:
-        from search.trial import measurement_record, score
         from search.measure.export import export_onnx
+        from search.trial import measurement_record, score
 
         with console.status("measuring the uncompressed baseline"):
-            path = export_onnx(task.model, task.example_input, artifacts / "baseline" / "model.onnx")
+            path = artifacts / "baseline" / "model.onnx"
+            export_onnx(task.model, task.example_input, path)
             metric, m = score(path, ctx)
         baseline = {**measurement_record(metric, m), "val_accuracy": ctx.baseline_val}
         study.set_user_attr("baseline", baseline)

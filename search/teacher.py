@@ -36,7 +36,8 @@ def load_or_train(
             model.load_state_dict(state["state_dict"])
         except Exception as e:  # noqa: BLE001 - any unreadable cache is a user-fixable error
             raise TaskError(
-                f"cached teacher {path} cannot be loaded ({type(e).__name__}); delete it to retrain"
+                f"cached teacher {path} cannot be loaded ({type(e).__name__}); "
+                "delete it to retrain"
             ) from None
         return model.eval()
     from search.progress import status

@@ -1,0 +1,64 @@
+"""The CLI on bad input: one line on stderr, exit 2, no traceback, no study created."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run_cli(*args: str, results) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args, "--results-dir", str(results)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def _assert_clean_failure(proc, results, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_unknown_profile(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli("run", "--hw", "jetsonn", results=results)
+    _assert_clean_failure(proc, results, "unknown hardware profile 'jetsonn'")
+
+
+def test_malformed_space_file(tmp_path):
+    space = tmp_path / "bad.yaml"
+    space.write_text("prune: [this is not a mapping\n")
+    results = tmp_path / "results"
+    proc = run_cli("run", "--space", str(space), results=results)
+    _assert_clean_failure(proc, results, "not valid YAML")
+
+
+@pytest.mark.parametrize("high", ["1.0", "-0.2"])
+def test_prune_ratio_outside_unit_interval(tmp_path, high):
+    space = tmp_path / "ratio.yaml"
+    space.write_text(f"prune: {{ratio: {{low: -0.5, high: {high}}}}}\n")
+    results = tmp_path / "results"
+    proc = run_cli("run", "--space", str(space), results=results)
+    _assert_clean_failure(proc, results, "ratio must lie in [0.0, 1.0)")
+
+
+def test_unknown_task(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli("run", "--task", "cifar1000", results=results)
+    _assert_clean_failure(proc, results, "unknown task 'cifar1000'")
+
+
+def test_report_of_missing_study(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli("report", "--study", "nothing-here", results=results)
+    _assert_clean_failure(proc, results, "no study")
