@@ -145,8 +145,11 @@ def save_program(module_path: Path, float_onnx: Path, out: Path) -> dict[str, An
     model = torch.load(module_path, weights_only=False, map_location="cpu").eval()
     # Batch 2: torch.export specializes an example dimension of size 1 to a constant.
     shape = [2 if isinstance(d, str) else d for d in info["shape"]]
-    dynamic = {i: torch.export.Dim("batch", min=1, max=4096)
-               for i, d in enumerate(info["shape"]) if isinstance(d, str)}
+    dynamic = {
+        i: torch.export.Dim("batch", min=1, max=4096)
+        for i, d in enumerate(info["shape"])
+        if isinstance(d, str)
+    }
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     program = torch.export.export(model, (x,), dynamic_shapes=(dynamic or None,))
     torch.export.save(program, out)
@@ -190,15 +193,17 @@ def trial_info(
         "config": rec.get("config") or t.user_attrs.get("config"),
         "params": t.params,
         "measurements": metrics,
-        "baseline": {k: v for k, v in (study.user_attrs.get("baseline") or {}).items()
-                     if k != "measurement"},
+        "baseline": {
+            k: v for k, v in (study.user_attrs.get("baseline") or {}).items() if k != "measurement"
+        },
         "measured_file": files["measured"].name,
         "input": input_info,
         "profile": _profile(settings),
         "settings": settings,
         "files": {
             p.name: {"role": role, "bytes": p.stat().st_size, "sha256": _sha256(p)}
-            for role, p in files.items() if p.is_file()
+            for role, p in files.items()
+            if p.is_file()
         },
         "versions": versions(),
         "reproduce": {

@@ -23,25 +23,26 @@ def readme(info: dict[str, Any]) -> str:
         else "`model.onnx` is the file that was measured; `model.pt2` and `model_module.pt` hold "
         "the same float model."
     )
-    return f"""# Trial {info['trial']} of study `{info['study']}`
+    return f"""# Trial {info["trial"]} of study `{info["study"]}`
 
 | | this trial | baseline |
 |---|---|---|
-| accuracy (test split, ONNX Runtime) | {_f(m.get('accuracy'), '.4f')} | {_f(b.get('accuracy'), '.4f')} |
-| latency p50 / p90 (ms, batch 1) | {_f(m.get('latency_p50_ms'), '.3f')} / \
-{_f(m.get('latency_p90_ms'), '.3f')} | {_f(b.get('latency_p50_ms'), '.3f')} / \
-{_f(b.get('latency_p90_ms'), '.3f')} |
-| peak inference memory (MB) | {_f(m.get('peak_memory_mb'), '.1f')} | \
-{_f(b.get('peak_memory_mb'), '.1f')} |
-| file size (MB) | {_f(m.get('size_mb'), '.3f')} | {_f(b.get('size_mb'), '.3f')} |
+| accuracy (test split, ONNX Runtime) | {_f(m.get("accuracy"), ".4f")} | \
+{_f(b.get("accuracy"), ".4f")} |
+| latency p50 / p90 (ms, batch 1) | {_f(m.get("latency_p50_ms"), ".3f")} / \
+{_f(m.get("latency_p90_ms"), ".3f")} | {_f(b.get("latency_p50_ms"), ".3f")} / \
+{_f(b.get("latency_p90_ms"), ".3f")} |
+| peak inference memory (MB) | {_f(m.get("peak_memory_mb"), ".1f")} | \
+{_f(b.get("peak_memory_mb"), ".1f")} |
+| file size (MB) | {_f(m.get("size_mb"), ".3f")} | {_f(b.get("size_mb"), ".3f")} |
 
-Measured on {m.get('measurement', {}).get('device', '?')} with ONNX Runtime \
-{m.get('measurement', {}).get('onnxruntime', '?')}. Full record: `trial.json`.
+Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
+{m.get("measurement", {}).get("onnxruntime", "?")}. Full record: `trial.json`.
 
 ## Files
 
 - `{measured}`: the exact ONNX file that was measured (its sha256 is in `trial.json`).
-{'- `model.onnx`: the float ONNX file before quantization.' if quantized else ''}
+{"- `model.onnx`: the float ONNX file before quantization." if quantized else ""}
 - `model.pt2`: the compressed float model as a `torch.export` program. Loads with PyTorch alone.
 - `model_module.pt`: the same model as a pickled `torch.nn.Module`, for further fine-tuning.
 - `trial.json`: configuration, measurements, profile, package versions, how to reproduce.
@@ -49,7 +50,7 @@ Measured on {m.get('measurement', {}).get('device', '?')} with ONNX Runtime \
 
 {float_note}
 
-Input `{inp['name']}`: shape ({shape}), {inp['dtype']}; the first dimension is the batch.
+Input `{inp["name"]}`: shape ({shape}), {inp["dtype"]}; the first dimension is the batch.
 
 ## Run the ONNX file (needs only `onnxruntime` and `numpy`)
 
@@ -58,8 +59,8 @@ import numpy as np
 import onnxruntime as ort
 
 session = ort.InferenceSession("{measured}", providers=["CPUExecutionProvider"])
-x = np.zeros(({example}), dtype=np.{inp['dtype']})
-logits = session.run(None, {{"{inp['name']}": x}})[0]
+x = np.zeros(({example}), dtype=np.{inp["dtype"]})
+logits = session.run(None, {{"{inp["name"]}": x}})[0]
 ```
 
 ## Run the PyTorch checkpoint (needs only `torch`)
@@ -81,6 +82,6 @@ model = torch.load("model_module.pt", weights_only=False)
 
 ## Reproduce
 
-`{info['reproduce']['study_command']}` reruns the whole study; `python reproduce.py` (from the
-search project's root) reruns only this trial's configuration. {info['reproduce']['note']}.
+`{info["reproduce"]["study_command"]}` reruns the whole study; `python reproduce.py` (from the
+search project's root) reruns only this trial's configuration. {info["reproduce"]["note"]}.
 """

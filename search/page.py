@@ -60,8 +60,10 @@ def _f(x: Any, spec: str, suffix: str = "") -> str:
 
 def page(data: ReportData, figs: dict[str, go.Figure | None]) -> str:
     """The report as one HTML string that works offline."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(data.study_name)}"
-             f" report</title><style>{STYLE}</style></head><body>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(data.study_name)}"
+        f" report</title><style>{STYLE}</style></head><body>"
+    ]
     parts.append(f"<h1>{_e(data.study_name)}</h1>{_header(data)}")
     links = [f"<a href='#{k}'>{TITLES[k]}</a>" for k in figs] + ["<a href='#failed'>Failed</a>"]
     parts.append(f"<nav>{''.join(links)}</nav>")
@@ -69,13 +71,21 @@ def page(data: ReportData, figs: dict[str, go.Figure | None]) -> str:
     plotly_js: bool | str = True
     for key, fig in figs.items():
         parts.append(f"<h2 id='{key}'>{TITLES[key]}</h2><p class='cap'>{CAPTIONS[key]}</p>")
+        if key == "importance" and fig is not None and data.importance_note:
+            parts.append(f"<p class='note'>Note: {_e(data.importance_note)}.</p>")
         if fig is None:
             why = data.importance_note if key == "importance" and data.importance_note else None
-            parts.append(f"<p class='note'>Not shown: {_e(why or MISSING.get(key, 'no data'))}"
-                         ".</p>")
+            parts.append(
+                f"<p class='note'>Not shown: {_e(why or MISSING.get(key, 'no data'))}.</p>"
+            )
             continue
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=plotly_js,
-                                 config={"displaylogo": False, "responsive": True}))
+        parts.append(
+            fig.to_html(
+                full_html=False,
+                include_plotlyjs=plotly_js,
+                config={"displaylogo": False, "responsive": True},
+            )
+        )
         plotly_js = False  # plotly.js is embedded once, in the first figure
     parts.append(_failed(data) + _footer(data) + "</body></html>")
     return "\n".join(parts)
@@ -105,8 +115,10 @@ def _header(data: ReportData) -> str:
 
 def _picks(data: ReportData) -> str:
     if not data.picks:
-        return ("<p class='cap'>No pick rules given; try <code>--pick knee --pick "
-                "fastest-within:1% --pick accurate-within:5ms</code>.</p>")
+        return (
+            "<p class='cap'>No pick rules given; try <code>--pick knee --pick "
+            "fastest-within:1% --pick accurate-within:5ms</code>.</p>"
+        )
     items = "".join(
         f"<li><code>{_e(p.rule)}</code>: "
         + (f"<b>trial {p.trial}</b>" if p.trial is not None else "<b>no trial</b>")
@@ -117,9 +129,11 @@ def _picks(data: ReportData) -> str:
 
 
 def _front_table(data: ReportData) -> str:
-    head = ("<tr><th>trial</th><th>accuracy</th><th>vs baseline</th><th>p50 ms</th>"
-            "<th>speedup</th><th>peak MB</th><th>size MB</th><th class='l'>precision</th>"
-            "<th class='l'>picked by</th></tr>")
+    head = (
+        "<tr><th>trial</th><th>accuracy</th><th>vs baseline</th><th>p50 ms</th>"
+        "<th>speedup</th><th>peak MB</th><th>size MB</th><th class='l'>precision</th>"
+        "<th class='l'>picked by</th></tr>"
+    )
     rows = []
     b = data.baseline
     if b:
@@ -153,8 +167,10 @@ def _failed(data: ReportData) -> str:
         f"<td class='l'>{_e(r.fail_reason or '-')}</td></tr>"
         for _, r in bad.iterrows()
     )
-    return (out + "<table><tr><th>trial</th><th class='l'>state</th><th class='l'>reason</th>"
-            f"</tr>{rows}</table>")
+    return (
+        out + "<table><tr><th>trial</th><th class='l'>state</th><th class='l'>reason</th>"
+        f"</tr>{rows}</table>"
+    )
 
 
 def _footer(data: ReportData) -> str:

@@ -107,26 +107,31 @@ def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | Non
         if ok.empty:
             best = pool.accuracy.max() - baseline["accuracy"]
             return Pick(
-                rule.text, None,
+                rule.text,
+                None,
                 f"no trial within {rule.bound:.2%} of the baseline accuracy "
                 f"(closest: {best:+.2%})",
             )
-        row = ok.sort_values(["latency_p50_ms", "accuracy", "trial"],
-                             ascending=[True, False, True]).iloc[0]
+        row = ok.sort_values(
+            ["latency_p50_ms", "accuracy", "trial"], ascending=[True, False, True]
+        ).iloc[0]
         return Pick(
-            rule.text, int(row.trial),
+            rule.text,
+            int(row.trial),
             f"fastest trial with accuracy >= {floor:.4f} (baseline - {rule.bound:.2%})",
         )
     if rule.kind == "accurate-within":
         ok = pool[pool.latency_p50_ms <= rule.bound]
         if ok.empty:
             return Pick(
-                rule.text, None,
+                rule.text,
+                None,
                 f"no trial at or under {rule.bound:g} ms p50 "
                 f"(fastest: {pool.latency_p50_ms.min():.3f} ms)",
             )
-        row = ok.sort_values(["accuracy", "latency_p50_ms", "trial"],
-                             ascending=[False, True, True]).iloc[0]
+        row = ok.sort_values(
+            ["accuracy", "latency_p50_ms", "trial"], ascending=[False, True, True]
+        ).iloc[0]
         return Pick(rule.text, int(row.trial), f"most accurate trial at <= {rule.bound:g} ms p50")
     front = pool[pool.pareto.astype(bool)] if "pareto" in pool else pool
     return Pick(rule.text, knee(front if not front.empty else pool), "knee of the Pareto front")
@@ -147,15 +152,17 @@ def knee(front: pd.DataFrame) -> int:
     span_a = (max(acc) - min(acc)) or 1.0
     span_l = (max(lat) - min(lat)) or 1.0
     # Scaled so that larger is better on both axes.
-    pts = [((a - min(acc)) / span_a, (max(lat) - t) / span_l) for a, t in zip(acc, lat, strict=True)]
+    pts = [
+        ((a - min(acc)) / span_a, (max(lat) - t) / span_l) for a, t in zip(acc, lat, strict=True)
+    ]
     (x0, y0), (x1, y1) = pts[0], pts[-1]
     length = math.hypot(x1 - x0, y1 - y0)
     dist = [
-        ((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0)) / length if length else 0.0
-        for x, y in pts
+        ((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0)) / length if length else 0.0 for x, y in pts
     ]
     best = max(range(len(pts)), key=lambda i: (round(dist[i], 12), -trials[i]))
     if len(pts) < 3 or dist[best] <= 1e-12:
-        best = min(range(len(pts)), key=lambda i: (math.hypot(1 - pts[i][0], 1 - pts[i][1]),
-                                                   trials[i]))
+        best = min(
+            range(len(pts)), key=lambda i: (math.hypot(1 - pts[i][0], 1 - pts[i][1]), trials[i])
+        )
     return trials[best]

@@ -64,14 +64,26 @@ def _groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict[str, Any]]]:
     feasible = df.feasible.astype(bool)
     front = df.pareto.astype(bool)
     return [
-        ("dominated", df[done & feasible & ~front],
-         {"marker": {"color": DOMINATED, "size": 8}, "opacity": 0.4}),
-        ("over budget", df[done & ~feasible],
-         {"marker": {"color": OVER_BUDGET, "size": 8, "symbol": "diamond"}, "opacity": 0.4}),
-        ("failed / stopped", df[~done],
-         {"marker": {"color": FAILED, "size": 9, "symbol": "x"}, "opacity": 0.4}),
-        ("Pareto front", df[front].sort_values("latency_p50_ms"),
-         {"marker": {"color": FRONT, "size": 11, "line": {"width": 1, "color": "white"}}}),
+        (
+            "dominated",
+            df[done & feasible & ~front],
+            {"marker": {"color": DOMINATED, "size": 8}, "opacity": 0.4},
+        ),
+        (
+            "over budget",
+            df[done & ~feasible],
+            {"marker": {"color": OVER_BUDGET, "size": 8, "symbol": "diamond"}, "opacity": 0.4},
+        ),
+        (
+            "failed / stopped",
+            df[~done],
+            {"marker": {"color": FAILED, "size": 9, "symbol": "x"}, "opacity": 0.4},
+        ),
+        (
+            "Pareto front",
+            df[front].sort_values("latency_p50_ms"),
+            {"marker": {"color": FRONT, "size": 11, "line": {"width": 1, "color": "white"}}},
+        ),
     ]
 
 
@@ -88,41 +100,64 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
             continue
         lines = name == "Pareto front" and x == "latency_p50_ms"
         fig.add_scatter(
-            x=part[x], y=part.accuracy, name=f"{name} ({len(part)})",
+            x=part[x],
+            y=part.accuracy,
+            name=f"{name} ({len(part)})",
             mode="markers+lines" if lines else "markers",
             line={"color": FRONT, "shape": "hv"} if lines else None,
             text=[_hover(r, metric) for _, r in part.iterrows()],
-            hovertemplate="%{text}<extra></extra>", **style,
+            hovertemplate="%{text}<extra></extra>",
+            **style,
         )
     base = data.baseline
     if base.get(x) is not None and base.get("accuracy") is not None:
         fig.add_scatter(
-            x=[base[x]], y=[base["accuracy"]], mode="markers", name="baseline (uncompressed)",
+            x=[base[x]],
+            y=[base["accuracy"]],
+            mode="markers",
+            name="baseline (uncompressed)",
             marker={"symbol": "star", "size": 16, "color": "black"},
-            hovertemplate=f"baseline<br>{metric} %{{y:.4f}}<br>{x_title} %{{x:.3f}}<extra></extra>",
+            hovertemplate=f"baseline<br>{metric} %{{y:.4f}}<br>{x_title} %{{x:.3f}}"
+            "<extra></extra>",
         )
     budget = {"latency_p50_ms": "latency_budget_ms", "peak_memory_mb": "memory_budget_mb"}.get(x)
     if budget in data.budgets:
         fig.add_vline(
-            x=data.budgets[budget], line_dash="dash", line_color=OVER_BUDGET,
-            annotation_text=f"budget {data.budgets[budget]:g}", annotation_position="top left",
+            x=data.budgets[budget],
+            line_dash="dash",
+            line_color=OVER_BUDGET,
+            annotation_text=f"budget {data.budgets[budget]:g}",
+            annotation_position="top left",
         )
-    for p in data.picks:
-        if p.trial is None:
-            continue
-        row = df[df.trial == p.trial].iloc[0]
+    # One label a picked trial, naming every rule that chose it, so labels do not overlap.
+    for trial in dict.fromkeys(p.trial for p in data.picks if p.trial is not None):
+        row = df[df.trial == trial].iloc[0]
         fig.add_annotation(
-            x=row[x], y=row.accuracy, text=f"{p.rule}: trial {p.trial}", showarrow=True,
-            arrowcolor=PICK, font={"color": PICK}, ax=40, ay=-30,
+            x=row[x],
+            y=row.accuracy,
+            text=f"trial {trial}: {', '.join(data.picked_by(trial))}",
+            showarrow=True,
+            arrowcolor=PICK,
+            font={"color": PICK},
+            ax=40,
+            ay=-30,
+            bgcolor="rgba(255,255,255,0.8)",
         )
     if x == "latency_p50_ms":
         _accuracy_floors(fig, data)
     missing = int((df.accuracy.isna() | df[x].isna()).sum())
-    note = f"<br><sup>{missing} trial(s) without measurements are listed below</sup>" if missing else ""
+    note = (
+        f"<br><sup>{missing} trial(s) without measurements are listed below</sup>"
+        if missing
+        else ""
+    )
     fig.update_layout(
-        title=f"{metric} vs {x_title}{note}", xaxis_title=x_title,
-        yaxis_title=f"{metric} (ONNX Runtime, test split)", template="plotly_white",
-        legend={"orientation": "h", "y": -0.2}, height=520,
+        title=f"{metric} vs {x_title}{note}",
+        xaxis_title=x_title,
+        yaxis_title=f"{metric} (ONNX Runtime, test split)",
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
+        height=520,
     )
     return fig
 
@@ -137,8 +172,11 @@ def _accuracy_floors(fig: go.Figure, data: ReportData) -> None:
 
             floor = base - (parse_rule(p.rule).bound or 0.0)
             fig.add_hline(
-                y=floor, line_dash="dot", line_color=PICK,
-                annotation_text=f"{p.rule} floor", annotation_position="bottom right",
+                y=floor,
+                line_dash="dot",
+                line_color=PICK,
+                annotation_text=f"{p.rule} floor",
+                annotation_position="bottom right",
             )
 
 
@@ -159,18 +197,27 @@ def parallel_figure(data: ReportData) -> go.Figure | None:
         else:
             cats = sorted(values.astype(str).unique())
             codes = values.astype(str).map({c: i for i, c in enumerate(cats)})
-            dims.append({"label": col.removeprefix("param_"), "values": codes,
-                         "tickvals": list(range(len(cats))), "ticktext": cats})
+            dims.append(
+                {
+                    "label": col.removeprefix("param_"),
+                    "values": codes,
+                    "tickvals": list(range(len(cats))),
+                    "ticktext": cats,
+                }
+            )
     metric = data.settings.get("metric", "accuracy")
     dims.append({"label": metric, "values": done.accuracy})
     dims.append({"label": "p50 ms", "values": done.latency_p50_ms})
-    fig = go.Figure(go.Parcoords(
-        dimensions=dims,
-        line={"color": done.pareto.astype(int), "colorscale": [[0, "#c7c7c7"], [1, FRONT]]},
-    ))
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dims,
+            line={"color": done.pareto.astype(int), "colorscale": [[0, "#c7c7c7"], [1, FRONT]]},
+        )
+    )
     fig.update_layout(
         title="parameters against objectives (blue: Pareto front, grey: other completed trials)",
-        template="plotly_white", height=460,
+        template="plotly_white",
+        height=460,
     )
     return fig
 
@@ -185,7 +232,10 @@ def importance_figure(data: ReportData) -> go.Figure | None:
         fig.add_bar(y=names, x=[imp[n] for n in names], name=objective, orientation="h")
     fig.update_layout(
         title="parameter importances (Optuna fANOVA, share of each objective's variance)",
-        xaxis_title="importance", barmode="group", template="plotly_white", height=420,
+        xaxis_title="importance",
+        barmode="group",
+        template="plotly_white",
+        height=420,
     )
     return fig
 
@@ -195,13 +245,23 @@ def hypervolume_figure(data: ReportData) -> go.Figure | None:
     hv = data.hypervolume
     if hv.empty:
         return None
-    fig = go.Figure(go.Scatter(x=hv.trial, y=hv.hypervolume, mode="lines+markers",
-                               line={"shape": "hv", "color": FRONT}))
+    fig = go.Figure(
+        go.Scatter(
+            x=hv.trial,
+            y=hv.hypervolume,
+            mode="lines+markers",
+            line={"shape": "hv", "color": FRONT},
+        )
+    )
+    if hv.trial.max() - hv.trial.min() <= 20:
+        fig.update_xaxes(dtick=1)  # trial numbers are integers; no 0.5 ticks on short studies
     acc_ref, lat_ref = data.hv_reference
     fig.update_layout(
         title=f"hypervolume over trials (reference: accuracy {acc_ref:g}, "
         f"latency {lat_ref:.3f} ms)",
-        xaxis_title="trial", yaxis_title="hypervolume (accuracy x ms)", template="plotly_white",
+        xaxis_title="trial",
+        yaxis_title="hypervolume (accuracy x ms)",
+        template="plotly_white",
         height=420,
     )
     return fig
@@ -218,12 +278,22 @@ def savings_figure(data: ReportData) -> go.Figure | None:
     for i, step in enumerate(steps):
         color = f"hsl({(210 + 70 * i) % 360},60%,{45 + 8 * i}%)"
         for col, kind in ((1, "params"), (2, "macs")):
-            fig.add_bar(x=labels, y=front[f"{kind}_{step}"], name=f"after {step}",
-                        legendgroup=step, showlegend=col == 1, marker_color=color,
-                        row=1, col=col)
+            name = "uncompressed" if step == "base" else f"after {step}"
+            fig.add_bar(
+                x=labels,
+                y=front[f"{kind}_{step}"],
+                name=name,
+                legendgroup=step,
+                showlegend=col == 1,
+                marker_color=color,
+                row=1,
+                col=col,
+            )
     fig.update_layout(
         title="where the savings came from: size after each step (Pareto trials)",
-        barmode="group", template="plotly_white", height=420,
+        barmode="group",
+        template="plotly_white",
+        height=420,
     )
     return fig
 
@@ -237,22 +307,26 @@ def kernels_figure(data: ReportData) -> go.Figure | None:
     fig = go.Figure()
     fig.add_bar(x=labels, y=front.kernels_integer, name="integer kernels", marker_color=FRONT)
     fig.add_bar(x=labels, y=front.kernels_float, name="float kernels", marker_color=DOMINATED)
-    fig.update_layout(title="nodes that ran as integer vs float kernels (Pareto trials)",
-                      barmode="stack", template="plotly_white", height=400)
+    fig.update_layout(
+        title="nodes that ran as integer vs float kernels (Pareto trials)",
+        barmode="stack",
+        template="plotly_white",
+        height=400,
+    )
     return fig
 
 
-def write_pngs(
-    figs: dict[str, go.Figure | None], out_dir: Path
-) -> tuple[list[Path], str | None]:
+def write_pngs(figs: dict[str, go.Figure | None], out_dir: Path) -> tuple[list[Path], str | None]:
     """PNG copies of the main figures via kaleido; returns the files and, if any, why not."""
     main = {k: f for k, f in figs.items() if k in MAIN and f is not None}
     try:
         import kaleido  # noqa: F401 - only checks that it is installed
         import plotly.io as pio
     except ImportError:
-        return [], ("PNG copies skipped: kaleido is not installed "
-                    "(pip install kaleido; it also needs Chrome or Chromium on PATH)")
+        return [], (
+            "PNG copies skipped: kaleido is not installed "
+            "(pip install kaleido; it also needs Chrome or Chromium on PATH)"
+        )
     paths = [Path(out_dir) / f"{name}.png" for name in main]
     try:
         pio.write_images(list(main.values()), paths, width=1100, height=600)

@@ -1,4 +1,4 @@
-"""Collect a study into plain data, then render it: ``trials.csv``, ``pareto.csv``, ``report.html``.
+"""Collect a study into plain data, then write it: ``trials.csv``, ``pareto.csv``, ``report.html``.
 
 Compute, then render: :func:`collect` and :func:`build_report` return plain data that tests can
 check; :mod:`search.plots` only draws it.
@@ -180,6 +180,8 @@ def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
                 )
         except (RuntimeError, ValueError) as e:
             return {}, f"parameter importances unavailable: {str(e).splitlines()[0]}"
+    if len(done) < 10:
+        return out, f"only {len(done)} completed trials: these importances are rough"
     return out, ""
 
 
@@ -221,20 +223,41 @@ def pareto_table(data: ReportData, *, metric: str = "accuracy"):
 
     base = data.baseline
     table = Table(title=f"{data.study_name}: Pareto front ({len(data.pareto)} trials)")
-    for col in ("trial", metric, "vs base", "p50 ms", "speedup", "mem MB", "size MB",
-                "precision", "picked by"):
+    for col in (
+        "trial",
+        metric,
+        "vs base",
+        "p50 ms",
+        "speedup",
+        "mem MB",
+        "size MB",
+        "precision",
+        "picked by",
+    ):
         table.add_column(col, justify="left" if col in ("precision", "picked by") else "right")
     if base:
         table.add_row(
-            "baseline", _f(base.get("accuracy"), ".4f"), "", _f(base.get("latency_p50_ms"), ".3f"),
-            "1.00x", _f(base.get("peak_memory_mb"), ".1f"), _f(base.get("size_mb"), ".2f"),
-            "float32", "", style="dim",
+            "baseline",
+            _f(base.get("accuracy"), ".4f"),
+            "",
+            _f(base.get("latency_p50_ms"), ".3f"),
+            "1.00x",
+            _f(base.get("peak_memory_mb"), ".1f"),
+            _f(base.get("size_mb"), ".2f"),
+            "float32",
+            "",
+            style="dim",
         )
     for _, r in data.pareto.iterrows():
         table.add_row(
-            str(r.trial), _f(r.accuracy, ".4f"), _f(r.accuracy_change, "+.2%"),
-            _f(r.latency_p50_ms, ".3f"), _f(r.speedup, ".2f", "x"),
-            _f(r.peak_memory_mb, ".1f"), _f(r.size_mb, ".2f"), r.precision,
+            str(r.trial),
+            _f(r.accuracy, ".4f"),
+            _f(r.accuracy_change, "+.2%"),
+            _f(r.latency_p50_ms, ".3f"),
+            _f(r.speedup, ".2f", "x"),
+            _f(r.peak_memory_mb, ".1f"),
+            _f(r.size_mb, ".2f"),
+            r.precision,
             ", ".join(data.picked_by(int(r.trial))),
         )
     return table
