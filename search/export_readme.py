@@ -80,6 +80,11 @@ module instead; it needs the model's class importable (for the built-in tasks
 model = torch.load("model_module.pt", weights_only=False)
 ```
 
+## Browse the whole study
+
+The study is a plain Optuna storage: `optuna-dashboard sqlite:///results/{info["study"]}/study.db`
+(`pip install optuna-dashboard`), from the search project's root.
+
 ## Reproduce
 
 `{info["reproduce"]["study_command"]}` reruns the whole study; `python reproduce.py` (from the

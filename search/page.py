@@ -97,11 +97,12 @@ def _header(data: ReportData) -> str:
     counts = df.state.value_counts().to_dict() if not df.empty else {}
     states = ", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "no trials yet"
     setting = ", ".join(f"{k} <code>{_e(v)}</code>" for k, v in s.items())
-    lines = [
-        f"<p class='meta'>{setting}<br>{len(df)} trials: {states}<br>",
-        f"measured on {_e(meas.get('device', '?'))} with ONNX Runtime "
-        f"{_e(meas.get('onnxruntime', '?'))} ({_e(', '.join(meas.get('providers', [])))})",
-    ]
+    lines = [f"<p class='meta'>{setting}<br>{len(df)} trials: {states}"]
+    if meas:
+        lines.append(
+            f"<br>measured on {_e(meas.get('device', '?'))} with ONNX Runtime "
+            f"{_e(meas.get('onnxruntime', '?'))} ({_e(', '.join(meas.get('providers', [])))})"
+        )
     if b:
         lines.append(
             f"<br>baseline: accuracy {_f(b.get('accuracy'), '.4f')}, p50 "
@@ -109,8 +110,13 @@ def _header(data: ReportData) -> str:
             f"{_f(b.get('peak_memory_mb'), '.1f')} MB, size {_f(b.get('size_mb'), '.2f')} MB"
         )
     if data.budgets:
-        lines.append("<br>budgets: " + ", ".join(f"{k} {v:g}" for k, v in data.budgets.items()))
+        lines.append("<br>budgets: " + ", ".join(_budget(k, v) for k, v in data.budgets.items()))
     return "".join(lines) + "</p>"
+
+
+def _budget(key: str, value: float) -> str:
+    what, unit = key.removesuffix("_ms").removesuffix("_mb").split("_", 1)[0], key[-2:]
+    return f"{what} {value:g} {'ms' if unit == 'ms' else 'MB'}"
 
 
 def _picks(data: ReportData) -> str:

@@ -126,7 +126,8 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
             x=data.budgets[budget],
             line_dash="dash",
             line_color=OVER_BUDGET,
-            annotation_text=f"budget {data.budgets[budget]:g}",
+            annotation_text=f"{budget.split('_')[0]} budget {data.budgets[budget]:g} "
+            f"{'ms' if budget.endswith('ms') else 'MB'}",
             annotation_position="top left",
         )
     # One label a picked trial, naming every rule that chose it, so labels do not overlap.

@@ -275,3 +275,16 @@ def test_cli_report_prints_front_and_picks(tmp_path: Path, capsys) -> None:
         main(["report", "--study", "hand", "--results-dir", str(tmp_path), "--pick", "fastest"])
         == 2
     )
+
+
+def test_report_of_a_study_without_completed_trials(tmp_path: Path) -> None:
+    empty = optuna.create_study(directions=["maximize", "minimize"])
+    failed = optuna.create_study(directions=["maximize", "minimize"])
+    failed.set_user_attr("baseline", BASE)
+    failed.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "boom"}))
+    for i, st in enumerate((empty, failed)):
+        data = build_report(st, picks=["knee", "fastest-within:1%"])
+        assert [p.trial for p in data.picks] == [None, None]
+        assert plots.figures(data)["pareto"] is None
+        paths, _ = write_report(data, tmp_path / str(i))
+        assert "Not shown" in paths["html"].read_text()
