@@ -209,8 +209,8 @@ def trial_info(
         "reproduce": {
             "command": "python reproduce.py",
             "study_command": study_command(settings, study.study_name),
-            "note": "reproduce.py reruns this trial's configuration as trial 0 of a new study; "
-            "accuracy repeats with the same seed on CPU, latency is re-measured and varies",
+            "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
+            "and varies from run to run",
         },
         "exported_with": command or " ".join(sys.argv),
     }
@@ -223,7 +223,8 @@ def _profile(settings: dict[str, Any]) -> dict[str, Any]:
     if not name:
         return {}
     try:
-        return load_profile(name).model_dump()
+        # The study stores the profile's name only: this is the profile file as it is now.
+        return {**load_profile(name).model_dump(), "note": "read at export time"}
     except SearchError:
         # The study stores only the profile's name; a profile given as a path may have moved.
         return {"name": name, "note": "profile file not found; only its name is stored"}

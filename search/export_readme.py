@@ -23,13 +23,16 @@ def readme(info: dict[str, Any]) -> str:
         else "`model.onnx` is the file that was measured; `model.pt2` and `model_module.pt` hold "
         "the same float model."
     )
+    fl = "\n- `model.onnx`: the float ONNX file before quantization." if quantized else ""
+    lat = (m.get("measurement", {}).get("latency") or [{}])[0]
+    batch = lat.get("batch_size", "?")
     return f"""# Trial {info["trial"]} of study `{info["study"]}`
 
 | | this trial | baseline |
 |---|---|---|
 | accuracy (test split, ONNX Runtime) | {_f(m.get("accuracy"), ".4f")} | \
 {_f(b.get("accuracy"), ".4f")} |
-| latency p50 / p90 (ms, batch 1) | {_f(m.get("latency_p50_ms"), ".3f")} / \
+| latency p50 / p90 (ms, batch {batch}) | {_f(m.get("latency_p50_ms"), ".3f")} / \
 {_f(m.get("latency_p90_ms"), ".3f")} | {_f(b.get("latency_p50_ms"), ".3f")} / \
 {_f(b.get("latency_p90_ms"), ".3f")} |
 | peak inference memory (MB) | {_f(m.get("peak_memory_mb"), ".1f")} | \
@@ -41,8 +44,7 @@ Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
 
 ## Files
 
-- `{measured}`: the exact ONNX file that was measured (its sha256 is in `trial.json`).
-{"- `model.onnx`: the float ONNX file before quantization." if quantized else ""}
+- `{measured}`: the exact ONNX file that was measured (its sha256 is in `trial.json`).{fl}
 - `model.pt2`: the compressed float model as a `torch.export` program. Loads with PyTorch alone.
 - `model_module.pt`: the same model as a pickled `torch.nn.Module`, for further fine-tuning.
 - `trial.json`: configuration, measurements, profile, package versions, how to reproduce.
@@ -87,6 +89,7 @@ The study is a plain Optuna storage: `optuna-dashboard sqlite:///results/{info["
 
 ## Reproduce
 
-`{info["reproduce"]["study_command"]}` reruns the whole study; `python reproduce.py` (from the
-search project's root) reruns only this trial's configuration. {info["reproduce"]["note"]}.
+`python reproduce.py`, run from the search project's root, reruns only this trial's
+configuration as the single trial of a new study; `{info["reproduce"]["study_command"]}`
+reruns the whole study. {info["reproduce"]["note"]}.
 """

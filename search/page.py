@@ -22,6 +22,7 @@ CAPTIONS = {
     "hypervolume": "Area the front dominates; it rises when a trial improves the front.",
     "savings": "Parameters and multiply-accumulates of the PyTorch model after each step.",
     "kernels": "How many nodes of the measured file ran as integer kernels.",
+    "sensitivity": "How much each layer's accuracy suffers when it alone is compressed.",
 }
 TITLES = {
     "pareto": "Pareto front: accuracy against latency",
@@ -32,11 +33,15 @@ TITLES = {
     "hypervolume": "Hypervolume over trials",
     "savings": "Where the savings came from",
     "kernels": "Integer kernels",
+    "sensitivity": "Layer sensitivity",
 }
 MISSING = {
     "importance": "not enough completed trials with varying parameters",
     "kernels": "no trial recorded kernel counts (no trial was quantized)",
+    "sensitivity": "the study recorded no per-layer sensitivity",
 }
+
+OPTIONAL = {"sensitivity"}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -60,6 +65,8 @@ def _f(x: Any, spec: str, suffix: str = "") -> str:
 
 def page(data: ReportData, figs: dict[str, go.Figure | None]) -> str:
     """The report as one HTML string that works offline."""
+    # Sections only some studies have are left out rather than shown empty.
+    figs = {k: f for k, f in figs.items() if f is not None or k not in OPTIONAL}
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(data.study_name)}"
         f" report</title><style>{STYLE}</style></head><body>"

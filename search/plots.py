@@ -36,6 +36,7 @@ def figures(data: ReportData) -> dict[str, go.Figure | None]:
         "hypervolume": hypervolume_figure(data),
         "savings": savings_figure(data),
         "kernels": kernels_figure(data),
+        "sensitivity": sensitivity_figure(data),
     }
 
 
@@ -313,6 +314,33 @@ def kernels_figure(data: ReportData) -> go.Figure | None:
         barmode="stack",
         template="plotly_white",
         height=400,
+    )
+    return fig
+
+
+def sensitivity_figure(data: ReportData) -> go.Figure | None:
+    """The study's ``sensitivity`` attribute, when it is numbers by layer (or by layer and
+    setting): one bar a layer, one group a setting."""
+    sens = data.sensitivity
+    if not isinstance(sens, dict) or not sens:
+        return None
+    series: dict[str, dict[str, float]] = {}
+    for layer, value in sens.items():
+        items = value.items() if isinstance(value, dict) else [("value", value)]
+        for setting, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                series.setdefault(str(setting), {})[str(layer)] = float(v)
+    if not series:
+        return None
+    fig = go.Figure()
+    for setting, values in series.items():
+        fig.add_bar(x=list(values), y=list(values.values()), name=setting)
+    fig.update_layout(
+        title="layer sensitivity (as measured by the study)",
+        barmode="group",
+        template="plotly_white",
+        height=420,
+        showlegend=len(series) > 1,
     )
     return fig
 

@@ -288,3 +288,10 @@ def test_report_of_a_study_without_completed_trials(tmp_path: Path) -> None:
         assert plots.figures(data)["pareto"] is None
         paths, _ = write_report(data, tmp_path / str(i))
         assert "Not shown" in paths["html"].read_text()
+
+
+def test_sensitivity_is_drawn_when_the_study_has_it(study: optuna.Study) -> None:
+    assert plots.figures(build_report(study))["sensitivity"] is None
+    study.set_user_attr("sensitivity", {"conv1": {"0.5": 0.01, "0.25": 0.05}, "fc": {"0.5": 0.0}})
+    fig = plots.figures(build_report(study))["sensitivity"]
+    assert {t.name: list(t.x) for t in fig.data} == {"0.5": ["conv1", "fc"], "0.25": ["conv1"]}
