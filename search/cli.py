@@ -87,35 +87,104 @@ class Run(Command):
 
 
 class Report(Command):
-    """Write trials.csv and report.html for an existing study."""
+    """Write report.html, trials.csv and pareto.csv for a study and print its Pareto trials."""
 
     name = "report"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _study_args(parser, default_name=False)
+        parser.add_argument(
+            "--pick",
+            action="append",
+            default=[],
+            metavar="RULE",
+            help="name the trial a rule picks; repeatable: fastest-within:1%% (accuracy drop "
+            "from the baseline), accurate-within:5ms (p50 latency budget), knee",
+        )
+        parser.add_argument("--no-png", action="store_true", help="skip the PNG copies")
 
     def run(self, args: argparse.Namespace) -> int:
-        import optuna
+        from rich.console import Console
 
-        from search.report import write_outputs
+        from search.picking import parse_rule
+        from search.report import build_report, pareto_table, write_report
 
-        if not args.study:
-            raise SearchError("report needs --study NAME (see results/ for existing studies)")
-        storage = args.storage or f"sqlite:///{args.results_dir / args.study / 'study.db'}"
-        if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
-            raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            study = optuna.load_study(study_name=args.study, storage=storage)
-        except KeyError:
-            raise SearchError(f"no study {args.study!r} in {storage}") from None
-        paths = write_outputs(study, args.results_dir / args.study)
+        for rule in args.pick:
+            parse_rule(rule)  # a typo fails before any work
+        study = _load_study(args)
+        data = build_report(study, picks=args.pick)
+        out = Console(width=None if sys.stdout.isatty() else 140)
+        out.print(pareto_table(data))
+        for p in data.picks:
+            chosen = f"trial {p.trial}" if p.trial is not None else "no trial"
+            out.print(f"{p.rule}: {chosen} ({p.reason})")
+        paths, notes = write_report(data, args.results_dir / args.study, png=not args.no_png)
+        for note in notes:
+            print(note, file=sys.stderr)
         for path in paths.values():
             print(path)
         return 0
 
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (Run(), Report())}
+def _load_study(args: argparse.Namespace):
+    import optuna
+
+    if not args.study:
+        raise SearchError(f"{args.command} needs --study NAME (see results/ for existing studies)")
+    storage = args.storage or f"sqlite:///{args.results_dir / args.study / 'study.db'}"
+    if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
+        raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        raise SearchError(f"no study {args.study!r} in {storage}") from None
+
+
+class Export(Command):
+    """Export one trial: the measured ONNX file, a PyTorch checkpoint, trial.json, a README."""
+
+    name = "export"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        _study_args(parser, default_name=False)
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--trial", type=int, help="trial number to export")
+        which.add_argument(
+            "--pick", metavar="RULE", help="export the trial a rule picks (see report --pick)"
+        )
+        parser.add_argument("--out", type=Path, required=True, help="folder to write")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from search.export import export_trial
+        from search.picking import parse_rule
+
+        if args.pick:
+            parse_rule(args.pick)
+        study = _load_study(args)
+        number = args.trial
+        if args.pick:
+            from search.picking import pick
+            from search.report import collect
+
+            chosen = pick(collect(study), args.pick, baseline=study.user_attrs.get("baseline"))
+            if chosen.trial is None:
+                raise SearchError(f"--pick {args.pick}: {chosen.reason}; loosen the rule")
+            print(f"{args.pick}: trial {chosen.trial} ({chosen.reason})")
+            number = chosen.trial
+        paths = export_trial(
+            study,
+            number=number,
+            out_dir=args.out,
+            study_dir=args.results_dir / args.study,
+            command="python -m search " + " ".join(sys.argv[1:]),
+        )
+        for path in paths.values():
+            print(path)
+        return 0
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (Run(), Report(), Export())}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,266 @@
+"""Export one trial: the exact ONNX file that was measured, a PyTorch checkpoint, its record.
+
+What lands in the output folder:
+
+- the measured ONNX file, byte for byte (``model.q.onnx`` for a quantized trial, else
+  ``model.onnx``), plus the float ``model.onnx`` beside it when the measured file is another;
+- ``model.pt2``: the float compressed model as a ``torch.export`` program. It loads with torch
+  alone (``torch.export.load(path).module()``): no study, no ``search`` package, no model class;
+- ``model_module.pt``: the same model as a pickled ``nn.Module`` for further fine-tuning; loading
+  it needs the model's class importable (``torch.load(path, weights_only=False)``);
+- ``trial.json``: configuration, measurements, profile, package versions, reproduction steps;
+- ``reproduce.py`` and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import SearchError
+
+PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
+
+
+class ExportError(SearchError):
+    """A trial cannot be exported (not completed, artifacts missing or changed)."""
+
+
+def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """The completed trial ``number`` of ``study``, or an :class:`ExportError` saying why not."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise ExportError(
+            f"study {study.study_name!r} has no trial {number} (trials 0-{len(trials) - 1})"
+        )
+    t = trials[number]
+    if t.state != TrialState.COMPLETE or "record" not in t.user_attrs:
+        reason = t.user_attrs.get("fail_reason") or t.state.name.lower()
+        raise ExportError(
+            f"trial {number} did not complete ({reason}); export a completed trial, "
+            "e.g. --pick knee"
+        )
+    return t
+
+
+def artifact_dir(trial: FrozenTrial, *, study_dir: Path) -> Path:
+    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``."""
+    rec = trial.user_attrs["record"]
+    # The record holds the path as the run saw it, which may be relative to another directory.
+    for cand in (Path(rec.get("artifacts", "")), study_dir / "artifacts" / str(trial.number)):
+        if str(cand) not in ("", ".") and (cand / "model.onnx").is_file():
+            return cand
+    raise ExportError(
+        f"trial {trial.number}: no artifacts at {study_dir / 'artifacts' / str(trial.number)}; "
+        "pass --results-dir where the study's artifacts/ folder lives"
+    )
+
+
+def export_trial(
+    study: optuna.Study,
+    *,
+    number: int,
+    out_dir: Path,
+    study_dir: Path,
+    command: str = "",
+) -> dict[str, Path]:
+    """Write trial ``number``'s files into ``out_dir`` (see the module docstring).
+
+    Args:
+        study: The loaded study.
+        number: The trial number.
+        out_dir: The folder to write; created if missing.
+        study_dir: ``results/<study>``, where the trial's artifacts live.
+        command: The command line that ran this export, recorded in ``trial.json``.
+
+    Returns:
+        The written files by role: ``measured``, ``float_onnx`` (when the measured file is
+        quantized), ``checkpoint``, ``module``,
+        ``json``, ``reproduce``, ``readme``.
+    """
+    t = find_trial(study, number)
+    rec = t.user_attrs["record"]
+    src = artifact_dir(t, study_dir=Path(study_dir))
+    measured_src = src / Path(rec.get("onnx") or "model.onnx").name
+    if not measured_src.is_file():
+        raise ExportError(f"trial {number}: the measured file {measured_src} is missing")
+    expected = (rec.get("measurement") or {}).get("size_bytes")
+    if expected is not None and measured_src.stat().st_size != expected:
+        raise ExportError(
+            f"trial {number}: {measured_src} has {measured_src.stat().st_size} bytes but the "
+            f"measured file had {expected}; it changed after measurement, rerun the trial"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"measured": out / measured_src.name}
+    shutil.copy2(measured_src, paths["measured"])
+    if measured_src.name != "model.onnx":
+        paths["float_onnx"] = out / "model.onnx"
+        shutil.copy2(src / "model.onnx", paths["float_onnx"])
+    paths["module"] = out / "model_module.pt"
+    shutil.copy2(src / "model.pt", paths["module"])
+    paths["checkpoint"] = out / "model.pt2"
+    input_info = save_program(src / "model.pt", src / "model.onnx", paths["checkpoint"])
+    paths["reproduce"] = out / "reproduce.py"
+    paths["reproduce"].write_text(reproduce_script(study, t))
+    info = trial_info(study, t, input_info=input_info, files=paths, command=command)
+    paths["json"] = out / "trial.json"
+    paths["json"].write_text(json.dumps(info, indent=2, default=str))
+    paths["readme"] = out / "README.md"
+    from search.export_readme import readme
+
+    paths["readme"].write_text(readme(info))
+    return paths
+
+
+def onnx_input(onnx_path: Path) -> dict[str, Any]:
+    """Name, shape (``"batch"`` for a dynamic dimension) and dtype of the first ONNX input."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inp = model.graph.input[0]
+    dims = [d.dim_param or d.dim_value or "batch" for d in inp.type.tensor_type.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+    return {"name": inp.name, "shape": dims, "dtype": str(dtype)}
+
+
+def save_program(module_path: Path, float_onnx: Path, out: Path) -> dict[str, Any]:
+    """Save the pickled module at ``module_path`` as a ``torch.export`` program at ``out``.
+
+    The example input takes its shape from the float ONNX file's input; the batch dimension
+    stays dynamic. The program is checked against the module before it is kept.
+    """
+    import torch
+
+    info = onnx_input(float_onnx)
+    model = torch.load(module_path, weights_only=False, map_location="cpu").eval()
+    # Batch 2: torch.export specializes an example dimension of size 1 to a constant.
+    shape = [2 if isinstance(d, str) else d for d in info["shape"]]
+    dynamic = {
+        i: torch.export.Dim("batch", min=1, max=4096)
+        for i, d in enumerate(info["shape"])
+        if isinstance(d, str)
+    }
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    program = torch.export.export(model, (x,), dynamic_shapes=(dynamic or None,))
+    torch.export.save(program, out)
+    with torch.no_grad():
+        diff = (torch.export.load(out).module()(x) - model(x)).abs().max().item()
+    if diff > 1e-4:
+        raise ExportError(f"the exported program differs from the model by {diff:.2g}")
+    return info
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the packages a trial's files depend on."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def trial_info(
+    study: optuna.Study,
+    t: FrozenTrial,
+    *,
+    input_info: dict[str, Any],
+    files: dict[str, Path],
+    command: str,
+) -> dict[str, Any]:
+    """The JSON-ready description of an exported trial."""
+    rec = t.user_attrs["record"]
+    settings = study.user_attrs.get("settings") or {}
+    metrics = {k: v for k, v in rec.items() if k not in ("config", "artifacts", "onnx")}
+    return {
+        "study": study.study_name,
+        "trial": t.number,
+        "config": rec.get("config") or t.user_attrs.get("config"),
+        "params": t.params,
+        "measurements": metrics,
+        "baseline": {
+            k: v for k, v in (study.user_attrs.get("baseline") or {}).items() if k != "measurement"
+        },
+        "measured_file": files["measured"].name,
+        "input": input_info,
+        "profile": _profile(settings),
+        "settings": settings,
+        "files": {
+            p.name: {"role": role, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for role, p in files.items()
+            if p.is_file()
+        },
+        "versions": versions(),
+        "reproduce": {
+            "command": "python reproduce.py",
+            "study_command": study_command(settings, study.study_name),
+            "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
+            "and varies from run to run",
+        },
+        "exported_with": command or " ".join(sys.argv),
+    }
+
+
+def _profile(settings: dict[str, Any]) -> dict[str, Any]:
+    from search.config import load_profile
+
+    name = settings.get("profile")
+    if not name:
+        return {}
+    try:
+        # The study stores the profile's name only: this is the profile file as it is now.
+        return {**load_profile(name).model_dump(), "note": "read at export time"}
+    except SearchError:
+        # The study stores only the profile's name; a profile given as a path may have moved.
+        return {"name": name, "note": "profile file not found; only its name is stored"}
+
+
+def study_command(settings: dict[str, Any], name: str) -> str:
+    """The ``python -m search run`` command of the study the trial came from."""
+    return (
+        f"python -m search run --task {settings.get('task', 'digits')} "
+        f"--space {settings.get('space', 'default')} --hw {settings.get('profile', 'cpu')} "
+        f"--seed {settings.get('seed', 0)} --study {name}"
+    )
+
+
+def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
+    """A Python script that reruns ``t``'s parameters as the only trial of a new study."""
+    s = study.user_attrs.get("settings") or {}
+    return f'''"""Rerun trial {t.number} of study {study.study_name!r} as trial 0 of a new study.
+
+Run from the repository root of the search project: python {{this folder}}/reproduce.py
+"""
+
+from pathlib import Path
+
+from search import StudySpec, load_profile, load_space, run_study
+from search.study import open_study
+
+spec = StudySpec(
+    task={s.get("task", "digits")!r},
+    space=load_space({s.get("space", "default")!r}),
+    profile=load_profile({s.get("profile", "cpu")!r}),
+    study_name={f"{study.study_name}-trial{t.number}"!r},
+    results_dir=Path("results"),
+    seed={s.get("seed", 0)!r},
+)
+# Enqueued parameters are used by the next trial instead of the sampler's suggestions.
+open_study(spec, create=True).enqueue_trial({t.params!r})
+run_study(spec, trials=1)
+'''

@@ -1,0 +1,95 @@
+"""The README written beside an exported trial: what each file is and how to run it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(x: Any, spec: str) -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "-"
+
+
+def readme(info: dict[str, Any]) -> str:
+    """Markdown for an export folder, filled in from the exported ``trial.json`` data."""
+    m, b, inp = info["measurements"], info["baseline"], info["input"]
+    measured = info["measured_file"]
+    shape = ", ".join(str(d) for d in inp["shape"])
+    example = ", ".join("1" if isinstance(d, str) else str(d) for d in inp["shape"])
+    quantized = measured != "model.onnx"
+    float_note = (
+        f"`{measured}` is the quantized file that was measured; `model.onnx` is the float model "
+        "before quantization, which `model.pt2` and `model_module.pt` reproduce."
+        if quantized
+        else "`model.onnx` is the file that was measured; `model.pt2` and `model_module.pt` hold "
+        "the same float model."
+    )
+    fl = "\n- `model.onnx`: the float ONNX file before quantization." if quantized else ""
+    lat = (m.get("measurement", {}).get("latency") or [{}])[0]
+    batch = lat.get("batch_size", "?")
+    return f"""# Trial {info["trial"]} of study `{info["study"]}`
+
+| | this trial | baseline |
+|---|---|---|
+| accuracy (test split, ONNX Runtime) | {_f(m.get("accuracy"), ".4f")} | \
+{_f(b.get("accuracy"), ".4f")} |
+| latency p50 / p90 (ms, batch {batch}) | {_f(m.get("latency_p50_ms"), ".3f")} / \
+{_f(m.get("latency_p90_ms"), ".3f")} | {_f(b.get("latency_p50_ms"), ".3f")} / \
+{_f(b.get("latency_p90_ms"), ".3f")} |
+| peak inference memory (MB) | {_f(m.get("peak_memory_mb"), ".1f")} | \
+{_f(b.get("peak_memory_mb"), ".1f")} |
+| file size (MB) | {_f(m.get("size_mb"), ".3f")} | {_f(b.get("size_mb"), ".3f")} |
+
+Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
+{m.get("measurement", {}).get("onnxruntime", "?")}. Full record: `trial.json`.
+
+## Files
+
+- `{measured}`: the exact ONNX file that was measured (its sha256 is in `trial.json`).{fl}
+- `model.pt2`: the compressed float model as a `torch.export` program. Loads with PyTorch alone.
+- `model_module.pt`: the same model as a pickled `torch.nn.Module`, for further fine-tuning.
+- `trial.json`: configuration, measurements, profile, package versions, how to reproduce.
+- `reproduce.py`: reruns this configuration as a new study (needs the `search` project).
+
+{float_note}
+
+Input `{inp["name"]}`: shape ({shape}), {inp["dtype"]}; the first dimension is the batch.
+
+## Run the ONNX file (needs only `onnxruntime` and `numpy`)
+
+```python
+import numpy as np
+import onnxruntime as ort
+
+session = ort.InferenceSession("{measured}", providers=["CPUExecutionProvider"])
+x = np.zeros(({example}), dtype=np.{inp["dtype"]})
+logits = session.run(None, {{"{inp["name"]}": x}})[0]
+```
+
+## Run the PyTorch checkpoint (needs only `torch`)
+
+```python
+import torch
+
+model = torch.export.load("model.pt2").module()  # no model class or search code needed
+logits = model(torch.zeros({example}))
+```
+
+The program is for inference (batch size 1 to 4096). To fine-tune further, load the pickled
+module instead; it needs the model's class importable (for the built-in tasks
+`search.models`, for your own task your model code), and only trusted files should be unpickled:
+
+```python
+model = torch.load("model_module.pt", weights_only=False)
+```
+
+## Browse the whole study
+
+The study is a plain Optuna storage: `optuna-dashboard sqlite:///results/{info["study"]}/study.db`
+(`pip install optuna-dashboard`), from the search project's root.
+
+## Reproduce
+
+`python reproduce.py`, run from the search project's root, reruns only this trial's
+configuration as the single trial of a new study; `{info["reproduce"]["study_command"]}`
+reruns the whole study. {info["reproduce"]["note"]}.
+"""

@@ -1,0 +1,168 @@
+"""Pick rules: plain functions that choose one trial from the collected report data.
+
+A rule is a string, as on the command line:
+
+- ``fastest-within:1%``: the lowest p50 latency among trials whose accuracy is at most 1
+  percentage point below the baseline's (``0.01`` means the same as ``1%``).
+- ``accurate-within:5ms``: the highest accuracy among trials whose p50 latency is at most 5 ms.
+- ``knee``: the Pareto trial farthest from the straight line between the front's two ends, in
+  objective space scaled to [0, 1]; the point where giving up a little accuracy stops buying
+  much speed.
+
+Only completed trials that meet the profile's budgets (Optuna constraints <= 0) are candidates.
+
+Example:
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"trial": [0, 1], "state": ["COMPLETE"] * 2, "feasible": [True] * 2,
+    ...                    "pareto": [True] * 2, "accuracy": [0.99, 0.97],
+    ...                    "latency_p50_ms": [2.0, 1.0]})
+    >>> pick(df, "fastest-within:1%", baseline={"accuracy": 0.995}).trial
+    0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from search.errors import SearchError
+
+RULES = ("fastest-within:<drop>%", "accurate-within:<budget>ms", "knee")
+
+
+class PickError(SearchError):
+    """A pick rule is malformed or cannot be applied to this study."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A parsed pick rule: its kind and bound (accuracy drop as a fraction, or milliseconds)."""
+
+    text: str
+    kind: str
+    bound: float | None = None
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The trial a rule chose (``None`` when no trial qualifies) and why, in words."""
+
+    rule: str
+    trial: int | None
+    reason: str
+
+
+_NUMBER = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
+
+
+def parse_rule(text: str) -> Rule:
+    """Parse ``fastest-within:1%``, ``accurate-within:5ms`` or ``knee`` into a :class:`Rule`."""
+    rule = text.strip().lower()
+    if rule == "knee":
+        return Rule(text=text, kind="knee")
+    if m := re.fullmatch(rf"fastest-within:{_NUMBER}\s*(%?)", rule):
+        drop = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
+        if not 0.0 <= drop <= 1.0:
+            raise PickError(f"pick rule {text!r}: the accuracy drop must lie in [0%, 100%]")
+        return Rule(text=text, kind="fastest-within", bound=drop)
+    if m := re.fullmatch(rf"accurate-within:{_NUMBER}\s*(ms)?", rule):
+        return Rule(text=text, kind="accurate-within", bound=float(m.group(1)))
+    raise PickError(
+        f"unknown pick rule {text!r}: use one of {', '.join(RULES)} "
+        "(e.g. fastest-within:1% or accurate-within:5ms)"
+    )
+
+
+def candidates(data: pd.DataFrame) -> pd.DataFrame:
+    """Completed, within-budget trials that have both objectives."""
+    if data.empty:
+        return data
+    ok = (data["state"] == "COMPLETE") & data["feasible"].astype(bool)
+    ok &= data["accuracy"].notna() & data["latency_p50_ms"].notna()
+    return data[ok]
+
+
+def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | None) -> Pick:
+    """Apply one pick rule to :func:`search.report.collect`'s data; ties go to the lower number.
+
+    Args:
+        data: One row a trial with ``trial``, ``state``, ``feasible``, ``pareto``, ``accuracy``
+            and ``latency_p50_ms`` columns.
+        rule: A rule string or a parsed :class:`Rule`.
+        baseline: The study's ``baseline`` user attribute; ``fastest-within`` needs its accuracy.
+    """
+    rule = parse_rule(rule) if isinstance(rule, str) else rule
+    pool = candidates(data)
+    if pool.empty:
+        return Pick(rule.text, None, "no completed trial within the budgets")
+    if rule.kind == "fastest-within":
+        if not baseline or baseline.get("accuracy") is None:
+            raise PickError(f"pick rule {rule.text!r} needs the study's baseline accuracy")
+        floor = baseline["accuracy"] - rule.bound
+        ok = pool[pool.accuracy >= floor - 1e-12]
+        if ok.empty:
+            best = pool.accuracy.max() - baseline["accuracy"]
+            return Pick(
+                rule.text,
+                None,
+                f"no trial within {rule.bound:.2%} of the baseline accuracy "
+                f"(closest: {best:+.2%})",
+            )
+        row = ok.sort_values(
+            ["latency_p50_ms", "accuracy", "trial"], ascending=[True, False, True]
+        ).iloc[0]
+        return Pick(
+            rule.text,
+            int(row.trial),
+            f"fastest trial with accuracy >= {floor:.4f} (baseline - {rule.bound:.2%})",
+        )
+    if rule.kind == "accurate-within":
+        ok = pool[pool.latency_p50_ms <= rule.bound]
+        if ok.empty:
+            return Pick(
+                rule.text,
+                None,
+                f"no trial at or under {rule.bound:g} ms p50 "
+                f"(fastest: {pool.latency_p50_ms.min():.3f} ms)",
+            )
+        row = ok.sort_values(
+            ["accuracy", "latency_p50_ms", "trial"], ascending=[False, True, True]
+        ).iloc[0]
+        return Pick(rule.text, int(row.trial), f"most accurate trial at <= {rule.bound:g} ms p50")
+    front = pool[pool.pareto.astype(bool)] if "pareto" in pool else pool
+    return Pick(rule.text, knee(front if not front.empty else pool), "knee of the Pareto front")
+
+
+def knee(front: pd.DataFrame) -> int:
+    """The knee of a front given as rows with ``trial``, ``accuracy``, ``latency_p50_ms``.
+
+    Both objectives are scaled to [0, 1] (1 = best). The knee is the point farthest above the
+    line between the front's fastest and most accurate ends; with fewer than three points, or
+    when the front is a straight line, the point nearest the ideal corner (1, 1) wins.
+    """
+    rows = front.sort_values(["latency_p50_ms", "trial"])
+    trials = [int(t) for t in rows.trial]
+    acc, lat = list(rows.accuracy.astype(float)), list(rows.latency_p50_ms.astype(float))
+    if len(trials) == 1:
+        return trials[0]
+    span_a = (max(acc) - min(acc)) or 1.0
+    span_l = (max(lat) - min(lat)) or 1.0
+    # Scaled so that larger is better on both axes.
+    pts = [
+        ((a - min(acc)) / span_a, (max(lat) - t) / span_l) for a, t in zip(acc, lat, strict=True)
+    ]
+    (x0, y0), (x1, y1) = pts[0], pts[-1]
+    length = math.hypot(x1 - x0, y1 - y0)
+    dist = [
+        ((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0)) / length if length else 0.0 for x, y in pts
+    ]
+    best = max(range(len(pts)), key=lambda i: (round(dist[i], 12), -trials[i]))
+    if len(pts) < 3 or dist[best] <= 1e-12:
+        best = min(
+            range(len(pts)), key=lambda i: (math.hypot(1 - pts[i][0], 1 - pts[i][1]), trials[i])
+        )
+    return trials[best]

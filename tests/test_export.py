@@ -1,0 +1,201 @@
+"""Export a real trial of a tiny study and load its checkpoint where no search code exists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from search.cli import main
+from search.config import load_profile, load_space
+from search.errors import SearchError
+from search.export import export_trial
+from search.study import StudySpec, run_study
+from search.tasks import load_task, stack
+
+pytestmark = pytest.mark.slow
+TASK = "tests.report_task:make_task"
+SPACE = """
+search: {sampler: random, trials: 2, startup_trials: 1}
+prune: {ratio: {low: 0.2, high: 0.5}}
+distill: {epochs: 1, batch_size: 16}
+"""
+PROFILE = """
+providers: [{name: CPUExecutionProvider}]
+round_to: 2
+measure: {warmup_runs: 1, warmup_seconds: 0, min_runs: 5, min_seconds: 0, memory_runs: 1}
+"""
+# Run in a fresh interpreter where importing search fails: the checkpoint must need torch only.
+LOAD = """
+import sys
+sys.modules["search"] = None
+import numpy as np, torch
+model = torch.export.load(sys.argv[1]).module()
+with torch.no_grad():
+    out = model(torch.from_numpy(np.load(sys.argv[2])))
+np.save(sys.argv[3], out.numpy())
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, Path]:
+    root = tmp_path_factory.mktemp("export")
+    (root / "space.yaml").write_text(SPACE)
+    (root / "hw.yaml").write_text(PROFILE)
+    spec = StudySpec(
+        task=TASK,
+        space=load_space(str(root / "space.yaml")),
+        profile=load_profile(str(root / "hw.yaml")),
+        study_name="tiny",
+        results_dir=root / "results",
+    )
+    study = run_study(spec, trials=2, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    return study, root
+
+
+def _test_inputs(root: Path) -> np.ndarray:
+    x, _ = stack(load_task(TASK, seed=0, cache_dir=root).test)
+    return x.numpy()
+
+
+def _torch_outputs(program: Path, x: np.ndarray, tmp: Path) -> np.ndarray:
+    np.save(tmp / "x.npy", x)
+    subprocess.run(
+        [sys.executable, "-c", LOAD, str(program), str(tmp / "x.npy"), str(tmp / "y.npy")],
+        check=True,
+        cwd=tmp,
+        timeout=120,
+    )
+    return np.load(tmp / "y.npy")
+
+
+def _onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_export_float_trial(tiny: tuple[optuna.Study, Path], tmp_path: Path) -> None:
+    study, root = tiny
+    out = tmp_path / "out"
+    code = main(
+        [
+            "export",
+            "--study",
+            "tiny",
+            "--results-dir",
+            str(root / "results"),
+            "--storage",
+            f"sqlite:///{root / 'results' / 'tiny' / 'study.db'}",
+            "--trial",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    measured = root / "results" / "tiny" / "artifacts" / "1" / "model.onnx"
+    assert (out / "model.onnx").read_bytes() == measured.read_bytes()
+    info = json.loads((out / "trial.json").read_text())
+    rec = study.trials[1].user_attrs["record"]
+    assert info["trial"] == 1 and info["config"] == rec["config"]
+    assert info["measurements"]["accuracy"] == rec["accuracy"]
+    assert (
+        info["files"]["model.onnx"]["sha256"] == hashlib.sha256(measured.read_bytes()).hexdigest()
+    )
+    assert info["versions"]["torch"] and info["versions"]["onnxruntime"]
+    assert (
+        info["profile"]["name"] == "hw"
+        and "run --task tests.report_task" in (info["reproduce"]["study_command"])
+    )
+    assert "torch.export.load" in (out / "README.md").read_text()
+    compile((out / "reproduce.py").read_text(), "reproduce.py", "exec")
+
+    x = _test_inputs(root)
+    got = _torch_outputs(out / "model.pt2", x, tmp_path)
+    np.testing.assert_allclose(got, _onnx_outputs(out / "model.onnx", x), atol=1e-4, rtol=1e-4)
+    # The measured accuracy is what the exported file gives on the test split.
+    _, y = stack(load_task(TASK, seed=0, cache_dir=root).test)
+    assert float((got.argmax(1) == y.numpy()).mean()) == pytest.approx(rec["accuracy"])
+
+
+def test_export_quantized_trial_ships_both_files(
+    tiny: tuple[optuna.Study, Path], tmp_path: Path
+) -> None:
+    """A trial measured from model.q.onnx: that file is shipped exactly, the float ONNX beside
+    it, and the checkpoint matches the float file."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+
+    study, root = tiny
+    src = root / "results" / "tiny" / "artifacts" / "0"
+    x = _test_inputs(root)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": x[i : i + 1]} for i in range(8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(src / "model.onnx"),
+        str(src / "model.q.onnx"),
+        Reader(),
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    t = study.trials[0]
+    rec = dict(t.user_attrs["record"])
+    rec["onnx"] = str(src / "model.q.onnx")
+    rec["measurement"] = {
+        **rec["measurement"],
+        "size_bytes": (src / "model.q.onnx").stat().st_size,
+    }
+    rec["kernels"] = {"integer": 5, "float": 2}
+    copy = optuna.create_study(directions=["maximize", "minimize"], study_name="q")
+    copy.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            values=t.values,
+            params=t.params,
+            distributions=t.distributions,
+            user_attrs={"record": rec},
+        )
+    )
+
+    paths = export_trial(copy, number=0, out_dir=tmp_path / "q", study_dir=tmp_path)
+    assert paths["measured"].name == "model.q.onnx"
+    assert paths["measured"].read_bytes() == (src / "model.q.onnx").read_bytes()
+    assert paths["float_onnx"].read_bytes() == (src / "model.onnx").read_bytes()
+    got = _torch_outputs(paths["checkpoint"], x, tmp_path)
+    np.testing.assert_allclose(got, _onnx_outputs(paths["float_onnx"], x), atol=1e-4, rtol=1e-4)
+    assert "quantized file that was measured" in paths["readme"].read_text()
+
+
+def test_export_refuses_unfinished_or_changed_trials(
+    tiny: tuple[optuna.Study, Path], tmp_path: Path
+) -> None:
+    study, root = tiny
+    with pytest.raises(SearchError, match="no trial 9"):
+        export_trial(study, number=9, out_dir=tmp_path, study_dir=root / "results" / "tiny")
+    failed = optuna.create_study(directions=["maximize", "minimize"])
+    failed.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "boom"}))
+    with pytest.raises(SearchError, match="did not complete \\(boom\\)"):
+        export_trial(failed, number=0, out_dir=tmp_path, study_dir=tmp_path)
+    t = study.trials[1]
+    rec = {**t.user_attrs["record"]}
+    rec["measurement"] = {**rec["measurement"], "size_bytes": 1}
+    changed = optuna.create_study(directions=["maximize", "minimize"])
+    changed.add_trial(
+        create_trial(state=TrialState.COMPLETE, values=t.values, user_attrs={"record": rec})
+    )
+    with pytest.raises(SearchError, match="changed after measurement"):
+        export_trial(changed, number=0, out_dir=tmp_path, study_dir=tmp_path)
