@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from search.errors import SearchError
 
@@ -57,6 +58,13 @@ class Run(Command):
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampler")
         parser.add_argument("--no-progress", action="store_true", help="no live progress bars")
+        parser.add_argument(
+            "--agent",
+            default=None,
+            metavar="URL",
+            help="measure on the agent at URL (token from $SEARCH_AGENT_TOKEN) instead of the "
+            "profile's agent; 'local' measures on this machine",
+        )
         _study_args(parser, default_name=True)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -65,6 +73,8 @@ class Run(Command):
 
         # Validate everything before anything is created on disk.
         profile = load_profile(args.hw)
+        if args.agent is not None:
+            profile = with_agent(profile, args.agent)
         space = load_space(args.space)
         trials = args.trials if args.trials is not None else space.search.trials
         if trials < 1:
@@ -184,7 +194,114 @@ class Export(Command):
         return 0
 
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (Run(), Report(), Export())}
+def with_agent(profile: Any, agent: str) -> Any:
+    """The profile measured at ``agent`` (a URL), or on this machine for ``local``."""
+    from pydantic import ValidationError
+
+    try:
+        return profile.model_validate(
+            {**profile.model_dump(), "agent": None if agent == "local" else agent}
+        )
+    except ValidationError:
+        raise SearchError(f"--agent must be an http:// URL or 'local', got {agent!r}") from None
+
+
+class Agent(Command):
+    """Serve measurements on this machine (the target) for studies that run elsewhere.
+
+    Needs only this package, onnxruntime and numpy. Requests must carry the token; the token
+    crosses the network in clear text, so use a trusted network or an SSH tunnel.
+    """
+
+    name = "agent"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+        parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+        parser.add_argument(
+            "--token", default=None, help="shared secret (default: $SEARCH_AGENT_TOKEN)"
+        )
+        parser.add_argument(
+            "--max-upload-mb", type=float, default=256.0, help="largest accepted upload"
+        )
+        parser.add_argument("--work-dir", type=Path, default=None, help="where uploads live")
+        parser.add_argument(
+            "--describe",
+            default="",
+            metavar="TEXT",
+            help="added to the device description, e.g. 'MAXN power mode, fan on'",
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        import os
+
+        from search.measure.agent import AgentSettings, serve
+
+        token = args.token or os.environ.get("SEARCH_AGENT_TOKEN", "")
+        if len(token) < 8:
+            raise SearchError(
+                "the agent needs a token of at least 8 characters: pass --token or set "
+                "SEARCH_AGENT_TOKEN"
+            )
+        try:
+            server = serve(
+                AgentSettings(
+                    token=token,
+                    host=args.host,
+                    port=args.port,
+                    max_upload_bytes=int(args.max_upload_mb * 2**20),
+                    work_dir=args.work_dir,
+                    label=args.describe,
+                )
+            )
+        except OSError as e:
+            raise SearchError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+        info = server.info
+        print(
+            f"agent listening on {server.url} | onnxruntime {info['onnxruntime']} | "
+            f"{', '.join(info['providers'])} | {info['device']}",
+            flush=True,
+        )
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+        return 0
+
+
+class Profiles(Command):
+    """List the hardware profiles and whether each can be measured here or through its agent."""
+
+    name = "profiles"
+
+    def run(self, args: argparse.Namespace) -> int:
+        from search.config import list_profiles, load_profile
+        from search.measure import open_target
+
+        for name in list_profiles():
+            try:
+                profile = load_profile(name)
+            except SearchError as e:
+                print(f"{name:10} invalid: {e}")
+                continue
+            where = f"through agent {profile.agent}" if profile.agent else "here"
+            try:
+                open_target(profile, timeout=5.0)
+                status, reason = f"measurable {where}", ""
+            except SearchError as e:
+                status, reason = f"NOT measurable {where}", f"\n{'':11}{e}"
+            providers = " > ".join(
+                p.name.removesuffix("ExecutionProvider") + ("?" if p.optional else "")
+                for p in profile.providers
+            )
+            print(f"{name:10} {profile.arch or 'any':8} {providers:24} {status}{reason}")
+        print("(? = used where the onnxruntime build has it)")
+        return 0
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c for c in (Run(), Report(), Export(), Agent(), Profiles())
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

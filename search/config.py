@@ -202,6 +202,9 @@ class ProviderSpec(_Strict):
 
     name: str
     options: dict[str, Any] = {}
+    # An optional provider is used where the onnxruntime build has it and skipped (and recorded as
+    # skipped) where it does not; a required one must be there or the study does not start.
+    optional: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ProviderSpec:
@@ -248,7 +251,16 @@ class Profile(_Strict):
     name: str = ""
     description: str = ""
     device: Literal["cpu", "cuda", "arm", "jetson"] = "cpu"
+    # The CPU architecture numbers must come from; None accepts any (a GPU's numbers do not
+    # depend much on the host CPU). A mismatch is refused, never measured.
+    arch: Literal["x86_64", "aarch64"] | None = None
     providers: list[ProviderSpec]
+    # Extra SessionOptions config entries, e.g. {"session.disable_cpu_ep_fallback": "1"}.
+    session_config: dict[str, str] = {}
+    # URL of a measurement agent on the target (``python -m search agent``); None measures here.
+    agent: str | None = None
+    # Environment variable that holds the agent's token (never the token itself in a file).
+    agent_token_env: str = "SEARCH_AGENT_TOKEN"
     threads: Threads = Threads()
     batch_sizes: list[int] = Field([1], min_length=1)
     round_to: int | None = Field(8, ge=1)
@@ -262,11 +274,19 @@ class Profile(_Strict):
             raise ValueError("providers must name at least one execution provider")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive, got {self.batch_sizes}")
+        if self.agent is not None and not self.agent.startswith(("http://", "https://")):
+            raise ValueError(f"agent must be an http:// or https:// URL, got {self.agent!r}")
+        if all(p.optional for p in self.providers):
+            raise ValueError("at least one provider must be required (optional: false)")
         return self
 
     @property
     def provider_names(self) -> list[str]:
         return [p.name for p in self.providers]
+
+    @property
+    def required_providers(self) -> list[str]:
+        return [p.name for p in self.providers if not p.optional]
 
 
 # ---------------------------------------------------------------------------------- loading

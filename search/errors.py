@@ -15,3 +15,7 @@ class ProviderError(SearchError):
 
 class TaskError(SearchError):
     """A task, its model, weights or data cannot be loaded."""
+
+
+class AgentError(SearchError):
+    """The measurement agent cannot be reached, refuses the token, or refuses an upload."""

@@ -166,14 +166,15 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     """Run trials until the study holds ``trials`` finished ones; returns the study."""
     import torch
 
-    from search.measure import measure_onnx
-    from search.measure.runtime import check_providers
+    from search.measure import open_target
     from search.progress import console, study_progress
     from search.report import write_outputs
     from search.tasks import load_task
     from search.trial import Context, run_trial
 
-    check_providers(spec.profile)
+    # Checks providers and architecture where the measurement runs (here or on the agent) before
+    # anything is created, so a profile that cannot be measured stops with exit 2 and no study.
+    target = open_target(spec.profile)
     torch.set_num_threads(os.cpu_count() or 1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = load_task(spec.task, seed=spec.seed, cache_dir=spec.results_dir)
@@ -182,13 +183,10 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     if stale:
         console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
 
+    latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
+
     def measure(path: Path):
-        return measure_onnx(
-            path,
-            profile=spec.profile,
-            eval_inputs=ctx.eval_inputs,
-            latency_input=task.example_input.numpy(),
-        )
+        return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
 
     ctx = Context.build(
         task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure

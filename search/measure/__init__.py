@@ -16,7 +16,12 @@ import onnxruntime as ort
 
 from search.measure.latency import LatencyStats, measure_latency
 from search.measure.memory import MemoryStats, measure_peak_memory
-from search.measure.runtime import create_session, describe_device
+from search.measure.runtime import (
+    available_providers,
+    check_providers,
+    create_session,
+    describe_device,
+)
 
 
 @dataclass
@@ -55,11 +60,19 @@ def run_batches(session: Any, inputs: np.ndarray, batch_size: int = 256) -> np.n
 
 
 def measure_onnx(
-    path: Path | str, *, profile: Any, eval_inputs: np.ndarray, latency_input: np.ndarray
+    path: Path | str,
+    *,
+    profile: Any,
+    eval_inputs: np.ndarray,
+    latency_input: np.ndarray,
+    device_label: str = "",
 ) -> Measurement:
     """Run ``path`` on the profile's providers: outputs over ``eval_inputs``, then latency at
     each of the profile's batch sizes (``latency_input`` repeated: the same input every trial),
     then peak memory at the first batch size in a fresh child process.
+
+    Raises:
+        ProviderError: a provider is missing, or the session fell back from one.
     """
     session = create_session(path, profile)
     name = session.get_inputs()[0].name
@@ -79,8 +92,49 @@ def measure_onnx(
         size_bytes=os.path.getsize(path),
         providers=session.get_providers(),
         onnxruntime=ort.__version__,
-        device=describe_device(),
+        device=describe_device(session.get_providers(), device_label),
+        extra={"measured_by": "local"},
     )
 
 
-__all__ = ["LatencyStats", "Measurement", "MemoryStats", "measure_onnx", "run_batches"]
+class LocalTarget:
+    """Measures on this machine, after checking it can run the profile as written."""
+
+    def __init__(self, profile: Any) -> None:
+        self.profile = profile
+        check_providers(profile)
+        self.where = "here"
+
+    def availability(self) -> dict[str, Any]:
+        return {"providers": available_providers(), "onnxruntime": ort.__version__}
+
+    def measure(
+        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
+    ) -> Measurement:
+        return measure_onnx(
+            path, profile=self.profile, eval_inputs=eval_inputs, latency_input=latency_input
+        )
+
+
+def open_target(profile: Any, *, timeout: float = 900.0) -> Any:
+    """Where ``profile`` is measured: its agent when it names one, else this machine.
+
+    Either way the providers and architecture are checked first, so a study that cannot be
+    measured as the profile says stops with a :class:`ProviderError` before any trial.
+    """
+    if getattr(profile, "agent", None):
+        from search.measure.agent import AgentClient
+
+        return AgentClient.for_profile(profile, timeout=timeout)
+    return LocalTarget(profile)
+
+
+__all__ = [
+    "LatencyStats",
+    "LocalTarget",
+    "Measurement",
+    "MemoryStats",
+    "measure_onnx",
+    "open_target",
+    "run_batches",
+]

@@ -4,6 +4,12 @@ The child imports onnxruntime, records its idle resident set, resets the kernel'
 (``echo 5 > /proc/self/clear_refs``), builds the session, runs it and reads ``VmHWM``. The peak
 above the idle process is what the model costs; ``ru_maxrss`` alone cannot be reset and would
 include the interpreter and imports.
+
+On CUDA and TensorRT the child also reports device memory: the drop in free device memory
+(``cudaMemGetInfo`` through ctypes, no extra package) from before the session to after its
+runs. ONNX Runtime's arena does not shrink, so that drop is the session's peak. Where libcudart
+cannot be loaded, nvidia-smi's per-process figure is used (it includes the CUDA context). These
+GPU paths are written against the CUDA runtime API but have not run on a GPU here.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class MemoryStats:
     idle_mb: float  # resident set of the child with onnxruntime imported, before the session
     inference_mb: float  # peak_mb - idle_mb: what the model itself costs
     method: str
+    device_mb: float | None = None  # device memory the session holds on CUDA/TensorRT
+    device_method: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,10 +45,72 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+_CUDART = ("libcudart.so", "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0")
+
+
+def _cudart() -> Any:
+    import ctypes
+
+    for name in _CUDART:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    try:  # the pip wheels of onnxruntime-gpu bring libcudart in nvidia/cuda_runtime/lib
+        import nvidia.cuda_runtime as cr  # type: ignore[import-not-found]
+
+        for lib in sorted(Path(next(iter(cr.__path__))).glob("lib/libcudart.so*")):
+            return ctypes.CDLL(str(lib))
+    except (ImportError, OSError, StopIteration):
+        pass
+    return None
+
+
+def _cuda_free_mb(lib: Any, device_id: int) -> float | None:
+    import ctypes
+
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    if lib.cudaSetDevice(device_id) != 0 or lib.cudaFree(None) != 0:  # cudaFree(0) makes a context
+        return None
+    if lib.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0:
+        return None
+    return free.value / 2**20
+
+
+def _smi_process_mb() -> float | None:
+    import os
+
+    try:
+        out = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(used)
+    return None
+
+
 def _child(args: dict[str, Any]) -> dict[str, Any]:
     import onnxruntime as ort
 
-    feed = {args["input_name"]: np.load(args["input_path"])}
+    from search.measure.runtime import GPU_PROVIDERS, check_fallback
+
+    feed = {args["input_name"]: np.load(args["input_path"], allow_pickle=False)}
+    gpu = args["providers"][0][0] in GPU_PROVIDERS
+    lib = _cudart() if gpu else None
+    device_id = int(args["providers"][0][1].get("device_id", 0)) if gpu else 0
+    free_before = _cuda_free_mb(lib, device_id) if lib is not None else None
     idle = _status_mb("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -51,17 +121,30 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
     so.intra_op_num_threads = args["intra_op"]
     so.inter_op_num_threads = args["inter_op"]
     so.log_severity_level = 3
+    for key, value in args.get("session_config", {}).items():
+        so.add_session_config_entry(key, str(value))
     session = ort.InferenceSession(
         args["path"], sess_options=so, providers=[tuple(p) for p in args["providers"]]
     )
+    check_fallback(session.get_providers(), [p[0] for p in args["providers"]], args["path"])
     for _ in range(args["runs"]):
         session.run(None, feed)
     peak = _status_mb("VmHWM")
+    device_mb, device_method = None, ""
+    if free_before is not None:
+        free_after = _cuda_free_mb(lib, device_id)
+        if free_after is not None:
+            device_mb, device_method = max(0.0, free_before - free_after), "cudaMemGetInfo drop"
+    if gpu and device_mb is None:
+        device_mb = _smi_process_mb()
+        device_method = "nvidia-smi per process (includes CUDA context)" if device_mb else ""
     return {
         "peak_mb": peak,
         "idle_mb": idle,
         "inference_mb": max(0.0, peak - idle),
         "method": method,
+        "device_mb": device_mb,
+        "device_method": device_method,
         "providers": session.get_providers(),
     }
 
@@ -69,8 +152,14 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
 def measure_peak_memory(
     path: Path | str, *, feed: dict[str, np.ndarray], profile: Any, timeout: float = 300.0
 ) -> MemoryStats:
-    """Peak resident memory of building and running ``path`` on the profile's providers."""
-    (name, value), = feed.items()
+    """Peak resident memory of building and running ``path`` on the profile's providers.
+
+    Runs in a fresh child process so nothing this process allocated counts; on CUDA/TensorRT
+    the device memory the session holds is reported too (``device_mb``).
+    """
+    from search.measure.runtime import available_providers, requested_providers
+
+    ((name, value),) = feed.items()
     with tempfile.TemporaryDirectory() as tmp:
         input_path = Path(tmp) / "input.npy"
         np.save(input_path, value)
@@ -78,7 +167,8 @@ def measure_peak_memory(
             "path": str(path),
             "input_name": name,
             "input_path": str(input_path),
-            "providers": [[p.name, dict(p.options)] for p in profile.providers],
+            "providers": [list(p) for p in requested_providers(profile, available_providers())],
+            "session_config": dict(getattr(profile, "session_config", None) or {}),
             "intra_op": profile.threads.intra_op,
             "inter_op": profile.threads.inter_op,
             "runs": profile.measure.memory_runs,
@@ -99,6 +189,8 @@ def measure_peak_memory(
         idle_mb=out["idle_mb"],
         inference_mb=out["inference_mb"],
         method=out["method"],
+        device_mb=out["device_mb"],
+        device_method=out["device_method"],
     )
 
 

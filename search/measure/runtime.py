@@ -1,9 +1,16 @@
-"""ONNX Runtime sessions on a profile's execution providers, with no silent fallback."""
+"""ONNX Runtime sessions on a profile's execution providers, with no silent fallback.
+
+``profile`` here is anything with the attributes of :class:`search.config.Profile` that matter to
+measurement (``name``, ``arch``, ``providers``, ``threads``, ``session_config``); the agent builds
+such an object from JSON without importing the config module.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,67 +18,179 @@ import onnxruntime as ort
 
 from search.errors import ProviderError
 
+GPU_PROVIDERS = (
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "NvTensorRTRTXExecutionProvider",
+)
+
 _FIX = {
     "CUDAExecutionProvider": "install onnxruntime-gpu (pip install -e '.[cuda]') on a machine "
     "with an NVIDIA GPU",
-    "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT libraries on the target",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT libraries on the target "
+    "(on a Jetson: NVIDIA's JetPack onnxruntime-gpu wheel)",
     "ACLExecutionProvider": "use an onnxruntime build with the Arm Compute Library",
     "XnnpackExecutionProvider": "use an onnxruntime build with XNNPACK",
 }
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+
+
+def normalize_arch(machine: str) -> str:
+    """``platform.machine()`` spelled one way: ``x86_64`` or ``aarch64`` (others unchanged)."""
+    m = machine.lower()
+    return _ARCH_ALIASES.get(m, m)
+
+
+def local_arch() -> str:
+    return normalize_arch(platform.machine())
 
 
 def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def check_providers(profile: Any, available: list[str] | None = None) -> None:
-    """Raise :class:`ProviderError` unless every provider ``profile`` names is available."""
+def _required(profile: Any) -> list[str]:
+    return [p.name for p in profile.providers if not getattr(p, "optional", False)]
+
+
+def requested_providers(profile: Any, available: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The profile's providers in priority order, minus optional ones this build lacks."""
+    return [
+        (p.name, dict(p.options))
+        for p in profile.providers
+        if not getattr(p, "optional", False) or p.name in available
+    ]
+
+
+def check_providers(
+    profile: Any,
+    available: list[str] | None = None,
+    *,
+    arch: str | None = None,
+    where: str = "here",
+    version: str | None = None,
+) -> None:
+    """Raise :class:`ProviderError` unless the target can run ``profile`` as it is written.
+
+    Args:
+        profile: The hardware profile (or the agent's mirror of it).
+        available: Providers of the onnxruntime that will measure; this process's by default.
+        arch: CPU architecture of the machine that will measure; this machine's by default.
+        where: Where that machine is, for the message ("here", "on the agent at URL").
+        version: onnxruntime version there, for the message.
+    """
     available = available_providers() if available is None else available
-    missing = [p for p in profile.provider_names if p not in available]
+    arch = local_arch() if arch is None else normalize_arch(arch)
+    version = version or ort.__version__
+    want_arch = getattr(profile, "arch", None)
+    if want_arch and want_arch != arch:
+        raise ProviderError(
+            f"hardware profile '{profile.name}' targets {want_arch}, but the machine {where} is "
+            f"{arch}: start the agent on the target (python -m search agent --host 0.0.0.0 "
+            "--port 8765 --token T) and pass --agent URL, or pick another profile with --hw"
+        )
+    missing = [p for p in _required(profile) if p not in available]
     if missing:
-        fixes = "; ".join(dict.fromkeys(_FIX.get(p, f"install a build with {p}") for p in missing))
+        if "TensorrtExecutionProvider" in missing:  # its fix brings the CUDA provider too
+            missing_fix = [p for p in missing if p != "CUDAExecutionProvider"]
+        else:
+            missing_fix = missing
+        fixes = "; ".join(
+            dict.fromkeys(_FIX.get(p, f"install a build with {p}") for p in missing_fix)
+        )
         raise ProviderError(
             f"hardware profile '{profile.name}' needs {', '.join(missing)}, but onnxruntime "
-            f"{ort.__version__} here has only {', '.join(available)}: {fixes}, measure through "
+            f"{version} {where} has only {', '.join(available)}: {fixes}, measure through "
             "the target's agent (--agent URL), or pick another profile with --hw"
         )
 
 
-def session_options(threads: Any) -> ort.SessionOptions:
+def session_options(threads: Any, config: dict[str, str] | None = None) -> ort.SessionOptions:
+    """Fixed thread counts, sequential execution, full graph optimization, quiet logs."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads.intra_op
     so.inter_op_num_threads = threads.inter_op
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(key, str(value))
     return so
 
 
 def create_session(path: Path | str, profile: Any) -> ort.InferenceSession:
     """A session on exactly the profile's providers; raise if ONNX Runtime dropped any."""
-    check_providers(profile)
-    providers = [(p.name, dict(p.options)) for p in profile.providers]
+    available = available_providers()
+    check_providers(profile, available)
+    wanted = requested_providers(profile, available)
     session = ort.InferenceSession(
-        str(path), sess_options=session_options(profile.threads), providers=providers
+        str(path),
+        sess_options=session_options(profile.threads, getattr(profile, "session_config", None)),
+        providers=wanted,
     )
-    got = session.get_providers()
-    dropped = [p for p in profile.provider_names if p not in got]
-    if dropped:
-        raise ProviderError(
-            f"ONNX Runtime fell back from {', '.join(dropped)} to {', '.join(got)} for {path}; "
-            "refusing to report these numbers as the profile's"
-        )
+    check_fallback(session.get_providers(), [name for name, _ in wanted], path)
     return session
 
 
-def describe_device() -> str:
-    """A one-line description of this machine: CPU model, core count, architecture."""
-    model = platform.processor() or platform.machine()
+def check_fallback(got: list[str], wanted: list[str], path: Path | str) -> None:
+    """Raise when a session runs without a provider it was asked for (a silent fallback)."""
+    dropped = [p for p in wanted if p not in got]
+    if dropped:
+        raise ProviderError(
+            f"ONNX Runtime fell back from {', '.join(dropped)} to {', '.join(got)} for "
+            f"{Path(path).name}; refusing to report these numbers as the profile's"
+        )
+
+
+def _read(path: str) -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                model = line.split(":", 1)[1].strip()
-                break
+        return Path(path).read_text(errors="replace").strip("\x00\n ")
     except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.machine()}, {platform.system()}"
+        return ""
+
+
+def gpu_name() -> str:
+    """The NVIDIA GPU's name and driver from nvidia-smi, or '' (none, or a Jetson without it)."""
+    if shutil.which("nvidia-smi") is None:
+        return ""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    first = out.strip().splitlines()[:1]
+    return f"GPU {first[0].strip()}" if first else ""
+
+
+def describe_device(providers: list[str] | None = None, label: str = "") -> str:
+    """A one-line description of this machine.
+
+    CPU model, core count, architecture and OS; the board model where the device tree names one
+    (a Jetson says "NVIDIA Jetson AGX Orin ..."); the GPU when a GPU provider is in use; and a
+    free-form ``label`` the agent's owner gave (power mode, cooling) that nothing can detect.
+    """
+    model = platform.processor() or platform.machine()
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.lower().startswith(("model name", "hardware")):
+            model = line.split(":", 1)[1].strip()
+            break
+    parts = [f"{model}, {os.cpu_count()} cores, {platform.machine()}, {platform.system()}"]
+    board = _read("/proc/device-tree/model")
+    if board:
+        parts.append(board)
+    l4t = _read("/etc/nv_tegra_release").splitlines()[:1]
+    if l4t:
+        parts.append(l4t[0].lstrip("# ").split(",")[0])
+    if providers and any(p in GPU_PROVIDERS for p in providers):
+        gpu = gpu_name()
+        if gpu:
+            parts.append(gpu)
+    if label:
+        parts.append(label)
+    return "; ".join(parts)

@@ -1,0 +1,322 @@
+"""The measurement agent that runs on a remote target, and the client a study uses to reach it.
+
+The agent needs only this package, onnxruntime and numpy (no torch, no optuna). It speaks plain
+HTTP + JSON with the standard library's ``ThreadingHTTPServer``:
+
+====== ======================= ==========================================================
+GET    /v1/info                providers, onnxruntime version, architecture, device, limits
+HEAD   /v1/blobs/<sha256>      200 if the agent already holds that upload, else 404
+PUT    /v1/blobs/<sha256>      an ONNX file (``?kind=onnx``) or a .npy array (``?kind=npy``)
+GET    /v1/blobs/<sha256>      a stored array (the outputs of a measurement)
+POST   /v1/measure             JSON naming the model, inputs and profile; returns the summary
+====== ======================= ==========================================================
+
+Every request must carry ``Authorization: Bearer <token>``; any other is answered 401 before
+its body is read, and nothing runs. Uploads are addressed by their SHA-256 (checked on arrival),
+limited in size (413 from the ``Content-Length`` alone), and only ONNX models and ``.npy``
+arrays loaded with ``allow_pickle=False`` are accepted, so no upload can carry code. The token
+travels in clear text over plain HTTP: use it on a trusted network or through an SSH tunnel.
+
+Example (on the Jetson, then on the workstation)::
+
+    SEARCH_AGENT_TOKEN=s3cret python -m search agent --host 0.0.0.0 --port 8765
+    SEARCH_AGENT_TOKEN=s3cret python -m search run --hw jetson --agent http://jetson:8765
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import onnxruntime as ort
+
+from search.errors import ProviderError
+from search.measure import measure_onnx
+from search.measure.agent_client import _MEASURE_KEYS, AgentClient, profile_to_json
+from search.measure.runtime import available_providers, describe_device, local_arch
+
+API = "/v1"
+_BLOB = re.compile(rf"^{API}/blobs/([0-9a-f]{{64}})$")
+_JSON_LIMIT = 1 << 20  # a measure request is a few hundred bytes of JSON
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How the agent serves: address, token, upload limit, where uploads live, device label."""
+
+    token: str
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_upload_bytes: int = 256 * 2**20
+    work_dir: Path | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.token) < 8:
+            raise ValueError("the agent token must be at least 8 characters")
+
+
+class BadRequest(Exception):
+    """A request the agent refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _number(value: Any, kind: type, lo: float, hi: float, key: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(400, f"{key} must be a number, got {value!r}")
+    if kind is int and int(value) != value:
+        raise BadRequest(400, f"{key} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise BadRequest(400, f"{key} must lie in [{lo}, {hi}], got {value!r}")
+    return kind(value)
+
+
+def profile_from_json(data: Any) -> SimpleNamespace:
+    """Validate a profile sent by a client into an object ``measure_onnx`` accepts."""
+    if not isinstance(data, dict):
+        raise BadRequest(400, "profile must be a JSON object")
+    providers = []
+    for p in data.get("providers") or []:
+        name = p.get("name") if isinstance(p, dict) else None
+        if not isinstance(name, str) or not name.endswith("ExecutionProvider"):
+            raise BadRequest(400, f"bad provider entry {p!r}")
+        options = p.get("options") or {}
+        if not isinstance(options, dict) or not all(
+            isinstance(v, (str, int, float, bool)) for v in options.values()
+        ):
+            raise BadRequest(400, f"options of {name} must map names to scalars")
+        providers.append(
+            SimpleNamespace(name=name, options=options, optional=bool(p.get("optional")))
+        )
+    if not providers:
+        raise BadRequest(400, "profile names no providers")
+    threads = data.get("threads") or {}
+    batch_sizes = data.get("batch_sizes") or [1]
+    measure = data.get("measure") or {}
+    config = data.get("session_config") or {}
+    if (
+        not isinstance(threads, dict)
+        or not isinstance(measure, dict)
+        or not isinstance(config, dict)
+    ):
+        raise BadRequest(400, "threads, measure and session_config must be JSON objects")
+    if not isinstance(batch_sizes, list):
+        raise BadRequest(400, "batch_sizes must be a list")
+    return SimpleNamespace(
+        name=str(data.get("name", "remote")),
+        arch=data.get("arch"),
+        providers=providers,
+        provider_names=[p.name for p in providers],
+        threads=SimpleNamespace(
+            intra_op=_number(threads.get("intra_op", 1), int, 0, 1024, "intra_op"),
+            inter_op=_number(threads.get("inter_op", 1), int, 0, 1024, "inter_op"),
+        ),
+        batch_sizes=[_number(b, int, 1, 4096, "batch size") for b in batch_sizes],
+        measure=SimpleNamespace(
+            **{
+                k: _number(measure[k], kind, lo, hi, k)
+                for k, (kind, lo, hi) in _MEASURE_KEYS.items()
+                if k in measure
+            }
+        ),
+        session_config={str(k): str(v) for k, v in config.items()},
+    )
+
+
+def _validate_upload(data: bytes, kind: str) -> None:
+    if kind == "npy":
+        try:
+            np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - anything np.load rejects is a bad upload
+            raise BadRequest(400, f"not a .npy array without pickles: {e}") from None
+        return
+    try:
+        import onnx
+    except ImportError:  # the agent may run without the onnx package: let ORT parse it
+        try:
+            ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001
+            raise BadRequest(400, f"not an ONNX model: {str(e).splitlines()[0]}") from None
+        return
+    try:
+        onnx.checker.check_model(onnx.load_from_string(data))
+    except Exception as e:  # noqa: BLE001
+        raise BadRequest(400, f"not a valid ONNX model: {str(e).splitlines()[0]}") from None
+
+
+class AgentServer(ThreadingHTTPServer):
+    """The HTTP server; measurements run one at a time so they cannot disturb each other."""
+
+    daemon_threads = True
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self._tmp = None
+        if settings.work_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="search-agent-")
+        self.store = Path(settings.work_dir or self._tmp.name)
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.counts = {"uploads": 0, "measurements": 0, "refused": 0}
+        self.info = {
+            "providers": available_providers(),
+            "onnxruntime": ort.__version__,
+            "arch": local_arch(),
+            "device": describe_device(available_providers(), settings.label),
+            "max_upload_bytes": settings.max_upload_bytes,
+        }
+        super().__init__((settings.host, settings.port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def blob(self, sha: str) -> Path | None:
+        for kind in ("onnx", "npy"):
+            path = self.store / f"{sha}.{kind}"
+            if path.is_file():
+                return path
+        return None
+
+    def measure(self, request: dict[str, Any]) -> dict[str, Any]:
+        paths = {}
+        for key in ("model", "eval_inputs", "latency_input"):
+            sha = request.get(key)
+            path = (
+                self.blob(sha)
+                if isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha)
+                else None
+            )
+            if path is None or path.suffix != (".onnx" if key == "model" else ".npy"):
+                raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
+            paths[key] = path
+        profile = profile_from_json(request.get("profile"))
+        load = lambda p: np.load(p, allow_pickle=False)  # noqa: E731
+        with self.lock:
+            self.counts["measurements"] += 1
+            m = measure_onnx(
+                paths["model"],
+                profile=profile,
+                eval_inputs=load(paths["eval_inputs"]),
+                latency_input=load(paths["latency_input"]),
+                device_label=self.settings.label,
+            )
+        buf = io.BytesIO()
+        np.save(buf, m.outputs, allow_pickle=False)
+        sha = hashlib.sha256(buf.getvalue()).hexdigest()
+        (self.store / f"{sha}.npy").write_bytes(buf.getvalue())
+        return {**m.summary(), "outputs": sha}
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: AgentServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the agent prints one line per measurement instead
+
+    def _send(self, status: int, body: bytes = b"", ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="search-agent"')
+        if status >= 400:
+            # The body of a refused request is never read, so the connection cannot be reused.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, data: dict[str, Any]) -> None:
+        self._send(status, json.dumps(data).encode())
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "").encode()
+        expected = f"Bearer {self.server.settings.token}".encode()
+        return hmac.compare_digest(given, expected)
+
+    def _body(self, limit: int) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise BadRequest(411, "a Content-Length header is required")
+        if int(length) > limit:
+            raise BadRequest(413, f"upload of {int(length)} bytes exceeds the limit of {limit}")
+        return self.rfile.read(int(length))
+
+    def _dispatch(self) -> None:
+        if not self._authorized():
+            self.server.counts["refused"] += 1
+            self._json(401, {"error": "missing or wrong token"})
+            return
+        try:
+            url = urlsplit(self.path)
+            blob = _BLOB.match(url.path)
+            if self.command == "GET" and url.path == f"{API}/info":
+                self._json(200, self.server.info)
+            elif self.command in ("GET", "HEAD") and blob:
+                path = self.server.blob(blob.group(1))
+                if path is None:
+                    raise BadRequest(404, "no such upload")
+                data = b"" if self.command == "HEAD" else path.read_bytes()
+                self._send(200, data, "application/octet-stream")
+            elif self.command == "PUT" and blob:
+                self._put(blob.group(1), parse_qs(url.query).get("kind", [""])[0])
+            elif self.command == "POST" and url.path == f"{API}/measure":
+                request = json.loads(self._body(_JSON_LIMIT) or b"{}")
+                self._json(200, self.server.measure(request))
+            else:
+                raise BadRequest(404, f"no endpoint {self.command} {url.path}")
+        except BadRequest as e:
+            self._json(e.status, {"error": str(e)})
+        except ProviderError as e:
+            self._json(422, {"error": str(e), "type": "ProviderError"})
+        except Exception as e:  # noqa: BLE001 - report the failure to the client, keep serving
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self._json(500, {"error": f"{type(e).__name__}: {first}"})
+
+    def _put(self, sha: str, kind: str) -> None:
+        if kind not in ("onnx", "npy"):
+            raise BadRequest(400, "kind must be onnx or npy; nothing else is accepted")
+        data = self._body(self.server.settings.max_upload_bytes)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise BadRequest(400, "the upload does not match its SHA-256 address")
+        _validate_upload(data, kind)
+        path = self.server.store / f"{sha}.{kind}"
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        self.server.counts["uploads"] += 1
+        self._json(201, {"stored": sha})
+
+    do_GET = do_HEAD = do_PUT = do_POST = _dispatch  # noqa: N815 - stdlib naming
+
+
+def serve(settings: AgentSettings) -> AgentServer:
+    """Bind the agent (port 0 picks a free port); call ``serve_forever()`` on the result."""
+    return AgentServer(settings)
+
+
+__all__ = ["AgentClient", "AgentServer", "AgentSettings", "profile_to_json", "serve"]

@@ -1,0 +1,216 @@
+"""The client side of the measurement agent (see :mod:`search.measure.agent` for the protocol)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.errors import AgentError, ProviderError
+from search.measure.latency import LatencyStats
+from search.measure.memory import MemoryStats
+from search.measure.runtime import check_providers
+
+_MEASURE_KEYS = {
+    "warmup_runs": (int, 0, 10**6),
+    "warmup_seconds": (float, 0.0, 600.0),
+    "min_runs": (int, 1, 10**6),
+    "min_seconds": (float, 0.0, 600.0),
+    "max_runs": (int, 1, 10**7),
+    "memory_runs": (int, 1, 10**4),
+}
+_START = "start it on the device with 'python -m search agent --host 0.0.0.0 --port 8765'"
+
+
+def profile_to_json(profile: Any) -> dict[str, Any]:
+    """What the agent needs of a :class:`search.config.Profile` to measure as it says."""
+    return {
+        "name": profile.name,
+        "arch": profile.arch,
+        "providers": [
+            {"name": p.name, "options": dict(p.options), "optional": p.optional}
+            for p in profile.providers
+        ],
+        "threads": {"intra_op": profile.threads.intra_op, "inter_op": profile.threads.inter_op},
+        "batch_sizes": list(profile.batch_sizes),
+        "measure": {k: getattr(profile.measure, k) for k in _MEASURE_KEYS},
+        "session_config": dict(profile.session_config),
+    }
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+class AgentClient:
+    """Measures ONNX files on a remote agent; the same interface as a local target.
+
+    Uploads are addressed by SHA-256 and skipped when the agent already holds them, so the
+    evaluation inputs cross the network once per study, and each model once.
+
+    Example:
+        >>> client = AgentClient("http://127.0.0.1:8765", token="s3cret-token")  # doctest: +SKIP
+        >>> client.info()["providers"]  # doctest: +SKIP
+        ['CPUExecutionProvider']
+    """
+
+    def __init__(self, url: str, *, token: str, timeout: float = 900.0) -> None:
+        self.url = url.rstrip("/")
+        self.where = f"on the agent at {self.url}"
+        self.token = token
+        self.timeout = timeout
+        self.profile: Any = None
+        self._info: dict[str, Any] | None = None
+        self._arrays: dict[int, tuple[np.ndarray, str]] = {}
+
+    @classmethod
+    def for_profile(cls, profile: Any, *, timeout: float = 900.0) -> AgentClient:
+        """Connect to ``profile.agent`` and check it can run the profile; raise if not."""
+        token = os.environ.get(profile.agent_token_env, "")
+        if not token:
+            raise AgentError(
+                f"hardware profile '{profile.name}' measures through the agent at "
+                f"{profile.agent}: set {profile.agent_token_env} to the token the agent was "
+                "started with, or pass --agent local to measure here"
+            )
+        client = cls(profile.agent, token=token, timeout=timeout)
+        info = client.info()
+        check_providers(
+            profile,
+            info["providers"],
+            arch=info["arch"],
+            where=client.where,
+            version=info["onnxruntime"],
+        )
+        client.profile = profile
+        return client
+
+    # ------------------------------------------------------------------------------ transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        ctype: str = "",
+        timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if ctype:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise AgentError(
+                f"cannot reach the agent at {self.url} ({reason}): {_START}"
+            ) from None
+
+    def _checked(self, status: int, data: bytes, what: str) -> bytes:
+        if status < 400:
+            return data
+        try:
+            detail = json.loads(data).get("error", "")
+            kind = json.loads(data).get("type", "")
+        except (ValueError, AttributeError):
+            detail, kind = data[:200].decode(errors="replace"), ""
+        if status == 401:
+            raise AgentError(
+                f"the agent at {self.url} refused the token: set {self._token_env()} to the "
+                "token it was started with"
+            )
+        if status == 413:
+            raise AgentError(
+                f"the agent at {self.url} refused {what}: {detail}; restart it with a larger "
+                "--max-upload-mb"
+            )
+        if kind == "ProviderError":
+            raise ProviderError(f"{detail} ({self.where})")
+        raise AgentError(f"the agent at {self.url} failed {what} (HTTP {status}): {detail}")
+
+    def _token_env(self) -> str:
+        return getattr(self.profile, "agent_token_env", "SEARCH_AGENT_TOKEN")
+
+    # ------------------------------------------------------------------------------ API
+
+    def info(self) -> dict[str, Any]:
+        """The agent's providers, onnxruntime version, architecture, device and upload limit."""
+        if self._info is None:
+            # A short timeout: an unreachable host should fail the check fast, not in 15 minutes.
+            status, data = self._request("GET", "/v1/info", timeout=min(10.0, self.timeout))
+            self._info = json.loads(self._checked(status, data, "to describe itself"))
+        return self._info
+
+    def upload(self, data: bytes, kind: str) -> str:
+        """Store ``data`` (an ONNX file or .npy bytes) on the agent unless it has it; its hash."""
+        sha = hashlib.sha256(data).hexdigest()
+        status, _ = self._request("HEAD", f"/v1/blobs/{sha}")
+        if status == 200:
+            return sha
+        limit = self.info()["max_upload_bytes"]
+        if len(data) > limit:
+            raise AgentError(
+                f"the {kind} upload is {len(data) / 2**20:.1f} MiB, over the agent's limit of "
+                f"{limit / 2**20:.1f} MiB: restart the agent with a larger --max-upload-mb"
+            )
+        status, body = self._request(
+            "PUT", f"/v1/blobs/{sha}?kind={kind}", data, ctype="application/octet-stream"
+        )
+        self._checked(status, body, f"the {kind} upload")
+        return sha
+
+    def _array(self, array: np.ndarray) -> str:
+        # The study passes the same arrays every trial: serialize and hash them once.
+        held = self._arrays.get(id(array))
+        if held is not None and held[0] is array:
+            return held[1]
+        sha = self.upload(_npy(array), "npy")
+        self._arrays[id(array)] = (array, sha)
+        return sha
+
+    def measure(
+        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
+    ) -> Any:
+        """Measure ``path`` on the agent as the profile says; a :class:`Measurement`."""
+        from search.measure import Measurement
+
+        request = {
+            "model": self.upload(Path(path).read_bytes(), "onnx"),
+            "eval_inputs": self._array(eval_inputs),
+            "latency_input": self._array(latency_input),
+            "profile": profile_to_json(self.profile),
+        }
+        body = json.dumps(request).encode()
+        status, data = self._request("POST", "/v1/measure", body, ctype="application/json")
+        summary = json.loads(self._checked(status, data, f"to measure {Path(path).name}"))
+        status, data = self._request("GET", f"/v1/blobs/{summary.pop('outputs')}")
+        outputs = np.load(io.BytesIO(self._checked(status, data, "outputs")), allow_pickle=False)
+        extra = {
+            k: v
+            for k, v in summary.items()
+            if k not in ("latency", "memory", "size_bytes", "providers", "onnxruntime", "device")
+        }
+        return Measurement(
+            outputs=outputs,
+            latency=[LatencyStats(**s) for s in summary["latency"]],
+            memory=MemoryStats(**summary["memory"]),
+            size_bytes=summary["size_bytes"],
+            providers=summary["providers"],
+            onnxruntime=summary["onnxruntime"],
+            device=summary["device"],
+            extra={**extra, "measured_by": f"agent {self.url}"},
+        )

@@ -1,0 +1,248 @@
+"""The measurement agent: authentication, upload limits, no pickles, and a study measured on it."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.errors import AgentError
+from search.measure.agent import AgentSettings, serve
+from search.measure.agent_client import AgentClient
+
+TOKEN = "test-token-0123456789"
+LABEL = "tiny-test-board (agent under test)"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server():
+    """An agent in this process, so tests can look at what it counted."""
+    srv = serve(AgentSettings(token=TOKEN, port=0, max_upload_bytes=4096, label=LABEL))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _raw(srv, method: str, path: str, *, token: str | None, body: bytes = b"", length=None):
+    host, port = srv.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.putrequest(method, path)
+    if token is not None:
+        conn.putheader("Authorization", f"Bearer {token}")
+    conn.putheader("Content-Length", str(len(body) if length is None else length))
+    conn.endheaders()
+    if body:
+        conn.send(body)
+    resp = conn.getresponse()
+    status, data = resp.status, resp.read()
+    conn.close()
+    return status, data
+
+
+def _npy(array: np.ndarray, *, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def test_wrong_or_missing_token_gets_401_and_runs_nothing(server):
+    data = _npy(np.zeros(4, np.float32))
+    sha = hashlib.sha256(data).hexdigest()
+    for token in ("wrong-token-xxxx", None, TOKEN + "x"):
+        status, _ = _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=token, body=data)
+        assert status == 401
+        request = json.dumps({"model": sha, "eval_inputs": sha, "latency_input": sha}).encode()
+        assert _raw(server, "POST", "/v1/measure", token=token, body=request)[0] == 401
+        assert _raw(server, "GET", "/v1/info", token=token)[0] == 401
+    assert server.counts == {"uploads": 0, "measurements": 0, "refused": 9}
+    assert server.blob(sha) is None
+    # The same upload with the right token is accepted, so the 401s were about the token.
+    assert _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=TOKEN, body=data)[0] == 201
+    assert server.blob(sha) is not None
+
+
+def test_oversized_upload_is_refused_from_its_length(server):
+    big = _npy(np.zeros(4096, np.float32))  # 16 KiB, over the 4 KiB limit
+    sha = hashlib.sha256(big).hexdigest()
+    status, data = _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=TOKEN, body=big)
+    assert status == 413 and b"exceeds the limit" in data
+    # A declared length alone is enough: the agent answers before a byte of the body arrives.
+    status, _ = _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=TOKEN, length=10**9)
+    assert status == 413
+    assert server.counts["uploads"] == 0 and server.blob(sha) is None
+    client = AgentClient(server.url, token=TOKEN)
+    with pytest.raises(AgentError, match="over the agent's limit"):
+        client.upload(big, "npy")
+
+
+def test_only_onnx_and_plain_arrays_are_accepted(server):
+    pickled = _npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    sha = hashlib.sha256(pickled).hexdigest()
+    status, data = _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=TOKEN, body=pickled)
+    assert status == 400 and b"pickle" in data
+    junk = b"not an onnx model"
+    sha = hashlib.sha256(junk).hexdigest()
+    assert _raw(server, "PUT", f"/v1/blobs/{sha}?kind=onnx", token=TOKEN, body=junk)[0] == 400
+    assert _raw(server, "PUT", f"/v1/blobs/{sha}?kind=pkl", token=TOKEN, body=junk)[0] == 400
+    # The address must be the content's hash.
+    good = _npy(np.ones(2, np.float32))
+    assert _raw(server, "PUT", f"/v1/blobs/{'0' * 64}?kind=npy", token=TOKEN, body=good)[0] == 400
+    assert server.counts["uploads"] == 0
+
+
+def test_client_reports_a_wrong_token_in_one_line(server):
+    client = AgentClient(server.url, token="wrong-token-xxxx")
+    with pytest.raises(AgentError, match="refused the token"):
+        client.info()
+    assert AgentClient(server.url, token=TOKEN).info()["device"].endswith(LABEL)
+
+
+def test_agent_command_does_not_import_torch():
+    env = {**os.environ, "SEARCH_AGENT_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", AGENT_NO_TORCH],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "agent listening on http://127.0.0.1:" in out
+    assert "torch imported: False" in out
+
+
+# Runs the real `agent` command until it listens, then stops it and says whether torch was loaded.
+AGENT_NO_TORCH = """
+import sys, threading
+from search.measure import agent
+served = []
+real = agent.AgentServer.serve_forever
+def once(self, poll_interval=0.5):
+    served.append(self)
+    threading.Thread(target=self.shutdown).start()
+    real(self, poll_interval)
+agent.AgentServer.serve_forever = once
+from search.cli import main
+assert main(["agent", "--port", "0"]) == 0 and served
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+# ------------------------------------------------------------------ a study measured on the agent
+
+
+def tiny_task(*, seed: int, cache_dir: Path):
+    """A task small enough for a two-trial study in seconds: 64 random 16x16 images."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from search.models import ResNet
+    from search.tasks import Task
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 1, 16, 16, generator=g)
+    y = torch.randint(0, 4, (64,), generator=g)
+    data = TensorDataset(x, y)
+    torch.manual_seed(seed)
+    model = ResNet(num_classes=4, widths=(8, 8, 8)).eval()
+    return Task(
+        name="tiny",
+        model=model,
+        train=data,
+        val=TensorDataset(x[:32], y[:32]),
+        test=TensorDataset(x[32:], y[32:]),
+        calibration=TensorDataset(x[:16], y[:16]),
+        example_input=x[:1].clone(),
+        ignored_layers=["fc"],
+        key=f"tiny-{seed}",
+    )
+
+
+TINY_SPACE = """
+search: {sampler: random, trials: 2, startup_trials: 1}
+prune: {ratio: {low: 0.0, high: 0.5}}
+distill: {epochs: 1, batch_size: 32}
+early_stop: {min_epochs: 1, max_accuracy_drop: 1.0}
+"""
+
+FAST_MEASURE = {
+    "warmup_runs": 2,
+    "warmup_seconds": 0.0,
+    "min_runs": 10,
+    "min_seconds": 0.0,
+    "memory_runs": 1,
+}
+
+
+@pytest.fixture
+def agent_process():
+    """The real `python -m search agent` command on 127.0.0.1, in its own process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "search",
+        "agent",
+        "--port",
+        "0",
+        "--token",
+        TOKEN,
+        "--describe",
+        LABEL,
+        "--max-upload-mb",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "agent listening on" in line, line
+    yield line.split()[3]
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monkeypatch):
+    from search.config import load_profile, load_space
+    from search.study import StudySpec, run_study
+
+    monkeypatch.setenv("SEARCH_AGENT_TOKEN", TOKEN)
+    base = load_profile("cpu")
+    profile = base.model_validate(
+        {**base.model_dump(), "agent": agent_process, "measure": FAST_MEASURE}
+    )
+    space_path = tmp_path / "tiny.yaml"
+    space_path.write_text(TINY_SPACE)
+    spec = StudySpec(
+        task=f"{__name__}:tiny_task",
+        space=load_space(str(space_path)),
+        profile=profile,
+        study_name="tiny-agent",
+        results_dir=tmp_path,
+    )
+    started = time.perf_counter()
+    study = run_study(spec, trials=2, progress=False)
+    assert time.perf_counter() - started < 120
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2, [t.user_attrs.get("fail_reason") for t in study.trials]
+    for t in done:
+        m = t.user_attrs["record"]["measurement"]
+        assert m["device"].endswith(LABEL)
+        assert m["measured_by"] == f"agent {agent_process}"
+        assert m["providers"] == ["CPUExecutionProvider"]
+        assert m["onnxruntime"]
+        assert m["latency"][0]["runs"] >= 10
+    assert study.user_attrs["baseline"]["measurement"]["device"].endswith(LABEL)

@@ -1,0 +1,80 @@
+"""Latency and memory measurement on a real ONNX Runtime session of a tiny model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from search.config import load_profile
+from search.measure import measure_onnx
+from search.measure.latency import measure_latency, summarize
+
+
+@pytest.fixture
+def matmul_onnx(tmp_path):
+    """y = x @ W, with a dynamic batch: small, but real work for ONNX Runtime."""
+    w = helper.make_tensor("W", TensorProto.FLOAT, [64, 64], np.ones(64 * 64, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "W"], ["output"])],
+        "mm",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 64])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "mm.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def _settings(**kw):
+    base = dict(
+        warmup_runs=3,
+        warmup_seconds=0.0,
+        min_runs=20,
+        min_seconds=0.0,
+        max_runs=10000,
+        memory_runs=1,
+    )
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_repeats_until_both_count_and_time(matmul_onnx):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(matmul_onnx), providers=["CPUExecutionProvider"])
+    feed = {"input": np.ones((1, 64), np.float32)}
+    by_count = measure_latency(session, feed, _settings(min_runs=25))
+    assert by_count.runs == 25
+    by_time = measure_latency(session, feed, _settings(min_runs=5, min_seconds=0.2))
+    assert by_time.runs > 5 and by_time.mean_ms * by_time.runs >= 0.2 * 1000 * 0.5
+    assert by_time.p50_ms <= by_time.p90_ms <= by_time.p99_ms
+
+
+def test_summary_statistics():
+    s = summarize(np.array([1.0, 2.0, 3.0, 4.0]), batch_size=2)
+    assert s.p50_ms == 2.5 and s.runs == 4 and s.min_ms == 1.0
+    assert s.cv == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
+
+
+def test_measure_onnx_records_where_it_ran(matmul_onnx):
+    base = load_profile("cpu")
+    profile = base.model_validate({**base.model_dump(), "batch_sizes": [1, 4]})
+    m = measure_onnx(
+        matmul_onnx,
+        profile=profile.model_copy(update={"measure": _settings()}),
+        eval_inputs=np.ones((10, 64), np.float32),
+        latency_input=np.ones((1, 64), np.float32),
+        device_label="bench-label",
+    )
+    assert np.allclose(m.outputs, 64.0) and m.outputs.shape == (10, 64)
+    assert [s.batch_size for s in m.latency] == [1, 4]
+    assert m.providers == ["CPUExecutionProvider"] and m.onnxruntime
+    assert m.device.endswith("bench-label") and "cores" in m.device
+    assert m.memory.method.startswith("VmHWM") and m.memory.peak_mb > m.memory.idle_mb > 0
+    assert m.memory.device_mb is None  # no GPU provider, no device memory
