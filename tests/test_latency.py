@@ -60,6 +60,11 @@ def test_summary_statistics():
     s = summarize(np.array([1.0, 2.0, 3.0, 4.0]), batch_size=2)
     assert s.p50_ms == 2.5 and s.runs == 4 and s.min_ms == 1.0
     assert s.cv == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
+    # One preempted run moves the plain CV a lot and the robust one not at all.
+    calm = summarize(np.array([1.0, 1.1, 0.9, 1.0, 1.05, 0.95]), batch_size=1)
+    noisy = summarize(np.array([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 20.0]), batch_size=1)
+    assert noisy.cv > 10 * calm.cv
+    assert noisy.robust_cv == pytest.approx(calm.robust_cv, rel=0.5)
 
 
 def test_measure_onnx_records_where_it_ran(matmul_onnx):

@@ -24,6 +24,9 @@ class LatencyStats:
     std_ms: float
     cv: float
     min_ms: float
+    # 1.4826 * median absolute deviation / median: the spread of typical runs. On a shared
+    # machine a few preempted runs inflate ``cv`` while p50 and this stay put.
+    robust_cv: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -44,6 +47,7 @@ def summarize(times_ms: np.ndarray, batch_size: int) -> LatencyStats:
         std_ms=std,
         cv=std / mean if mean > 0 else 0.0,
         min_ms=float(t.min()),
+        robust_cv=float(1.4826 * np.median(np.abs(t - p50)) / p50) if p50 > 0 else 0.0,
     )
 
 
