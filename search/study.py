@@ -207,6 +207,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             f"(cv {m.latency[0].cv:.1%}), {m.size_bytes / 1e6:.2f} MB, on {', '.join(m.providers)}"
         )
     baseline = study.user_attrs["baseline"]
+    _check_same_device(baseline, target, spec.study_name)
     study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
 
     todo = trials - finished_count(study)
@@ -289,6 +290,17 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
         f"{cfg.epochs} epoch(s), {time.perf_counter() - started:.1f} s"
     )
+
+
+def _check_same_device(baseline: dict[str, Any], target: Any, study_name: str) -> None:
+    """Refuse to resume a study on another machine: its numbers would not compare."""
+    before = baseline.get("measurement", {}).get("device")
+    if before and target.device and before != target.device:
+        raise SearchError(
+            f"study {study_name!r} was measured on '{before}', but this run measures on "
+            f"'{target.device}' ({target.where}): resume it on the same target or start a new "
+            "study with --study"
+        )
 
 
 def _violations(record: dict[str, Any], profile: Profile) -> dict[str, float]:

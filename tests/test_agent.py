@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import io
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.errors import AgentError
+from search.errors import AgentError, SearchError
 from search.measure.agent import AgentSettings, serve
 from search.measure.agent_client import AgentClient
 
@@ -190,13 +191,16 @@ FAST_MEASURE = {
 
 
 @pytest.fixture
-def agent_process():
+def agent_process(tmp_path_factory):
     """The real `python -m search agent` command on 127.0.0.1, in its own process."""
+    store = tmp_path_factory.mktemp("agent-store")
     cmd = [
         sys.executable,
         "-m",
         "search",
         "agent",
+        "--work-dir",
+        str(store),
         "--port",
         "0",
         "--token",
@@ -209,21 +213,23 @@ def agent_process():
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert "agent listening on" in line, line
-    yield line.split()[3]
+    yield line.split()[3], store
     proc.terminate()
     proc.wait(timeout=10)
 
 
 @pytest.mark.slow
 def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monkeypatch):
+    from optuna import load_study
+
     from search.config import load_profile, load_space
     from search.study import StudySpec, run_study
 
+    url, store = agent_process
+
     monkeypatch.setenv("SEARCH_AGENT_TOKEN", TOKEN)
     base = load_profile("cpu")
-    profile = base.model_validate(
-        {**base.model_dump(), "agent": agent_process, "measure": FAST_MEASURE}
-    )
+    profile = base.model_validate({**base.model_dump(), "agent": url, "measure": FAST_MEASURE})
     space_path = tmp_path / "tiny.yaml"
     space_path.write_text(TINY_SPACE)
     spec = StudySpec(
@@ -241,8 +247,15 @@ def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monke
     for t in done:
         m = t.user_attrs["record"]["measurement"]
         assert m["device"].endswith(LABEL)
-        assert m["measured_by"] == f"agent {agent_process}"
+        assert m["measured_by"] == f"agent {url}"
         assert m["providers"] == ["CPUExecutionProvider"]
         assert m["onnxruntime"]
         assert m["latency"][0]["runs"] >= 10
     assert study.user_attrs["baseline"]["measurement"]["device"].endswith(LABEL)
+    # The inputs were uploaded once and kept; each model and its outputs were dropped after use.
+    assert sorted(p.suffix for p in store.iterdir()) == [".npy", ".npy"]
+    # Resuming it measured elsewhere (here, without the agent's label) is refused before a trial.
+    local = profile.model_validate({**profile.model_dump(), "agent": None})
+    with pytest.raises(SearchError, match="was measured on"):
+        run_study(dataclasses.replace(spec, profile=local), trials=3, progress=False)
+    assert len(load_study(study_name="tiny-agent", storage=spec.storage_url).trials) == 2

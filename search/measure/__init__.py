@@ -16,12 +16,7 @@ import onnxruntime as ort
 
 from search.measure.latency import LatencyStats, measure_latency
 from search.measure.memory import MemoryStats, measure_peak_memory
-from search.measure.runtime import (
-    available_providers,
-    check_providers,
-    create_session,
-    describe_device,
-)
+from search.measure.runtime import check_providers, create_session, describe_device
 
 
 @dataclass
@@ -92,7 +87,7 @@ def measure_onnx(
         size_bytes=os.path.getsize(path),
         providers=session.get_providers(),
         onnxruntime=ort.__version__,
-        device=describe_device(session.get_providers(), device_label),
+        device=describe_device(device_label),
         extra={"measured_by": "local"},
     )
 
@@ -104,9 +99,7 @@ class LocalTarget:
         self.profile = profile
         check_providers(profile)
         self.where = "here"
-
-    def availability(self) -> dict[str, Any]:
-        return {"providers": available_providers(), "onnxruntime": ort.__version__}
+        self.device = describe_device()
 
     def measure(
         self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray

@@ -8,6 +8,7 @@ GET    /v1/info                providers, onnxruntime version, architecture, dev
 HEAD   /v1/blobs/<sha256>      200 if the agent already holds that upload, else 404
 PUT    /v1/blobs/<sha256>      an ONNX file (``?kind=onnx``) or a .npy array (``?kind=npy``)
 GET    /v1/blobs/<sha256>      a stored array (the outputs of a measurement)
+DELETE /v1/blobs/<sha256>      forget an upload (the client drops each model after measuring)
 POST   /v1/measure             JSON naming the model, inputs and profile; returns the summary
 ====== ======================= ==========================================================
 
@@ -177,7 +178,7 @@ class AgentServer(ThreadingHTTPServer):
             "providers": available_providers(),
             "onnxruntime": ort.__version__,
             "arch": local_arch(),
-            "device": describe_device(available_providers(), settings.label),
+            "device": describe_device(settings.label),
             "max_upload_bytes": settings.max_upload_bytes,
         }
         super().__init__((settings.host, settings.port), _Handler)
@@ -282,6 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
                     raise BadRequest(404, "no such upload")
                 data = b"" if self.command == "HEAD" else path.read_bytes()
                 self._send(200, data, "application/octet-stream")
+            elif self.command == "DELETE" and blob:
+                path = self.server.blob(blob.group(1))
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                self._json(200, {"deleted": blob.group(1)})
             elif self.command == "PUT" and blob:
                 self._put(blob.group(1), parse_qs(url.query).get("kind", [""])[0])
             elif self.command == "POST" and url.path == f"{API}/measure":
@@ -311,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.counts["uploads"] += 1
         self._json(201, {"stored": sha})
 
-    do_GET = do_HEAD = do_PUT = do_POST = _dispatch  # noqa: N815 - stdlib naming
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _dispatch  # noqa: N815 - stdlib naming
 
 
 def serve(settings: AgentSettings) -> AgentServer:

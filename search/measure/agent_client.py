@@ -69,6 +69,7 @@ class AgentClient:
         self.token = token
         self.timeout = timeout
         self.profile: Any = None
+        self.device = ""
         self._info: dict[str, Any] | None = None
         self._arrays: dict[int, tuple[np.ndarray, str]] = {}
 
@@ -92,6 +93,7 @@ class AgentClient:
             version=info["onnxruntime"],
         )
         client.profile = profile
+        client.device = info["device"]
         return client
 
     # ------------------------------------------------------------------------------ transport
@@ -188,8 +190,9 @@ class AgentClient:
         """Measure ``path`` on the agent as the profile says; a :class:`Measurement`."""
         from search.measure import Measurement
 
+        model = self.upload(Path(path).read_bytes(), "onnx")
         request = {
-            "model": self.upload(Path(path).read_bytes(), "onnx"),
+            "model": model,
             "eval_inputs": self._array(eval_inputs),
             "latency_input": self._array(latency_input),
             "profile": profile_to_json(self.profile),
@@ -197,8 +200,12 @@ class AgentClient:
         body = json.dumps(request).encode()
         status, data = self._request("POST", "/v1/measure", body, ctype="application/json")
         summary = json.loads(self._checked(status, data, f"to measure {Path(path).name}"))
-        status, data = self._request("GET", f"/v1/blobs/{summary.pop('outputs')}")
+        outputs_sha = summary.pop("outputs")
+        status, data = self._request("GET", f"/v1/blobs/{outputs_sha}")
         outputs = np.load(io.BytesIO(self._checked(status, data, "outputs")), allow_pickle=False)
+        # Each trial's model and outputs are used once: keep the target's disk from filling up.
+        for sha in (model, outputs_sha):
+            self._request("DELETE", f"/v1/blobs/{sha}")
         extra = {
             k: v
             for k, v in summary.items()

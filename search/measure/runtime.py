@@ -7,6 +7,7 @@ such an object from JSON without importing the config module.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -150,6 +151,7 @@ def _read(path: str) -> str:
         return ""
 
 
+@functools.cache
 def gpu_name() -> str:
     """The NVIDIA GPU's name and driver from nvidia-smi, or '' (none, or a Jetson without it)."""
     if shutil.which("nvidia-smi") is None:
@@ -168,12 +170,12 @@ def gpu_name() -> str:
     return f"GPU {first[0].strip()}" if first else ""
 
 
-def describe_device(providers: list[str] | None = None, label: str = "") -> str:
-    """A one-line description of this machine.
+def describe_device(label: str = "") -> str:
+    """A one-line description of this machine, the same for every measurement on it.
 
     CPU model, core count, architecture and OS; the board model where the device tree names one
-    (a Jetson says "NVIDIA Jetson AGX Orin ..."); the GPU when a GPU provider is in use; and a
-    free-form ``label`` the agent's owner gave (power mode, cooling) that nothing can detect.
+    (a Jetson says "NVIDIA Jetson AGX Orin ..."); the NVIDIA GPU where nvidia-smi finds one; and
+    a free-form ``label`` the agent's owner gave (power mode, cooling) that nothing can detect.
     """
     model = platform.processor() or platform.machine()
     for line in _read("/proc/cpuinfo").splitlines():
@@ -187,10 +189,9 @@ def describe_device(providers: list[str] | None = None, label: str = "") -> str:
     l4t = _read("/etc/nv_tegra_release").splitlines()[:1]
     if l4t:
         parts.append(l4t[0].lstrip("# ").split(",")[0])
-    if providers and any(p in GPU_PROVIDERS for p in providers):
-        gpu = gpu_name()
-        if gpu:
-            parts.append(gpu)
+    gpu = gpu_name()
+    if gpu:
+        parts.append(gpu)
     if label:
         parts.append(label)
     return "; ".join(parts)
