@@ -262,6 +262,12 @@ class Agent(Command):
             f"{', '.join(info['providers'])} | {info['device']}",
             flush=True,
         )
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                "note: plain HTTP: the token and models cross the network unencrypted; use a "
+                "trusted network or an SSH tunnel (ssh -L 8765:127.0.0.1:8765 target)",
+                file=sys.stderr,
+            )
         try:
             server.serve_forever()
         finally:

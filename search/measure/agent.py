@@ -208,16 +208,21 @@ class AgentServer(ThreadingHTTPServer):
                 raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
             paths[key] = path
         profile = profile_from_json(request.get("profile"))
-        load = lambda p: np.load(p, allow_pickle=False)  # noqa: E731
         with self.lock:
             self.counts["measurements"] += 1
             m = measure_onnx(
                 paths["model"],
                 profile=profile,
-                eval_inputs=load(paths["eval_inputs"]),
-                latency_input=load(paths["latency_input"]),
+                eval_inputs=np.load(paths["eval_inputs"], allow_pickle=False),
+                latency_input=np.load(paths["latency_input"], allow_pickle=False),
                 device_label=self.settings.label,
             )
+        first = m.latency[0]
+        print(
+            f"measured {paths['model'].stem[:12]} for profile '{profile.name}': p50 "
+            f"{first.p50_ms:.3f} ms (cv {first.cv:.1%}) on {', '.join(m.providers)}",
+            flush=True,
+        )
         buf = io.BytesIO()
         np.save(buf, m.outputs, allow_pickle=False)
         sha = hashlib.sha256(buf.getvalue()).hexdigest()
@@ -291,7 +296,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif self.command == "PUT" and blob:
                 self._put(blob.group(1), parse_qs(url.query).get("kind", [""])[0])
             elif self.command == "POST" and url.path == f"{API}/measure":
-                request = json.loads(self._body(_JSON_LIMIT) or b"{}")
+                try:
+                    request = json.loads(self._body(_JSON_LIMIT) or b"{}")
+                except ValueError:
+                    raise BadRequest(400, "the measure request is not JSON") from None
+                if not isinstance(request, dict):
+                    raise BadRequest(400, "the measure request must be a JSON object")
                 self._json(200, self.server.measure(request))
             else:
                 raise BadRequest(404, f"no endpoint {self.command} {url.path}")
