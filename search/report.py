@@ -34,10 +34,32 @@ def collect(study: optuna.Study) -> pd.DataFrame:
         row.update({k: rec.get(k) for k in COLUMNS})
         row["pareto"] = t.number in pareto
         row["providers"] = ",".join(rec.get("measurement", {}).get("providers", []))
+        kernels = rec.get("kernels", {})
+        row["integer_layers"] = kernels.get("integer_layers")
+        row["float_layers_after_dequantize"] = kernels.get("float_layers_after_dequantize")
         row["duration_s"] = t.user_attrs.get("duration_s")
         row["fail_reason"] = t.user_attrs.get("fail_reason", "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def sensitivity_table(study: optuna.Study) -> pd.DataFrame:
+    """The one-off per-group sensitivity pass: one row a group, most sensitive first."""
+    sens = study.user_attrs.get("sensitivity")
+    if not sens:
+        return pd.DataFrame(columns=["group", "precision", "layers", "accuracy", "drop"])
+    return pd.DataFrame(
+        [
+            {
+                "group": g,
+                "precision": sens["precision"],
+                "layers": sens["groups"][g]["layers"],
+                "accuracy": sens["groups"][g]["accuracy"],
+                "drop": sens["groups"][g]["drop"],
+            }
+            for g in sens["order"]
+        ]
+    )
 
 
 def _has_complete(study: optuna.Study) -> bool:
@@ -92,6 +114,9 @@ def write_outputs(study: optuna.Study, out_dir: Path, *, html: bool = True) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "trials.csv"}
     collect(study).to_csv(paths["csv"], index=False)
+    if study.user_attrs.get("sensitivity"):
+        paths["sensitivity"] = out_dir / "sensitivity.csv"
+        sensitivity_table(study).to_csv(paths["sensitivity"], index=False)
     if html:
         paths["html"] = out_dir / "report.html"
         pareto_figure(study).write_html(paths["html"], include_plotlyjs=True)

@@ -207,6 +207,8 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             f"(cv {m.latency[0].cv:.1%}), {m.size_bytes / 1e6:.2f} MB, on {', '.join(m.providers)}"
         )
     baseline = study.user_attrs["baseline"]
+    if "quantize_references" not in study.user_attrs:
+        _quantize_references(study, task, ctx, artifacts / "baseline")
     study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
 
     todo = trials - finished_count(study)
@@ -248,7 +250,7 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
             )
 
     try:
-        cfg = spec.space.sample(trial)
+        cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
         bars.update(
             epoch_bar, total=cfg.epochs, completed=0, visible=True,
@@ -289,6 +291,37 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
         f"{cfg.epochs} epoch(s), {time.perf_counter() - started:.1f} s"
     )
+
+
+def _quantize_references(study, task, ctx, out_dir: Path) -> None:
+    """Sensitivity pass and uniform int8 of the baseline, once per study; seeds one trial."""
+    from search.compress.sensitivity import study_references
+    from search.measure.export import export_onnx
+    from search.progress import console
+
+    path = out_dir / "model.onnx"
+    with console.status("quantization references: per-layer sensitivity, uniform int8"):
+        if not path.is_file():
+            export_onnx(task.model, task.example_input, path)
+        refs = study_references(path, ctx=ctx, out_dir=out_dir)
+    study.set_user_attr("sensitivity", refs["sensitivity"])
+    study.set_user_attr("baseline_int8", json.loads(json.dumps(refs["int8"], default=str)))
+    study.set_user_attr("quantize_references", True)
+    if refs["seed"] and not study.trials:
+        study.enqueue_trial(refs["seed"], skip_if_exists=True)
+    if refs["int8"]:
+        i8 = refs["int8"]
+        console.print(
+            f"uniform int8: {task.metric_name} {i8['accuracy']:.4f}, "
+            f"p50 {i8['latency_p50_ms']:.3f} ms, {i8['size_mb']:.2f} MB, "
+            f"{i8['kernels']['integer_layers']} integer layer kernel(s)"
+        )
+    if refs["sensitivity"]:
+        order = ", ".join(
+            f"{g} {refs['sensitivity']['groups'][g]['drop']:+.4f}"
+            for g in refs["sensitivity"]["order"]
+        )
+        console.print(f"sensitivity (accuracy drop, {refs['sensitivity']['precision']}): {order}")
 
 
 def _violations(record: dict[str, Any], profile: Profile) -> dict[str, float]:
