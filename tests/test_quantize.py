@@ -268,4 +268,4 @@ def test_report_renders_the_sensitivity_pass() -> None:
         },
     )
     table = sensitivity_table(study)
-    assert list(table.group) == ["fc", "stem"] and list(table.drop) == [0.09, 0.0]
+    assert list(table["group"]) == ["fc", "stem"] and list(table["drop"]) == [0.09, 0.0]
