@@ -62,6 +62,31 @@ def sensitivity_table(study: optuna.Study) -> pd.DataFrame:
     )
 
 
+def quantization_summary(study: optuna.Study) -> pd.DataFrame:
+    """Float baseline, uniform int8 of it, and the most accurate mixed-precision trial."""
+    cols = ["model", "accuracy", "latency_p50_ms", "size_mb", "integer_layers", "trial"]
+    rows: list[dict[str, Any]] = []
+    for name, rec in (
+        ("float baseline", study.user_attrs.get("baseline")),
+        ("uniform int8", study.user_attrs.get("baseline_int8")),
+    ):
+        if rec:
+            rows.append({"model": name, **rec, **rec.get("kernels", {}), "trial": None})
+    mixed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(set(t.user_attrs.get("record", {}).get("config", {}).get("precision", {}).values()))
+        > 1
+    ]
+    if mixed:
+        best = max(mixed, key=lambda t: (t.values[0], -t.values[1]))
+        rec = best.user_attrs["record"]
+        rows.append(
+            {"model": "best mixed precision", **rec, **rec["kernels"], "trial": best.number}
+        )
+    return pd.DataFrame([{k: r.get(k) for k in cols} for r in rows], columns=cols)
+
+
 def _has_complete(study: optuna.Study) -> bool:
     return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 

@@ -269,3 +269,37 @@ def test_report_renders_the_sensitivity_pass() -> None:
     )
     table = sensitivity_table(study)
     assert list(table["group"]) == ["fc", "stem"] and list(table["drop"]) == [0.09, 0.0]
+
+
+def test_report_compares_float_int8_and_best_mixed() -> None:
+    from optuna.distributions import FloatDistribution
+
+    from search.report import quantization_summary
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("baseline", {"accuracy": 0.99, "latency_p50_ms": 1.0, "size_mb": 2.8})
+    study.set_user_attr(
+        "baseline_int8",
+        {
+            "accuracy": 0.98,
+            "latency_p50_ms": 0.4,
+            "size_mb": 0.8,
+            "kernels": {"integer_layers": 9},
+        },
+    )
+    for number, (acc, plan) in enumerate(
+        [(0.97, {"a": "int8", "b": "float"}), (0.99, {"a": "int8", "b": "int8"})]
+    ):
+        rec = {"config": {"precision": plan}, "kernels": {"integer_layers": number}, "size_mb": 1}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": 0.5},
+                distributions={"x": FloatDistribution(0, 1)},
+                values=[acc, 0.3],
+                user_attrs={"record": {**rec, "accuracy": acc, "latency_p50_ms": 0.3}},
+            )
+        )
+    table = quantization_summary(study)
+    assert list(table["model"]) == ["float baseline", "uniform int8", "best mixed precision"]
+    assert table["trial"].iloc[2] == 0  # trial 1 is uniform int8, not mixed
+    assert table["integer_layers"].iloc[1] == 9

@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -248,8 +250,10 @@ def calibrate(
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
         )
-        calibrator.collect_data(_Reader(input_name, inputs))
-        save_tensors_data(calibrator.compute_data(), ranges)
+        # The histogram calibrators print progress to stdout; keep the study's console clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(_Reader(input_name, inputs))
+            save_tensors_data(calibrator.compute_data(), ranges)
         del calibrator
     return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=True)
 
