@@ -289,7 +289,8 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
         f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
         f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
-        f"{cfg.epochs} epoch(s), {time.perf_counter() - started:.1f} s"
+        f"{cfg.epochs} epoch(s), {rec['kernels']['integer_layers']} integer layer kernel(s), "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 
