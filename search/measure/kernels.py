@@ -65,6 +65,9 @@ FLOAT_LAYER_OPS = {
 }
 
 
+_LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+
+
 def optimized_graph(path: Path | str, profile: Any, out_path: Path | str) -> Path:
     """Build a session for ``path`` on the profile's providers and save its optimized graph."""
     out_path = Path(out_path)
@@ -88,15 +91,22 @@ def optimized_graph(path: Path | str, profile: Any, out_path: Path | str) -> Pat
 def count_kernels(model: Any) -> dict[str, Any]:
     """Counts of integer kernels and float layer ops in an optimized graph (a ModelProto).
 
-    ``float_layers_after_dequantize`` are float layer ops with an input straight from a
-    DequantizeLinear: quantized in the file but executed in float.
+    ``float_layers_after_dequantize`` are float layer ops with an input (weight or activation)
+    from a DequantizeLinear, seen through layout changes: DequantizeLinear + float op, where the
+    file asked for quantization (or a float layer sits between quantized ones).
     """
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def dequantized(tensor: str) -> bool:
+        node = producers.get(tensor)
+        # Layout changes the provider inserts (NCHWc reorders) sit between DQ and the layer.
+        while node is not None and node.op_type in _LAYOUT_OPS and node.input:
+            node = producers.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
     ops = Counter(n.op_type for n in model.graph.node)
     float_layers = [n for n in model.graph.node if n.op_type in FLOAT_LAYER_OPS]
-    after_dq = [
-        n for n in float_layers if any(producers.get(i) == "DequantizeLinear" for i in n.input)
-    ]
+    after_dq = [n for n in float_layers if any(dequantized(i) for i in n.input)]
     return {
         "integer_kernels": sum(ops[o] for o in INTEGER_OPS),
         "integer_layers": sum(ops[o] for o in INTEGER_LAYER_OPS),
