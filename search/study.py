@@ -207,8 +207,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             f"(cv {m.latency[0].cv:.1%}), {m.size_bytes / 1e6:.2f} MB, on {', '.join(m.providers)}"
         )
     baseline = study.user_attrs["baseline"]
-    if "quantize_references" not in study.user_attrs:
-        _quantize_references(study, task, ctx, artifacts / "baseline")
+    _quantize_references(study, task, ctx, artifacts / "baseline")
     study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
 
     todo = trials - finished_count(study)
@@ -300,6 +299,15 @@ def _quantize_references(study, task, ctx, out_dir: Path) -> None:
     from search.measure.export import export_onnx
     from search.progress import console
 
+    seed = study.user_attrs.get("quantize_seed")
+    if seed is not None:
+        # Enqueue the seeded trial again if an interruption (not a real failure) lost it.
+        if seed and not any(
+            t.system_attrs.get("fixed_params") == seed and not t.user_attrs.get("interrupted")
+            for t in study.get_trials(deepcopy=False)
+        ):
+            study.enqueue_trial(seed)
+        return
     path = out_dir / "model.onnx"
     with console.status("quantization references: per-layer sensitivity, uniform int8"):
         if not path.is_file():
@@ -307,9 +315,9 @@ def _quantize_references(study, task, ctx, out_dir: Path) -> None:
         refs = study_references(path, ctx=ctx, out_dir=out_dir)
     study.set_user_attr("sensitivity", refs["sensitivity"])
     study.set_user_attr("baseline_int8", json.loads(json.dumps(refs["int8"], default=str)))
-    study.set_user_attr("quantize_references", True)
-    if refs["seed"] and not study.trials:
-        study.enqueue_trial(refs["seed"], skip_if_exists=True)
+    study.set_user_attr("quantize_seed", refs["seed"])
+    if refs["seed"]:
+        study.enqueue_trial(refs["seed"])
     if refs["int8"]:
         i8 = refs["int8"]
         console.print(

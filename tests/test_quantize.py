@@ -303,3 +303,22 @@ def test_report_compares_float_int8_and_best_mixed() -> None:
     assert list(table["model"]) == ["float baseline", "uniform int8", "best mixed precision"]
     assert table["trial"].iloc[2] == 0  # trial 1 is uniform int8, not mixed
     assert table["integer_layers"].iloc[1] == 9
+
+
+def test_seeded_trial_is_enqueued_again_after_an_interruption(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from search.study import _quantize_references
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    seed = {"precision_stem": "int8"}
+    study.set_user_attr("quantize_seed", seed)
+    study.enqueue_trial(seed)
+    _quantize_references(study, None, None, tmp_path)  # still waiting: nothing added
+    assert len(study.trials) == 1
+    trial = study.ask()
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=TrialState.FAIL)
+    _quantize_references(study, None, None, tmp_path)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == seed
