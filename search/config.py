@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from search.compress.quantize import (
+    Precision,
+    PrecisionSupport,
+    QuantizeSpace,
+    check_combination,
+)
 from search.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,11 +165,25 @@ class Space(_Strict):
     prune: PruneSpace = PruneSpace()
     distill: DistillSpace = DistillSpace()
     early_stop: EarlyStopSpace = EarlyStopSpace()
+    quantize: QuantizeSpace = QuantizeSpace()
     name: str = "custom"
     path: str = ""
 
-    def sample(self, trial: optuna.Trial) -> TrialConfig:
-        """Turn Optuna's suggestions into a :class:`TrialConfig`; the only caller of suggest_*."""
+    def sample(self, trial: optuna.Trial, profile: Profile | None = None) -> TrialConfig:
+        """Turn Optuna's suggestions into a :class:`TrialConfig`; the only caller of suggest_*.
+
+        Precision choices the profile's provider does not run are filtered out before sampling.
+        """
+        picked: dict[str, str] = {}
+        support = profile.precisions if profile else None
+        for name, choices in self.quantize.choices(support).items():
+            if name == "weights" and picked.get("activations") == "int8":
+                # ONNX Runtime has no kernels for int8 activations with uint8 weights.
+                choices = [c for c in choices if c == "signed"] or choices
+            picked[name] = (
+                choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+            )
+        check_combination(picked["activations"], picked["weights"])
         return TrialConfig(
             prune_ratio=self.prune.ratio.suggest(trial, "prune_ratio"),
             epochs=self.distill.epochs.suggest(trial, "epochs"),
@@ -171,6 +191,10 @@ class Space(_Strict):
             alpha=self.distill.alpha.suggest(trial, "alpha"),
             lr=self.distill.lr.suggest(trial, "lr"),
             batch_size=self.distill.batch_size,
+            precision={g: picked[f"precision_{g}"] for g in self.quantize.groups},
+            calibration=picked["calibration"],
+            activations=picked["activations"],
+            weights=picked["weights"],
         )
 
 
@@ -184,11 +208,19 @@ class TrialConfig:
     alpha: float = 0.5
     lr: float = 1e-3
     batch_size: int = 64
+    # Quantization: group -> float/int8/int4/int16; an empty or all-float plan quantizes nothing.
+    precision: dict[str, str] = field(default_factory=dict)
+    calibration: str = "minmax"
+    activations: str = "uint8"
+    weights: str = "signed"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
             raise ConfigError(f"prune_ratio must lie in [0, 1), but got {self.prune_ratio}")
+        bad = {g: p for g, p in self.precision.items() if p not in get_args(Precision)}
+        if bad:
+            raise ConfigError(f"precision must be one of {get_args(Precision)}, but got {bad}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,6 +298,7 @@ class Profile(_Strict):
     round_to: int | None = Field(8, ge=1)
     measure: MeasureSettings = MeasureSettings()
     budgets: Budgets = Budgets()
+    precisions: PrecisionSupport = PrecisionSupport()
     path: str = ""
 
     @model_validator(mode="after")

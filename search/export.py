@@ -90,7 +90,7 @@ def export_trial(
     t = find_trial(study, number)
     rec = t.user_attrs["record"]
     src = artifact_dir(t, study_dir=Path(study_dir))
-    measured_src = src / Path(rec.get("onnx") or "model.onnx").name
+    measured_src = src / Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx").name
     if not measured_src.is_file():
         raise ExportError(f"trial {number}: the measured file {measured_src} is missing")
     expected = (rec.get("measurement") or {}).get("size_bytes")

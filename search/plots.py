@@ -303,12 +303,12 @@ def savings_figure(data: ReportData) -> go.Figure | None:
 def kernels_figure(data: ReportData) -> go.Figure | None:
     """Nodes that ran as integer kernels against float ones, when trials recorded them."""
     front = data.pareto
-    if front.empty or front.kernels_integer.isna().all():
+    if front.empty or front.integer_layers.isna().all():
         return None
     labels = [f"trial {t}" for t in front.trial]
     fig = go.Figure()
-    fig.add_bar(x=labels, y=front.kernels_integer, name="integer kernels", marker_color=FRONT)
-    fig.add_bar(x=labels, y=front.kernels_float, name="float kernels", marker_color=DOMINATED)
+    fig.add_bar(x=labels, y=front.integer_layers, name="integer kernels", marker_color=FRONT)
+    fig.add_bar(x=labels, y=front.float_layers_after_dequantize, name="float kernels after DequantizeLinear", marker_color=DOMINATED)
     fig.update_layout(
         title="nodes that ran as integer vs float kernels (Pareto trials)",
         barmode="stack",

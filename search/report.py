@@ -54,14 +54,15 @@ def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]
     row["feasible"] = all(v <= 0.0 for v in t.constraints.values())
     row["precision"] = precision_summary(rec) if rec else ""
     kernels = rec.get("kernels") or {}
-    row["kernels_integer"] = kernels.get("integer")
-    row["kernels_float"] = kernels.get("float")
+    row["integer_layers"] = kernels.get("integer_layers")
+    row["float_layers_after_dequantize"] = kernels.get("float_layers_after_dequantize")
     for step, size in (rec.get("sizes") or {}).items():
         if isinstance(size, dict):
             row[f"params_{step}"] = size.get("params")
             row[f"macs_{step}"] = size.get("macs")
     row["providers"] = ",".join(rec.get("measurement", {}).get("providers", []))
-    row["measured_file"] = Path(rec["onnx"]).name if rec.get("onnx") else ""
+    measured = rec.get("measured_onnx") or rec.get("onnx")
+    row["measured_file"] = Path(measured).name if measured else ""
     row["duration_s"] = t.user_attrs.get("duration_s")
     row["fail_reason"] = t.user_attrs.get("fail_reason", "")
     config = rec.get("config") or t.user_attrs.get("config") or t.params
@@ -71,6 +72,50 @@ def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]
 
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def sensitivity_table(study: optuna.Study) -> pd.DataFrame:
+    """The one-off per-group sensitivity pass: one row a group, most sensitive first."""
+    sens = study.user_attrs.get("sensitivity")
+    if not sens:
+        return pd.DataFrame(columns=["group", "precision", "layers", "accuracy", "drop"])
+    return pd.DataFrame(
+        [
+            {
+                "group": g,
+                "precision": sens["precision"],
+                "layers": sens["groups"][g]["layers"],
+                "accuracy": sens["groups"][g]["accuracy"],
+                "drop": sens["groups"][g]["drop"],
+            }
+            for g in sens["order"]
+        ]
+    )
+
+
+def quantization_summary(study: optuna.Study) -> pd.DataFrame:
+    """Float baseline, uniform int8 of it, and the most accurate mixed-precision trial."""
+    cols = ["model", "accuracy", "latency_p50_ms", "size_mb", "integer_layers", "trial"]
+    rows: list[dict[str, Any]] = []
+    for name, rec in (
+        ("float baseline", study.user_attrs.get("baseline")),
+        ("uniform int8", study.user_attrs.get("baseline_int8")),
+    ):
+        if rec:
+            rows.append({"model": name, **rec, **rec.get("kernels", {}), "trial": None})
+    mixed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(set(t.user_attrs.get("record", {}).get("config", {}).get("precision", {}).values()))
+        > 1
+    ]
+    if mixed:
+        best = max(mixed, key=lambda t: (t.values[0], -t.values[1]))
+        rec = best.user_attrs["record"]
+        rows.append(
+            {"model": "best mixed precision", **rec, **rec["kernels"], "trial": best.number}
+        )
+    return pd.DataFrame([{k: r.get(k) for k in cols} for r in rows], columns=cols)
 
 
 def _has_complete(study: optuna.Study) -> bool:
@@ -85,7 +130,7 @@ def precision_summary(record: dict[str, Any]) -> str:
     without either was measured from the float ONNX file (``float32``).
     """
     parts: list[str] = []
-    prec = record.get("precision")
+    prec = record.get("precision") or (record.get("config") or {}).get("precision")
     if isinstance(prec, str) and prec:
         parts.append(prec)
     elif isinstance(prec, dict) and prec:
@@ -96,9 +141,12 @@ def precision_summary(record: dict[str, Any]) -> str:
         parts.append(", ".join(f"{k} x{n}" for k, n in sorted(counts.items())))
     kernels = record.get("kernels")
     if isinstance(kernels, dict) and kernels:
-        parts.append(f"{kernels.get('integer', 0)} int / {kernels.get('float', 0)} float kernels")
+        n_int = kernels.get("integer_layers", 0)
+        n_float = kernels.get("float_layers_after_dequantize", 0)
+        parts.append(f"{n_int} int / {n_float} dequantized-float kernels")
     if not parts:
-        quantized = str(record.get("onnx", "")).endswith(".q.onnx")
+        measured = record.get("measured_onnx") or record.get("onnx", "")
+        quantized = str(measured).endswith(".q.onnx")
         parts.append("quantized" if quantized else "float32")
     return "; ".join(parts)
 

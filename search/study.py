@@ -208,6 +208,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         )
     baseline = study.user_attrs["baseline"]
     _check_same_device(baseline, target, spec.study_name)
+    _quantize_references(study, task, ctx, artifacts / "baseline")
     study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
 
     todo = trials - finished_count(study)
@@ -249,7 +250,7 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
             )
 
     try:
-        cfg = spec.space.sample(trial)
+        cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
         bars.update(
             epoch_bar, total=cfg.epochs, completed=0, visible=True,
@@ -288,7 +289,8 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
         f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
         f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
-        f"{cfg.epochs} epoch(s), {time.perf_counter() - started:.1f} s"
+        f"{cfg.epochs} epoch(s), {rec['kernels']['integer_layers']} integer layer kernel(s), "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 
@@ -301,6 +303,46 @@ def _check_same_device(baseline: dict[str, Any], target: Any, study_name: str) -
             f"'{target.device}' ({target.where}): resume it on the same target or start a new "
             "study with --study"
         )
+
+
+def _quantize_references(study, task, ctx, out_dir: Path) -> None:
+    """Sensitivity pass and uniform int8 of the baseline, once per study; seeds one trial."""
+    from search.compress.sensitivity import study_references
+    from search.measure.export import export_onnx
+    from search.progress import console
+
+    seed = study.user_attrs.get("quantize_seed")
+    if seed is not None:
+        # Enqueue the seeded trial again if an interruption (not a real failure) lost it.
+        if seed and not any(
+            t.system_attrs.get("fixed_params") == seed and not t.user_attrs.get("interrupted")
+            for t in study.get_trials(deepcopy=False)
+        ):
+            study.enqueue_trial(seed)
+        return
+    path = out_dir / "model.onnx"
+    with console.status("quantization references: per-layer sensitivity, uniform int8"):
+        if not path.is_file():
+            export_onnx(task.model, task.example_input, path)
+        refs = study_references(path, ctx=ctx, out_dir=out_dir)
+    study.set_user_attr("sensitivity", refs["sensitivity"])
+    study.set_user_attr("baseline_int8", json.loads(json.dumps(refs["int8"], default=str)))
+    study.set_user_attr("quantize_seed", refs["seed"])
+    if refs["seed"]:
+        study.enqueue_trial(refs["seed"])
+    if refs["int8"]:
+        i8 = refs["int8"]
+        console.print(
+            f"uniform int8: {task.metric_name} {i8['accuracy']:.4f}, "
+            f"p50 {i8['latency_p50_ms']:.3f} ms, {i8['size_mb']:.2f} MB, "
+            f"{i8['kernels']['integer_layers']} integer layer kernel(s)"
+        )
+    if refs["sensitivity"]:
+        order = ", ".join(
+            f"{g} {refs['sensitivity']['groups'][g]['drop']:+.4f}"
+            for g in refs["sensitivity"]["order"]
+        )
+        console.print(f"sensitivity (accuracy drop, {refs['sensitivity']['precision']}): {order}")
 
 
 def _violations(record: dict[str, Any], profile: Profile) -> dict[str, float]:

@@ -20,9 +20,11 @@ from torch import nn
 
 from search.compress import distill as kd
 from search.compress.prune import count_macs, count_params, prune
+from search.compress.quantize import calibrate, is_quantized, quantize
 from search.config import Profile, Space, TrialConfig
 from search.measure import Measurement
 from search.measure.export import export_onnx
+from search.measure.kernels import kernel_report
 from search.tasks import Task, stack
 
 MeasureFn = Callable[[Path], Measurement]
@@ -41,6 +43,7 @@ class Context:
     eval_inputs: np.ndarray
     eval_labels: np.ndarray
     baseline_val: float
+    calib_inputs: np.ndarray | None = None  # quantization calibration inputs, fixed per study
 
     @classmethod
     def build(
@@ -49,6 +52,7 @@ class Context:
         # The teacher is frozen and the training data is fixed, so its logits are computed once.
         teacher_logits = kd.predict(task.model, task.train)
         x_test, y_test = stack(task.test)
+        x_calib, _ = stack(task.calibration, limit=space.quantize.calibration_samples)
         return cls(
             task=task,
             space=space,
@@ -59,6 +63,7 @@ class Context:
             eval_inputs=x_test.numpy(),
             eval_labels=y_test.numpy(),
             baseline_val=kd.evaluate(task.model, task.val, task.metric),
+            calib_inputs=x_calib.numpy(),
         )
 
 
@@ -165,17 +170,42 @@ def run_trial(
         onnx_path = export_onnx(student, x, out_dir / "model.onnx")
         torch.save(student, out_dir / "model.pt")
 
+    # The measured artifact is model.q.onnx when anything is quantized; model.onnx stays float.
+    measured, quant = onnx_path, {"quantized": False}
+    if is_quantized(cfg.precision):
+        with timer.step("calibrate"):
+            calib = calibrate(
+                onnx_path, ctx.calib_inputs, method=cfg.calibration, cache_dir=out_dir / "calib"
+            )
+        with timer.step("quantize"):
+            q = quantize(
+                calib,
+                out_dir / "model.q.onnx",
+                plan=cfg.precision,
+                groups=ctx.space.quantize.groups,
+                activations=cfg.activations,
+                weights=cfg.weights,
+                ungrouped=ctx.space.quantize.ungrouped,
+            )
+        measured = q.path
+        quant = {"quantized": True, **q.to_dict(), "calibration": calib.key}
+    with timer.step("kernels"):
+        kernels = kernel_report(measured, profile, out_dir / "model.opt.onnx")
+
     with timer.step("measure"):
-        metric, measurement = score(onnx_path, ctx)
+        metric, measurement = score(measured, ctx)
 
     record = {
         "config": cfg.to_dict(),
         **measurement_record(metric, measurement),
         "val_history": val_history,
         "sizes": sizes,
+        "quantize": quant,
+        "kernels": kernels,
         "timings_s": timer.seconds,
         "artifacts": str(out_dir),
         "onnx": str(onnx_path),
+        "measured_onnx": str(measured),
     }
     (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
     return TrialResult(

@@ -154,12 +154,12 @@ def test_export_quantized_trial_ships_both_files(
     )
     t = study.trials[0]
     rec = dict(t.user_attrs["record"])
-    rec["onnx"] = str(src / "model.q.onnx")
+    rec["measured_onnx"] = str(src / "model.q.onnx")
     rec["measurement"] = {
         **rec["measurement"],
         "size_bytes": (src / "model.q.onnx").stat().st_size,
     }
-    rec["kernels"] = {"integer": 5, "float": 2}
+    rec["kernels"] = {"integer_layers": 5, "float_layers_after_dequantize": 2}
     copy = optuna.create_study(directions=["maximize", "minimize"], study_name="q")
     copy.add_trial(
         create_trial(

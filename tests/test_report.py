@@ -228,9 +228,9 @@ def test_precision_summary() -> None:
     assert precision_summary({"onnx": "a/model.onnx"}) == "float32"
     rec = {
         "precision": {"conv1": "int8", "conv2": "int8", "fc": "float"},
-        "kernels": {"integer": 2, "float": 5},
+        "kernels": {"integer_layers": 2, "float_layers_after_dequantize": 5},
     }
-    assert precision_summary(rec) == "float x1, int8 x2; 2 int / 5 float kernels"
+    assert precision_summary(rec) == "float x1, int8 x2; 2 int / 5 dequantized-float kernels"
 
 
 def test_written_files(study: optuna.Study, tmp_path: Path) -> None:

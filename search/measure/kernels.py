@@ -1,0 +1,124 @@
+"""What the provider really executes: integer kernels against float ops fed by DequantizeLinear.
+
+A QDQ file only says what *may* run in integer arithmetic. ONNX Runtime fuses a
+DequantizeLinear -> Conv -> QuantizeLinear pattern into QLinearConv only when it has a kernel for
+those types on the provider; otherwise the DequantizeLinear stays and the op runs in float. This
+module saves the optimized graph of a session on the profile's providers
+(``SessionOptions.optimized_model_filepath``) and counts both kinds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from search.errors import ProviderError
+from search.measure.runtime import check_providers, session_options
+
+# Ops that compute in integer arithmetic (CPU provider fusions of QDQ patterns and quantized
+# contrib ops). Anything else that computes a layer runs in floating point.
+INTEGER_OPS = {
+    "QLinearConv",
+    "QGemm",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+    "QAttention",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearConcat",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "QLinearReduceMean",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "QLinearSoftmax",
+    "QLinearWhere",
+}
+# The subset of INTEGER_OPS that compute a layer with weights.
+INTEGER_LAYER_OPS = {
+    "QLinearConv",
+    "QGemm",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+    "QAttention",
+}
+# Layer ops (with weights) that compute in float, including the provider's fused forms.
+FLOAT_LAYER_OPS = {
+    "Conv",
+    "FusedConv",
+    "ConvTranspose",
+    "Gemm",
+    "FusedGemm",
+    "MatMul",
+    "FusedMatMul",
+}
+
+
+_LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+
+
+def optimized_graph(path: Path | str, profile: Any, out_path: Path | str) -> Path:
+    """Build a session for ``path`` on the profile's providers and save its optimized graph."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    import onnxruntime as ort
+
+    check_providers(profile)
+    so = session_options(profile.threads)
+    so.optimized_model_filepath = str(out_path)
+    session = ort.InferenceSession(
+        str(path),
+        sess_options=so,
+        providers=[(p.name, dict(p.options)) for p in profile.providers],
+    )
+    dropped = [p for p in profile.provider_names if p not in session.get_providers()]
+    if dropped:
+        raise ProviderError(f"ONNX Runtime fell back from {', '.join(dropped)} for {path}")
+    return out_path
+
+
+def count_kernels(model: Any) -> dict[str, Any]:
+    """Counts of integer kernels and float layer ops in an optimized graph (a ModelProto).
+
+    ``float_layers_after_dequantize`` are float layer ops with an input (weight or activation)
+    from a DequantizeLinear, seen through layout changes: DequantizeLinear + float op, where the
+    file asked for quantization (or a float layer sits between quantized ones).
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def dequantized(tensor: str) -> bool:
+        node = producers.get(tensor)
+        # Layout changes the provider inserts (NCHWc reorders) sit between DQ and the layer.
+        while node is not None and node.op_type in _LAYOUT_OPS and node.input:
+            node = producers.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    ops = Counter(n.op_type for n in model.graph.node)
+    float_layers = [n for n in model.graph.node if n.op_type in FLOAT_LAYER_OPS]
+    after_dq = [n for n in float_layers if any(dequantized(i) for i in n.input)]
+    return {
+        "integer_kernels": sum(ops[o] for o in INTEGER_OPS),
+        "integer_layers": sum(ops[o] for o in INTEGER_LAYER_OPS),
+        "float_layers": len(float_layers),
+        "float_layers_after_dequantize": len(after_dq),
+        "dequantize_nodes": ops["DequantizeLinear"],
+        "quantize_nodes": ops["QuantizeLinear"],
+        "ops": dict(sorted(ops.items())),
+    }
+
+
+def kernel_report(path: Path | str, profile: Any, out_path: Path | str) -> dict[str, Any]:
+    """Save the optimized graph of ``path`` to ``out_path`` and count its kernels."""
+    saved = optimized_graph(path, profile, out_path)
+    return {**count_kernels(onnx.load(str(saved))), "optimized_graph": str(saved)}
