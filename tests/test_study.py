@@ -65,7 +65,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
     study = run_study(spec, trials=2, progress=False)
     first, second = study.trials
     assert first.state == TrialState.FAIL
-    assert "boom: metric exploded on purpose" in first.user_attrs["fail_reason"]
+    assert "boom: training data exploded on purpose" in first.user_attrs["fail_reason"]
     assert second.state == TrialState.COMPLETE
     csv = pd.read_csv(tmp_path / "f" / "trials.csv")
     assert "boom" in csv.loc[csv.trial == 0, "fail_reason"].item()

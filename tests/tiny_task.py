@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import TensorDataset
 
 from search.models import ResNet
-from search.tasks import Task, accuracy
+from search.tasks import Task
 from search.tasks.digits import load_splits
 from search.teacher import load_or_train
 
@@ -41,20 +40,25 @@ def make_task(*, seed: int, cache_dir: Path) -> Task:
     )
 
 
-_calls = {"n": 0}
+class _FailsOnSecondPass(TensorDataset):
+    """Training data that raises on the first item of its second pass.
 
+    The first pass computes the teacher's logits before any trial; the second is the first
+    trial's distillation, which must fail and be recorded; later trials run normally.
+    """
 
-def _metric_failing_second_call(outputs: np.ndarray, labels: np.ndarray) -> float:
-    # Calls 1 and 2 score the baseline (validation, then its ONNX file); call 3 is the first
-    # trial's first epoch, which must fail and be recorded.
-    _calls["n"] += 1
-    if _calls["n"] == 3:
-        raise RuntimeError("boom: metric exploded on purpose")
-    return accuracy(outputs, labels)
+    def __init__(self, *tensors) -> None:
+        super().__init__(*tensors)
+        self.reads = 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        if self.reads == len(self) + 1:
+            raise RuntimeError("boom: training data exploded on purpose")
+        return super().__getitem__(index)
 
 
 def make_failing_task(*, seed: int, cache_dir: Path) -> Task:
     task = make_task(seed=seed, cache_dir=cache_dir)
-    _calls["n"] = 0
-    task.metric = _metric_failing_second_call
+    task.train = _FailsOnSecondPass(*task.train.tensors)
     return task
