@@ -170,6 +170,11 @@ ARCHS = {
 }
 
 
+# The short studies below export and check resnet18 and mobilenet_v3_small (and a transformer);
+# exporting every architecture here too would double the test time on two cores.
+EXPORT_CHECKED = {"tiny_vit", "grouped_se", "efficientnet_b0"}
+
+
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_prune_keeps_head_and_exports_matching_onnx(arch: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -179,7 +184,8 @@ def test_prune_keeps_head_and_exports_matching_onnx(arch: str, tmp_path: Path) -
     assert count_params(small) < 0.9 * count_params(model)
     assert small(x).shape == model(x).shape  # the head kept its output size
     assert any("output layer" in why for why in report.left_alone.values())
-    assert onnx_matches_torch(small, x, tmp_path / "m.onnx") < 1e-4
+    if arch in EXPORT_CHECKED:
+        assert onnx_matches_torch(small, x, tmp_path / "m.onnx") < 1e-4
 
 
 def test_attention_keeps_whole_heads() -> None:
