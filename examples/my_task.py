@@ -2,10 +2,10 @@
 
 Run it (from the repository root) with
 
-    python -m search run --task examples/my_task.py:make_task \
+    python -m search run --task examples/my_task.py:make_task --model resnet18 \
         --data path/to/images --weights path/to/model_state_dict.pt --trials 20
 
-``--data`` and ``--weights`` (and ``--model``, or any key of a task YAML file) reach the factory
+``--model``, ``--data`` and ``--weights`` (or any key of a task YAML file) reach the factory
 as keyword options. Copy this file next to your project and change the marked parts.
 """
 
@@ -32,7 +32,13 @@ def balanced_accuracy(outputs, labels) -> float:
 
 
 def make_task(
-    *, seed: int, cache_dir: Path, data: str, weights: str, image_size: int = 32
+    *,
+    seed: int,
+    cache_dir: Path,
+    data: str,
+    weights: str,
+    model: str = "resnet18",
+    image_size: int = 32,
 ) -> Task:
     """Your model, your data, your metric.
 
@@ -41,6 +47,7 @@ def make_task(
         cache_dir: Where a factory may cache things (unused: the model is already trained).
         data: An ImageFolder root: ``data/<class>/<image>.png``.
         weights: ``torch.save(model.state_dict(), path)`` of your trained model.
+        model: Your architecture; here a torchvision name, usually your own ``nn.Module``.
         image_size: The input side your model was trained at.
     """
     del cache_dir
@@ -60,22 +67,23 @@ def make_task(
     val, test, train = order[:n_val], order[n_val : 2 * n_val], order[2 * n_val :]
 
     # 2. The model: your architecture with your trained weights.
-    model = torchvision.models.resnet18(num_classes=len(images.classes))
+    net = torchvision.models.get_model(model, weights=None, num_classes=len(images.classes))
     try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as e:
-        raise TaskError(f"cannot load {weights} into resnet18: {type(e).__name__}") from None
+        raise TaskError(f"cannot load {weights} into {model}: {type(e).__name__}") from None
 
     # 3. The task: the metric is top-1 accuracy unless you pass another one, e.g.
     #    metric=balanced_accuracy, metric_name="balanced_accuracy".
     return Task(
         name="my-task",
-        model=model.eval(),
+        model=net.eval(),
         train=Subset(images, train),
         val=Subset(images, val),
         test=Subset(images, test),
         calibration=Subset(images, train[:256]),
         example_input=images[test[0]][0].unsqueeze(0),
-        ignored_layers=["fc"],  # the classifier head keeps its output size
-        key=f"my-task-resnet18-seed{seed}",
+        # The last layer to run (the classifier head) keeps its output size by default; name
+        # others that must keep theirs, e.g. ignored_layers=["aux_head"].
+        key=f"my-task-{model}-seed{seed}",
     )

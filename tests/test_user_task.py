@@ -32,13 +32,13 @@ def test_cli_study_with_a_user_task_module(tmp_path: Path) -> None:
     import optuna
 
     data = write_image_folder(tmp_path / "photos", per_class=8)
-    weights = save_weights(tmp_path / "resnet18.pt")
+    weights = save_weights(tmp_path / "mnv3.pt", model="mobilenet_v3_small")
     space, profile = write_configs(tmp_path / "cfg")
     results = tmp_path / "results"
     cmd = [
         sys.executable, "-m", "search", "run",
         "--task", "examples/my_task.py:make_task",
-        "--data", str(data), "--weights", str(weights),
+        "--model", "mobilenet_v3_small", "--data", str(data), "--weights", str(weights),
         "--space", str(space), "--hw", str(profile),
         "--trials", "2", "--results-dir", str(results), "--no-progress",
     ]  # fmt: skip
@@ -46,11 +46,9 @@ def test_cli_study_with_a_user_task_module(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trial 1:" in done.stdout + done.stderr
-    study_dir = results / "my_task-fastcpu"
+    study_dir = results / "my_task-mobilenet_v3_small-fastcpu"
     assert (study_dir / "trials.csv").is_file()
-    study = optuna.load_study(
-        study_name="my_task-fastcpu", storage=f"sqlite:///{study_dir}/study.db"
-    )
+    study = optuna.load_study(study_name=study_dir.name, storage=f"sqlite:///{study_dir}/study.db")
     check_trials(study, results)
 
 
