@@ -12,11 +12,10 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from test_vision import SIZE, check_trials, write_configs, write_image_folder  # noqa: E402
-
 from search.cli import main  # noqa: E402
 from search.tasks import load_task, read_task_file  # noqa: E402
 from search.tasks.vision import build_model  # noqa: E402
+from tests.test_vision import SIZE, check_trials, write_configs, write_image_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
