@@ -51,7 +51,16 @@ class Run(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
-        parser.add_argument("--task", default="digits", help="built-in task or module:function")
+        parser.add_argument(
+            "--task",
+            default=None,
+            help="built-in task (digits, vision, imagefolder, cifar10), module:function or "
+            "file.py:function naming your own factory, or a task YAML file (default: digits, "
+            "or vision when --data is given)",
+        )
+        parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
+        parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
+        parser.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 python folder")
         parser.add_argument("--space", default="default", help="search space name or YAML path")
         parser.add_argument(
             "--trials", type=int, default=None, help="finished trials wanted (default: space's)"
@@ -79,12 +88,11 @@ class Run(Command):
         trials = args.trials if args.trials is not None else space.search.trials
         if trials < 1:
             raise SearchError(f"--trials must be at least 1, but got {trials}")
-        from search.tasks import resolve_factory
-
-        resolve_factory(args.task)
-        task_slug = args.task.replace(":", "-").replace("/", "-").replace(".", "-")
+        task, options = _task_and_options(args)
+        task_slug = _slug(task, options)
         spec = StudySpec(
-            task=args.task,
+            task=task,
+            task_options=options,
             space=space,
             profile=profile,
             study_name=args.study or f"{task_slug}-{profile.name}",
@@ -94,6 +102,32 @@ class Run(Command):
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
         return 0
+
+
+def _task_and_options(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
+    """The task spec and factory options from --task (or its YAML file) and --model/...
+
+    Only the factory and its option names are checked here; ``run_study`` loads the task (model,
+    weights, data) before it opens the study, so bad weights or data fail before any study exists.
+    """
+    from search.tasks import check_options, read_task_file, resolve_factory
+
+    task = args.task or ("vision" if args.data else "digits")
+    options: dict[str, object] = {}
+    if task.endswith((".yaml", ".yml")):
+        task, options = read_task_file(Path(task))
+    for key in ("model", "weights", "data"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    check_options(resolve_factory(task), task, options)
+    return task, options
+
+
+def _slug(task: str, options: dict[str, object]) -> str:
+    base = Path(task.split(":", 1)[0]).stem if ".py:" in task else task
+    model = options.get("model")
+    slug = f"{base}-{model}" if isinstance(model, str) and model else base
+    return slug.replace(":", "-").replace("/", "-").replace(".", "-")
 
 
 class Report(Command):

@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class StudySpec:
     results_dir: Path
     storage: str | None = None
     seed: int = 0
+    # Keyword options for the task factory (model, weights, data, ...); part of the settings.
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def study_dir(self) -> Path:
@@ -47,12 +49,15 @@ class StudySpec:
         return self.storage or f"sqlite:///{self.study_dir / 'study.db'}"
 
     def settings(self) -> dict[str, Any]:
-        return {
+        settings = {
             "task": self.task,
             "space": self.space.name,
             "profile": self.profile.name,
             "seed": self.seed,
         }
+        if self.task_options:
+            settings["task_options"] = {k: str(v) for k, v in sorted(self.task_options.items())}
+        return settings
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
@@ -108,7 +113,9 @@ def open_study(spec: StudySpec, *, create: bool) -> optuna.Study:
             study.set_user_attr("settings", spec.settings())
         elif old != spec.settings():
             new = spec.settings()
-            diff = ", ".join(f"{k}={old.get(k)!r}" for k in new if old.get(k) != new[k])
+            diff = ", ".join(
+                f"{k}={old.get(k)!r}" for k in {**old, **new} if old.get(k) != new.get(k)
+            )
             raise SearchError(
                 f"study {spec.study_name!r} was created with {diff}; resume it with the same "
                 "settings or pick a new name with --study"
@@ -177,7 +184,9 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     target = open_target(spec.profile)
     torch.set_num_threads(os.cpu_count() or 1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = load_task(spec.task, seed=spec.seed, cache_dir=spec.results_dir)
+    task = load_task(
+        spec.task, seed=spec.seed, cache_dir=spec.results_dir, options=spec.task_options
+    )
     study = open_study(spec, create=True)
     stale = fail_stale_trials(study)
     if stale:

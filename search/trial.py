@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from search.compress import distill as kd
-from search.compress.prune import count_macs, count_params, prune
+from search.compress.prune import count_macs, count_params, prune_with_report
 from search.compress.quantize import calibrate, is_quantized, quantize
 from search.config import Profile, Space, TrialConfig
 from search.measure import Measurement
@@ -131,7 +131,7 @@ def run_trial(
     sizes = {"base": _size(task.model, x)}
 
     with timer.step("prune"):
-        student = prune(
+        student, pruning = prune_with_report(
             task.model,
             ratio=cfg.prune_ratio,
             example_input=x,
@@ -202,6 +202,8 @@ def run_trial(
         "sizes": sizes,
         "quantize": quant,
         "kernels": kernels,
+        # Layers pruning had to leave alone (heads, unrecognised attention) and why.
+        "pruning": pruning.to_dict(),
         "timings_s": timer.seconds,
         "artifacts": str(out_dir),
         "onnx": str(onnx_path),

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 
 import torch
 import torch_pruning as tp
@@ -49,10 +50,16 @@ def _modules(model: nn.Module, names: list[str]) -> list[nn.Module]:
     return [found[n] for n in names]
 
 
-def default_ignored(model: nn.Module) -> list[str]:
-    """The last Linear layer: a classifier head must keep its output size."""
-    last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return last[-1:]
+def default_ignored(model: nn.Module, example_input: torch.Tensor | None = None) -> list[str]:
+    """The output layer: a classifier head must keep its output size.
+
+    With ``example_input`` it is the last Conv or Linear layer that runs in the forward pass
+    (a 1x1 conv head counts too); without, the last Linear layer registered.
+    """
+    if example_input is None:
+        last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        return last[-1:]
+    return _last_executed(model, example_input)
 
 
 def prune(
@@ -65,18 +72,48 @@ def prune(
     importance: str = "l2",
     max_layer_ratio: float = 0.9,
 ) -> nn.Module:
-    """Return a pruned copy of ``model`` with about ``ratio`` of its channels removed.
+    """Return a pruned copy of ``model``; see :func:`prune_with_report` for the details."""
+    pruned, _ = prune_with_report(
+        model,
+        ratio=ratio,
+        example_input=example_input,
+        ignored_layers=ignored_layers,
+        round_to=round_to,
+        importance=importance,
+        max_layer_ratio=max_layer_ratio,
+    )
+    return pruned
+
+
+def prune_with_report(
+    model: nn.Module,
+    *,
+    ratio: float,
+    example_input: torch.Tensor,
+    ignored_layers: list[str] | None = None,
+    round_to: int | None = 8,
+    importance: str = "l2",
+    max_layer_ratio: float = 0.9,
+) -> tuple[nn.Module, PruneReport]:
+    """Return a pruned copy of ``model`` with about ``ratio`` of its channels removed, and a
+    report of the layers left alone and why.
 
     Channels are ranked globally by group magnitude (L1 or L2 over every coupled layer).
     ``round_to`` keeps channel counts multiples of the target's preferred vector width:
-    unaligned counts can run slower than the unpruned model.
+    unaligned counts can run slower than the unpruned model. Residual adds, depthwise and
+    grouped convs and squeeze-excitation gates are coupled by the dependency graph; attention
+    layers keep their head count (head widths shrink evenly); parameters outside standard layers
+    (position embeddings, class tokens) are pruned along their channel dimension.
     """
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"prune ratio must lie in [0, 1), but got {ratio}")
     pruned = copy.deepcopy(model).eval()
+    names = default_ignored(pruned, example_input) if ignored_layers is None else ignored_layers
+    plan = plan_pruning(pruned, ignored_layers=names)
     if ratio == 0.0:
-        return pruned
-    names = default_ignored(pruned) if ignored_layers is None else ignored_layers
+        return pruned, plan.report
+    with torch.no_grad():
+        expected = pruned(example_input).shape
     pruner = tp.pruner.MetaPruner(
         pruned,
         example_input,
@@ -84,8 +121,100 @@ def prune(
         pruning_ratio=ratio,
         max_pruning_ratio=max_layer_ratio,
         global_pruning=True,
-        ignored_layers=_modules(pruned, names),
+        ignored_layers=_modules(pruned, list(plan.report.left_alone)),
         round_to=round_to,
+        num_heads=plan.num_heads,
+        unwrapped_parameters=plan.unwrapped,
+        # torch-pruning 1.6.1 declares these as mutable defaults and writes into them; fresh
+        # dicts keep one trial's modules from leaking into (and staying alive in) the next.
+        in_channel_groups={},
+        out_channel_groups={},
     )
     pruner.step()
-    return pruned
+    with torch.no_grad():
+        got = pruned.eval()(example_input).shape
+    if got != expected:
+        raise RuntimeError(
+            f"pruning changed the output shape from {tuple(expected)} to {tuple(got)}; "
+            "list the output layer in the task's ignored_layers"
+        )
+    return pruned, plan.report
+
+
+@dataclass
+class PruneReport:
+    """What pruning did not touch: ``left_alone`` maps a module name to the reason."""
+
+    left_alone: dict[str, str] = field(default_factory=dict)
+    unwrapped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"left_alone": dict(self.left_alone), "unwrapped_parameters": list(self.unwrapped)}
+
+
+@dataclass
+class _Plan:
+    report: PruneReport
+    num_heads: dict[nn.Module, int]
+    unwrapped: list[tuple[nn.Parameter, int]]
+
+
+# Linear layers that project queries, keys and values, by the names common implementations use.
+_QKV_NAMES = ("qkv", "in_proj", "query", "key", "value", "q_proj", "k_proj", "v_proj")
+
+
+def plan_pruning(model: nn.Module, *, ignored_layers: list[str]) -> _Plan:
+    """Decide what torch-pruning must be told about ``model`` before it may cut channels."""
+    report = PruneReport()
+    _modules(model, ignored_layers)  # a clear error for a misspelt name
+    for name in ignored_layers:
+        report.left_alone[name] = "output layer: must keep its output size"
+    num_heads: dict[nn.Module, int] = {}
+    for name, m in model.named_modules():
+        heads = getattr(m, "num_heads", None)
+        if not isinstance(heads, int) or heads < 1:
+            continue
+        if isinstance(m, nn.MultiheadAttention):
+            num_heads[m] = heads
+            continue
+        projections = [
+            child
+            for child_name, child in m.named_children()
+            if child_name in _QKV_NAMES and isinstance(child, nn.Linear)
+        ]
+        if projections:
+            num_heads.update(dict.fromkeys(projections, heads))
+        elif name not in report.left_alone:
+            # Cutting channels without knowing how they split into heads would mix heads.
+            report.left_alone[name] = "attention layout not recognised: heads cannot be kept"
+    unwrapped: list[tuple[nn.Parameter, int]] = []
+    standard = set(tp.pruner.function.PrunerBox) - {tp.ops.OPTYPE.ELEMENTWISE}
+    for mod_name, m in model.named_modules():
+        if tp.ops.module2type(m) in standard:
+            continue
+        for p_name, p in m.named_parameters(recurse=False):
+            dims = [i for i, s in enumerate(p.shape) if s > 1]
+            if dims:
+                # The channel dimension of an embedding-like parameter is its last one.
+                unwrapped.append((p, dims[-1]))
+                report.unwrapped.append(f"{mod_name}.{p_name}" if mod_name else p_name)
+    return _Plan(report=report, num_heads=num_heads, unwrapped=unwrapped)
+
+
+def _last_executed(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    order: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: order.append(names[mod]))
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    ]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return order[-1:]

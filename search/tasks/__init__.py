@@ -1,17 +1,55 @@
-"""Task registry: built-in names, or ``module:function`` for a user's own factory."""
+"""Task registry: built-in names, ``module:function`` or ``file.py:function`` for a user's own
+factory, or a task YAML file naming one of those plus its options.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from search.errors import TaskError
+from search.errors import SearchError, TaskError
 from search.tasks.base import Task, accuracy, stack
 
-BUILTIN = {"digits": "search.tasks.digits:make_task"}
+BUILTIN = {
+    "digits": "search.tasks.digits:make_task",
+    "vision": "search.tasks.vision:make_task",
+    "imagefolder": "search.tasks.vision:make_imagefolder_task",
+    "cifar10": "search.tasks.vision:make_cifar10_task",
+}
 
-__all__ = ["BUILTIN", "Task", "accuracy", "load_task", "resolve_factory", "stack"]
+__all__ = [
+    "BUILTIN",
+    "Task",
+    "accuracy",
+    "check_options",
+    "load_task",
+    "read_task_file",
+    "resolve_factory",
+    "stack",
+]
+
+
+def _import(module_name: str, spec: str) -> Any:
+    if module_name.endswith(".py"):
+        path = Path(module_name).expanduser()
+        if not path.is_file():
+            raise TaskError(f"task {spec!r}: file {path} does not exist")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
+        sys.modules[path.stem] = module
+        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        # The `search` console script does not put the working directory on the path, but
+        # `--task my_module:make_task` means the user's module next to them.
+        sys.path.insert(0, str(Path.cwd()))
+    return importlib.import_module(module_name)
 
 
 def resolve_factory(spec: str) -> Callable[..., Task]:
@@ -23,9 +61,9 @@ def resolve_factory(spec: str) -> Callable[..., Task]:
             f"unknown task {spec!r}: choose one of {known} or pass module:function "
             "naming your own task factory"
         )
-    module_name, func_name = target.split(":", 1)
+    module_name, func_name = target.rsplit(":", 1)
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name, spec)
     except ImportError as e:
         raise TaskError(f"task {spec!r}: cannot import module {module_name!r}: {e}") from None
     factory = getattr(module, func_name, None)
@@ -34,8 +72,68 @@ def resolve_factory(spec: str) -> Callable[..., Task]:
     return factory
 
 
-def load_task(spec: str, *, seed: int, cache_dir: Path) -> Task:
-    task = resolve_factory(spec)(seed=seed, cache_dir=cache_dir)
+def check_options(factory: Callable[..., Task], spec: str, options: dict[str, Any]) -> None:
+    """Refuse options the factory does not take (a factory with ``**options`` takes all)."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = {p.name for p in params} - {"seed", "cache_dir"}
+    extra = sorted(set(options) - accepted)
+    if extra:
+        raise TaskError(
+            f"task {spec!r} takes no option(s) {', '.join(extra)}; its factory accepts "
+            f"{', '.join(sorted(accepted)) or 'none'}"
+        )
+
+
+def load_task(
+    spec: str, *, seed: int, cache_dir: Path, options: dict[str, Any] | None = None
+) -> Task:
+    """Call the task factory; ``options`` (model, weights, data, ...) go to it as keywords."""
+    options = dict(options or {})
+    factory = resolve_factory(spec)
+    check_options(factory, spec, options)
+    try:
+        task = factory(seed=seed, cache_dir=cache_dir, **options)
+    except SearchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's factory failing is the user's to fix
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise TaskError(
+            f"task {spec!r} failed to load at {Path(where.filename).name}:{where.lineno}: "
+            f"{type(e).__name__}: {first}"
+        ) from None
     if not isinstance(task, Task):
         raise TaskError(f"task {spec!r}: the factory returned {type(task).__name__}, not a Task")
     return task
+
+
+PATH_OPTIONS = ("weights", "data")
+
+
+def read_task_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """A task YAML file: ``task`` (built-in name or factory, default ``vision``) and options.
+
+    Relative ``weights`` and ``data`` paths are taken relative to the file, so the file can
+    travel with the data it describes.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"task file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise TaskError(f"task file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise TaskError(f"task file {path} must be a mapping of keys (task, model, data, ...)")
+    spec = str(raw.pop("task", "vision"))
+    if spec.split(":", 1)[0].endswith(".py") and not Path(spec.split(":", 1)[0]).is_absolute():
+        spec = str(path.parent / spec)
+    for key in PATH_OPTIONS:
+        value = raw.get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            raw[key] = str(path.parent / value)
+    return spec, raw

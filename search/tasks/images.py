@@ -1,0 +1,260 @@
+"""Image data already on disk, as Datasets: an ImageFolder tree or the CIFAR-10 pickle folder.
+
+Nothing is ever downloaded. Every error a user can cause (missing folder, no images, a folder
+that is not the layout asked for) is a one-line :class:`TaskError`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from search.errors import TaskError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+DOCS = "see docs/your-own-model.md"
+
+
+class Normalized(Dataset):
+    """Images decoded on access, resized and normalized; items are ``(C x H x W float, label)``.
+
+    ``images`` is either a list of file paths or an ``N x C x H x W`` uint8 tensor; a label of
+    ``-1`` marks an unlabeled image.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Path] | torch.Tensor,
+        labels: Sequence[int],
+        *,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.size = images, list(labels), size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i]
+        x = self._decode(image) if isinstance(image, Path) else image
+        x = x.float().div(255.0)
+        if x.shape[-2:] != (self.size, self.size):
+            x = _resize_center_crop(x, self.size)
+        return (x - self.mean) / self.std, self.labels[i]
+
+    def subset(self, idx: Sequence[int]) -> Normalized:
+        images = (
+            self.images[list(idx)]
+            if isinstance(self.images, torch.Tensor)
+            else [self.images[i] for i in idx]
+        )
+        return Normalized(
+            images,
+            [self.labels[i] for i in idx],
+            size=self.size,
+            mean=self.mean.flatten().tolist(),
+            std=self.std.flatten().tolist(),
+        )
+
+    @staticmethod
+    def _decode(path: Path) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except OSError as e:
+            raise TaskError(f"cannot read image {path}: {e}; remove or replace it") from None
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` and crop the centre, like torchvision's eval preset."""
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = torch.nn.functional.interpolate(
+        x.unsqueeze(0), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+    ).squeeze(0)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, top : top + size, left : left + size]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_image_folder(
+    folder: Path, classes: list[str] | None = None
+) -> tuple[list[Path], list[int], list[str]]:
+    """Images of ``folder``: ``<class>/<image>`` gives labels; images directly inside are
+    unlabeled (label ``-1``). ``classes`` fixes the class order (taken from the training folder).
+    """
+    dirs = _class_dirs(folder)
+    loose = _images_in(folder)
+    if dirs and loose:
+        raise TaskError(
+            f"{folder} holds both images and class folders: put every image in a class folder, "
+            f"or none (unlabeled); {DOCS}"
+        )
+    if not dirs:
+        return loose, [-1] * len(loose), classes or []
+    names = [d.name for d in dirs]
+    if classes is None:
+        classes = names
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise TaskError(
+            f"{folder} has class folder(s) {', '.join(unknown)} that the training data lacks"
+        )
+    paths, labels = [], []
+    for d in dirs:
+        found = _images_in(d)
+        paths += found
+        labels += [classes.index(d.name)] * len(found)
+    return paths, labels, classes
+
+
+def _split(n: int, labels: list[int], seed: int, shares: tuple[float, float]) -> list[list[int]]:
+    """Indices of a seeded split into len(shares) + 1 parts, stratified by label."""
+    rng = random.Random(seed)
+    parts: list[list[int]] = [[] for _ in range(len(shares) + 1)]
+    for label in sorted(set(labels)):
+        idx = [i for i in range(n) if labels[i] == label]
+        rng.shuffle(idx)
+        cut, start = [], 0
+        for share in shares:
+            k = max(1, round(len(idx) * share)) if len(idx) > len(shares) else 0
+            cut.append(idx[start : start + k])
+            start += k
+        parts[0] += idx[start:]
+        for j, c in enumerate(cut):
+            parts[j + 1] += c
+    return [sorted(p) for p in parts]
+
+
+def load_image_folder(
+    root: Path, *, size: int, mean: Sequence[float], std: Sequence[float], seed: int
+) -> tuple[dict[str, Normalized], list[str]]:
+    """Train/val/test splits of an ImageFolder tree and its class names.
+
+    ``root/train``, ``root/val`` (and optionally ``root/test``) are used as given; a root that
+    holds class folders (or loose unlabeled images) directly is split 80/10/10 by ``seed``.
+    """
+    root = _existing_dir(root)
+    norm = {"size": size, "mean": mean, "std": std}
+    if (root / "train").is_dir():
+        paths, labels, classes = scan_image_folder(root / "train")
+        splits = {"train": Normalized(paths, labels, **norm)}
+        for name in ("val", "test"):
+            if (root / name).is_dir():
+                p, y, _ = scan_image_folder(root / name, classes or None)
+                splits[name] = Normalized(p, y, **norm)
+        if "val" not in splits and "test" not in splits:
+            raise TaskError(f"{root} has train/ but no val/ folder to score on; {DOCS}")
+        splits.setdefault("val", splits.get("test"))
+        splits.setdefault("test", splits["val"])
+    else:
+        paths, labels, classes = scan_image_folder(root)
+        whole = Normalized(paths, labels, **norm)
+        train, val, test = _split(len(paths), labels, seed, (0.1, 0.1))
+        splits = {
+            "train": whole.subset(train),
+            "val": whole.subset(val),
+            "test": whole.subset(test),
+        }
+    _check_not_empty(root, splits)
+    return splits, classes
+
+
+def _existing_dir(root: Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise TaskError(f"data directory {root} does not exist; pass the folder with --data")
+    return root
+
+
+def _check_not_empty(root: Path, splits: dict[str, Normalized]) -> None:
+    empty = [name for name, ds in splits.items() if len(ds) == 0]
+    if empty:
+        found = len(splits["train"]) + len(splits["val"])
+        raise TaskError(
+            f"no images for {'/'.join(empty)} in {root} ({found} found in all): expected "
+            f"{root}/<class>/<image>.jpg (a few per class at least) or {root}/train/<class>/...; "
+            f"{DOCS}"
+        )
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise TaskError(f"cannot read CIFAR-10 file {path} ({type(e).__name__})") from None
+
+
+def load_cifar10(
+    root: Path, *, seed: int, size: int = 32, val_share: float = 0.1
+) -> tuple[dict[str, Normalized], list[str]]:
+    """Splits of the CIFAR-10 python folder (``data_batch_1..5``, ``test_batch``); the last
+    ``val_share`` of a seeded shuffle of the training images is the validation split.
+    """
+    root = _existing_dir(root)
+    missing = [f for f in CIFAR_FILES if not (root / f).is_file()]
+    if missing:
+        raise TaskError(
+            f"{root} is not a CIFAR-10 python folder: {', '.join(missing)} missing (unpack "
+            "cifar-10-python.tar.gz, pass its cifar-10-batches-py folder; nothing is downloaded)"
+        )
+
+    def read(name: str) -> tuple[torch.Tensor, list[int]]:
+        batch = _unpickle(root / name)
+        try:
+            x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = [int(v) for v in batch[b"labels"]]
+        except (KeyError, ValueError) as e:
+            raise TaskError(f"{root / name} is not a CIFAR-10 batch ({e})") from None
+        return torch.from_numpy(x.copy()), y
+
+    parts = [read(f) for f in CIFAR_FILES[:-1]]
+    x_train = torch.cat([p[0] for p in parts])
+    y_train = [v for p in parts for v in p[1]]
+    x_test, y_test = read("test_batch")
+    meta = root / "batches.meta"
+    classes = [str(i) for i in range(10)]
+    if meta.is_file():
+        names = _unpickle(meta).get(b"label_names")
+        classes = [n.decode() for n in names] if names else classes
+    norm = {"size": size, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    whole = Normalized(x_train, y_train, **norm)
+    train, val = _split(len(y_train), y_train, seed, (val_share,))
+    splits = {
+        "train": whole.subset(train),
+        "val": whole.subset(val),
+        "test": Normalized(x_test, y_test, **norm),
+    }
+    _check_not_empty(root, splits)
+    return splits, classes

@@ -1,0 +1,257 @@
+"""Image classification with the user's own torchvision model and data already on disk.
+
+The model is a torchvision architecture by name (``resnet18``, ``mobilenet_v3_small``, ...) with
+the user's trained weights (a ``state_dict`` saved with ``torch.save``), read with
+``torch.load(weights_only=True)``. The data is an ImageFolder tree or the CIFAR-10 python folder.
+Without labels (loose images, no class folders) the metric is top-1 agreement with the user's
+model and distillation uses only its soft labels.
+
+Example:
+    python -m search run --task imagefolder --model resnet18 --weights my.pt --data photos/
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
+from search.errors import TaskError
+from search.tasks.base import Task, stack
+from search.tasks.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalized,
+    load_cifar10,
+    load_image_folder,
+)
+
+CALIBRATION_ITEMS = 256
+
+
+def _torchvision() -> Any:
+    try:
+        import torchvision
+    except ImportError:
+        raise TaskError(
+            "torchvision is not installed: pip install 'search[vision]' (or ./setup.sh --vision)"
+        ) from None
+    return torchvision
+
+
+def classification_models() -> list[str]:
+    """Names of torchvision's image-classification architectures."""
+    tv = _torchvision()
+    return sorted(tv.models.list_models(module=tv.models))
+
+
+def build_model(name: str, *, num_classes: int, image_size: int | None = None) -> nn.Module:
+    """A randomly initialized torchvision classifier ``name`` with ``num_classes`` outputs."""
+    tv = _torchvision()
+    known = classification_models()
+    if name not in known:
+        close = [k for k in known if k.startswith(name[:4])][:6] or known[:6]
+        raise TaskError(f"unknown torchvision model {name!r}; e.g. {', '.join(close)}")
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    if name.startswith("vit_") and image_size:
+        kwargs["image_size"] = image_size  # ViTs fix their input size at construction
+    return tv.models.get_model(name, **kwargs)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: a ``state_dict``, or a dict holding one under
+    ``state_dict``/``model``; a ``module.`` prefix (DataParallel) is dropped.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TaskError(f"weights file {path} does not exist; pass the checkpoint with --weights")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch.load says, the file is unusable
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise TaskError(
+            f"cannot read weights {path} ({type(e).__name__}: {first}); save them with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TaskError(
+            f"{path} holds no state_dict; save the weights with torch.save(model.state_dict(), "
+            "path)"
+        )
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj
+
+
+def load_weights(model: nn.Module, path: Path, *, what: str) -> nn.Module:
+    """Load the checkpoint at ``path`` into ``model``; a mismatch is a one-line TaskError."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} of other shape (e.g. {wrong[0]})")
+        raise TaskError(
+            f"weights {path} do not fit {what}: {'; '.join(parts)}; check --model and the "
+            "number of classes"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _limit(ds: Normalized, limit: int | None, seed: int) -> Normalized:
+    if limit is None or len(ds) <= limit:
+        return ds
+    g = torch.Generator().manual_seed(seed)
+    return ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
+
+
+def _teacher_labelled(model: nn.Module, ds: Normalized) -> TensorDataset:
+    """``ds`` with the model's own top-1 predictions as labels (for unlabeled data)."""
+    from search.compress.distill import predict
+
+    x, _ = stack(ds)
+    return TensorDataset(x, predict(model, TensorDataset(x, torch.zeros(len(x)))).argmax(1))
+
+
+def make_vision_task(
+    *,
+    model: str | nn.Module,
+    data: str | Path,
+    seed: int,
+    weights: str | Path | None = None,
+    layout: str = "auto",
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    limit: int | None = None,
+    name: str | None = None,
+) -> Task:
+    """Build a :class:`Task` from a model (torchvision name or module) and an image folder.
+
+    Args:
+        model: torchvision architecture name, or an ``nn.Module`` built by the caller.
+        data: ImageFolder root or CIFAR-10 python folder.
+        seed: Fixes the splits.
+        weights: ``state_dict`` checkpoint; without it the model keeps its current weights
+            (random for a name), which only makes sense for tests.
+        layout: ``imagefolder``, ``cifar10`` or ``auto`` (CIFAR-10 when ``data_batch_1`` exists).
+        image_size: Side of the square input (default 32 for CIFAR-10, 224 otherwise).
+        mean, std: Per-channel normalization the model was trained with (default ImageNet's).
+        num_classes: Needed only for unlabeled data when no checkpoint tells it.
+        limit: Use at most this many images per split (seeded), to try a search quickly.
+        name: Task name in reports (default ``<layout>-<model>``).
+    """
+    data = Path(data).expanduser()
+    if layout == "auto":
+        layout = "cifar10" if (data / "data_batch_1").is_file() else "imagefolder"
+    if layout == "cifar10":
+        splits, classes = load_cifar10(data, seed=seed, size=image_size or 32)
+    elif layout == "imagefolder":
+        splits, classes = load_image_folder(
+            data,
+            size=image_size or 224,
+            mean=mean or IMAGENET_MEAN,
+            std=std or IMAGENET_STD,
+            seed=seed,
+        )
+    else:
+        raise TaskError(f"unknown data layout {layout!r}: use imagefolder, cifar10 or auto")
+    size = splits["train"].size
+    labelled = bool(classes)
+    if isinstance(model, str):
+        arch = model
+        n = len(classes) if labelled else num_classes or _classes_in(weights, arch)
+        net = build_model(model, num_classes=n, image_size=size)
+        what = f"{arch} with {n} classes"
+    else:
+        arch, net = type(model).__name__, model
+        what = arch
+    if weights is not None:
+        load_weights(net, Path(weights), what=what)
+    net.eval()
+    splits = {k: _limit(v, limit, seed + i) for i, (k, v) in enumerate(splits.items())}
+    metric_name = "accuracy"
+    if not labelled:
+        # No labels: score students by agreement with the user's model, the only ground truth.
+        splits["val"] = _teacher_labelled(net, splits["val"])
+        splits["test"] = _teacher_labelled(net, splits["test"])
+        metric_name = "teacher_agreement"
+    example = splits["test"][0][0].unsqueeze(0).clone()
+    digest = _file_digest(Path(weights)) if weights is not None else "random"
+    key = f"{layout}-{arch}-{digest}-{size}px-{len(splits['train'])}-seed{seed}"
+    calib = Subset(splits["train"], range(min(CALIBRATION_ITEMS, len(splits["train"]))))
+    return Task(
+        name=name or f"{layout}-{arch}",
+        model=net,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        calibration=calib,
+        example_input=example,
+        metric_name=metric_name,
+        key=key,
+    )
+
+
+def _classes_in(weights: str | Path | None, arch: str) -> int:
+    """The output size of ``arch``'s head in the checkpoint (unlabeled data has no classes)."""
+    if weights is None:
+        raise TaskError("unlabeled data: pass num_classes (or --weights to read it from)")
+    from search.compress.prune import default_ignored
+
+    head = default_ignored(build_model(arch, num_classes=2))
+    state = read_state_dict(Path(weights))
+    key = f"{head[0]}.weight" if head else ""
+    if key not in state:
+        raise TaskError(f"weights {weights} have no {key or 'classifier'}: is --model {arch}?")
+    return int(state[key].shape[0])
+
+
+def make_task(
+    *, seed: int, cache_dir: Path, model: str = "", data: str = "", **options: Any
+) -> Task:
+    """Built-in ``vision`` task: ``model`` and ``data`` are required options."""
+    del cache_dir  # the user's model is already trained: nothing to cache
+    if not model or not data:
+        raise TaskError("the vision tasks need --model NAME and --data DIR (and --weights PATH)")
+    return make_vision_task(model=model, data=data, seed=seed, **options)
+
+
+def make_imagefolder_task(*, seed: int, cache_dir: Path, **options: Any) -> Task:
+    """Built-in ``imagefolder`` task."""
+    return make_task(seed=seed, cache_dir=cache_dir, layout="imagefolder", **options)
+
+
+def make_cifar10_task(*, seed: int, cache_dir: Path, **options: Any) -> Task:
+    """Built-in ``cifar10`` task (the python pickle folder; never downloaded)."""
+    return make_task(seed=seed, cache_dir=cache_dir, layout="cifar10", **options)
