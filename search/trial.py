@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from search.compress import distill as kd
+from search.compress.lowrank import apply_lowrank
 from search.compress.prune import count_macs, count_params, prune
 from search.config import Profile, Space, TrialConfig
 from search.measure import Measurement
@@ -137,6 +138,21 @@ def run_trial(
         )
     sizes["prune"] = _size(student, x)
 
+    # After pruning (it needs the unfactorized graph), before distillation (which repairs what
+    # the truncation lost).
+    with timer.step("lowrank"):
+        student, lowrank_layers = apply_lowrank(
+            student,
+            space=ctx.space.lowrank,
+            apply=cfg.lowrank,
+            kind=cfg.lowrank_kind,
+            rank_ratio=cfg.lowrank_ratio,
+            group_ratios=cfg.lowrank_group_ratios,
+            example_input=x,
+            round_to=profile.round_to,
+        )
+    sizes["lowrank"] = _size(student, x)
+
     val_history: list[float] = []
 
     def epoch_done(epoch: int) -> None:
@@ -173,6 +189,7 @@ def run_trial(
         **measurement_record(metric, measurement),
         "val_history": val_history,
         "sizes": sizes,
+        "lowrank_layers": [r.to_dict() for r in lowrank_layers],
         "timings_s": timer.seconds,
         "artifacts": str(out_dir),
         "onnx": str(onnx_path),
