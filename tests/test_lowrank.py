@@ -255,6 +255,8 @@ def test_space_samples_lowrank_and_validates(tmp_path) -> None:
     with pytest.raises(ConfigError, match="rank_ratio"):
         load_space(str(bad))
     assert LowRankSpace().layers == ["*"]
+    fixed = LowRankSpace.model_validate({"apply": True, "kind": "channel", "rank_ratio": 0.5})
+    assert fixed.apply == [True] and fixed.kind == ["channel"] and fixed.rank_ratio.high == 0.5
 
 
 def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:

@@ -7,7 +7,8 @@
 
 The rank of a layer is ``rank_ratio`` times its full rank. The factorized MACs are linear in the
 rank, so each layer has a break-even rank at which both forms cost the same; a layer is factorized
-only below it. Grouped and depthwise convs are left alone. The new pair is a plain
+only below it. Grouped and depthwise convs are left alone. This module decides which layers and
+at which rank; :mod:`search.compress.svd` builds each pair. The new pair is a plain
 ``nn.Sequential`` of ``nn.Conv2d``/``nn.Linear``: torch-pruning's op counter, the dynamo ONNX
 exporter and ``torch.save`` all see ordinary layers, and weight names stay readable
 (``layers.0.conv1.0.weight``, ``layers.0.conv1.1.weight``).
@@ -72,6 +73,17 @@ class LowRankSpace(_Section):
     rank_ratio: FloatRange = FloatRange(low=0.1, high=0.9)
     layers: list[str] = ["*"]
     groups: dict[str, LowRankGroup] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_choice(cls, data: Any) -> Any:
+        # ``apply: true`` or ``kind: channel`` fixes the choice, like a plain number fixes a range.
+        if isinstance(data, dict):
+            data = {
+                k: [v] if k in ("apply", "kind") and isinstance(v, (bool, str)) else v
+                for k, v in data.items()
+            }
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> LowRankSpace:
