@@ -17,8 +17,9 @@ from typing import Any, Literal, get_args
 
 import optuna
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from search.compress.lowrank import LowRankSpace
 from search.compress.quantize import (
     Precision,
     PrecisionSupport,
@@ -26,84 +27,11 @@ from search.compress.quantize import (
     check_combination,
 )
 from search.errors import ConfigError
+from search.ranges import FloatRange, IntRange, _bounded, _Section, _Strict
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES_DIR = ROOT / "spaces"
 PROFILES_DIR = ROOT / "hw_profiles"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class FloatRange(_Strict):
-    """A searched float: ``{low, high, log}``. A plain number in YAML means a fixed value."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatRange:
-        if self.low > self.high:
-            raise ValueError(f"low <= high must hold, but got low={self.low}, high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, but got low={self.low}")
-        return self
-
-    def suggest(self, trial: optuna.Trial, name: str) -> float:
-        if self.low == self.high:
-            return self.low
-        return trial.suggest_float(name, self.low, self.high, log=self.log)
-
-
-class IntRange(_Strict):
-    """A searched integer: ``{low, high, step}``. A plain integer in YAML means a fixed value."""
-
-    low: int
-    high: int
-    step: int = 1
-
-    @model_validator(mode="after")
-    def _check(self) -> IntRange:
-        if self.low > self.high:
-            raise ValueError(f"low <= high must hold, but got low={self.low}, high={self.high}")
-        return self
-
-    def suggest(self, trial: optuna.Trial, name: str) -> int:
-        if self.low == self.high:
-            return self.low
-        return trial.suggest_int(name, self.low, self.high, step=self.step)
-
-
-def _fixed_to_range(value: Any) -> Any:
-    """Let a plain number stand for a fixed range, so ``epochs: 2`` works in YAML."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"low": value, "high": value}
-    return value
-
-
-class _Section(_Strict):
-    @model_validator(mode="before")
-    @classmethod
-    def _numbers_are_fixed(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        out = dict(data)
-        for name, info in cls.model_fields.items():
-            ann = info.annotation
-            if name in out and ann in (FloatRange, IntRange):
-                out[name] = _fixed_to_range(out[name])
-        return out
-
-
-def _bounded(rng: FloatRange | IntRange, key: str, lo: float, hi: float, hi_open: bool) -> None:
-    upper_ok = rng.high < hi if hi_open else rng.high <= hi
-    if rng.low < lo or not upper_ok:
-        close = ")" if hi_open else "]"
-        raise ValueError(
-            f"{key} must lie in [{lo}, {hi}{close}, but got low={rng.low}, high={rng.high}"
-        )
 
 
 class PruneSpace(_Section):
@@ -166,6 +94,7 @@ class Space(_Strict):
     distill: DistillSpace = DistillSpace()
     early_stop: EarlyStopSpace = EarlyStopSpace()
     quantize: QuantizeSpace = QuantizeSpace()
+    lowrank: LowRankSpace = LowRankSpace()
     name: str = "custom"
     path: str = ""
 
@@ -195,7 +124,21 @@ class Space(_Strict):
             calibration=picked["calibration"],
             activations=picked["activations"],
             weights=picked["weights"],
+            # Every low-rank parameter is suggested even when not applied: a fixed set of
+            # parameters keeps multivariate TPE modelling them jointly.
+            lowrank=_choose(trial, "lowrank", self.lowrank.apply),
+            lowrank_kind=_choose(trial, "lowrank_kind", self.lowrank.kind),
+            lowrank_ratio=self.lowrank.rank_ratio.suggest(trial, "lowrank_ratio"),
+            lowrank_group_ratios={
+                name: g.rank_ratio.suggest(trial, f"lowrank_ratio_{name}")
+                for name, g in self.lowrank.groups.items()
+            },
         )
+
+
+def _choose(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
+    """A categorical suggestion; a single choice is fixed and not a parameter."""
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
 
 @dataclass(frozen=True)
@@ -214,6 +157,10 @@ class TrialConfig:
     activations: str = "uint8"
     weights: str = "signed"
     extra: dict[str, Any] = field(default_factory=dict)
+    lowrank: bool = False
+    lowrank_kind: str = "channel"
+    lowrank_ratio: float = 1.0
+    lowrank_group_ratios: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -221,6 +168,14 @@ class TrialConfig:
         bad = {g: p for g, p in self.precision.items() if p not in get_args(Precision)}
         if bad:
             raise ConfigError(f"precision must be one of {get_args(Precision)}, but got {bad}")
+        for name, r in {"": self.lowrank_ratio, **self.lowrank_group_ratios}.items():
+            if not 0.0 < r <= 1.0:
+                key = f"lowrank_ratio_{name}" if name else "lowrank_ratio"
+                raise ConfigError(f"{key} must lie in (0, 1], but got {r}")
+        if self.lowrank_kind not in ("channel", "spatial"):
+            raise ConfigError(
+                f"lowrank_kind must be 'channel' or 'spatial', but got {self.lowrank_kind!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -308,7 +308,12 @@ def kernels_figure(data: ReportData) -> go.Figure | None:
     labels = [f"trial {t}" for t in front.trial]
     fig = go.Figure()
     fig.add_bar(x=labels, y=front.integer_layers, name="integer kernels", marker_color=FRONT)
-    fig.add_bar(x=labels, y=front.float_layers_after_dequantize, name="float kernels after DequantizeLinear", marker_color=DOMINATED)
+    fig.add_bar(
+        x=labels,
+        y=front.float_layers_after_dequantize,
+        name="float kernels after DequantizeLinear",
+        marker_color=DOMINATED,
+    )
     fig.update_layout(
         title="nodes that ran as integer vs float kernels (Pareto trials)",
         barmode="stack",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from search.compress import distill as kd
+from search.compress.lowrank import apply_lowrank
 from search.compress.prune import count_macs, count_params, prune_with_report
 from search.compress.quantize import calibrate, is_quantized, quantize
 from search.config import Profile, Space, TrialConfig
@@ -142,6 +143,21 @@ def run_trial(
         )
     sizes["prune"] = _size(student, x)
 
+    # After pruning (it needs the unfactorized graph), before distillation (which repairs what
+    # the truncation lost).
+    with timer.step("lowrank"):
+        student, lowrank_layers = apply_lowrank(
+            student,
+            space=ctx.space.lowrank,
+            apply=cfg.lowrank,
+            kind=cfg.lowrank_kind,
+            rank_ratio=cfg.lowrank_ratio,
+            group_ratios=cfg.lowrank_group_ratios,
+            example_input=x,
+            round_to=profile.round_to,
+        )
+    sizes["lowrank"] = _size(student, x)
+
     val_history: list[float] = []
 
     def epoch_done(epoch: int) -> None:
@@ -204,6 +220,7 @@ def run_trial(
         "kernels": kernels,
         # Layers pruning had to leave alone (heads, unrecognised attention) and why.
         "pruning": pruning.to_dict(),
+        "lowrank_layers": [r.to_dict() for r in lowrank_layers],
         "timings_s": timer.seconds,
         "artifacts": str(out_dir),
         "onnx": str(onnx_path),

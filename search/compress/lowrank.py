@@ -1,0 +1,324 @@
+"""Low-rank factorization by truncated SVD: one layer becomes two cheaper ones.
+
+* ``nn.Linear(n, m)`` -> ``Linear(n, r)`` then ``Linear(r, m)``.
+* ``nn.Conv2d`` k x k, **channel** SVD: a k x k conv with ``r`` filters, then a 1x1 conv.
+* ``nn.Conv2d`` k x k, **spatial** SVD (Jaderberg et al., as in AIMET): a k x 1 conv with ``r``
+  filters, then a 1 x k conv. A 1x1 conv always gets channel SVD (it has no spatial extent).
+
+The rank of a layer is ``rank_ratio`` times its full rank. The factorized MACs are linear in the
+rank, so each layer has a break-even rank at which both forms cost the same; a layer is factorized
+only below it. Grouped and depthwise convs are left alone. This module decides which layers and
+at which rank; :mod:`search.compress.svd` builds each pair. The new pair is a plain
+``nn.Sequential`` of ``nn.Conv2d``/``nn.Linear``: torch-pruning's op counter, the dynamo ONNX
+exporter and ``torch.save`` all see ordinary layers, and weight names stay readable
+(``layers.0.conv1.0.weight``, ``layers.0.conv1.1.weight``).
+
+Example:
+    >>> import torch
+    >>> from search.models import ResNet
+    >>> model = ResNet(num_classes=10, widths=(8, 16, 16))
+    >>> small, records = factorize(model, example_input=torch.zeros(1, 1, 32, 32),
+    ...                            rank_ratio=0.25, kind="channel")
+    >>> sum(r.macs_after for r in records) < sum(r.macs_before for r in records)
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from search.ranges import FloatRange, _bounded, _Section
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch (and svd.py, which needs it) is imported inside the functions: config.py imports this
+# module for LowRankSpace, and loading a space must stay cheap and possible without torch.
+
+Kind = Literal["channel", "spatial"]
+
+
+class LowRankGroup(_Section):
+    """Layers (glob patterns of module names) that share their own searched rank ratio."""
+
+    layers: list[str] = Field(min_length=1)
+    rank_ratio: FloatRange
+
+    @model_validator(mode="after")
+    def _check(self) -> LowRankGroup:
+        _bounded(self.rank_ratio, "rank_ratio", 0.0, 1.0, hi_open=False)
+        if self.rank_ratio.low <= 0.0:
+            raise ValueError(f"rank_ratio must be > 0, but got low={self.rank_ratio.low}")
+        return self
+
+
+class LowRankSpace(_Section):
+    """SVD factorization after pruning: whether, which kind, and how much rank is kept.
+
+    ``apply`` lists the choices the search compares (``[true, false]``: with and without);
+    ``rank_ratio`` applies to every layer matched by ``layers`` that no group claims; each entry
+    of ``groups`` gets its own searched ratio (parameter ``lowrank_ratio_<group>``).
+    """
+
+    apply: list[bool] = Field([True, False], min_length=1)
+    kind: list[Kind] = Field(["channel", "spatial"], min_length=1)
+    rank_ratio: FloatRange = FloatRange(low=0.1, high=0.9)
+    layers: list[str] = ["*"]
+    groups: dict[str, LowRankGroup] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_choice(cls, data: Any) -> Any:
+        # ``apply: true`` or ``kind: channel`` fixes the choice, like a plain number fixes a range.
+        if isinstance(data, dict):
+            data = {
+                k: [v] if k in ("apply", "kind") and isinstance(v, (bool, str)) else v
+                for k, v in data.items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> LowRankSpace:
+        _bounded(self.rank_ratio, "rank_ratio", 0.0, 1.0, hi_open=False)
+        if self.rank_ratio.low <= 0.0:
+            raise ValueError(f"rank_ratio must be > 0, but got low={self.rank_ratio.low}")
+        for name, values in (("apply", self.apply), ("kind", self.kind)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a choice twice: {values}")
+        return self
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What factorization did (or why it did not) to one Linear or Conv2d layer.
+
+    MACs are for one forward pass at the example input's shape, without bias terms (they do not
+    change). ``break_even_rank`` is the smallest rank at which the pair costs at least as much
+    as the original; ``skipped`` is empty for a factorized layer, otherwise the reason.
+    """
+
+    name: str
+    layer: str
+    kind: str
+    rank: int
+    full_rank: int
+    break_even_rank: int
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    skipped: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------ MAC model
+
+
+def _rank_cost(layer: nn.Module, kind: str, shapes: list[tuple[tuple, tuple]]) -> tuple[int, int]:
+    """(MACs of the original, MACs per unit of rank of the pair), summed over the calls seen."""
+    from torch import nn
+
+    before = per_rank = 0
+    for in_shape, out_shape in shapes:
+        if isinstance(layer, nn.Linear):
+            rows = math.prod(in_shape) // layer.in_features
+            before += rows * layer.in_features * layer.out_features
+            per_rank += rows * (layer.in_features + layer.out_features)
+            continue
+        n, out_ch, ho, wo = out_shape
+        in_ch, w_in = in_shape[1], in_shape[3]
+        kh, kw = layer.kernel_size
+        before += n * ho * wo * out_ch * in_ch * kh * kw
+        if kind == "channel":
+            per_rank += n * ho * wo * (in_ch * kh * kw + out_ch)
+        else:
+            # The k x 1 half keeps the input width: its stride and padding act on height only.
+            per_rank += n * ho * w_in * in_ch * kh + n * ho * wo * out_ch * kw
+    return before, per_rank
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def rank_for(ratio: float, full_rank: int, round_to: int | None = None) -> int:
+    """``ratio`` of ``full_rank``, at least 1; with ``round_to``, the nearest multiple of it
+    (vector units like aligned channel counts), never above the full rank."""
+    rank = max(1, math.ceil(ratio * full_rank - 1e-9))
+    if round_to and round_to > 1 and rank < full_rank:
+        rank = min(full_rank, max(round_to, round_to * round(rank / round_to)))
+    return rank
+
+
+# ------------------------------------------------------------------------------ a whole model
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _layer_shapes(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, list]:
+    import torch
+
+    shapes: dict[str, list] = {n: [] for n in names}
+    handles = []
+    for name in names:
+
+        def hook(_m, args, out, name=name) -> None:
+            shapes[name].append((tuple(args[0].shape), tuple(out.shape)))
+
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return shapes
+
+
+def factorize(
+    model: nn.Module,
+    *,
+    example_input: torch.Tensor,
+    rank_ratio: float,
+    kind: Kind = "channel",
+    layers: Sequence[str] = ("*",),
+    groups: Sequence[tuple[Sequence[str], float]] = (),
+    round_to: int | None = None,
+) -> tuple[nn.Module, list[LayerRecord]]:
+    """Return a factorized copy of ``model`` and one :class:`LayerRecord` per Linear/Conv2d.
+
+    Args:
+        model: Left unchanged.
+        example_input: Fixes the spatial sizes that MACs depend on.
+        rank_ratio: Share of each layer's full rank kept, in (0, 1].
+        kind: ``channel`` or ``spatial`` SVD for k x k convs (Linear and 1x1 are unaffected).
+        layers: Glob patterns of module names to consider (``layers.*``, ``*conv2``).
+        groups: ``(patterns, ratio)`` pairs tried first; the first match sets a layer's ratio.
+        round_to: Round ranks to a multiple of this (the target's preferred channel multiple).
+    """
+    from torch import nn
+
+    if not 0.0 < rank_ratio <= 1.0:
+        raise ValueError(f"rank_ratio must lie in (0, 1], but got {rank_ratio}")
+    out = copy.deepcopy(model)
+    candidates = [
+        name for name, m in out.named_modules() if type(m) in (nn.Linear, nn.Conv2d) and name
+    ]
+    shapes = _layer_shapes(out, candidates, example_input)
+    records: list[LayerRecord] = []
+    for name in candidates:
+        layer = out.get_submodule(name)
+        ratio = next((r for pats, r in groups if _matches(name, pats)), None)
+        if ratio is None and _matches(name, layers):
+            ratio = rank_ratio
+        record, new = _plan(name, layer, kind, ratio, shapes[name], round_to)
+        records.append(record)
+        if new is not None:
+            parent, _, child = name.rpartition(".")
+            setattr(out.get_submodule(parent), child, new)
+    return out, records
+
+
+def _plan(
+    name: str,
+    layer: nn.Module,
+    kind: str,
+    ratio: float | None,
+    shapes: list,
+    round_to: int | None,
+) -> tuple[LayerRecord, nn.Module | None]:
+    """Decide one layer: factorize it below its break-even rank, else say why not."""
+    from search.compress import svd
+
+    layer_kind = svd.layer_kind(layer, kind)
+    full = svd.full_rank(layer, layer_kind)
+    before, per_rank = _rank_cost(layer, layer_kind, shapes) if shapes else (0, 0)
+    params = _params(layer)
+    base = {
+        "name": name,
+        "layer": type(layer).__name__,
+        "kind": layer_kind,
+        "rank": full,
+        "full_rank": full,
+        "break_even_rank": -(-before // per_rank) if per_rank else 0,
+        "macs_before": before,
+        "macs_after": before,
+        "params_before": params,
+        "params_after": params,
+    }
+    reason = ""
+    if ratio is None:
+        reason = "not selected by the layers patterns"
+    elif getattr(layer, "groups", 1) != 1:
+        reason = f"grouped or depthwise conv (groups={layer.groups})"
+    elif not shapes:
+        reason = "not run by the example input"
+    elif layer_kind == "spatial":
+        reason = _spatial_unsupported(layer)
+    if reason:
+        return LayerRecord(**base, skipped=reason), None
+    rank = rank_for(ratio, full, round_to)
+    base["rank"] = rank
+    if rank >= base["break_even_rank"]:
+        why = f"rank {rank} >= break-even rank {base['break_even_rank']}: would not save MACs"
+        return LayerRecord(**base, skipped=why), None
+    new = (
+        svd.factorize_linear(layer, rank)
+        if layer_kind == "linear"
+        else svd.factorize_conv(layer, rank, layer_kind)
+    )
+    base.update(macs_after=rank * per_rank, params_after=_params(new))
+    return LayerRecord(**base), new
+
+
+def _spatial_unsupported(layer: nn.Conv2d) -> str:
+    from search.compress import svd
+
+    try:
+        svd.zero_padding(layer)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def apply_lowrank(
+    model: nn.Module,
+    *,
+    space: LowRankSpace,
+    apply: bool,
+    kind: str,
+    rank_ratio: float,
+    group_ratios: dict[str, float],
+    example_input: torch.Tensor,
+    round_to: int | None,
+) -> tuple[nn.Module, list[LayerRecord]]:
+    """The trial's step: :func:`factorize` with the space's patterns, or nothing when not applied.
+
+    ``group_ratios`` maps the space's group names to their sampled ratios.
+    """
+    if not apply:
+        return model, []
+    groups = [(g.layers, group_ratios[name]) for name, g in space.groups.items()]
+    return factorize(
+        model,
+        example_input=example_input,
+        rank_ratio=rank_ratio,
+        kind=kind,  # type: ignore[arg-type]
+        layers=space.layers,
+        groups=groups,
+        round_to=round_to,
+    )

@@ -1,0 +1,144 @@
+"""Truncated SVD of one layer into two: how to cut a Linear or a Conv2d at a given rank.
+
+Which layers to cut and at which rank is :mod:`search.compress.lowrank`'s job; this module only
+builds the pair. Each pair is a plain ``nn.Sequential`` of ``nn.Linear``/``nn.Conv2d`` and is
+exact at full rank (float64 SVD, errors around 1e-7).
+
+Example:
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    >>> pair = factorize_conv(conv, full_rank(conv, "spatial"), "spatial")
+    >>> x = torch.randn(1, 8, 10, 10)
+    >>> bool(torch.allclose(pair(x), conv(x), atol=1e-4))
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _split(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w ~= a @ b`` with ``a``: m x rank, ``b``: rank x n, singular values split evenly."""
+    # float64 keeps full-rank reconstruction exact to ~1e-7 even for ill-conditioned weights.
+    u, s, vh = torch.linalg.svd(w.detach().double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    a = (u[:, :rank] * root).to(w.dtype)
+    b = (root[:, None] * vh[:rank]).to(w.dtype)
+    return a, b
+
+
+def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
+    """``Linear(n, m)`` -> ``Sequential(Linear(n, rank, bias=False), Linear(rank, m))``."""
+    _check_rank(rank, min(layer.in_features, layer.out_features))
+    a, b = _split(layer.weight, rank)
+    first = nn.Linear(layer.in_features, rank, bias=False)
+    second = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
+    _load(first, b, None)
+    _load(second, a, layer.bias)
+    return nn.Sequential(first, second).to(layer.weight.device)
+
+
+def factorize_conv(layer: nn.Conv2d, rank: int, kind: str) -> nn.Sequential:
+    """Split a Conv2d (groups=1) into two convs of rank ``rank``; see the module docstring.
+
+    Raises:
+        ValueError: For grouped convs, an unknown ``kind``, or a rank outside [1, full rank].
+    """
+    if layer.groups != 1:
+        raise ValueError(f"grouped convs (groups={layer.groups}) cannot be factorized")
+    out_ch, in_ch, kh, kw = layer.weight.shape
+    kind = layer_kind(layer, kind)
+    _check_rank(rank, full_rank(layer, kind))
+    bias = layer.bias is not None
+    if kind == "channel":
+        a, b = _split(layer.weight.reshape(out_ch, in_ch * kh * kw), rank)
+        first = nn.Conv2d(
+            in_ch,
+            rank,
+            (kh, kw),
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            bias=False,
+            padding_mode=layer.padding_mode,
+        )
+        second = nn.Conv2d(rank, out_ch, 1, bias=bias)
+        _load(first, b.reshape(rank, in_ch, kh, kw), None)
+        _load(second, a.reshape(out_ch, rank, 1, 1), layer.bias)
+    else:
+        # W[o, i, y, x] as a (i, y) x (o, x) matrix: its rank-r factors are a k x 1 conv over
+        # the input channels and a 1 x k conv into the output channels.
+        ph, pw = zero_padding(layer)
+        m = layer.weight.permute(1, 2, 0, 3).reshape(in_ch * kh, out_ch * kw)
+        a, b = _split(m, rank)
+        first = nn.Conv2d(
+            in_ch,
+            rank,
+            (kh, 1),
+            (layer.stride[0], 1),
+            (ph, 0),
+            (layer.dilation[0], 1),
+            bias=False,
+        )
+        second = nn.Conv2d(
+            rank,
+            out_ch,
+            (1, kw),
+            (1, layer.stride[1]),
+            (0, pw),
+            (1, layer.dilation[1]),
+            bias=bias,
+        )
+        _load(first, a.reshape(in_ch, kh, rank).permute(2, 0, 1).unsqueeze(-1), None)
+        _load(second, b.reshape(rank, out_ch, kw).permute(1, 0, 2).unsqueeze(2), layer.bias)
+    return nn.Sequential(first, second).to(layer.weight.device)
+
+
+def _load(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias.detach())
+
+
+def _check_rank(rank: int, full: int) -> None:
+    if not 1 <= rank <= full:
+        raise ValueError(f"rank must lie in [1, {full}], but got {rank}")
+
+
+def layer_kind(layer: nn.Module, kind: str) -> str:
+    """The SVD ``layer`` gets for the requested ``kind``: ``linear``, ``channel`` or ``spatial``.
+
+    A 1x1 conv has no spatial extent to split, so it always gets channel SVD.
+    """
+    if isinstance(layer, nn.Linear):
+        return "linear"
+    if kind not in ("channel", "spatial"):
+        raise ValueError(f"kind must be 'channel' or 'spatial', but got {kind!r}")
+    return "channel" if tuple(layer.kernel_size) == (1, 1) else kind
+
+
+def full_rank(layer: nn.Module, kind: str) -> int:
+    """The rank at which the ``kind`` factorization of ``layer`` is exact."""
+    if isinstance(layer, nn.Linear):
+        return min(layer.in_features, layer.out_features)
+    out_ch, in_ch, kh, kw = layer.weight.shape
+    if kind == "channel":
+        return min(out_ch, in_ch * kh * kw)
+    return min(in_ch * kh, out_ch * kw)
+
+
+def zero_padding(layer: nn.Conv2d) -> tuple[int, int]:
+    """Explicit (h, w) zero padding of a conv; spatial SVD pads each half on its own axis."""
+    if layer.padding_mode != "zeros":
+        raise ValueError(f"spatial SVD needs zero padding, got padding_mode={layer.padding_mode}")
+    if layer.padding == "valid":
+        return 0, 0
+    if layer.padding == "same":
+        total = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size, strict=True)]
+        if any(t % 2 for t in total):
+            raise ValueError("spatial SVD needs symmetric padding; 'same' here is asymmetric")
+        return total[0] // 2, total[1] // 2
+    return int(layer.padding[0]), int(layer.padding[1])
