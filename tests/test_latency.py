@@ -51,8 +51,11 @@ def test_repeats_until_both_count_and_time(matmul_onnx):
     feed = {"input": np.ones((1, 64), np.float32)}
     by_count = measure_latency(session, feed, _settings(min_runs=25))
     assert by_count.runs == 25
-    by_time = measure_latency(session, feed, _settings(min_runs=5, min_seconds=0.2))
+    forever = _settings(min_runs=5, min_seconds=0.2, max_runs=10**9)
+    by_time = measure_latency(session, feed, forever)
     assert by_time.runs > 5 and by_time.mean_ms * by_time.runs >= 0.2 * 1000 * 0.5
+    capped = measure_latency(session, feed, _settings(min_runs=5, min_seconds=60, max_runs=50))
+    assert capped.runs == 50  # max_runs bounds a measurement whatever min_seconds asks
     assert by_time.p50_ms <= by_time.p90_ms <= by_time.p99_ms
 
 
