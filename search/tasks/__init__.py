@@ -9,7 +9,10 @@ from pathlib import Path
 from search.errors import TaskError
 from search.tasks.base import Task, accuracy, stack
 
-BUILTIN = {"digits": "search.tasks.digits:make_task"}
+BUILTIN = {
+    "digits": "search.tasks.digits:make_task",
+    "distorted_digits": "search.tasks.distorted_digits:make_task",
+}
 
 __all__ = ["BUILTIN", "Task", "accuracy", "load_task", "resolve_factory", "stack"]
 
