@@ -217,3 +217,12 @@ def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert saved["methods"][0]["hypervolume"] == 0.0  # the baseline alone adds nothing
     assert all(m["wall_s"] >= 0 for m in saved["methods"])
+
+
+def test_bench_cli_rejects_bad_flags_with_one_line(capsys):
+    from search.cli import main
+
+    assert main(["bench", "--samplers", "foo", "--trials", "2"]) == 2
+    assert "unknown joint sampler" in capsys.readouterr().err
+    assert main(["bench", "--ratios", "0.3,x"]) == 2
+    assert main(["bench", "--trials", "0"]) == 2

@@ -142,9 +142,9 @@ def _study_points(study: Any) -> tuple[list[Point], list[dict[str, Any]], list[f
     return points, records, durations
 
 
-def _run_studies(spec: BenchSpec, studies_dir: Path) -> list[MethodRun]:
+def _run_studies(spec: BenchSpec, studies_dir: Path, baseline: dict[str, Any]) -> list[MethodRun]:
     from search.progress import console
-    from search.study import StudySpec, run_study
+    from search.study import StudySpec, open_study, run_study
 
     runs = []
     plan = [("random", spec.random_factor * spec.trials)]
@@ -162,6 +162,9 @@ def _run_studies(spec: BenchSpec, studies_dir: Path) -> list[MethodRun]:
             seed=spec.seed,
         )
         start = time.perf_counter()
+        # Reuse the baseline exported and measured once for the whole benchmark: run_study
+        # measures it only when the study has none.
+        open_study(study_spec, create=True).set_user_attr("baseline", baseline)
         study = run_study(study_spec, trials=n, progress=False)
         wall = time.perf_counter() - start
         points, records, durations = _study_points(study)
@@ -254,7 +257,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     from search.measure.runtime import check_providers
     from search.progress import console
     from search.tasks import load_task, stack
-    from search.trial import Context
+    from search.trial import Context, measurement_record, score
 
     check_providers(spec.profile)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -287,7 +290,8 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     base_path = export_onnx(task.model, task.example_input, work / "float" / "model.onnx")
-    base_acc = acc(base_path)
+    base_acc, base_m = score(base_path, ctx)
+    baseline = {**measurement_record(base_acc, base_m), "val_accuracy": ctx.baseline_val}
     float_run = MethodRun(
         name="float",
         trials=0,
@@ -326,7 +330,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     )
 
     prune_run = _prune_alone(spec, ctx, work)
-    study_runs = _run_studies(spec, studies_dir)
+    study_runs = _run_studies(spec, studies_dir, baseline)
     random_full = study_runs[0]
     runs = [
         float_run,
