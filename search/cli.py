@@ -127,7 +127,7 @@ class Bench(Command):
         )
         parser.add_argument("--space", default="default", help="joint search space (YAML)")
         parser.add_argument(
-            "--trials", type=int, default=20, help="N: joint-search trials; random gets 2N"
+            "--trials", type=int, default=15, help="N: joint-search trials; random gets 2N"
         )
         parser.add_argument(
             "--samplers", default="tpe", help="joint samplers, comma-separated: tpe,nsga2"

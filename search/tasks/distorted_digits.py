@@ -32,19 +32,22 @@ from search.tasks.base import Task
 from search.teacher import load_or_train
 
 SIZE = 32
-# One stage fewer blocks than `digits`: the harder task should expose the capacity trade-off, and
-# the teacher must train in about a minute on 2 cores.
+# One block per stage (`digits` has two): the teacher must train in about a minute on 2 cores,
+# and a smaller model shows the capacity trade-off sooner. 32x32 like `digits`, not larger,
+# because distillation is almost all of a trial's time and grows with the pixel count.
 ARCH = {"widths": (32, 64, 128), "blocks_per_stage": 1}
-TEACHER_EPOCHS = 8
-# Distortion strengths, chosen so the teacher lands near 90 % test accuracy (see tests).
-ROTATE_DEG = 20.0
-SCALE = (0.8, 1.1)
-SHEAR = 0.2
+TEACHER_EPOCHS = 10
+# Distortion strengths. Measured on a heavily loaded 2-core machine: stronger settings
+# (rotation 20, noise 0.15, clutter up to 0.6) left the teacher at 69 % validation accuracy
+# after 6 of 8 epochs; these milder ones aim at 85-95 %.
+ROTATE_DEG = 15.0
+SCALE = (0.85, 1.1)
+SHEAR = 0.15
 SHIFT = 0.1  # of the half-width, in grid_sample's [-1, 1] coordinates
-ELASTIC = 0.08  # peak displacement of the smooth warp, same units
-CLUTTER = (0.3, 0.6)  # intensity of the fragment of another digit
-NOISE = 0.15  # standard deviation of the additive Gaussian noise, images in [0, 1]
-VERSION = 2  # bump when the generator changes, so cached teachers are not reused
+ELASTIC = 0.06  # peak displacement of the smooth warp, same units
+CLUTTER = (0.25, 0.5)  # intensity of the fragment of another digit
+NOISE = 0.1  # standard deviation of the additive Gaussian noise, images in [0, 1]
+VERSION = 3  # bump when the generator changes, so cached teachers are not reused
 
 
 def _affine(n: int, g: torch.Generator, *, shift: float) -> torch.Tensor:
