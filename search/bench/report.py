@@ -164,10 +164,10 @@ def _targets(rows: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _f(v: Any, fmt: str) -> str:
+def _f(v: Any, fmt: str, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
-    return format(v, fmt)
+    return format(v, fmt) + unit
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -196,18 +196,18 @@ def markdown(data: dict[str, Any]) -> str:
         acc = f"{p['accuracy']:.4f} ({-p['accuracy_drop']:+.4f})" if p else "–"
         lines.append(
             f"| {r['title']} | {r['trials']} | {r['wall_s']:.1f} | {_f(r['hypervolume'], '.4f')} "
-            f"| {_f(r['best_speedup'], '.2f')}x | {acc} | "
-            f"{_f(r['best_size_reduction'], '.2f')}x |"
+            f"| {_f(r['best_speedup'], '.2f', 'x')} | {acc} | "
+            f"{_f(r['best_size_reduction'], '.2f', 'x')} |"
         )
     lines += ["", "## Targets", "", "| target | value | met |", "|---|---:|---|"]
     lines += [
         f"| {t['target']} | {_f(t['value'], '.3f')} | {'yes' if t['met'] else 'NO'} |"
         for t in data["targets"]
     ]
-    steps = sorted(
-        {k for r in data["methods"] for k in r["step_seconds"]},
-        key=lambda k: (k in ("other", "trial"), k == "trial"),
-    )
+    # Pipeline order as the trials recorded it, then the study's overhead and the total.
+    seen = dict.fromkeys(k for r in data["methods"] for k in r["step_seconds"])
+    steps = [k for k in seen if k not in ("other", "trial")]
+    steps += [k for k in ("other", "trial") if k in seen]
     lines += [
         "",
         "## Mean seconds per trial step",
@@ -222,7 +222,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", "## Fronts (interleaved latency)", ""]
     for r in data["methods"]:
         pts = ", ".join(
-            f"{p['label']} {p['accuracy']:.4f}/{_f(p['speedup'], '.2f')}x" for p in r["front"]
+            f"{p['label']} {p['accuracy']:.4f}/{_f(p['speedup'], '.2f', 'x')}" for p in r["front"]
         )
         lines.append(f"- {r['title']}: {pts or 'no completed point'}")
     lines += [
