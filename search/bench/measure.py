@@ -95,7 +95,9 @@ def quantize_int8(src: Path, dst: Path, *, calibration: np.ndarray, batch_size: 
     ``quant_pre_process`` (shape inference and graph optimization), then ``quantize_static`` in
     QDQ format with per-channel signed 8-bit weights, unsigned 8-bit activations and MinMax
     calibration: the recipe that made all convs run as QLinearConv on the CPU provider
-    (signed activations left most convs in float; see shared/facts.md).
+    (signed activations left most convs in float; see shared/facts.md). It calls
+    onnxruntime.quantization directly so the benchmark does not depend on the search's own
+    quantization step; switching to that step's all-int8 setting is a one-line change here.
     """
     import onnxruntime as ort
     from onnxruntime.quantization import (

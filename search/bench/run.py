@@ -248,6 +248,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
 
     Returns the plain data written to ``bench.json``.
     """
+    import optuna
     import torch
 
     from search.bench.measure import measure_interleaved, onnx_accuracy, quantize_int8
@@ -261,6 +262,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
 
     check_providers(spec.profile)
     torch.set_num_threads(os.cpu_count() or 1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     out, studies_dir = Path(spec.out_dir), Path(spec.out_dir) / "studies"
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
