@@ -339,8 +339,63 @@ class Profiles(Command):
         return 0
 
 
+class Bench(Command):
+    """Benchmark: float, int8 alone, pruning alone, random and joint search on one budget."""
+
+    name = "bench"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
+        parser.add_argument(
+            "--task", default="distorted_digits", help="built-in task or module:function"
+        )
+        parser.add_argument("--space", default="default", help="joint search space (YAML)")
+        parser.add_argument(
+            "--trials", type=int, default=15, help="N: joint-search trials; random gets 2N"
+        )
+        parser.add_argument(
+            "--samplers", default="tpe", help="joint samplers, comma-separated: tpe,nsga2"
+        )
+        parser.add_argument(
+            "--ratios", default="0.3,0.5,0.7", help="fixed ratios of pruning alone"
+        )
+        parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds")
+        parser.add_argument("--seed", type=int, default=0, help="seed of splits and samplers")
+        parser.add_argument(
+            "--out", type=Path, default=None, help="output folder (results/bench/<task>-<hw>)"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from search.bench import BenchSpec, run_bench
+        from search.config import load_profile, load_space
+        from search.tasks import resolve_factory
+
+        profile = load_profile(args.hw)
+        space = load_space(args.space)
+        resolve_factory(args.task)
+        try:
+            ratios = tuple(float(r) for r in args.ratios.split(",") if r.strip())
+        except ValueError:
+            msg = f"--ratios must be numbers like 0.3,0.5, got {args.ratios!r}"
+            raise SearchError(msg) from None
+        slug = args.task.replace(":", "-").replace("/", "-").replace(".", "-")
+        spec = BenchSpec(
+            task=args.task,
+            space=space,
+            profile=profile,
+            trials=args.trials,
+            out_dir=args.out or Path("results") / "bench" / f"{slug}-{profile.name}",
+            seed=args.seed,
+            samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()),
+            ratios=ratios,
+            rounds=args.rounds,
+        )
+        run_bench(spec)
+        return 0
+
+
 COMMANDS: dict[str, Command] = {
-    c.name: c for c in (Run(), Report(), Export(), Agent(), Profiles())
+    c.name: c for c in (Run(), Report(), Export(), Profiles(), Agent(), Bench())
 }
 
 

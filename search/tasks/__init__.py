@@ -21,6 +21,7 @@ BUILTIN = {
     "vision": "search.tasks.vision:make_task",
     "imagefolder": "search.tasks.vision:make_imagefolder_task",
     "cifar10": "search.tasks.vision:make_cifar10_task",
+    "distorted_digits": "search.tasks.distorted_digits:make_task",
 }
 
 __all__ = [

@@ -1,0 +1,228 @@
+"""The benchmark's scoring on hand-made points, the distorted task, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from search.bench.metrics import (
+    Point,
+    best_size_reduction,
+    best_speedup,
+    hypervolume,
+    hypervolume_history,
+    near_front,
+    pareto_front,
+)
+
+BASE = {"base_accuracy": 0.90, "base_latency_ms": 2.0}
+
+
+def test_hypervolume_of_hand_made_points_matches_the_rectangles():
+    # Reference: latency ratio 1.0, accuracy 0.90 - 0.05 = 0.85.
+    # Point A: ratio 0.5, acc 0.88 -> rectangle 0.5 x 0.03; point B: ratio 0.25, acc 0.86 ->
+    # adds 0.25 x 0.01 below A's strip... computed as the union of the two dominated boxes.
+    a = Point(accuracy=0.88, latency_ms=1.0)
+    b = Point(accuracy=0.86, latency_ms=0.5)
+    union = 0.5 * 0.03 + 0.75 * 0.01 - 0.5 * 0.01  # box A + box B - their overlap
+    hv = hypervolume([a, b], ref_drop=0.05, **BASE)
+    assert hv == pytest.approx(union / 0.05)
+
+
+def test_hypervolume_ignores_points_outside_the_reference_and_dominated_ones():
+    a = Point(accuracy=0.88, latency_ms=1.0)
+    slower = Point(accuracy=0.95, latency_ms=2.5)  # slower than the baseline: adds nothing
+    too_bad = Point(accuracy=0.80, latency_ms=0.1)  # below the accuracy reference
+    dominated = Point(accuracy=0.87, latency_ms=1.5)
+    alone = hypervolume([a], **BASE)
+    assert hypervolume([a, slower, too_bad, dominated], **BASE) == pytest.approx(alone)
+    assert hypervolume([], **BASE) == 0.0
+
+
+def test_hypervolume_agrees_with_optunas_own_computation():
+    from optuna._hypervolume import compute_hypervolume  # private: used only as a cross-check
+
+    rng = np.random.default_rng(0)
+    pts = [
+        Point(accuracy=float(a), latency_ms=float(r) * 2.0)
+        for a, r in zip(rng.uniform(0.86, 0.92, 12), rng.uniform(0.1, 0.99, 12), strict=True)
+    ]
+    # Minimize both: (latency ratio, -accuracy), reference (1.0, -0.85).
+    loss = np.array([[p.latency_ms / 2.0, -p.accuracy] for p in pts])
+    expected = compute_hypervolume(loss, np.array([1.0, -0.85])) / 0.05
+    assert hypervolume(pts, **BASE) == pytest.approx(expected)
+
+
+def test_hypervolume_history_never_decreases():
+    pts = [
+        Point(accuracy=0.86 + 0.01 * i, latency_ms=1.8 - 0.2 * i, order=i + 1) for i in range(4)
+    ]
+    history = hypervolume_history(pts, **BASE)
+    assert [n for n, _ in history] == [1, 2, 3, 4]
+    values = [v for _, v in history]
+    assert values == sorted(values) and values[-1] > values[0]
+
+
+def test_best_speedup_respects_the_accuracy_drop():
+    pts = [
+        Point(accuracy=0.895, latency_ms=1.0, size_bytes=400, label="ok"),
+        Point(accuracy=0.889, latency_ms=0.4, size_bytes=100, label="too inaccurate"),
+        Point(accuracy=0.890, latency_ms=0.8, size_bytes=300, label="exactly 1 point"),
+    ]
+    speed, point = best_speedup(pts, max_drop=0.01, **BASE)
+    assert point is not None and point.label == "exactly 1 point"
+    assert speed == pytest.approx(2.0 / 0.8)
+    size, spoint = best_size_reduction(
+        pts, base_accuracy=0.90, base_size_bytes=1200, max_drop=0.01
+    )
+    assert spoint is not None and spoint.label == "exactly 1 point" and size == pytest.approx(4.0)
+    none_speed, none_point = best_speedup(pts[1:2], max_drop=0.01, **BASE)
+    assert none_point is None and math.isnan(none_speed)
+
+
+def test_pareto_front_and_near_front():
+    fast = Point(accuracy=0.80, latency_ms=0.5)
+    good = Point(accuracy=0.90, latency_ms=1.0)
+    noisy = Point(accuracy=0.90, latency_ms=1.05)  # within 10 %: noise could flip it
+    bad = Point(accuracy=0.79, latency_ms=2.0)
+    assert pareto_front([bad, good, noisy, fast]) == [fast, good]
+    assert set(map(id, near_front([bad, good, noisy, fast]))) == {id(fast), id(good), id(noisy)}
+
+
+def test_distorted_digits_is_deterministic_and_shaped():
+    from search.tasks.distorted_digits import load_splits, make_images
+
+    x1, y1 = make_images(seed=0, limit=50)
+    x2, y2 = make_images(seed=0, limit=50)
+    x3, _ = make_images(seed=1, limit=50)
+    assert x1.shape == (50, 1, 32, 32) and x1.dtype == torch.float32
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(x1, x3)
+    assert 0.0 <= float(x1.min()) and float(x1.max()) <= 1.0
+    splits = load_splits(0)
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes == {"train": 1078, "val": 359, "test": 360}
+    assert torch.equal(splits["test"].tensors[0], load_splits(0)["test"].tensors[0])
+
+
+def test_int8_quantization_and_interleaved_latency(tmp_path):
+    from search.bench.measure import measure_interleaved, quantize_int8
+    from search.config import load_profile
+    from search.measure.export import export_onnx
+    from search.models import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(num_classes=10, widths=(8, 16), blocks_per_stage=1).eval()
+    x = torch.randn(16, 1, 16, 16)
+    src = export_onnx(model, x[:1], tmp_path / "float.onnx")
+    dst = quantize_int8(src, tmp_path / "int8.onnx", calibration=x.numpy())
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    profile = load_profile("cpu")
+    stats = measure_interleaved(
+        {"float": src, "int8": dst},
+        profile=profile,
+        example_input=x[:1].numpy(),
+        rounds=3,
+        runs_per_round=2,
+        warmup_runs=1,
+    )
+    assert set(stats) == {"float", "int8"}
+    assert all(s.runs == 6 and s.p50_ms > 0 for s in stats.values())
+
+
+def tiny_task(*, seed: int, cache_dir):
+    """A 16x16 digits subset and a tiny ResNet, so a whole benchmark runs in seconds."""
+    import torch.nn.functional as F
+    from torch.utils.data import TensorDataset
+
+    from search.models import ResNet
+    from search.tasks import Task
+    from search.tasks.distorted_digits import make_images
+    from search.teacher import load_or_train
+
+    x, y = make_images(seed=seed, limit=240)
+    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    parts = {"train": slice(0, 160), "val": slice(160, 200), "test": slice(200, 240)}
+    data = {k: TensorDataset(x[s], y[s]) for k, s in parts.items()}
+
+    def build():
+        return ResNet(num_classes=10, widths=(8, 16), blocks_per_stage=1)
+
+    teacher = load_or_train(
+        key=f"tiny-bench-{seed}",
+        build=build,
+        train=data["train"],
+        val=data["val"],
+        epochs=1,
+        seed=seed,
+        cache_dir=cache_dir,
+    )
+    return Task(
+        name="tiny",
+        model=teacher,
+        train=data["train"],
+        val=data["val"],
+        test=data["test"],
+        calibration=data["train"],
+        example_input=x[:1].clone(),
+        ignored_layers=["fc"],
+        key=f"tiny-bench-{seed}",
+    )
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from search.bench import BenchSpec, run_bench
+    from search.config import load_profile, load_space
+
+    space = load_space("default")
+    space = space.model_copy(
+        update={
+            "distill": space.distill.model_copy(
+                update={"epochs": type(space.distill.epochs)(low=1, high=1)}
+            )
+        }
+    )
+    profile = load_profile("cpu").model_copy(
+        update={
+            "measure": load_profile("cpu").measure.model_copy(
+                update={"min_runs": 5, "min_seconds": 0.0, "warmup_runs": 1, "warmup_seconds": 0.0}
+            )
+        }
+    )
+    spec = BenchSpec(
+        task="test_bench:tiny_task",
+        space=space,
+        profile=profile,
+        trials=1,
+        out_dir=tmp_path / "bench",
+        ratios=(0.5,),
+        rounds=2,
+    )
+    data = run_bench(spec)
+    names = [m["method"] for m in data["methods"]]
+    assert names == ["float", "int8", "prune", "random@1", "random@2", "tpe"]
+    assert (tmp_path / "bench" / "bench.md").read_text().count("|") > 20
+    assert (tmp_path / "bench" / "bench.html").stat().st_size > 1000
+    saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert saved["methods"][0]["hypervolume"] == 0.0  # the baseline alone adds nothing
+    assert all(m["wall_s"] >= 0 for m in saved["methods"])
+
+
+def test_bench_cli_rejects_bad_flags_with_one_line(capsys):
+    from search.cli import main
+
+    assert main(["bench", "--samplers", "foo", "--trials", "2"]) == 2
+    assert "unknown joint sampler" in capsys.readouterr().err
+    assert main(["bench", "--ratios", "0.3,x"]) == 2
+    assert main(["bench", "--trials", "0"]) == 2
