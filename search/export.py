@@ -208,7 +208,9 @@ def trial_info(
         "versions": versions(),
         "reproduce": {
             "command": "python reproduce.py",
-            "study_command": study_command(settings, study.study_name),
+            "study_command": study_command(
+                settings, study.study_name, study.user_attrs.get("sources")
+            ),
             "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
             "and varies from run to run",
         },
@@ -230,13 +232,36 @@ def _profile(settings: dict[str, Any]) -> dict[str, Any]:
         return {"name": name, "note": "profile file not found; only its name is stored"}
 
 
-def study_command(settings: dict[str, Any], name: str) -> str:
-    """The ``python -m search run`` command of the study the trial came from."""
-    return (
+def study_command(
+    settings: dict[str, Any], name: str, sources: dict[str, str] | None = None
+) -> str:
+    """The ``python -m search run`` command of the study the trial came from.
+
+    ``sources`` (the study attribute of that name) holds the space and profile files the study
+    was created from; a file outside the built-in folders is named by its path.
+    """
+    sources = sources or {}
+
+    def ref(kind: str, default: str) -> str:
+        path = sources.get(kind, "")
+        name_ = settings.get(kind, default)
+        builtin = Path(path).parent.name in ("spaces", "hw_profiles") if path else True
+        return name_ if builtin else path
+
+    cmd = (
         f"python -m search run --task {settings.get('task', 'digits')} "
-        f"--space {settings.get('space', 'default')} --hw {settings.get('profile', 'cpu')} "
+        f"--space {ref('space', 'default')} --hw {ref('profile', 'cpu')} "
         f"--seed {settings.get('seed', 0)} --study {name}"
     )
+    others = []
+    for key, value in (settings.get("task_options") or {}).items():
+        if key in ("model", "weights", "data"):
+            cmd += f" --{key} {value}"
+        else:
+            others.append(f"{key}={value}")
+    if others:
+        cmd += f"  # plus task options from its task YAML: {', '.join(others)}"
+    return cmd
 
 
 def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:

@@ -143,7 +143,8 @@ def precision_summary(record: dict[str, Any]) -> str:
     if isinstance(kernels, dict) and kernels:
         n_int = kernels.get("integer_layers", 0)
         n_float = kernels.get("float_layers_after_dequantize", 0)
-        parts.append(f"{n_int} int / {n_float} dequantized-float kernels")
+        after_dq = f", {n_float} float after DequantizeLinear" if n_float else ""
+        parts.append(f"{n_int} int kernels{after_dq}")
     if not parts:
         measured = record.get("measured_onnx") or record.get("onnx", "")
         quantized = str(measured).endswith(".q.onnx")

@@ -111,6 +111,10 @@ def open_study(spec: StudySpec, *, create: bool) -> optuna.Study:
                 warnings.simplefilter("ignore")  # set_metric_names is marked experimental
                 study.set_metric_names(OBJECTIVES)
             study.set_user_attr("settings", spec.settings())
+            # The files themselves, for reproducing; not compared on resume (a path may move).
+            study.set_user_attr(
+                "sources", {"space": spec.space.path, "profile": spec.profile.path}
+            )
         elif old != spec.settings():
             new = spec.settings()
             diff = ", ".join(

@@ -199,3 +199,19 @@ def test_export_refuses_unfinished_or_changed_trials(
     )
     with pytest.raises(SearchError, match="changed after measurement"):
         export_trial(changed, number=0, out_dir=tmp_path, study_dir=tmp_path)
+
+
+def test_study_command_names_files_and_task_options():
+    from search.export import study_command
+
+    settings = {
+        "task": "vision",
+        "space": "mine",
+        "profile": "cpu",
+        "seed": 3,
+        "task_options": {"model": "resnet18", "weights": "w.pt", "limit": "50"},
+    }
+    sources = {"space": "/home/u/mine.yaml", "profile": "/repo/hw_profiles/cpu.yaml"}
+    cmd = study_command(settings, "s1", sources)
+    assert "--space /home/u/mine.yaml" in cmd and "--hw cpu " in cmd and "--seed 3" in cmd
+    assert "--model resnet18 --weights w.pt" in cmd and "limit=50" in cmd

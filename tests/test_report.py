@@ -230,7 +230,8 @@ def test_precision_summary() -> None:
         "precision": {"conv1": "int8", "conv2": "int8", "fc": "float"},
         "kernels": {"integer_layers": 2, "float_layers_after_dequantize": 5},
     }
-    assert precision_summary(rec) == "float x1, int8 x2; 2 int / 5 dequantized-float kernels"
+    want = "float x1, int8 x2; 2 int kernels, 5 float after DequantizeLinear"
+    assert precision_summary(rec) == want
 
 
 def test_written_files(study: optuna.Study, tmp_path: Path) -> None:
