@@ -10,7 +10,15 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-pip() { .venv/bin/python -m pip "$@"; }
+# pip's index here warns about every missing local mirror folder; keep the real messages only.
+pip() {
+  local log status=0
+  log=$(mktemp)
+  .venv/bin/python -m pip "$@" >"$log" 2>&1 || status=$?
+  grep -v "^WARNING: Location" "$log" || true
+  rm -f "$log"
+  return "$status"
+}
 extras="dev"
 vision=0
 for arg in "$@"; do
@@ -34,5 +42,5 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
   .venv/bin/python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 fi
-pip install -q -e ".[${extras}]" 2>&1 | grep -v "^WARNING: Location" || true
+pip install -q -e ".[${extras}]"
 .venv/bin/python -c "import search, torch, onnxruntime; print('setup ok: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
