@@ -148,33 +148,6 @@ print("heavy imported:", sorted(m for m in sys.modules if m.split(".")[0] in hea
 # ------------------------------------------------------------------ a study measured on the agent
 
 
-def tiny_task(*, seed: int, cache_dir: Path):
-    """A task small enough for a two-trial study in seconds: 64 random 16x16 images."""
-    import torch
-    from torch.utils.data import TensorDataset
-
-    from search.models import ResNet
-    from search.tasks import Task
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(64, 1, 16, 16, generator=g)
-    y = torch.randint(0, 4, (64,), generator=g)
-    data = TensorDataset(x, y)
-    torch.manual_seed(seed)
-    model = ResNet(num_classes=4, widths=(8, 8, 8)).eval()
-    return Task(
-        name="tiny",
-        model=model,
-        train=data,
-        val=TensorDataset(x[:32], y[:32]),
-        test=TensorDataset(x[32:], y[32:]),
-        calibration=TensorDataset(x[:16], y[:16]),
-        example_input=x[:1].clone(),
-        ignored_layers=["fc"],
-        key=f"tiny-{seed}",
-    )
-
-
 TINY_SPACE = """
 search: {sampler: random, trials: 2, startup_trials: 1}
 prune: {ratio: {low: 0.0, high: 0.5}}
@@ -234,7 +207,7 @@ def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monke
     space_path = tmp_path / "tiny.yaml"
     space_path.write_text(TINY_SPACE)
     spec = StudySpec(
-        task=f"{__name__}:tiny_task",
+        task="tests.tiny_task:make_random_task",
         space=load_space(str(space_path)),
         profile=profile,
         study_name="tiny-agent",

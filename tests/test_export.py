@@ -22,7 +22,7 @@ from search.study import StudySpec, run_study
 from search.tasks import load_task, stack
 
 pytestmark = pytest.mark.slow
-TASK = "tests.report_task:make_task"
+TASK = "tests.tiny_task:make_random_task"
 SPACE = """
 search: {sampler: random, trials: 2, startup_trials: 1}
 prune: {ratio: {low: 0.2, high: 0.5}}
@@ -114,7 +114,7 @@ def test_export_float_trial(tiny: tuple[optuna.Study, Path], tmp_path: Path) -> 
     assert info["versions"]["torch"] and info["versions"]["onnxruntime"]
     assert (
         info["profile"]["name"] == "hw"
-        and "run --task tests.report_task" in (info["reproduce"]["study_command"])
+        and "run --task tests.tiny_task:make_random_task" in (info["reproduce"]["study_command"])
     )
     assert "torch.export.load" in (out / "README.md").read_text()
     compile((out / "reproduce.py").read_text(), "reproduce.py", "exec")

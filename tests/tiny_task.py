@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch.utils.data import TensorDataset
 
 from search.models import ResNet
@@ -62,3 +63,25 @@ def make_failing_task(*, seed: int, cache_dir: Path) -> Task:
     task = make_task(seed=seed, cache_dir=cache_dir)
     task.train = _FailsOnSecondPass(*task.train.tensors)
     return task
+
+
+def make_random_task(*, seed: int, cache_dir: Path) -> Task:
+    """A narrow, untrained ResNet on 64 random 16x16 images: real trials, real ONNX files and
+    real measurements in seconds, for tests that do not care about accuracy (it is at chance).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 1, 16, 16, generator=g)
+    y = torch.randint(0, 4, (64,), generator=g)
+    torch.manual_seed(seed)
+    model = ResNet(num_classes=4, widths=(8, 8, 8)).eval()
+    return Task(
+        name="random-tiny",
+        model=model,
+        train=TensorDataset(x, y),
+        val=TensorDataset(x[:32], y[:32]),
+        test=TensorDataset(x[32:], y[32:]),
+        calibration=TensorDataset(x[:16], y[:16]),
+        example_input=x[:1].clone(),
+        ignored_layers=["fc"],
+        key=f"random-tiny-seed{seed}",
+    )

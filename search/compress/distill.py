@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 
 def distillation_loss(
@@ -80,8 +80,11 @@ def evaluate(model: nn.Module, data: Dataset, metric: Callable, *, batch_size: i
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> None:
-    """Recompute BatchNorm running statistics as exact averages over ``data``.
+def recalibrate_batchnorm(
+    model: nn.Module, data: Dataset, *, batch_size: int = 256, max_samples: int = 512
+) -> None:
+    """Recompute BatchNorm running statistics as exact averages over (the first
+    ``max_samples`` items of) ``data``.
 
     After pruning and a few fast fine-tuning steps the running statistics lag far behind the
     weights (measured on digits at prune ratio 0.6: 10 % validation accuracy before, 76 % after).
@@ -94,7 +97,9 @@ def recalibrate_batchnorm(model: nn.Module, data: Dataset, *, batch_size: int = 
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the pass
     model.train()
-    for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
+    # 512 samples estimate the statistics well and keep this pass cheap: it runs every epoch.
+    subset = Subset(data, range(min(len(data), max_samples)))  # type: ignore[arg-type]
+    for x, _ in DataLoader(subset, batch_size=batch_size, shuffle=False):
         model(x)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
