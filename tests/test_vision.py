@@ -226,6 +226,9 @@ search: {sampler: random, trials: 2, startup_trials: 1}
 prune: {ratio: {low: 0.3, high: 0.5}, importance: l2, max_layer_ratio: 0.9}
 distill: {epochs: 1, temperature: 4.0, alpha: 0.5, lr: 1.0e-3, batch_size: 8}
 early_stop: {min_epochs: 5, max_accuracy_drop: 1.0}
+# Every step runs on every trial: low-rank where it saves MACs, then int8 QDQ quantization.
+lowrank: {apply: true, kind: channel, rank_ratio: 0.5}
+quantize: {precisions: [int8], sensitivity: false}
 """
 FAST_CPU = """\
 description: the CPU provider with few repeats, for tests
@@ -256,6 +259,9 @@ def check_trials(study, results: Path) -> None:
         assert rec["sizes"]["prune"]["params"] < rec["sizes"]["base"]["params"]
         assert rec["latency_p50_ms"] > 0 and rec["size_mb"] > 0
         assert rec["pruning"]["left_alone"]  # the head, at least, and the record says so
+        assert rec["quantize"]["quantized"] and rec["measured_onnx"].endswith("model.q.onnx")
+        assert rec["kernels"]["integer_layers"] > 0
+        assert "lowrank" in rec["sizes"] and rec["lowrank_layers"]
         art = Path(rec["artifacts"])
         model = torch.load(art / "model.pt", weights_only=False).eval()
         x = torch.randn(3, 3, SIZE, SIZE)
