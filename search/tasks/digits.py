@@ -42,25 +42,46 @@ def load_splits(seed: int, size: int = SIZE) -> dict[str, TensorDataset]:
 
 
 def make_task(*, seed: int, cache_dir: Path) -> Task:
-    splits = load_splits(seed)
-    key = f"digits-resnet-w{'-'.join(map(str, ARCH['widths']))}-b{ARCH['blocks_per_stage']}"
-    key += f"-e{TEACHER_EPOCHS}-seed{seed}"
+    arch = f"resnet-w{'-'.join(map(str, ARCH['widths']))}-b{ARCH['blocks_per_stage']}"
+    return resnet_task(
+        name="digits",
+        key=f"digits-{arch}-e{TEACHER_EPOCHS}-seed{seed}",
+        splits=load_splits(seed),
+        arch=ARCH,
+        teacher_epochs=TEACHER_EPOCHS,
+        seed=seed,
+        cache_dir=cache_dir,
+    )
+
+
+def resnet_task(
+    *,
+    name: str,
+    key: str,
+    splits: dict[str, TensorDataset],
+    arch: dict,
+    teacher_epochs: int,
+    seed: int,
+    cache_dir: Path,
+) -> Task:
+    """A 10-class task over in-memory splits with a small ResNet teacher, trained on first use
+    and cached under ``key``; calibration is the first 256 training images."""
 
     def build() -> ResNet:
-        return ResNet(num_classes=10, **ARCH)
+        return ResNet(num_classes=10, **arch)
 
     teacher = load_or_train(
         key=key,
         build=build,
         train=splits["train"],
         val=splits["val"],
-        epochs=TEACHER_EPOCHS,
+        epochs=teacher_epochs,
         seed=seed,
         cache_dir=cache_dir,
     )
     calib_x, calib_y = splits["train"].tensors
     return Task(
-        name="digits",
+        name=name,
         model=teacher,
         train=splits["train"],
         val=splits["val"],

@@ -27,9 +27,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from search.models import ResNet
 from search.tasks.base import Task
-from search.teacher import load_or_train
+from search.tasks.digits import resnet_task
 
 SIZE = 32
 # One block per stage (`digits` has two): the teacher must train in about a minute on 2 cores,
@@ -141,31 +140,14 @@ def load_splits(seed: int) -> dict[str, TensorDataset]:
 
 
 def make_task(*, seed: int, cache_dir: Path) -> Task:
-    splits = load_splits(seed)
     key = f"distorted-digits-v{VERSION}-resnet-w{'-'.join(map(str, ARCH['widths']))}"
     key += f"-b{ARCH['blocks_per_stage']}-e{TEACHER_EPOCHS}-seed{seed}"
-
-    def build() -> ResNet:
-        return ResNet(num_classes=10, **ARCH)
-
-    teacher = load_or_train(
+    return resnet_task(
+        name="distorted_digits",
         key=key,
-        build=build,
-        train=splits["train"],
-        val=splits["val"],
-        epochs=TEACHER_EPOCHS,
+        splits=load_splits(seed),
+        arch=ARCH,
+        teacher_epochs=TEACHER_EPOCHS,
         seed=seed,
         cache_dir=cache_dir,
-    )
-    calib_x, calib_y = splits["train"].tensors
-    return Task(
-        name="distorted_digits",
-        model=teacher,
-        train=splits["train"],
-        val=splits["val"],
-        test=splits["test"],
-        calibration=TensorDataset(calib_x[:256], calib_y[:256]),
-        example_input=splits["test"].tensors[0][:1].clone(),
-        ignored_layers=["fc"],
-        key=key,
     )
