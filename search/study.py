@@ -64,7 +64,10 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except Exception as e:  # noqa: BLE001 - any failure to open storage is the user's to fix
-        raise SearchError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
+        why = str(e).splitlines()[0]
+        if "DB access module" in why:
+            why = "its database driver is not installed (PostgreSQL: pip install -e '.[postgres]')"
+        raise SearchError(f"cannot open storage {url}: {why}") from None
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -186,6 +189,8 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     # Checks providers and architecture where the measurement runs (here or on the agent) before
     # anything is created, so a profile that cannot be measured stops with exit 2 and no study.
     target = open_target(spec.profile)
+    if spec.storage is not None:
+        _storage(spec.storage)  # a bad URL fails now, not after the teacher has trained
     torch.set_num_threads(os.cpu_count() or 1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = load_task(

@@ -62,3 +62,9 @@ def test_report_of_missing_study(tmp_path):
     results = tmp_path / "results"
     proc = run_cli("report", "--study", "nothing-here", results=results)
     _assert_clean_failure(proc, results, "no study")
+
+
+def test_storage_without_its_driver(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli("run", "--storage", "mysql://u:p@127.0.0.1:1/db", results=results)
+    _assert_clean_failure(proc, results, "database driver is not installed")
