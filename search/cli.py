@@ -179,8 +179,10 @@ def _load_study(args: argparse.Namespace):
     if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
         raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search.study import _storage  # the same one-line errors for a bad URL or driver
+
     try:
-        return optuna.load_study(study_name=args.study, storage=storage)
+        return optuna.load_study(study_name=args.study, storage=_storage(storage))
     except KeyError:
         raise SearchError(f"no study {args.study!r} in {storage}") from None
 

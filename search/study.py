@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import Profile, Space
-from search.errors import SearchError
+from search.errors import AgentError, ProviderError, SearchError
 
 OBJECTIVES = ["accuracy", "latency_p50_ms"]
 DIRECTIONS = ["maximize", "minimize"]
@@ -238,6 +238,8 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             overall = bars.add_task("trials", total=max(todo, 0))
             epochs = bars.add_task("distillation", total=None, visible=False)
             for _ in range(max(todo, 0)):
+                if finished_count(study) >= trials:  # other workers on a shared storage
+                    break
                 _one_trial(study, spec, ctx, artifacts, baseline, bars, epochs, run_trial)
                 bars.advance(overall)
                 write_outputs(study, spec.study_dir, html=False)
@@ -288,6 +290,13 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         raise
+    except (AgentError, ProviderError) as e:
+        # The target, not the trial, failed (agent down, provider fallback): later trials would
+        # fail the same way. Stop, and let a rerun redo this trial.
+        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        raise
     except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         trial.set_user_attr("fail_reason", reason)
@@ -302,12 +311,13 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         trial.set_constraint(key, value)  # samplers treat > 0 as infeasible
     trial.set_user_attr("duration_s", round(time.perf_counter() - started, 2))
     study.tell(trial, [result.accuracy, result.latency_ms])
+    n_int = rec["kernels"].get("integer_layers", "?")
     speed = baseline["latency_p50_ms"] / result.latency_ms if result.latency_ms else float("nan")
     console.print(
         f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
         f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
         f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
-        f"{cfg.epochs} epoch(s), {rec['kernels']['integer_layers']} integer layer kernel(s), "
+        f"{cfg.epochs} epoch(s), {n_int} integer layer kernel(s), "
         f"{time.perf_counter() - started:.1f} s"
     )
 
@@ -353,7 +363,7 @@ def _quantize_references(study, task, ctx, out_dir: Path) -> None:
         console.print(
             f"uniform int8: {task.metric_name} {i8['accuracy']:.4f}, "
             f"p50 {i8['latency_p50_ms']:.3f} ms, {i8['size_mb']:.2f} MB, "
-            f"{i8['kernels']['integer_layers']} integer layer kernel(s)"
+            f"{i8['kernels'].get('integer_layers', '?')} integer layer kernel(s)"
         )
     if refs["sensitivity"]:
         order = ", ".join(

@@ -68,3 +68,11 @@ def test_storage_without_its_driver(tmp_path):
     results = tmp_path / "results"
     proc = run_cli("run", "--storage", "mysql://u:p@127.0.0.1:1/db", results=results)
     _assert_clean_failure(proc, results, "database driver is not installed")
+
+
+def test_report_with_a_storage_without_its_driver(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli(
+        "report", "--study", "s", "--storage", "mysql://u:p@127.0.0.1:1/db", results=results
+    )
+    _assert_clean_failure(proc, results, "database driver is not installed")

@@ -126,7 +126,9 @@ def study_references(onnx_path: Path, *, ctx: Any, out_dir: Path) -> dict[str, A
     result: dict[str, Any] = {"sensitivity": None, "int8": None, "seed": {}}
     all_choices = sorted({c for g in space.groups for c in choices[f"precision_{g}"]})
     low = lowest_precision(all_choices)
-    if low is not None and space.sensitivity:
+    # The pass scores each variant in a local session; a profile measured through an agent may
+    # not run here at all, so it goes without (the seeded trial then is not added).
+    if low is not None and space.sensitivity and not getattr(profile, "agent", None):
         sens = sensitivity_pass(
             calib,
             space=space,

@@ -16,7 +16,13 @@ from typing import Any
 import onnx
 
 from search.errors import ProviderError
-from search.measure.runtime import check_providers, session_options
+from search.measure.runtime import (
+    available_providers,
+    check_fallback,
+    check_providers,
+    requested_providers,
+    session_options,
+)
 
 # Ops that compute in integer arithmetic (CPU provider fusions of QDQ patterns and quantized
 # contrib ops). Anything else that computes a layer runs in floating point.
@@ -74,17 +80,13 @@ def optimized_graph(path: Path | str, profile: Any, out_path: Path | str) -> Pat
     out_path.parent.mkdir(parents=True, exist_ok=True)
     import onnxruntime as ort
 
-    check_providers(profile)
+    available = available_providers()
+    check_providers(profile, available)
+    wanted = requested_providers(profile, available)  # optional providers this build lacks: out
     so = session_options(profile.threads)
     so.optimized_model_filepath = str(out_path)
-    session = ort.InferenceSession(
-        str(path),
-        sess_options=so,
-        providers=[(p.name, dict(p.options)) for p in profile.providers],
-    )
-    dropped = [p for p in profile.provider_names if p not in session.get_providers()]
-    if dropped:
-        raise ProviderError(f"ONNX Runtime fell back from {', '.join(dropped)} for {path}")
+    session = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
+    check_fallback(session.get_providers(), [name for name, _ in wanted], path)
     return out_path
 
 
@@ -119,6 +121,21 @@ def count_kernels(model: Any) -> dict[str, Any]:
 
 
 def kernel_report(path: Path | str, profile: Any, out_path: Path | str) -> dict[str, Any]:
-    """Save the optimized graph of ``path`` to ``out_path`` and count its kernels."""
-    saved = optimized_graph(path, profile, out_path)
+    """Save the optimized graph of ``path`` to ``out_path`` and count its kernels.
+
+    The count needs a local session on the profile's providers. Where that cannot be had (the
+    profile is measured through an agent, or the provider compiles the graph and cannot save it,
+    as TensorRT does) the report says why instead of failing the trial.
+    """
+    if getattr(profile, "agent", None):
+        return {
+            "unavailable": "kernel counts need a local session; this profile is measured "
+            "through an agent"
+        }
+    try:
+        saved = optimized_graph(path, profile, out_path)
+    except ProviderError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a missing count must not fail the measured trial
+        return {"unavailable": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
     return {**count_kernels(onnx.load(str(saved))), "optimized_graph": str(saved)}
