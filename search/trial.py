@@ -44,6 +44,7 @@ class Context:
     eval_inputs: np.ndarray
     eval_labels: np.ndarray
     baseline_val: float
+    base_size: dict[str, int] = field(default_factory=dict)  # params/MACs of the base model
     calib_inputs: np.ndarray | None = None  # quantization calibration inputs, fixed per study
 
     @classmethod
@@ -64,6 +65,8 @@ class Context:
             eval_inputs=x_test.numpy(),
             eval_labels=y_test.numpy(),
             baseline_val=kd.evaluate(task.model, task.val, task.metric),
+            # The base model never changes: count its parameters and MACs once, not per trial.
+            base_size=_size(task.model, task.example_input),
             calib_inputs=x_calib.numpy(),
         )
 
@@ -129,7 +132,7 @@ def run_trial(
     task, profile, timer = ctx.task, ctx.profile, _Timer()
     out_dir.mkdir(parents=True, exist_ok=True)
     x = task.example_input
-    sizes = {"base": _size(task.model, x)}
+    sizes = {"base": dict(ctx.base_size) or _size(task.model, x)}
 
     with timer.step("prune"):
         student, pruning = prune_with_report(
