@@ -314,8 +314,10 @@ def kernels_figure(data: ReportData) -> go.Figure | None:
         name="float kernels after DequantizeLinear",
         marker_color=DOMINATED,
     )
+    if "fp16_layers" in front and front.fp16_layers.fillna(0).any():
+        fig.add_bar(x=labels, y=front.fp16_layers, name="fp16 kernels", marker_color=PICK)
     fig.update_layout(
-        title="nodes that ran as integer vs float kernels (Pareto trials)",
+        title="layers that ran as integer, fp16 or dequantized float kernels (Pareto trials)",
         barmode="stack",
         template="plotly_white",
         height=400,

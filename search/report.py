@@ -56,6 +56,7 @@ def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]
     kernels = rec.get("kernels") or {}
     row["integer_layers"] = kernels.get("integer_layers")
     row["float_layers_after_dequantize"] = kernels.get("float_layers_after_dequantize")
+    row["fp16_layers"] = kernels.get("fp16_layers")
     for step, size in (rec.get("sizes") or {}).items():
         if isinstance(size, dict):
             row[f"params_{step}"] = size.get("params")
@@ -144,7 +145,9 @@ def precision_summary(record: dict[str, Any]) -> str:
         n_int = kernels.get("integer_layers", 0)
         n_float = kernels.get("float_layers_after_dequantize", 0)
         after_dq = f", {n_float} float after DequantizeLinear" if n_float else ""
-        parts.append(f"{n_int} int kernels{after_dq}")
+        n_half = kernels.get("fp16_layers", 0)
+        half = f", {n_half} fp16" if n_half else ""
+        parts.append(f"{n_int} int kernels{half}{after_dq}")
     if not parts:
         measured = record.get("measured_onnx") or record.get("onnx", "")
         quantized = str(measured).endswith(".q.onnx")

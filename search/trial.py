@@ -19,9 +19,15 @@ import torch
 from torch import nn
 
 from search.compress import distill as kd
+from search.compress.calibration import calibrate
 from search.compress.lowrank import apply_lowrank
 from search.compress.prune import count_macs, count_params, prune_with_report
-from search.compress.quantize import calibrate, is_quantized, quantize
+from search.compress.quantize import (
+    half_only,
+    is_quantized,
+    needs_calibration,
+    quantize,
+)
 from search.config import Profile, Space, TrialConfig
 from search.measure import Measurement
 from search.measure.export import export_onnx
@@ -189,9 +195,20 @@ def run_trial(
         onnx_path = export_onnx(student, x, out_dir / "model.onnx")
         torch.save(student, out_dir / "model.pt")
 
-    # The measured artifact is model.q.onnx when anything is quantized; model.onnx stays float.
+    # The measured artifact is model.q.onnx when any group is quantized or float16; model.onnx
+    # stays float. Plans with fp16 but no integer precision need no calibration.
     measured, quant = onnx_path, {"quantized": False}
-    if is_quantized(cfg.precision):
+    if is_quantized(cfg.precision) and not needs_calibration(cfg.precision):
+        with timer.step("fp16"):
+            q = half_only(
+                onnx_path,
+                out_dir / "model.q.onnx",
+                plan=cfg.precision,
+                groups=ctx.space.quantize.groups,
+            )
+        measured = q.path
+        quant = {"quantized": True, **q.to_dict(), "calibration": None}
+    elif is_quantized(cfg.precision):
         with timer.step("calibrate"):
             calib = calibrate(
                 onnx_path, ctx.calib_inputs, method=cfg.calibration, cache_dir=out_dir / "calib"
@@ -230,6 +247,4 @@ def run_trial(
         "measured_onnx": str(measured),
     }
     (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
-    return TrialResult(
-        accuracy=metric, latency_ms=measurement.latency[0].p50_ms, record=record
-    )
+    return TrialResult(accuracy=metric, latency_ms=measurement.latency[0].p50_ms, record=record)

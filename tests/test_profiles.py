@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from search.cli import main
-from search.config import PROFILES_DIR, list_profiles, load_profile
+from search.config import PROFILES_DIR, list_profiles, load_profile, load_space
 from search.errors import ProviderError
 from search.measure.runtime import check_fallback, check_providers
 
@@ -24,6 +24,16 @@ def test_every_profile_loads_and_explains_its_defaults():
     assert jetson.arch == "aarch64" and jetson.agent
     assert load_profile("arm").required_providers == ["CPUExecutionProvider"]
     assert load_profile("cpu").arch == "x86_64"
+
+
+def test_default_space_offers_each_profile_the_precisions_its_provider_runs():
+    space = load_space("default").quantize
+    offered = {
+        name: space.choices(load_profile(name).precisions)["precision_stage1"] for name in ALL
+    }
+    assert offered["cpu"] == ["float", "int8"] and offered["arm"] == ["float", "int8"]
+    assert offered["cuda"] == ["float", "fp16"]
+    assert offered["tensorrt"] == offered["jetson"] == ["float", "fp16", "int8"]
 
 
 def _one_error_line(capsys) -> str:

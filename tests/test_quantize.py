@@ -10,11 +10,13 @@ import optuna
 import pytest
 import torch
 
+from search.compress.calibration import calibrate
+from search.compress.layers import assign_groups
 from search.compress.quantize import (
     PrecisionSupport,
     QuantizeSpace,
-    assign_groups,
-    calibrate,
+    half_only,
+    needs_calibration,
     quantize,
 )
 from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
@@ -62,7 +64,10 @@ def _stored_type(model: onnx.ModelProto, weight: str) -> str:
     consumers = [n for n in model.graph.node if any(i.startswith(weight) for i in n.input)]
     for node in consumers:
         if node.op_type in ("Conv", "Gemm") and weight in node.input:
-            return "float"  # read straight from the float initializer
+            # Read straight from the initializer: float, or float16 for an fp16 group.
+            return {onnx.TensorProto.FLOAT: "float", onnx.TensorProto.FLOAT16: "float16"}[
+                inits[weight].data_type
+            ]
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:
             return onnx.TensorProto.DataType.Name(inits[node.input[0]].data_type).lower()
     raise AssertionError(f"{weight} feeds no layer")
@@ -103,6 +108,65 @@ def test_trial_config_plan_gives_each_layer_its_type(tiny: dict) -> None:
     kernels = kernel_report(q.path, PROFILE, tiny["dir"] / "model.q.opt.onnx")
     assert kernels["integer_layers"] >= 2
     assert kernels["float_layers_after_dequantize"] >= 2
+
+
+def _io_types(model: onnx.ModelProto) -> list[int]:
+    return [v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)]
+
+
+def test_fp16_groups_run_in_float16_beside_integer_and_float_ones(tiny: dict) -> None:
+    plan = {"stem": "int8", "b0": "fp16", "b1": "int4", "b2": "float", "fc": "fp16"}
+    assert needs_calibration(plan)
+    calib = calibrate(tiny["path"], tiny["x_cal"], method="minmax", cache_dir=tiny["dir"])
+    q = quantize(calib, tiny["dir"] / "mixed16.q.onnx", plan=plan, groups=GROUPS)
+    model = onnx.load(str(q.path))
+    onnx.checker.check_model(model, full_check=True)
+    assert _stored_type(model, "stem.0.weight") == "int8"
+    assert _stored_type(model, "layers.0.conv1.weight") == "float16"
+    assert _stored_type(model, "layers.0.conv2.weight") == "float16"
+    assert _stored_type(model, "layers.1.conv1.weight") == "int4"
+    assert _stored_type(model, "layers.2.conv1.weight") == "float"
+    assert _stored_type(model, "fc.weight") == "float16"
+    assert q.layer_types["layers.0.conv1.weight"] == "fp16"
+    assert q.layer_types["fc.weight"] == "fp16"
+    assert q.layer_types["layers.2.conv1.weight"] == "float"
+    # The graph's interface stays float; each fp16 group has Casts at its edges only: one in and
+    # one out for block 0 (its shortcut input is shared with conv1), one in and one out for fc.
+    assert _io_types(model) == [onnx.TensorProto.FLOAT] * 2
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 4, [n.name for n in casts]
+    # It runs on the CPU provider and is scored from its own outputs; the CPU provider has no
+    # float16 conv kernels, so its optimized graph says no layer kept float16 weights.
+    assert _accuracy(q.path, tiny) >= 0.5
+    kernels = kernel_report(q.path, PROFILE, tiny["dir"] / "mixed16.opt.onnx")
+    assert kernels["fp16_layers"] == 0 and kernels["integer_layers"] >= 1
+
+
+def test_fp16_only_plan_needs_no_calibration_and_keeps_the_outputs(
+    tiny: dict, tmp_path: Path
+) -> None:
+    plan = {"stem": "fp16", "b0": "fp16", "b1": "fp16", "b2": "fp16", "fc": "fp16"}
+    assert not needs_calibration(plan)
+    q = half_only(tiny["path"], tmp_path / "half.onnx", plan=plan, groups=GROUPS)
+    model = onnx.load(str(q.path))
+    onnx.checker.check_model(model, full_check=True)
+    assert set(q.layer_types.values()) == {"fp16"} and len(q.layer_types) == 10
+    assert _io_types(model) == [onnx.TensorProto.FLOAT] * 2
+
+    # Weights take half the bytes (the tiny file is mostly metadata, so compare the weights).
+    def weight_bytes(m: onnx.ModelProto, dtype: int) -> int:
+        return sum(len(i.raw_data) for i in m.graph.initializer if i.data_type == dtype)
+
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert weight_bytes(model, f32) == 0
+    assert weight_bytes(onnx.load(str(tiny["path"])), f32) == 2 * weight_bytes(model, f16)
+    x = tiny["x_eval"]
+    ref = run_batches(create_session(tiny["path"], PROFILE), x)
+    out = run_batches(create_session(q.path, PROFILE), x)
+    assert np.abs(out - ref).max() < 2e-2 * np.abs(ref).max()
+    assert _accuracy(q.path, tiny) >= 0.95
+    with pytest.raises(ValueError, match="integer"):
+        half_only(tiny["path"], tmp_path / "x.onnx", plan={"stem": "int8"}, groups=GROUPS)
 
 
 def test_precision_variants_reuse_one_calibration(tiny: dict, tmp_path: Path) -> None:
@@ -189,6 +253,20 @@ def test_sensitivity_pass_and_seed(tiny: dict, tmp_path: Path) -> None:
     # Only the one group is quantized in each variant.
     assert set(sens["groups"]["stem"]["layer_types"]) == {"stem.0.weight"}
     assert set(sens["groups"]["stem"]["layer_types"].values()) == {"int4"}
+    # At fp16 (a GPU profile's lowest) each variant has just that group in float16.
+    half = sensitivity_pass(
+        calib,
+        space=QuantizeSpace(groups=GROUPS, precisions=["float", "fp16"]),
+        precision="fp16",
+        activations="uint8",
+        weights="signed",
+        evaluate=lambda p: _accuracy(p, tiny),
+        out_dir=tmp_path / "fp16",
+    )
+    assert half["groups"]["b1"]["layer_types"] == {
+        f"layers.1.{c}.weight": "fp16" for c in ("conv1", "conv2", "shortcut.0")
+    }
+    assert max(g["drop"] for g in half["groups"].values()) <= 0.05
     choices = space.choices(None)
     fake = {"precision": "int4", "groups": {"stem": {"drop": 0.0}, "fc": {"drop": 0.2}}}
     assert seed_params(fake, choices=choices, tolerance=0.01) == {
@@ -196,10 +274,19 @@ def test_sensitivity_pass_and_seed(tiny: dict, tmp_path: Path) -> None:
         "precision_fc": "int8",
     }
     assert lowest_precision(["float", "int8", "int16"]) == "int8"
+    assert lowest_precision(["float", "fp16"]) == "fp16"
     assert lowest_precision(["float"]) is None
+    # On a GPU profile (float, fp16, int8) a group int8 hurts starts at fp16, not float.
+    gpu = QuantizeSpace(groups=GROUPS, precisions=["float", "fp16", "int8"]).choices(None)
+    fake = {"precision": "int8", "groups": {"stem": {"drop": 0.0}, "fc": {"drop": 0.2}}}
+    assert seed_params(fake, choices=gpu, tolerance=0.01) == {
+        "precision_stem": "int8",
+        "precision_fc": "fp16",
+    }
 
 
-def test_trial_measures_the_quantized_file(tmp_path: Path) -> None:
+def _tiny_trial(precision: dict[str, str], out_dir: Path) -> dict:
+    """Run one trial of a tiny ResNet task with ``precision``; returns its record."""
     from torch.utils.data import TensorDataset
 
     from search.config import MeasureSettings
@@ -235,13 +322,13 @@ def test_trial_measures_the_quantized_file(tmp_path: Path) -> None:
             p, profile=profile, eval_inputs=ctx.eval_inputs, latency_input=x[:1].numpy()
         ),
     )
-    cfg = TrialConfig(
-        prune_ratio=0.25,
-        epochs=1,
-        batch_size=16,
-        precision={"stem": "int8", "b0": "int8", "b1": "float", "b2": "int8", "fc": "int8"},
-    )
-    rec = run_trial(cfg, ctx=ctx, out_dir=tmp_path).record
+    cfg = TrialConfig(prune_ratio=0.25, epochs=1, batch_size=16, precision=precision)
+    return run_trial(cfg, ctx=ctx, out_dir=out_dir).record
+
+
+def test_trial_measures_the_quantized_file(tmp_path: Path) -> None:
+    plan = {"stem": "int8", "b0": "int8", "b1": "float", "b2": "int8", "fc": "int8"}
+    rec = _tiny_trial(plan, tmp_path)
     assert rec["measured_onnx"] == str(tmp_path / "model.q.onnx")
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.opt.onnx").is_file()
     assert rec["quantize"]["layer_types"]["layers.1.conv1.weight"] == "float"
@@ -249,6 +336,20 @@ def test_trial_measures_the_quantized_file(tmp_path: Path) -> None:
     assert rec["kernels"]["integer_layers"] >= 1 and rec["kernels"]["float_layers"] >= 1
     assert rec["size_mb"] * 1e6 == (tmp_path / "model.q.onnx").stat().st_size
     assert {"calibrate", "quantize", "kernels"} <= set(rec["timings_s"])
+
+
+def test_trial_with_fp16_groups_only_measures_the_float16_file(tmp_path: Path) -> None:
+    plan = {"stem": "float", "b0": "fp16", "b1": "fp16", "b2": "fp16", "fc": "fp16"}
+    rec = _tiny_trial(plan, tmp_path)
+    assert rec["measured_onnx"] == str(tmp_path / "model.q.onnx")
+    types = rec["quantize"]["layer_types"]
+    assert types["stem.0.weight"] == "float" and types["layers.2.conv1.weight"] == "fp16"
+    assert rec["quantize"]["calibration"] is None
+    assert "fp16" in rec["timings_s"] and "calibrate" not in rec["timings_s"]
+    assert not (tmp_path / "calib").exists()
+    # Measured on the CPU provider, which runs these layers in float: the record says so.
+    assert rec["kernels"]["fp16_layers"] == 0 and rec["kernels"]["float_layers"] >= 8
+    assert rec["size_mb"] * 1e6 == (tmp_path / "model.q.onnx").stat().st_size
 
 
 def test_report_renders_the_sensitivity_pass() -> None:
@@ -322,3 +423,29 @@ def test_seeded_trial_is_enqueued_again_after_an_interruption(tmp_path: Path) ->
     _quantize_references(study, None, None, tmp_path)
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == seed
+
+
+def test_groups_survive_pre_processing_of_a_transformer(tmp_path: Path) -> None:
+    """MatMul weights of an exported ViT have no module name (``val_8``): groups come from the
+    node scopes, which ONNX Runtime's pre-processing drops and calibrate() restores."""
+    from search.tasks.transformer import TinyViT
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    path = export_onnx(TinyViT(num_classes=10).eval(), x[:1], tmp_path / "vit.onnx")
+    groups = {"blocks": ["blocks"], "head": ["head"], "rest": ["*"]}
+    calib = calibrate(path, x.numpy(), method="minmax", cache_dir=tmp_path / "calib")
+    pre = onnx.load(str(calib.model))
+    owner = assign_groups(pre, groups)
+    matmuls = [owner[n.name] for n in pre.graph.node if n.op_type == "MatMul"]
+    assert matmuls and set(matmuls) == {"blocks"}, matmuls
+    plan = {"blocks": "fp16", "head": "int8", "rest": "int8"}
+    q = quantize(calib, tmp_path / "vit.q.onnx", plan=plan, groups=groups)
+    types = q.layer_types
+    assert types["head.weight"] == "int8" and types["patch.weight"] == "int8"
+    assert [t for w, t in types.items() if w not in ("head.weight", "patch.weight")] == [
+        "fp16"
+    ] * 8
+    out = run_batches(create_session(q.path, PROFILE), x.numpy())
+    ref = run_batches(create_session(path, PROFILE), x.numpy())
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()

@@ -1,13 +1,8 @@
 """Per-layer mixed-precision quantization with ONNX Runtime's own static QDQ quantizer.
 
-Calibration and quantization are separate calls, so one calibration (activation ranges of one
-float model, for one method and one set of inputs) is reused by every precision variant of that
-model: the trial's own plan, the sensitivity pass and the uniform-int8 reference.
-
-Layers are named by their PyTorch module path, which the dynamo exporter keeps (weights are
-``layers.0.conv1.weight``; every node carries ``pkg.torch.onnx.name_scopes`` metadata). A group is
-a list of patterns; a pattern matches a module and everything under it (``layers.0`` matches
-``layers.0.conv1``) and may use shell wildcards. The first group that matches a node owns it.
+Each layer group (:mod:`search.compress.layers`) gets a precision: float, fp16
+(:mod:`search.compress.fp16`), or an integer type quantized by ``quantize_static`` from one cached
+calibration of the float model (:mod:`search.compress.calibration`).
 
 Example:
     >>> space = QuantizeSpace(groups={"stem": ["stem"], "rest": ["layers", "fc"]})
@@ -17,30 +12,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from search.compress.calibration import CalibMethod, Calibration, calib_enum
+from search.compress.layers import WEIGHTED_OPS, assign_groups, weight_name
 from search.errors import ConfigError
 
-Precision = Literal["float", "int8", "int4", "int16"]
+Precision = Literal["float", "fp16", "int8", "int4", "int16"]
+# Precisions ONNX Runtime's quantizer makes (they need calibration); fp16 is a type conversion.
+INTEGER_PRECISIONS = ("int8", "int4", "int16")
 Activations = Literal["uint8", "int8", "uint16", "int16"]
 Signedness = Literal["signed", "unsigned"]
-CalibMethod = Literal["minmax", "entropy", "percentile"]
-
-# Ops whose second input is a weight that gets a per-layer type; weightless ops follow their group.
-WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": 1}
-_SCOPES = "pkg.torch.onnx.name_scopes"
 
 
 class _Strict(BaseModel):
@@ -65,7 +52,8 @@ class QuantizeSpace(_Strict):
         groups: Group name -> module patterns. Each group is one searched dimension; the default
             one group keeps a model of unknown layout to a single uniform choice.
         precisions: Choices per group; ``int4``/``int16`` quantize weights to that width with
-            activations at ``activations``' type; ``float`` leaves the layer unquantized.
+            activations at ``activations``' type; ``fp16`` stores and runs the group in float16
+            (no calibration); ``float`` leaves the layer unquantized.
         calibration: Calibration methods to search (ONNX Runtime's MinMax, Entropy, Percentile).
         activations: Activation types to search (signedness and 8/16 bits).
         weights: Weight signedness to search.
@@ -105,7 +93,7 @@ class QuantizeSpace(_Strict):
             ConfigError: when nothing the space asks for is supported for some parameter.
         """
         support = support or PrecisionSupport(
-            layer=["float", "int8", "int4", "int16"],
+            layer=list(get_args(Precision)),
             activations=["uint8", "int8", "uint16", "int16"],
             weights=["signed", "unsigned"],
         )
@@ -135,127 +123,6 @@ def check_combination(activations: str, weights: str) -> None:
             "int8 activations with unsigned weights are not supported by ONNX Runtime; "
             "use uint8 activations or signed weights"
         )
-
-
-# ------------------------------------------------------------------------------ layer mapping
-
-
-def _matches(key: str, pattern: str) -> bool:
-    return fnmatchcase(key, pattern) or fnmatchcase(key, pattern + ".*")
-
-
-def weight_name(node: Any, initializers: set[str]) -> str | None:
-    """The initializer holding ``node``'s weight, or None for weightless nodes."""
-    if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
-        return node.input[1]
-    return None
-
-
-def _keys(node: Any, initializers: set[str]) -> list[str]:
-    """Module paths a node belongs to: its weight's module first, then its name scopes."""
-    keys = []
-    weight = weight_name(node, initializers)
-    if weight is not None:
-        keys.append(weight.rsplit(".", 1)[0] if "." in weight else weight)
-    for prop in node.metadata_props:
-        if prop.key == _SCOPES:
-            # The last scope is the op itself (``relu_1``), the empty one is the root module.
-            scopes = [s for s in json.loads(prop.value.replace("'", '"'))[:-1] if s]
-            keys.extend(reversed(scopes))
-    return keys or [node.name]
-
-
-def assign_groups(model: Any, groups: Mapping[str, list[str]]) -> dict[str, str | None]:
-    """Node name -> the first group whose patterns match it (None when none does)."""
-    inits = {i.name for i in model.graph.initializer}
-    out: dict[str, str | None] = {}
-    for node in model.graph.node:
-        keys = _keys(node, inits)
-        out[node.name] = next(
-            (g for g, pats in groups.items() if any(_matches(k, p) for k in keys for p in pats)),
-            None,
-        )
-    return out
-
-
-# -------------------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Activation ranges of one pre-processed float model for one method and one input set."""
-
-    model: Path  # the float model after quant_pre_process; every variant quantizes this file
-    ranges: Path  # ONNX Runtime's calibration cache (TensorsData as JSON)
-    method: CalibMethod
-    key: str
-    computed: bool  # False when the ranges came from the cache
-
-
-_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-
-
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(hashlib.sha256(p).digest())
-    return h.hexdigest()[:16]
-
-
-class _Reader:
-    """ONNX Runtime CalibrationDataReader over a numpy batch, in fixed-size chunks."""
-
-    def __init__(self, name: str, inputs: np.ndarray, batch: int = 32) -> None:
-        self._it: Iterator[dict[str, np.ndarray]] = iter(
-            {name: inputs[i : i + batch]} for i in range(0, len(inputs), batch)
-        )
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-
-def calibrate(
-    onnx_path: Path | str, inputs: np.ndarray, *, method: CalibMethod, cache_dir: Path
-) -> Calibration:
-    """Pre-process ``onnx_path`` and compute its activation ranges, or load them from the cache.
-
-    The cache key is the hash of the float model, the calibration inputs and the method, so the
-    ranges are computed once per float model and reused by every precision variant of it.
-    """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator, quant_pre_process
-    from onnxruntime.quantization.calibrate import save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    if method not in _METHODS:
-        raise ConfigError(f"unknown calibration method {method!r}: use one of {list(_METHODS)}")
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    model_key = _digest(Path(onnx_path).read_bytes())
-    pre = cache_dir / f"{model_key}.pre.onnx"
-    if not pre.is_file():
-        # Shape inference and graph clean-up that ONNX Runtime's quantizer expects; it keeps
-        # opset 21 (checked in tests), so int4 and int8 weights mix in standard Q/DQ nodes.
-        quant_pre_process(str(onnx_path), str(pre))
-    key = _digest(pre.read_bytes(), inputs.tobytes(), str(inputs.shape).encode(), method.encode())
-    ranges = cache_dir / f"{key}.{method}.calib.json"
-    if ranges.is_file():
-        return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=False)
-    input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
-        calibrator = create_calibrator(
-            pre,
-            list(set(QLinearOpsRegistry) | set(QDQRegistry)),  # what quantize_static calibrates
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
-        )
-        # The histogram calibrators print progress to stdout; keep the study's console clean.
-        with contextlib.redirect_stdout(io.StringIO()):
-            calibrator.collect_data(_Reader(input_name, inputs))
-            save_tensors_data(calibrator.compute_data(), ranges)
-        del calibrator
-    return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=True)
 
 
 # ------------------------------------------------------------------------------- quantization
@@ -293,8 +160,58 @@ def _weight_axis(node: Any) -> int:
 
 
 def is_quantized(plan: Mapping[str, str]) -> bool:
-    """Whether any group of ``plan`` asks for a quantized precision."""
+    """Whether any group of ``plan`` asks for a precision other than float (fp16 included)."""
     return any(p != "float" for p in plan.values())
+
+
+def needs_calibration(plan: Mapping[str, str]) -> bool:
+    """Whether any group of ``plan`` is quantized to integers (fp16 alone needs no ranges)."""
+    return any(p in INTEGER_PRECISIONS for p in plan.values())
+
+
+def _check_plan(plan: Mapping[str, str], groups: Mapping[str, list[str]]) -> None:
+    unknown = set(plan) - set(groups)
+    if unknown:
+        raise ConfigError(f"precision plan names unknown groups {sorted(unknown)}")
+
+
+def _half(
+    model: Any, out_path: Path | str, owner: Mapping[str, str | None], plan: Mapping[str, str]
+) -> Any:
+    """Save ``model`` with the nodes of the plan's fp16 groups in float16; returns it."""
+    import onnx
+
+    from search.compress.fp16 import half_nodes
+
+    half = {name for name, group in owner.items() if group and plan.get(group) == "fp16"}
+    if half:
+        model = half_nodes(model, half)
+    onnx.save(model, str(out_path))
+    return model
+
+
+def half_only(
+    onnx_path: Path | str,
+    out_path: Path | str,
+    *,
+    plan: Mapping[str, str],
+    groups: Mapping[str, list[str]],
+) -> QuantizeResult:
+    """Write ``onnx_path`` with the plan's fp16 groups in float16 and the rest float.
+
+    For plans without integer precisions: nothing is calibrated or quantized.
+    """
+    import onnx
+
+    _check_plan(plan, groups)
+    if needs_calibration(plan):
+        raise ValueError("half_only() takes plans without integer precisions; use quantize()")
+    model = onnx.load(str(onnx_path))
+    owner = assign_groups(model, groups)
+    model = _half(model, out_path, owner, plan)
+    return QuantizeResult(
+        path=Path(out_path), layer_types=layer_types(model), groups=owner, excluded=[]
+    )
 
 
 def quantize(
@@ -311,15 +228,17 @@ def quantize(
 
     ``plan`` maps each group to a precision: ``float`` nodes are excluded from quantization,
     ``int4``/``int16`` set the group's weights through ONNX Runtime's tensor overrides, ``int8``
-    uses the default 8-bit weights. Calibration ranges come from ``calibration``; this call never
-    runs calibration itself (it passes no data reader).
+    uses the default 8-bit weights; ``fp16`` nodes are excluded too and then converted to float16
+    in the quantized graph (:mod:`search.compress.fp16`). Nodes outside every group are int8
+    under ``ungrouped="quantize"`` when the plan has an integer precision. Calibration ranges
+    come from ``calibration``; this call never runs calibration itself (it passes no reader).
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    unknown = set(plan) - set(groups)
-    if unknown:
-        raise ConfigError(f"precision plan names unknown groups {sorted(unknown)}")
+    _check_plan(plan, groups)
+    if not needs_calibration(plan):
+        return half_only(calibration.model, out_path, plan=plan, groups=groups)
     signed = weights == "signed"
     model = onnx.load(str(calibration.model))
     inits = {i.name for i in model.graph.initializer}
@@ -330,9 +249,9 @@ def quantize(
         precision = (
             plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
         )
-        if precision == "float":
+        if precision in ("float", "fp16"):
             if not node.name:
-                raise ConfigError(f"an unnamed {node.op_type} node cannot be left float")
+                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
             excluded.append(node.name)
             continue
         weight = weight_name(node, inits)
@@ -350,27 +269,21 @@ def quantize(
             activations.lstrip("u").removeprefix("int"), not activations.startswith("u")
         ),
         weight_type=_qtype("8", signed),
-        calibrate_method=_calib_enum(calibration.method),
+        calibrate_method=calib_enum(calibration.method),
         nodes_to_exclude=excluded,
         extra_options={"TensorQuantOverrides": overrides} if overrides else {},
     )
-    q = onnx.load(str(out_path))
+    q = _half(onnx.load(str(out_path)), out_path, owner, plan)
     return QuantizeResult(
         path=Path(out_path), layer_types=layer_types(q), groups=owner, excluded=excluded
     )
 
 
-def _calib_enum(method: str) -> Any:
-    from onnxruntime.quantization import CalibrationMethod
-
-    return getattr(CalibrationMethod, _METHODS[method])
-
-
 def layer_types(model: Any) -> dict[str, str]:
     """Weight name -> the element type its layer computes with in ``model`` (a QDQ graph).
 
-    A weight fed to its op directly is ``float``; one fed through DequantizeLinear is the type of
-    the stored integer initializer (``int8``, ``int4``, ...).
+    A weight fed to its op directly is ``float`` (``fp16`` when stored as float16); one fed
+    through DequantizeLinear is the type of the stored integer initializer (``int8``, ...).
     """
     import onnx
 
@@ -382,8 +295,9 @@ def layer_types(model: Any) -> dict[str, str]:
             continue
         src = node.input[1]
         if src in inits:
-            out[src] = onnx.helper.tensor_dtype_to_np_dtype(inits[src].data_type).name
-            out[src] = "float" if out[src].startswith("float") else out[src]
+            dtype = inits[src].data_type
+            name = src.removesuffix("_fp16")  # a float16 copy of a weight shared with float
+            out[name] = "fp16" if dtype == onnx.TensorProto.FLOAT16 else "float"
             continue
         dq = producers.get(src)
         if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:

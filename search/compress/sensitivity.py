@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from search.compress.quantize import Calibration, QuantizeSpace, quantize
+from search.compress.calibration import Calibration
+from search.compress.quantize import QuantizeSpace, quantize
 
-# Lower index = fewer bits; the sensitivity pass uses the lowest one the profile allows.
-_BY_BITS = ["int4", "int8", "int16"]
+# Lower index = fewer bits (fp16 before int16: on GPUs it is the next step after int8); the
+# sensitivity pass uses the lowest one the profile allows.
+_BY_BITS = ["int4", "int8", "fp16", "int16"]
 
 
 def lowest_precision(choices: list[str]) -> str | None:
@@ -104,7 +106,7 @@ def study_references(onnx_path: Path, *, ctx: Any, out_dir: Path) -> dict[str, A
     calibration of ``onnx_path``. Returns plain data: ``sensitivity``, ``int8`` (a trial-like
     record) and ``seed`` (Optuna params for one seeded trial).
     """
-    from search.compress.quantize import calibrate
+    from search.compress.calibration import calibrate
     from search.measure import run_batches
     from search.measure.kernels import kernel_report
     from search.measure.runtime import create_session

@@ -93,6 +93,8 @@ def optimized_graph(path: Path | str, profile: Any, out_path: Path | str) -> Pat
 def count_kernels(model: Any) -> dict[str, Any]:
     """Counts of integer kernels and float layer ops in an optimized graph (a ModelProto).
 
+    ``float_layers`` counts floating-point layer ops of any width; ``fp16_layers`` those of them
+    whose weight the provider kept in float16.
     ``float_layers_after_dequantize`` are float layer ops with an input (weight or activation)
     from a DequantizeLinear, seen through layout changes: DequantizeLinear + float op, where the
     file asked for quantization (or a float layer sits between quantized ones).
@@ -109,11 +111,17 @@ def count_kernels(model: Any) -> dict[str, Any]:
     ops = Counter(n.op_type for n in model.graph.node)
     float_layers = [n for n in model.graph.node if n.op_type in FLOAT_LAYER_OPS]
     after_dq = [n for n in float_layers if any(dequantized(i) for i in n.input)]
+    # A layer runs in float16 when the provider kept its weight in float16; the CPU provider
+    # casts float16 layers it has no kernel for back to float, and folds the weight to float.
+    f16 = onnx.TensorProto.FLOAT16
+    half_inits = {i.name for i in model.graph.initializer if i.data_type == f16}
+    half = [n for n in float_layers if len(n.input) > 1 and n.input[1] in half_inits]
     return {
         "integer_kernels": sum(ops[o] for o in INTEGER_OPS),
         "integer_layers": sum(ops[o] for o in INTEGER_LAYER_OPS),
         "float_layers": len(float_layers),
         "float_layers_after_dequantize": len(after_dq),
+        "fp16_layers": len(half),
         "dequantize_nodes": ops["DequantizeLinear"],
         "quantize_nodes": ops["QuantizeLinear"],
         "ops": dict(sorted(ops.items())),

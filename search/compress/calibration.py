@@ -1,0 +1,147 @@
+"""Calibration of a float ONNX model with ONNX Runtime's calibrators, cached and reused.
+
+Calibration and quantization are separate calls, so one calibration (activation ranges of one
+float model, for one method and one set of inputs) is reused by every precision variant of that
+model: the trial's own plan, the sensitivity pass and the uniform-int8 reference.
+
+Example:
+    >>> calib = calibrate("model.onnx", inputs, method="minmax", cache_dir=Path("calib"))
+    >>> calib.computed  # False when the same model, inputs and method were calibrated before
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from search.compress.layers import SCOPES
+from search.errors import ConfigError
+
+CalibMethod = Literal["minmax", "entropy", "percentile"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Activation ranges of one pre-processed float model for one method and one input set."""
+
+    model: Path  # the float model after quant_pre_process; every variant quantizes this file
+    ranges: Path  # ONNX Runtime's calibration cache (TensorsData as JSON)
+    method: CalibMethod
+    key: str
+    computed: bool  # False when the ranges came from the cache
+
+
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:16]
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over a numpy batch, in fixed-size chunks."""
+
+    def __init__(self, name: str, inputs: np.ndarray, batch: int = 32) -> None:
+        self._it: Iterator[dict[str, np.ndarray]] = iter(
+            {name: inputs[i : i + batch]} for i in range(0, len(inputs), batch)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def _restore_scopes(source: Path, pre: Path) -> None:
+    """Give the pre-processed model's nodes back the module scopes groups are matched by.
+
+    ``quant_pre_process`` keeps node names but drops node metadata, so a layer whose weight has
+    no module name (a transposed MatMul weight is ``val_8``) would leave its group. Nodes it
+    created (a Transpose it split out) borrow the scopes of a neighbour: the first consumer of
+    their output, else the producer of their input.
+    """
+    import onnx
+
+    src = onnx.load(str(source), load_external_data=False)
+    scopes = {n.name: p.value for n in src.graph.node for p in n.metadata_props if p.key == SCOPES}
+    model = onnx.load(str(pre))
+    nodes = list(model.graph.node)
+    found = {n.name: scopes[n.name] for n in nodes if n.name in scopes}
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    producer = {o: n.name for n in nodes for o in n.output}
+    for n in nodes:
+        if n.name in found:
+            continue
+        near = [c for o in n.output for c in consumers.get(o, [])]
+        near += [producer[i] for i in n.input if i in producer]
+        borrowed = next((found[m] for m in near if m in found), None)
+        if borrowed is not None:
+            found[n.name] = borrowed
+    for n in nodes:
+        if n.name in found and not any(p.key == SCOPES for p in n.metadata_props):
+            n.metadata_props.add(key=SCOPES, value=found[n.name])
+    onnx.save(model, str(pre))
+
+
+def calibrate(
+    onnx_path: Path | str, inputs: np.ndarray, *, method: CalibMethod, cache_dir: Path
+) -> Calibration:
+    """Pre-process ``onnx_path`` and compute its activation ranges, or load them from the cache.
+
+    The cache key is the hash of the float model, the calibration inputs and the method, so the
+    ranges are computed once per float model and reused by every precision variant of it.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator, quant_pre_process
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}: use one of {list(METHODS)}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    model_key = _digest(Path(onnx_path).read_bytes())
+    pre = cache_dir / f"{model_key}.pre.onnx"
+    if not pre.is_file():
+        # Shape inference and graph clean-up that ONNX Runtime's quantizer expects; it keeps
+        # opset 21 (checked in tests), so int4 and int8 weights mix in standard Q/DQ nodes.
+        quant_pre_process(str(onnx_path), str(pre))
+        _restore_scopes(Path(onnx_path), pre)
+    key = _digest(pre.read_bytes(), inputs.tobytes(), str(inputs.shape).encode(), method.encode())
+    ranges = cache_dir / f"{key}.{method}.calib.json"
+    if ranges.is_file():
+        return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=False)
+    input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        calibrator = create_calibrator(
+            pre,
+            list(set(QLinearOpsRegistry) | set(QDQRegistry)),  # what quantize_static calibrates
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+        )
+        # The histogram calibrators print progress to stdout; keep the study's console clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(_Reader(input_name, inputs))
+            save_tensors_data(calibrator.compute_data(), ranges)
+        del calibrator
+    return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=True)
+
+
+def calib_enum(method: str) -> Any:
+    """ONNX Runtime's CalibrationMethod for one of our method names."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return getattr(CalibrationMethod, METHODS[method])

@@ -1,0 +1,59 @@
+"""Which layer group an ONNX node belongs to, by the PyTorch module it came from.
+
+Layers are named by their PyTorch module path, which the dynamo exporter keeps (weights are
+``layers.0.conv1.weight``; every node carries ``pkg.torch.onnx.name_scopes`` metadata). A group is
+a list of patterns; a pattern matches a module and everything under it (``layers.0`` matches
+``layers.0.conv1``) and may use shell wildcards. The first group that matches a node owns it.
+
+Example:
+    >>> owner = assign_groups(onnx.load("model.onnx"), {"stem": ["stem"], "rest": ["*"]})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from typing import Any
+
+# Ops whose second input is a weight that gets a per-layer type; weightless ops follow their group.
+WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": 1}
+SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def _matches(key: str, pattern: str) -> bool:
+    return fnmatchcase(key, pattern) or fnmatchcase(key, pattern + ".*")
+
+
+def weight_name(node: Any, initializers: set[str]) -> str | None:
+    """The initializer holding ``node``'s weight, or None for weightless nodes."""
+    if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
+        return node.input[1]
+    return None
+
+
+def _keys(node: Any, initializers: set[str]) -> list[str]:
+    """Module paths a node belongs to: its weight's module first, then its name scopes."""
+    keys = []
+    weight = weight_name(node, initializers)
+    if weight is not None:
+        keys.append(weight.rsplit(".", 1)[0] if "." in weight else weight)
+    for prop in node.metadata_props:
+        if prop.key == SCOPES:
+            # The last scope is the op itself (``relu_1``), the empty one is the root module.
+            scopes = [s for s in json.loads(prop.value.replace("'", '"'))[:-1] if s]
+            keys.extend(reversed(scopes))
+    return keys or [node.name]
+
+
+def assign_groups(model: Any, groups: Mapping[str, list[str]]) -> dict[str, str | None]:
+    """Node name -> the first group whose patterns match it (None when none does)."""
+    inits = {i.name for i in model.graph.initializer}
+    out: dict[str, str | None] = {}
+    for node in model.graph.node:
+        keys = _keys(node, inits)
+        out[node.name] = next(
+            (g for g, pats in groups.items() if any(_matches(k, p) for k in keys for p in pats)),
+            None,
+        )
+    return out
