@@ -311,13 +311,15 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         trial.set_constraint(key, value)  # samplers treat > 0 as infeasible
     trial.set_user_attr("duration_s", round(time.perf_counter() - started, 2))
     study.tell(trial, [result.accuracy, result.latency_ms])
-    n_int = rec["kernels"].get("integer_layers", "?")
+    kernels = f"{rec['kernels'].get('integer_layers', '?')} integer"
+    if "fp16" in cfg.precision.values():  # did the provider keep them in float16?
+        kernels += f", {rec['kernels'].get('fp16_layers', '?')} fp16"
     speed = baseline["latency_p50_ms"] / result.latency_ms if result.latency_ms else float("nan")
     console.print(
         f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
         f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
         f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune_ratio:.2f}, "
-        f"{cfg.epochs} epoch(s), {n_int} integer layer kernel(s), "
+        f"{cfg.epochs} epoch(s), {kernels} layer kernel(s), "
         f"{time.perf_counter() - started:.1f} s"
     )
 
