@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from search.compress.layers import SCOPES
+from search.compress.layers import SCOPES, name_nodes
 from search.errors import ConfigError
 
 CalibMethod = Literal["minmax", "entropy", "percentile"]
+_PRE_VERSION = b"scopes-v1"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def _restore_scopes(source: Path, pre: Path) -> None:
     for n in nodes:
         if n.name in found and not any(p.key == SCOPES for p in n.metadata_props):
             n.metadata_props.add(key=SCOPES, value=found[n.name])
+    name_nodes(model)  # after the scopes (matched by the original names): groups need names
     onnx.save(model, str(pre))
 
 
@@ -113,13 +116,17 @@ def calibrate(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    model_key = _digest(Path(onnx_path).read_bytes())
+    # The version tag keeps files pre-processed by older code (without scopes) out of use.
+    model_key = _digest(Path(onnx_path).read_bytes(), _PRE_VERSION)
     pre = cache_dir / f"{model_key}.pre.onnx"
     if not pre.is_file():
         # Shape inference and graph clean-up that ONNX Runtime's quantizer expects; it keeps
         # opset 21 (checked in tests), so int4 and int8 weights mix in standard Q/DQ nodes.
-        quant_pre_process(str(onnx_path), str(pre))
-        _restore_scopes(Path(onnx_path), pre)
+        # Written under a temporary name: a crash never leaves a half-made file in the cache.
+        tmp = pre.with_suffix(f".{os.getpid()}.tmp")
+        quant_pre_process(str(onnx_path), str(tmp))
+        _restore_scopes(Path(onnx_path), tmp)
+        tmp.replace(pre)
     key = _digest(pre.read_bytes(), inputs.tobytes(), str(inputs.shape).encode(), method.encode())
     ranges = cache_dir / f"{key}.{method}.calib.json"
     if ranges.is_file():

@@ -32,7 +32,27 @@ def _library() -> tuple[set[str], dict[str, list[int]], Any]:
         convert_tensor_float_to_float16,
     )
 
-    return set(DEFAULT_OP_BLOCK_LIST), dict(ALWAYS_FLOAT_INPUTS), convert_tensor_float_to_float16
+    return (
+        set(DEFAULT_OP_BLOCK_LIST) | _ALSO_FLOAT,
+        dict(ALWAYS_FLOAT_INPUTS),
+        convert_tensor_float_to_float16,
+    )
+
+
+# Kept float as well: ops with subgraphs (their bodies would need converting too) and ops whose
+# output type is an attribute this module does not rewrite.
+_ALSO_FLOAT = {
+    "If",
+    "Loop",
+    "Scan",
+    "EyeLike",
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "Multinomial",
+    "Bernoulli",
+    "SequenceEmpty",
+}
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -44,20 +64,48 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+def _subgraph_reads(node: Any) -> set[str]:
+    """Every tensor name read inside ``node``'s subgraphs (outer-scope reads among them)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+            for n in sub.node:
+                names.update(n.input)
+                names |= _subgraph_reads(n)
+    return names
+
+
+class _Names:
+    """Fresh tensor and node names that clash with nothing in the graph."""
+
+    def __init__(self, g: Any) -> None:
+        self.used = {i.name for i in (*g.input, *g.output, *g.initializer, *g.value_info)}
+        for n in g.node:
+            self.used.update((*n.input, *n.output, n.name))
+
+    def new(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.used:
+            name, k = f"{base}_{k}", k + 1
+        self.used.add(name)
+        return name
+
+
 def half_nodes(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
     """A copy of ``model`` where the nodes named in ``nodes`` compute in float16.
 
     Their float initializers are stored as float16 (a copy is made when a node outside shares
-    one), float ``Constant``/``Cast`` nodes among them produce float16, every float tensor that
-    enters them from outside passes one Cast to float16, and every float tensor they hand to the
-    rest of the graph (or to the graph outputs) one Cast back to float, so the graph's interface
-    and everything outside keep their types. Ops ONNX Runtime's converter keeps in float (its
-    op block list) and non-ONNX-domain nodes stay float.
+    one), float ``Constant``/``ConstantOfShape``/``Cast`` nodes among them produce float16, every
+    float tensor that enters them from outside passes one Cast to float16, and every float tensor
+    they hand to the rest of the graph (or to the graph outputs) one Cast back to float, so the
+    graph's interface and everything outside keep their types. Ops ONNX Runtime's converter keeps
+    in float (its op block list), ops with subgraphs and non-ONNX-domain nodes stay float.
     """
     block, always_float, to_half = _library()
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     types = _elem_types(model)
+    names = _Names(g)
     wanted = set(nodes)
     island = [
         n
@@ -66,9 +114,11 @@ def half_nodes(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
     ]
     island_ids = {id(n) for n in island}
     produced = {o for n in island for o in n.output if o}
-    consumers_outside = {i for n in g.node if id(n) not in island_ids for i in n.input} | {
-        o.name for o in g.output
-    }
+    outside = [n for n in g.node if id(n) not in island_ids]
+    consumers_outside = {i for n in outside for i in n.input} | {o.name for o in g.output}
+    for n in outside:
+        consumers_outside |= _subgraph_reads(n)
+    graph_inputs = {i.name for i in g.input}
     inits = {i.name: i for i in g.initializer}
     init_users: dict[str, list[Any]] = {}
     for n in g.node:
@@ -79,14 +129,22 @@ def half_nodes(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
     def is_float(name: str) -> bool:
         return types.get(name) == _FLOAT
 
-    # Island outputs that leave it: the producer writes <name>_fp16, a Cast restores <name>.
-    leaving = {t for t in produced if is_float(t) and t in consumers_outside}
-    half_name = {t: f"{t}_fp16" for t in leaving}
+    # Island outputs that leave it: the producer writes a float16 copy, a Cast restores the name.
+    half_name = {
+        t: names.new(f"{t}_fp16") for t in produced if is_float(t) and t in consumers_outside
+    }
     entering: dict[str, str] = {}  # outside float tensor -> its float16 copy
     back: dict[str, str] = {}  # inside float16 tensor -> its float copy for always-float inputs
+    halved: dict[str, str] = {}  # float initializer -> the float16 one island nodes read
     after: dict[int, list[Any]] = {}  # id(producer) -> Cast nodes to place right after it
     first: list[Any] = []  # Casts of graph inputs, placed before every node
     producer = {o: n for n in g.node for o in n.output}
+
+    def cast(src: str, dst: str, to: int) -> str:
+        node = helper.make_node("Cast", [src], [dst], to=to, name=names.new(f"{dst}_cast"))
+        maker = producer.get(src)
+        (after.setdefault(id(maker), []) if maker is not None else first).append(node)
+        return dst
 
     for node in island:
         _fix_types(node, to_half)
@@ -98,33 +156,37 @@ def half_nodes(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
                 # A float16 value where the op requires float: read the float copy.
                 if name in produced and name not in half_name:
                     if name not in back:
-                        back[name] = _cast(name, f"{name}_fp32", _FLOAT, producer, after, first)
+                        back[name] = cast(name, names.new(f"{name}_fp32"), _FLOAT)
                     node.input[idx] = back[name]
                 continue
             if name in produced:
                 node.input[idx] = half_name.get(name, name)
-            elif name in inits:
-                node.input[idx] = _half_initializer(
-                    g, inits[name], init_users[name], island_ids, to_half, always_float
-                )
+            elif name in inits and name not in graph_inputs:
+                if name not in halved:
+                    shared = any(
+                        id(u) not in island_ids
+                        or any(
+                            i == name and k in always_float.get(u.op_type, [])
+                            for k, i in enumerate(u.input)
+                        )
+                        for u in init_users[name]
+                    )
+                    halved[name] = _half_initializer(g, inits[name], shared, to_half, names)
+                node.input[idx] = halved[name]
             else:
                 if name not in entering:
-                    entering[name] = _cast(name, f"{name}_fp16in", _HALF, producer, after, first)
+                    entering[name] = cast(name, names.new(f"{name}_fp16in"), _HALF)
                 node.input[idx] = entering[name]
         for idx, name in enumerate(node.output):
             if name in half_name:
                 node.output[idx] = half_name[name]
-                cast = helper.make_node(
-                    "Cast", [half_name[name]], [name], to=_FLOAT, name=f"{name}_fp16_to_fp32"
+                back_node = helper.make_node(
+                    "Cast", [half_name[name]], [name], to=_FLOAT, name=names.new(f"{name}_cast")
                 )
-                after.setdefault(id(node), []).append(cast)
+                after.setdefault(id(node), []).append(back_node)
 
     # Types changed inside the island and of its weights: drop their stale value_info.
-    stale = (
-        produced
-        | set(half_name.values())
-        | {i.name for i in g.initializer if i.data_type == _HALF}
-    )
+    stale = produced | set(half_name.values()) | set(halved.values())
     kept = [v for v in g.value_info if v.name not in stale]
     del g.value_info[:]
     g.value_info.extend(kept)
@@ -137,56 +199,32 @@ def half_nodes(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
     return model
 
 
-def _cast(
-    src: str,
-    dst: str,
-    to: int,
-    producer: dict[str, Any],
-    after: dict[int, list[Any]],
-    first: list[Any],
-) -> str:
-    """Add a Cast ``src`` -> ``dst`` right after ``src``'s producer; returns ``dst``."""
-    node = helper.make_node("Cast", [src], [dst], to=to, name=f"{dst}_cast")
-    maker = producer.get(src)
-    (after.setdefault(id(maker), []) if maker is not None else first).append(node)
-    return dst
-
-
-def _half_initializer(
-    g: Any,
-    init: Any,
-    users: list[Any],
-    island_ids: set[int],
-    to_half: Any,
-    always_float: dict[str, list[int]],
-) -> str:
-    """Store ``init`` as float16; keep a float original when a node outside still reads it."""
-    shared = any(
-        id(u) not in island_ids
-        or any(
-            i == init.name and k in always_float.get(u.op_type, []) for k, i in enumerate(u.input)
-        )
-        for u in users
-    )
+def _half_initializer(g: Any, init: Any, shared: bool, to_half: Any, names: _Names) -> str:
+    """Store ``init`` as float16, or add a float16 copy when a float reader still needs it."""
     if not shared:
-        if init.data_type == _FLOAT:
-            init.CopyFrom(to_half(init))
+        init.CopyFrom(to_half(init))
         return init.name
-    name = f"{init.name}_fp16"
-    if not any(i.name == name for i in g.initializer):
-        copy = onnx.TensorProto()
-        copy.CopyFrom(init)  # the library converts in place
-        copy = to_half(copy)
-        copy.name = name
-        g.initializer.append(copy)
-    return name
+    copy = onnx.TensorProto()
+    copy.CopyFrom(init)  # the library converts in place
+    copy = to_half(copy)
+    copy.name = names.new(f"{init.name}_fp16")
+    g.initializer.append(copy)
+    return copy.name
 
 
 def _fix_types(node: Any, to_half: Any) -> None:
     """Float-producing attributes of an island node produce float16 instead."""
+    if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+        zero = helper.make_tensor("value", _HALF, [1], [0.0])
+        node.attribute.append(helper.make_attribute("value", zero))  # the default is float zeros
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == _FLOAT:
             attr.i = _HALF
         elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value":
             if attr.t.data_type == _FLOAT:
                 attr.t.CopyFrom(to_half(attr.t))
+        elif node.op_type == "Constant" and attr.name in ("value_float", "value_floats"):
+            values = [attr.f] if attr.name == "value_float" else list(attr.floats)
+            dims = [] if attr.name == "value_float" else [len(values)]
+            tensor = to_half(helper.make_tensor("value", _FLOAT, dims, values))
+            attr.CopyFrom(helper.make_attribute("value", tensor))

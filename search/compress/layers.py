@@ -46,6 +46,24 @@ def _keys(node: Any, initializers: set[str]) -> list[str]:
     return keys or [node.name]
 
 
+def name_nodes(model: Any) -> int:
+    """Give unnamed nodes and repeated names unique ones (groups are keyed by node name).
+
+    Returns how many nodes were renamed.
+    """
+    seen: set[str] = set()
+    renamed = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            base = f"{node.name or node.op_type}_{i}"
+            name, k = base, 1
+            while name in seen:
+                name, k = f"{base}_{k}", k + 1
+            node.name, renamed = name, renamed + 1
+        seen.add(node.name)
+    return renamed
+
+
 def assign_groups(model: Any, groups: Mapping[str, list[str]]) -> dict[str, str | None]:
     """Node name -> the first group whose patterns match it (None when none does)."""
     inits = {i.name for i in model.graph.initializer}

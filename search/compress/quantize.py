@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from search.compress.calibration import CalibMethod, Calibration, calib_enum
-from search.compress.layers import WEIGHTED_OPS, assign_groups, weight_name
+from search.compress.layers import WEIGHTED_OPS, assign_groups, name_nodes, weight_name
 from search.errors import ConfigError
 
 Precision = Literal["float", "fp16", "int8", "int4", "int16"]
@@ -207,6 +207,7 @@ def half_only(
     if needs_calibration(plan):
         raise ValueError("half_only() takes plans without integer precisions; use quantize()")
     model = onnx.load(str(onnx_path))
+    name_nodes(model)
     owner = assign_groups(model, groups)
     model = _half(model, out_path, owner, plan)
     return QuantizeResult(
@@ -296,7 +297,9 @@ def layer_types(model: Any) -> dict[str, str]:
         src = node.input[1]
         if src in inits:
             dtype = inits[src].data_type
-            name = src.removesuffix("_fp16")  # a float16 copy of a weight shared with float
+            # A float16 copy of a weight a float node shares is named <weight>_fp16.
+            stem = src.rsplit("_fp16", 1)[0]
+            name = stem if stem in inits and stem != src else src
             out[name] = "fp16" if dtype == onnx.TensorProto.FLOAT16 else "float"
             continue
         dq = producers.get(src)
