@@ -6,6 +6,7 @@ profile's first batch size. Everything else a trial measured is in its user attr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -57,6 +58,15 @@ class StudySpec:
         }
         if self.task_options:
             settings["task_options"] = {k: str(v) for k, v in sorted(self.task_options.items())}
+        # What the files say, not where they lie: an edited space or profile is another study.
+        # Left out: words, the default trial count, and the agent's address (it may move).
+        ignore: dict[str, Any] = {"name": True, "path": True, "description": True}
+        for key, model, more in (
+            ("space_digest", self.space, {"search": {"trials"}}),
+            ("profile_digest", self.profile, {"agent": True}),
+        ):
+            text = model.model_dump_json(exclude={**ignore, **more})
+            settings[key] = hashlib.sha256(text.encode()).hexdigest()[:12]
         return settings
 
 
@@ -118,15 +128,23 @@ def open_study(spec: StudySpec, *, create: bool) -> optuna.Study:
             study.set_user_attr(
                 "sources", {"space": spec.space.path, "profile": spec.profile.path}
             )
-        elif old != spec.settings():
-            new = spec.settings()
-            diff = ", ".join(
-                f"{k}={old.get(k)!r}" for k in {**old, **new} if old.get(k) != new.get(k)
-            )
-            raise SearchError(
-                f"study {spec.study_name!r} was created with {diff}; resume it with the same "
-                "settings or pick a new name with --study"
-            )
+        else:
+            # Studies made before a setting was recorded are compared on what they recorded.
+            new = {
+                k: v for k, v in spec.settings().items() if k in old or not k.endswith("_digest")
+            }
+            changed = [k for k in {**old, **new} if old.get(k) != new.get(k)]
+            if changed:
+                diff = ", ".join(
+                    f"a different {k.removesuffix('_digest')} file's content"
+                    if k.endswith("_digest")
+                    else f"{k}={old.get(k)!r}"
+                    for k in changed
+                )
+                raise SearchError(
+                    f"study {spec.study_name!r} was created with {diff}; resume it with the "
+                    "same settings or pick a new name with --study"
+                )
     return study
 
 
@@ -273,12 +291,13 @@ def _one_trial(study, spec, ctx, artifacts, baseline, bars, epoch_bar, run_trial
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
         bars.update(
-            epoch_bar, total=cfg.epochs, completed=0, visible=True,
+            epoch_bar,
+            total=cfg.epochs,
+            completed=0,
+            visible=True,
             description=f"trial {trial.number} epoch 0",
         )
-        result = run_trial(
-            cfg, ctx=ctx, out_dir=artifacts / str(trial.number), on_epoch=on_epoch
-        )
+        result = run_trial(cfg, ctx=ctx, out_dir=artifacts / str(trial.number), on_epoch=on_epoch)
     except optuna.TrialPruned as e:
         trial.set_user_attr("fail_reason", f"stopped early: {e}")
         study.tell(trial, state=TrialState.PRUNED)

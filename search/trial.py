@@ -221,7 +221,10 @@ def run_trial(
                 groups=ctx.space.quantize.groups,
                 activations=cfg.activations,
                 weights=cfg.weights,
-                ungrouped=ctx.space.quantize.ungrouped,
+                # Nodes outside every group become int8 only where the profile runs int8.
+                ungrouped=ctx.space.quantize.ungrouped
+                if "int8" in profile.precisions.layer
+                else "float",
             )
         measured = q.path
         quant = {"quantized": True, **q.to_dict(), "calibration": calib.key}

@@ -235,6 +235,13 @@ def test_sampling_offers_only_what_the_profile_runs() -> None:
         space.quantize.choices(none_left)
     with pytest.raises(ValueError, match="signed weights"):
         QuantizeSpace(activations=["int8"], weights=["unsigned"])
+    # A profile that leaves only unsigned weights takes int8 activations off the menu too.
+    both = QuantizeSpace(activations=["uint8", "int8"], weights=["signed", "unsigned"])
+    unsigned = PrecisionSupport(activations=["uint8", "int8"], weights=["unsigned"])
+    assert both.choices(unsigned)["activations"] == ["uint8"]
+    only_int8 = PrecisionSupport(activations=["int8"], weights=["unsigned"])
+    with pytest.raises(ConfigError, match="need signed weights"):
+        both.choices(only_int8)
 
 
 def test_sensitivity_pass_and_seed(tiny: dict, tmp_path: Path) -> None:

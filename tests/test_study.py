@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.config import load_profile, load_space
+from search.errors import SearchError
 from search.study import StudySpec, run_study
 from tests.conftest import REPO
 
@@ -53,6 +55,13 @@ def test_study_writes_results_and_a_rerun_adds_no_trials(teacher_cache, tiny_spa
 
     again = run_study(spec, trials=2, progress=False)
     assert len(again.trials) == 2
+
+    # The same space name with other content is another study: refused, nothing added.
+    quantize = spec.space.quantize.model_copy(update={"tolerance": 0.5})
+    edited = dataclasses.replace(spec, space=spec.space.model_copy(update={"quantize": quantize}))
+    with pytest.raises(SearchError, match="different space file's content"):
+        run_study(edited, trials=3, progress=False)
+    assert len(optuna.load_study(study_name="s", storage=spec.storage_url).trials) == 2
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(

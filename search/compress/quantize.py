@@ -113,6 +113,16 @@ class QuantizeSpace(_Strict):
                     f"profile (precisions.{key}: {allowed}); add one of those to the space"
                 )
             out[name] = kept
+        # ONNX Runtime has no int8-activation x uint8-weight kernels: a profile that allows
+        # int8 activations but only unsigned weights must not offer that pair.
+        if "signed" not in out["weights"] and "int8" in out["activations"]:
+            out["activations"].remove("int8")
+            if not out["activations"]:
+                raise ConfigError(
+                    "quantize: int8 activations need signed weights, but the space and the "
+                    "hardware profile leave only unsigned ones; add uint8 to activations or "
+                    "signed to weights"
+                )
         return out
 
 
