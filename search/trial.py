@@ -198,36 +198,36 @@ def run_trial(
     # The measured artifact is model.q.onnx when any group is quantized or float16; model.onnx
     # stays float. Plans with fp16 but no integer precision need no calibration.
     measured, quant = onnx_path, {"quantized": False}
-    if is_quantized(cfg.precision) and not needs_calibration(cfg.precision):
-        with timer.step("fp16"):
-            q = half_only(
-                onnx_path,
-                out_dir / "model.q.onnx",
-                plan=cfg.precision,
-                groups=ctx.space.quantize.groups,
-            )
+    if is_quantized(cfg.precision):
+        groups, calib = ctx.space.quantize.groups, None
+        if needs_calibration(cfg.precision):
+            with timer.step("calibrate"):
+                calib = calibrate(
+                    onnx_path,
+                    ctx.calib_inputs,
+                    method=cfg.calibration,
+                    cache_dir=out_dir / "calib",
+                )
+        with timer.step("quantize" if calib else "fp16"):
+            if calib is None:
+                q = half_only(
+                    onnx_path, out_dir / "model.q.onnx", plan=cfg.precision, groups=groups
+                )
+            else:
+                q = quantize(
+                    calib,
+                    out_dir / "model.q.onnx",
+                    plan=cfg.precision,
+                    groups=groups,
+                    activations=cfg.activations,
+                    weights=cfg.weights,
+                    # Nodes outside every group become int8 only where the profile runs int8.
+                    ungrouped=ctx.space.quantize.ungrouped
+                    if "int8" in profile.precisions.layer
+                    else "float",
+                )
         measured = q.path
-        quant = {"quantized": True, **q.to_dict(), "calibration": None}
-    elif is_quantized(cfg.precision):
-        with timer.step("calibrate"):
-            calib = calibrate(
-                onnx_path, ctx.calib_inputs, method=cfg.calibration, cache_dir=out_dir / "calib"
-            )
-        with timer.step("quantize"):
-            q = quantize(
-                calib,
-                out_dir / "model.q.onnx",
-                plan=cfg.precision,
-                groups=ctx.space.quantize.groups,
-                activations=cfg.activations,
-                weights=cfg.weights,
-                # Nodes outside every group become int8 only where the profile runs int8.
-                ungrouped=ctx.space.quantize.ungrouped
-                if "int8" in profile.precisions.layer
-                else "float",
-            )
-        measured = q.path
-        quant = {"quantized": True, **q.to_dict(), "calibration": calib.key}
+        quant = {"quantized": True, **q.to_dict(), "calibration": calib.key if calib else None}
     with timer.step("kernels"):
         kernels = kernel_report(measured, profile, out_dir / "model.opt.onnx")
 

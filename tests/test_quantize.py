@@ -121,15 +121,17 @@ def test_fp16_groups_run_in_float16_beside_integer_and_float_ones(tiny: dict) ->
     q = quantize(calib, tiny["dir"] / "mixed16.q.onnx", plan=plan, groups=GROUPS)
     model = onnx.load(str(q.path))
     onnx.checker.check_model(model, full_check=True)
-    assert _stored_type(model, "stem.0.weight") == "int8"
-    assert _stored_type(model, "layers.0.conv1.weight") == "float16"
-    assert _stored_type(model, "layers.0.conv2.weight") == "float16"
-    assert _stored_type(model, "layers.1.conv1.weight") == "int4"
-    assert _stored_type(model, "layers.2.conv1.weight") == "float"
-    assert _stored_type(model, "fc.weight") == "float16"
-    assert q.layer_types["layers.0.conv1.weight"] == "fp16"
-    assert q.layer_types["fc.weight"] == "fp16"
-    assert q.layer_types["layers.2.conv1.weight"] == "float"
+    stored = {
+        "stem.0.weight": "int8",
+        "layers.0.conv1.weight": "float16",
+        "layers.0.conv2.weight": "float16",
+        "layers.1.conv1.weight": "int4",
+        "layers.2.conv1.weight": "float",
+        "fc.weight": "float16",
+    }
+    assert {w: _stored_type(model, w) for w in stored} == stored
+    reported = {w: t.replace("float16", "fp16") for w, t in stored.items()}
+    assert {w: q.layer_types[w] for w in stored} == reported
     # The graph's interface stays float; each fp16 group has Casts at its edges only: one in and
     # one out for block 0 (its shortcut input is shared with conv1), one in and one out for fc.
     assert _io_types(model) == [onnx.TensorProto.FLOAT] * 2
@@ -295,8 +297,11 @@ def test_sensitivity_pass_and_seed(tiny: dict, tmp_path: Path) -> None:
     }
 
 
-def _tiny_trial(precision: dict[str, str], out_dir: Path) -> dict:
-    """Run one trial of a tiny ResNet task with ``precision``; returns its record."""
+def _tiny_trial(
+    precision: dict[str, str], out_dir: Path, layer: tuple[str, ...] = ("float", "int8")
+) -> dict:
+    """Run one trial of a tiny ResNet task with ``precision`` on a CPU profile that offers
+    ``layer`` precisions; returns its record."""
     from torch.utils.data import TensorDataset
 
     from search.config import MeasureSettings
@@ -321,6 +326,7 @@ def _tiny_trial(precision: dict[str, str], out_dir: Path) -> dict:
     profile = Profile(
         providers=[{"name": "CPUExecutionProvider"}],
         measure=MeasureSettings(warmup_runs=1, warmup_seconds=0, min_runs=5, min_seconds=0),
+        precisions=PrecisionSupport(layer=list(layer)),
     )
     space = Space(quantize=QuantizeSpace(groups=GROUPS, calibration_samples=16))
     ctx = Context.build(
@@ -459,3 +465,12 @@ def test_groups_survive_pre_processing_of_a_transformer(tmp_path: Path) -> None:
     out = run_batches(create_session(q.path, PROFILE), x.numpy())
     ref = run_batches(create_session(path, PROFILE), x.numpy())
     assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_ungrouped_nodes_stay_float_where_the_profile_has_no_int8(tmp_path: Path) -> None:
+    plan = {"stem": "int4", "b0": "float", "b1": "float", "b2": "float", "fc": "float"}
+    with_int8 = _tiny_trial(plan, tmp_path / "a")["quantize"]
+    without = _tiny_trial(plan, tmp_path / "b", layer=("float", "int4"))["quantize"]
+    # Pooling and reshape nodes outside every group: int8 in the first, float in the second.
+    assert without["excluded_nodes"] > with_int8["excluded_nodes"]
+    assert with_int8["layer_types"] == without["layer_types"]
