@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -62,27 +63,9 @@ def default_ignored(model: nn.Module, example_input: torch.Tensor | None = None)
     return _last_executed(model, example_input)
 
 
-def prune(
-    model: nn.Module,
-    *,
-    ratio: float,
-    example_input: torch.Tensor,
-    ignored_layers: list[str] | None = None,
-    round_to: int | None = 8,
-    importance: str = "l2",
-    max_layer_ratio: float = 0.9,
-) -> nn.Module:
-    """Return a pruned copy of ``model``; see :func:`prune_with_report` for the details."""
-    pruned, _ = prune_with_report(
-        model,
-        ratio=ratio,
-        example_input=example_input,
-        ignored_layers=ignored_layers,
-        round_to=round_to,
-        importance=importance,
-        max_layer_ratio=max_layer_ratio,
-    )
-    return pruned
+def prune(model: nn.Module, **options: Any) -> nn.Module:
+    """Return a pruned copy of ``model``; options and details as :func:`prune_with_report`."""
+    return prune_with_report(model, **options)[0]
 
 
 def prune_with_report(

@@ -80,19 +80,10 @@ def _cuda_free_mb(lib: Any, device_id: int) -> float | None:
 def _smi_process_mb() -> float | None:
     import os
 
-    try:
-        out = subprocess.run(
-            [
-                "nvidia-smi",
-                "--query-compute-apps=pid,used_memory",
-                "--format=csv,noheader,nounits",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    from search.measure.runtime import nvidia_smi
+
+    out = nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
+    if out is None:
         return None
     for line in out.splitlines():
         pid, _, used = line.partition(",")

@@ -151,21 +151,22 @@ def _read(path: str) -> str:
         return ""
 
 
+def nvidia_smi(*args: str) -> str | None:
+    """nvidia-smi's output for ``args``, or None where it is missing or fails."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        return subprocess.run(
+            ["nvidia-smi", *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @functools.cache
 def gpu_name() -> str:
     """The NVIDIA GPU's name and driver from nvidia-smi, or '' (none, or a Jetson without it)."""
-    if shutil.which("nvidia-smi") is None:
-        return ""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
+    out = nvidia_smi("--query-gpu=name,driver_version", "--format=csv,noheader") or ""
     first = out.strip().splitlines()[:1]
     return f"GPU {first[0].strip()}" if first else ""
 
