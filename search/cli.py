@@ -150,8 +150,7 @@ class Report(Command):
     def run(self, args: argparse.Namespace) -> int:
         from rich.console import Console
 
-        from search.picking import parse_rule
-        from search.report import build_report, pareto_table, write_report
+        from search.report import build_report, pareto_table, parse_rule, write_report
 
         for rule in args.pick:
             parse_rule(rule)  # a typo fails before any work
@@ -203,17 +202,21 @@ class Export(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.export import export_trial
-        from search.picking import parse_rule
+        from search.report import parse_rule
 
         if args.pick:
             parse_rule(args.pick)
         study = _load_study(args)
         number = args.trial
         if args.pick:
-            from search.picking import pick
-            from search.report import collect
+            from search.report import collect, pick
 
-            chosen = pick(collect(study), args.pick, baseline=study.user_attrs.get("baseline"))
+            chosen = pick(
+                collect(study),
+                args.pick,
+                baseline=study.user_attrs.get("baseline"),
+                metric=study.user_attrs.get("metric", "accuracy"),
+            )
             if chosen.trial is None:
                 raise SearchError(f"--pick {args.pick}: {chosen.reason}; loosen the rule")
             print(f"{args.pick}: trial {chosen.trial} ({chosen.reason})")

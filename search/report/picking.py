@@ -2,9 +2,10 @@
 
 A rule is a string, as on the command line:
 
-- ``fastest-within:1%``: the lowest p50 latency among trials whose accuracy is at most 1
-  percentage point below the baseline's (``0.01`` means the same as ``1%``).
-- ``accurate-within:5ms``: the highest accuracy among trials whose p50 latency is at most 5 ms.
+- ``fastest-within:1%``: the lowest p50 latency among trials whose metric (accuracy, or what
+  the task scores) is at most 1 percentage point below the baseline's (``0.01`` means the same
+  as ``1%``).
+- ``accurate-within:5ms``: the highest metric among trials whose p50 latency is at most 5 ms.
 - ``knee``: the Pareto trial farthest from the straight line between the front's two ends, in
   objective space scaled to [0, 1]; the point where giving up a little accuracy stops buying
   much speed.
@@ -40,7 +41,7 @@ class PickError(SearchError):
 
 @dataclass(frozen=True)
 class Rule:
-    """A parsed pick rule: its kind and bound (accuracy drop as a fraction, or milliseconds)."""
+    """A parsed pick rule: its kind and bound (metric drop as a fraction, or milliseconds)."""
 
     text: str
     kind: str
@@ -67,7 +68,7 @@ def parse_rule(text: str) -> Rule:
     if m := re.fullmatch(rf"fastest-within:{_NUMBER}\s*(%?)", rule):
         drop = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
         if not 0.0 <= drop <= 1.0:
-            raise PickError(f"pick rule {text!r}: the accuracy drop must lie in [0%, 100%]")
+            raise PickError(f"pick rule {text!r}: the drop must lie in [0%, 100%]")
         return Rule(text=text, kind="fastest-within", bound=drop)
     if m := re.fullmatch(rf"accurate-within:{_NUMBER}\s*(ms)?", rule):
         return Rule(text=text, kind="accurate-within", bound=float(m.group(1)))
@@ -86,14 +87,24 @@ def candidates(data: pd.DataFrame) -> pd.DataFrame:
     return data[ok]
 
 
-def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | None) -> Pick:
+def pick(
+    data: pd.DataFrame,
+    rule: str | Rule,
+    *,
+    baseline: dict[str, Any] | None,
+    metric: str = "accuracy",
+) -> Pick:
     """Apply one pick rule to :func:`search.report.collect`'s data; ties go to the lower number.
 
     Args:
         data: One row a trial with ``trial``, ``state``, ``feasible``, ``pareto``, ``accuracy``
-            and ``latency_p50_ms`` columns.
+            (the task's metric) and ``latency_p50_ms`` columns.
         rule: A rule string or a parsed :class:`Rule`.
-        baseline: The study's ``baseline`` user attribute; ``fastest-within`` needs its accuracy.
+        baseline: The study's ``baseline`` user attribute; ``fastest-within`` needs its metric.
+        metric: What the task's metric is called, for the reason in words.
+
+    Raises:
+        PickError: for a malformed rule, or ``fastest-within`` without a baseline.
     """
     rule = parse_rule(rule) if isinstance(rule, str) else rule
     pool = candidates(data)
@@ -101,7 +112,7 @@ def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | Non
         return Pick(rule.text, None, "no completed trial within the budgets")
     if rule.kind == "fastest-within":
         if not baseline or baseline.get("accuracy") is None:
-            raise PickError(f"pick rule {rule.text!r} needs the study's baseline accuracy")
+            raise PickError(f"pick rule {rule.text!r} needs the study's baseline {metric}")
         floor = baseline["accuracy"] - rule.bound
         ok = pool[pool.accuracy >= floor - 1e-12]
         if ok.empty:
@@ -109,7 +120,7 @@ def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | Non
             return Pick(
                 rule.text,
                 None,
-                f"no trial within {rule.bound:.2%} of the baseline accuracy "
+                f"no trial within {rule.bound:.2%} of the baseline {metric} "
                 f"(closest: {best:+.2%})",
             )
         row = ok.sort_values(
@@ -118,7 +129,7 @@ def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | Non
         return Pick(
             rule.text,
             int(row.trial),
-            f"fastest trial with accuracy >= {floor:.4f} (baseline - {rule.bound:.2%})",
+            f"fastest trial with {metric} >= {floor:.4f} (baseline - {rule.bound:.2%})",
         )
     if rule.kind == "accurate-within":
         ok = pool[pool.latency_p50_ms <= rule.bound]
@@ -132,7 +143,7 @@ def pick(data: pd.DataFrame, rule: str | Rule, *, baseline: dict[str, Any] | Non
         row = ok.sort_values(
             ["accuracy", "latency_p50_ms", "trial"], ascending=[False, True, True]
         ).iloc[0]
-        return Pick(rule.text, int(row.trial), f"most accurate trial at <= {rule.bound:g} ms p50")
+        return Pick(rule.text, int(row.trial), f"highest {metric} at <= {rule.bound:g} ms p50")
     front = pool[pool.pareto.astype(bool)] if "pareto" in pool else pool
     return Pick(rule.text, knee(front if not front.empty else pool), "knee of the Pareto front")
 

@@ -1,47 +1,19 @@
-"""One self-contained HTML page from the report data and its figures (plotly.js inlined once)."""
+"""One self-contained HTML page from the report data and its figures (plotly.js inlined once).
+
+Titles, captions and what a missing figure says come from the one figure registry,
+:data:`search.report.plots.FIGURES`; the tables come from :mod:`search.report.collect`.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import Any
 
-import pandas as pd
 import plotly.graph_objects as go
 
-from search.report import ReportData, precision_summary
-
-CAPTIONS = {
-    "pareto": "Each point is one trial's exported ONNX file, measured in ONNX Runtime. Bold blue "
-    "points are the Pareto front (no other trial is both more accurate and faster); faded points "
-    "are dominated, over budget or failed. Hover a point for its whole configuration.",
-    "memory": "Peak memory of inference, measured in a fresh process. The colours still mark the "
-    "accuracy/latency front.",
-    "size": "Size of the measured ONNX file on disk.",
-    "parallel": "Drag along an axis to filter trials.",
-    "importance": "How much of each objective's variance each searched parameter explains.",
-    "hypervolume": "Area the front dominates; it rises when a trial improves the front.",
-    "savings": "Parameters and multiply-accumulates of the PyTorch model after each step.",
-    "kernels": "How many nodes of the measured file ran as integer kernels.",
-    "sensitivity": "How much each layer's accuracy suffers when it alone is compressed.",
-}
-TITLES = {
-    "pareto": "Pareto front: accuracy against latency",
-    "memory": "Accuracy against peak memory",
-    "size": "Accuracy against size",
-    "parallel": "Parameters against objectives",
-    "importance": "Parameter importances",
-    "hypervolume": "Hypervolume over trials",
-    "savings": "Where the savings came from",
-    "kernels": "Integer kernels",
-    "sensitivity": "Layer sensitivity",
-}
-MISSING = {
-    "importance": "not enough completed trials with varying parameters",
-    "kernels": "no trial recorded kernel counts (no trial was quantized)",
-    "sensitivity": "the study recorded no per-layer sensitivity",
-}
-
-OPTIONAL = {"sensitivity"}
+from search.formatting import fmt
+from search.report.collect import TEXT_COLUMNS, ReportData, front_table
+from search.report.plots import FIGURES
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -59,33 +31,34 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _f(x: Any, spec: str, suffix: str = "") -> str:
-    return f"{x:{spec}}{suffix}" if x is not None and pd.notna(x) else "-"
-
-
 def page(data: ReportData, figs: dict[str, go.Figure | None]) -> str:
-    """The report as one HTML string that works offline."""
+    """The report as one HTML string that works offline.
+
+    Args:
+        data: The collected study.
+        figs: :func:`search.report.plots.figures` of ``data``: key -> figure or ``None``.
+    """
     # Sections only some studies have are left out rather than shown empty.
-    figs = {k: f for k, f in figs.items() if f is not None or k not in OPTIONAL}
+    shown = [f for f in FIGURES if figs.get(f.key) is not None or not f.optional]
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(data.study_name)}"
         f" report</title><style>{STYLE}</style></head><body>"
     ]
     parts.append(f"<h1>{_e(data.study_name)}</h1>{_header(data)}")
-    links = [f"<a href='#{k}'>{TITLES[k]}</a>" for k in figs] + ["<a href='#failed'>Failed</a>"]
-    parts.append(f"<nav>{''.join(links)}</nav>")
+    links = [f"<a href='#{f.key}'>{_e(f.words(data)[0])}</a>" for f in shown]
+    parts.append(f"<nav>{''.join(links)}<a href='#failed'>Failed</a></nav>")
     parts.append("<h2>Pareto trials</h2>" + _picks(data) + _front_table(data))
+    parts.append(_quantization(data))
     plotly_js: bool | str = True
-    for key, fig in figs.items():
-        parts.append(f"<h2 id='{key}'>{TITLES[key]}</h2><p class='cap'>{CAPTIONS[key]}</p>")
-        if key == "importance" and fig is not None and data.importance_note:
-            parts.append(f"<p class='note'>Note: {_e(data.importance_note)}.</p>")
+    for f in shown:
+        title, caption = f.words(data)
+        parts.append(f"<h2 id='{f.key}'>{_e(title)}</h2><p class='cap'>{_e(caption)}</p>")
+        fig, note = figs.get(f.key), f.note(data)
         if fig is None:
-            why = data.importance_note if key == "importance" and data.importance_note else None
-            parts.append(
-                f"<p class='note'>Not shown: {_e(why or MISSING.get(key, 'no data'))}.</p>"
-            )
+            parts.append(f"<p class='note'>Not shown: {_e(note or f.missing)}.</p>")
             continue
+        if note:
+            parts.append(f"<p class='note'>Note: {_e(note)}.</p>")
         parts.append(
             fig.to_html(
                 full_html=False,
@@ -112,9 +85,9 @@ def _header(data: ReportData) -> str:
         )
     if b:
         lines.append(
-            f"<br>baseline: accuracy {_f(b.get('accuracy'), '.4f')}, p50 "
-            f"{_f(b.get('latency_p50_ms'), '.3f')} ms, peak memory "
-            f"{_f(b.get('peak_memory_mb'), '.1f')} MB, size {_f(b.get('size_mb'), '.2f')} MB"
+            f"<br>baseline: {_e(data.metric)} {fmt(b.get('accuracy'), '.4f')}, p50 "
+            f"{fmt(b.get('latency_p50_ms'), '.3f')} ms, peak memory "
+            f"{fmt(b.get('peak_memory_mb'), '.1f')} MB, size {fmt(b.get('size_mb'), '.2f')} MB"
         )
     if data.budgets:
         lines.append("<br>budgets: " + ", ".join(_budget(k, v) for k, v in data.budgets.items()))
@@ -141,32 +114,52 @@ def _picks(data: ReportData) -> str:
     return f"<ul>{items}</ul>"
 
 
+def _table(columns: list[str], rows: list[list[str]], *, dim_first: bool = False) -> str:
+    """An HTML table of words; text columns left-aligned, the first row dimmed if asked."""
+    align = ["<{0} class='l'>" if c in TEXT_COLUMNS else "<{0}>" for c in columns]
+
+    def cells(tag: str, values: list[str]) -> str:
+        pairs = zip(align, values, strict=True)
+        return "".join(f"{a.format(tag)}{_e(v)}</{tag}>" for a, v in pairs)
+
+    body = [
+        ("<tr class='base'>" if dim_first and i == 0 else "<tr>") + cells("td", row) + "</tr>"
+        for i, row in enumerate(rows)
+    ]
+    return f"<table><tr>{cells('th', columns)}</tr>{''.join(body)}</table>"
+
+
 def _front_table(data: ReportData) -> str:
-    head = (
-        "<tr><th>trial</th><th>accuracy</th><th>vs baseline</th><th>p50 ms</th>"
-        "<th>speedup</th><th>peak MB</th><th>size MB</th><th class='l'>precision</th>"
-        "<th class='l'>picked by</th></tr>"
-    )
-    rows = []
-    b = data.baseline
-    if b:
-        rows.append(
-            f"<tr class='base'><td>baseline</td><td>{_f(b.get('accuracy'), '.4f')}</td><td></td>"
-            f"<td>{_f(b.get('latency_p50_ms'), '.3f')}</td><td>1.00x</td>"
-            f"<td>{_f(b.get('peak_memory_mb'), '.1f')}</td><td>{_f(b.get('size_mb'), '.2f')}"
-            f"</td><td class='l'>{_e(precision_summary(b))}</td><td></td></tr>"
-        )
-    for _, r in data.pareto.iterrows():
-        rows.append(
-            f"<tr><td>{r.trial}</td><td>{_f(r.accuracy, '.4f')}</td>"
-            f"<td>{_f(r.accuracy_change, '+.2%')}</td><td>{_f(r.latency_p50_ms, '.3f')}</td>"
-            f"<td>{_f(r.speedup, '.2f', 'x')}</td><td>{_f(r.peak_memory_mb, '.1f')}</td>"
-            f"<td>{_f(r.size_mb, '.2f')}</td><td class='l'>{_e(r.precision)}</td>"
-            f"<td class='l'>{_e(', '.join(data.picked_by(int(r.trial))))}</td></tr>"
-        )
+    columns, rows = front_table(data)
+    table = _table(columns, rows, dim_first=bool(data.baseline))
     if data.pareto.empty:
-        rows.append("<tr><td class='l' colspan='9'>no completed trials yet</td></tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+        table += "<p class='cap'>No completed trials yet.</p>"
+    return table
+
+
+def _quantization(data: ReportData) -> str:
+    """Float baseline, uniform int8 and the best mixed-precision trial, when int8 was measured."""
+    q = data.quantization
+    if q.empty or "uniform int8" not in set(q.model):
+        return ""
+    rows = [
+        [
+            str(r.model),
+            fmt(r.accuracy, ".4f"),
+            fmt(r.latency_p50_ms, ".3f"),
+            fmt(r.size_mb, ".2f"),
+            fmt(r.integer_layers, ".0f"),
+            fmt(r.trial, ".0f", missing=""),
+        ]
+        for r in q.itertuples()
+    ]
+    columns = ["model", data.metric, "p50 ms", "size MB", "int kernels", "trial"]
+    return (
+        "<h2 id='quantization'>Float, uniform int8 and mixed precision</h2><p class='cap'>The "
+        "uncompressed model, the same model with every group at int8, and the mixed-precision "
+        f"trial with the highest {_e(data.metric)}, measured like every trial.</p>"
+        + _table(columns, rows)
+    )
 
 
 def _failed(data: ReportData) -> str:

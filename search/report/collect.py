@@ -1,0 +1,236 @@
+"""Collect a study into plain data: one row a trial, the front, picks, importances, hypervolume.
+
+Compute, then render: everything here returns plain data (pandas frames, dicts, dataclasses)
+that tests check; :mod:`search.report.plots` and :mod:`search.report.page` only draw it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from search.formatting import fmt, is_number
+from search.objectives import OBJECTIVES
+from search.report.hypervolume import hypervolume
+from search.report.picking import Pick, candidates, pick
+from search.report.quantization import precision_summary, quantization_summary, sensitivity_rows
+
+COLUMNS = [
+    "accuracy",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_cv",
+    "peak_memory_mb",
+    "size_mb",
+]
+
+
+def collect(study: optuna.Study) -> pd.DataFrame:
+    """One row a trial: parameters, metrics, change from the baseline, Pareto membership,
+    feasibility, sizes per step, kernel counts, precision, failure reason, whole config (JSON).
+    """
+    base = study.user_attrs.get("baseline") or {}
+    pareto = {t.number for t in study.best_trials} if _has_complete(study) else set()
+    rows = [_row(t, base, t.number in pareto) for t in study.get_trials(deepcopy=False)]
+    return pd.DataFrame(rows)
+
+
+def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]:
+    rec = t.user_attrs.get("record") or {}
+    row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
+    row.update({f"param_{k}": v for k, v in t.params.items()})
+    row.update({k: rec.get(k) for k in COLUMNS})
+    acc, lat = rec.get("accuracy"), rec.get("latency_p50_ms")
+    has_base = is_number(base.get("accuracy"))
+    row["accuracy_change"] = acc - base["accuracy"] if is_number(acc) and has_base else None
+    base_lat = base.get("latency_p50_ms")
+    row["speedup"] = base_lat / lat if is_number(lat) and lat > 0 and is_number(base_lat) else None
+    row["pareto"] = on_front
+    row["feasible"] = all(v <= 0.0 for v in t.constraints.values())
+    row["precision"] = precision_summary(rec) if rec else ""
+    kernels = rec.get("kernels") or {}
+    for key in ("integer_layers", "float_layers_after_dequantize", "fp16_layers"):
+        row[key] = kernels.get(key)
+    for step, size in (rec.get("sizes") or {}).items():
+        if isinstance(size, dict):
+            row[f"params_{step}"] = size.get("params")
+            row[f"macs_{step}"] = size.get("macs")
+    row["providers"] = ",".join(rec.get("measurement", {}).get("providers", []))
+    measured = rec.get("measured_onnx") or rec.get("onnx")
+    row["measured_file"] = Path(measured).name if measured else ""
+    row["duration_s"] = t.user_attrs.get("duration_s")
+    row["fail_reason"] = t.user_attrs.get("fail_reason", "")
+    config = rec.get("config") or t.user_attrs.get("config") or t.params
+    row["config"] = json.dumps(config, sort_keys=True, default=str)
+    return row
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, as plain data.
+
+    ``metric`` is what the task's score is called (the study's ``metric`` attribute, e.g.
+    ``accuracy`` or ``top-5 accuracy``); the trials table keeps it in its ``accuracy`` column, the
+    record key every trial shares.
+    """
+
+    study_name: str
+    trials: pd.DataFrame
+    baseline: dict[str, Any]
+    settings: dict[str, Any]
+    budgets: dict[str, float]
+    metric: str = "accuracy"
+    picks: list[Pick] = field(default_factory=list)
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)
+    importance_note: str = ""
+    hypervolume: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hv_reference: tuple[float, float] = (0.0, 0.0)
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    quantization: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def pareto(self) -> pd.DataFrame:
+        if self.trials.empty:
+            return self.trials
+        return self.trials[self.trials.pareto].sort_values("latency_p50_ms")
+
+    def picked_by(self, trial: int) -> list[str]:
+        return [p.rule for p in self.picks if p.trial == trial]
+
+    def label(self, objective: str) -> str:
+        """What an objective (an Optuna metric name or record key) is called on the page."""
+        return {"accuracy": self.metric, "latency_p50_ms": "p50 latency (ms)"}.get(
+            objective, objective
+        )
+
+
+def build_report(study: optuna.Study, *, picks: Sequence[str] = ()) -> ReportData:
+    """Collect the study and compute what the plots need: picks, importances, hypervolume."""
+    trials = collect(study)
+    baseline = study.user_attrs.get("baseline") or {}
+    metric = str(study.user_attrs.get("metric") or "accuracy")
+    data = ReportData(
+        study_name=study.study_name,
+        trials=trials,
+        baseline=baseline,
+        settings=study.user_attrs.get("settings") or {},
+        budgets=budgets(study),
+        metric=metric,
+        sensitivity=sensitivity_rows(study.user_attrs.get("sensitivity")),
+        quantization=quantization_summary(study),
+    )
+    data.picks = [pick(trials, rule, baseline=baseline, metric=metric) for rule in picks]
+    data.importances, data.importance_note = importances(study)
+    data.hypervolume, data.hv_reference = hypervolume_history(trials, baseline)
+    return data
+
+
+def budgets(study: optuna.Study) -> dict[str, float]:
+    """The budgets the study ran under, recovered from the trials' Optuna constraints.
+
+    study.py stores ``value - budget`` for each set budget (0 when no budget is set), so the
+    budget is what the study really used, even if the profile file has changed since.
+    """
+    keys = {"latency_budget_ms": "latency_p50_ms", "memory_budget_mb": "peak_memory_mb"}
+    found: dict[str, float] = {}
+    for t in study.get_trials(deepcopy=False):
+        rec = t.user_attrs.get("record") or {}
+        for key, metric in keys.items():
+            value = t.constraints.get(key)
+            if key in found or not is_number(value) or value == 0.0:
+                continue
+            if is_number(rec.get(metric)):
+                found[key] = round(rec[metric] - value, 9)
+    return found
+
+
+def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
+    """Optuna's (fANOVA) parameter importances for each objective, or why there are none."""
+    names = study.metric_names or list(OBJECTIVES)
+    out: dict[str, dict[str, float]] = {}
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(done) < 2:
+        return out, "parameter importances need at least 2 completed trials"
+    for i, name in enumerate(names):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = optuna.importance.get_param_importances(
+                    study, target=lambda t, i=i: t.values[i]
+                )
+        except (RuntimeError, ValueError) as e:
+            return {}, f"parameter importances unavailable: {str(e).splitlines()[0]}"
+    if len(done) < 10:
+        return out, f"only {len(done)} completed trials: these importances are rough"
+    return out, ""
+
+
+def hypervolume_history(
+    trials: pd.DataFrame, baseline: dict[str, Any]
+) -> tuple[pd.DataFrame, tuple[float, float]]:
+    """Hypervolume (metric x ms) of the (metric up, latency down) front after each trial.
+
+    The reference point is metric 0 and 1.1 x the slowest latency seen (trials and baseline),
+    fixed for the whole history so the curve can only rise.
+    """
+    pool = candidates(trials).sort_values("trial") if not trials.empty else trials
+    if pool.empty:
+        return pd.DataFrame(columns=["trial", "hypervolume"]), (0.0, 0.0)
+    lats = list(pool.latency_p50_ms) + [baseline.get("latency_p50_ms") or 0.0]
+    ref = (0.0, 1.1 * max(lats))
+    points: list[tuple[float, float]] = []
+    rows = []
+    for _, r in pool.iterrows():
+        points.append((float(r.accuracy), float(r.latency_p50_ms)))
+        rows.append({"trial": int(r.trial), "hypervolume": hypervolume(points, reference=ref)})
+    return pd.DataFrame(rows), ref
+
+
+# Left-aligned in every rendering of the front table; the rest are numbers.
+TEXT_COLUMNS = ("precision", "picked by")
+
+
+def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The Pareto trials as words, fastest first, for the console and the page alike.
+
+    Returns:
+        Column names and rows of formatted cells; when the study has a baseline, the first row
+        is it (its first cell is ``"baseline"``). Numbers missing from a record show as ``-``.
+    """
+    columns = ["trial", data.metric, "vs baseline", "p50 ms", "speedup", "peak MB", "size MB"]
+    columns += list(TEXT_COLUMNS)
+    rows: list[list[str]] = []
+    b = data.baseline
+    if b:
+        rows.append(
+            ["baseline", fmt(b.get("accuracy"), ".4f"), "", fmt(b.get("latency_p50_ms"), ".3f")]
+            + ["1.00x", fmt(b.get("peak_memory_mb"), ".1f"), fmt(b.get("size_mb"), ".2f")]
+            + [precision_summary(b), ""]
+        )
+    for _, r in data.pareto.iterrows():
+        rows.append(
+            [
+                str(r.trial),
+                fmt(r.accuracy, ".4f"),
+                fmt(r.accuracy_change, "+.2%"),
+                fmt(r.latency_p50_ms, ".3f"),
+                fmt(r.speedup, ".2f", "x"),
+                fmt(r.peak_memory_mb, ".1f"),
+                fmt(r.size_mb, ".2f"),
+                str(r.precision),
+                ", ".join(data.picked_by(int(r.trial))),
+            ]
+        )
+    return columns, rows
