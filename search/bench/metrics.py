@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.report.hypervolume import hypervolume as area
+
 REF_DROP = 0.05  # accuracy reference: 5 points below the baseline
 MAX_DROP = 0.01  # "within 1 % accuracy drop": 1 percentage point below the baseline
 
@@ -75,23 +77,17 @@ def hypervolume(
     """Normalized 2-D hypervolume of ``points`` against the fixed reference point.
 
     The reference point is (latency ratio 1.0, accuracy ``base_accuracy - ref_drop``); points
-    slower than the baseline or below that accuracy add nothing.
+    slower than the baseline or below that accuracy add nothing. This is the report's
+    :func:`search.report.hypervolume.hypervolume` with that reference, divided by its largest
+    possible value (``base_latency_ms * ref_drop``).
     """
     if base_latency_ms <= 0 or ref_drop <= 0:
         raise ValueError(f"base_latency_ms and ref_drop must be > 0, got {base_latency_ms=}")
-    ref_acc = base_accuracy - ref_drop
-    # Minimize both: f1 = latency ratio, f2 = -accuracy; sweep in order of f1.
-    pts = sorted(
-        (p.latency_ms / base_latency_ms, -p.accuracy)
-        for p in points
-        if p.latency_ms < base_latency_ms and p.accuracy > ref_acc
+    return area(
+        ((p.accuracy, p.latency_ms) for p in points),
+        reference=(base_accuracy - ref_drop, base_latency_ms),
+        scale=base_latency_ms * ref_drop,
     )
-    volume, best_f2 = 0.0, -ref_acc
-    for f1, f2 in pts:
-        if f2 < best_f2:
-            volume += (1.0 - f1) * (best_f2 - f2)
-            best_f2 = f2
-    return volume / ref_drop
 
 
 def eligible(points: Iterable[Point], *, base_accuracy: float, max_drop: float) -> list[Point]:
