@@ -14,9 +14,11 @@ What lands in the output folder:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
+import shlex
 import shutil
 import sys
 from importlib import metadata
@@ -190,6 +192,7 @@ def trial_info(
     return {
         "study": study.study_name,
         "trial": t.number,
+        "metric": study.user_attrs.get("metric", "accuracy"),
         "config": rec.get("config") or t.user_attrs.get("config"),
         "params": t.params,
         "measurements": metrics,
@@ -232,44 +235,123 @@ def _profile(settings: dict[str, Any]) -> dict[str, Any]:
         return {"name": name, "note": "profile file not found; only its name is stored"}
 
 
-def study_command(
-    settings: dict[str, Any], name: str, sources: dict[str, str] | None = None
-) -> str:
-    """The ``python -m search run`` command of the study the trial came from.
+# Task options the run command takes as flags; others come only from a task YAML file.
+_FLAG_OPTIONS = ("model", "weights", "data")
 
-    ``sources`` (the study attribute of that name) holds the space and profile files the study
-    was created from; a file outside the built-in folders is named by its path.
+
+@dataclasses.dataclass(frozen=True)
+class RunArguments:
+    """What rebuilds the study a trial came from: one source for the ``python -m search run``
+    command and for ``reproduce.py``, so the two cannot disagree.
+
+    Attributes:
+        task: Built-in task name, ``module:function`` or ``file.py:function``.
+        task_options: The task factory's options (model, weights, data, ...).
+        space, profile: Built-in name, or the path of the file the study was created from.
+        seed: The study's seed.
+        study: The study's name.
+    """
+
+    task: str
+    task_options: dict[str, Any]
+    space: str
+    profile: str
+    seed: int
+    study: str
+
+    def command(self) -> str:
+        """The shell command; task options that are no flag are named in a comment."""
+        words = ["python", "-m", "search", "run", "--task", self.task, "--space", self.space]
+        words += ["--hw", self.profile, "--seed", str(self.seed), "--study", self.study]
+        others = []
+        for key, value in self.task_options.items():
+            if key in _FLAG_OPTIONS:
+                words += [f"--{key}", str(value)]
+            else:
+                others.append(f"{key}={value}")
+        cmd = " ".join(shlex.quote(w) for w in words)
+        if others:
+            cmd += f"  # plus task options from its task YAML: {', '.join(others)}"
+        return cmd
+
+    def spec_source(self) -> str:
+        """Python source of the :class:`~search.study.StudySpec` with these arguments."""
+        return (
+            "StudySpec(\n"
+            f"    task={self.task!r},\n"
+            f"    task_options={self.task_options!r},\n"
+            f"    space=load_space({self.space!r}),\n"
+            f"    profile=load_profile({self.profile!r}),\n"
+            f"    study_name={self.study!r},\n"
+            '    results_dir=Path("results"),\n'
+            f"    seed={self.seed!r},\n"
+            ")"
+        )
+
+
+def run_arguments(
+    settings: dict[str, Any], name: str, sources: dict[str, str] | None = None
+) -> RunArguments:
+    """The arguments of the study ``name`` from its ``settings`` and ``sources`` attributes.
+
+    ``sources`` holds the space and profile files the study was created from; a file outside
+    the built-in folders is named by its path. The study stores task options as strings; the
+    ones from a task YAML file (numbers, lists) are read back as YAML.
     """
     sources = sources or {}
 
     def ref(kind: str, default: str) -> str:
         path = sources.get(kind, "")
-        name_ = settings.get(kind, default)
         builtin = Path(path).parent.name in ("spaces", "hw_profiles") if path else True
-        return name_ if builtin else path
+        return settings.get(kind, default) if builtin else path
 
-    cmd = (
-        f"python -m search run --task {settings.get('task', 'digits')} "
-        f"--space {ref('space', 'default')} --hw {ref('profile', 'cpu')} "
-        f"--seed {settings.get('seed', 0)} --study {name}"
+    return RunArguments(
+        task=str(settings.get("task", "digits")),
+        task_options={
+            k: v if k in _FLAG_OPTIONS else _yaml_value(v)
+            for k, v in (settings.get("task_options") or {}).items()
+        },
+        space=ref("space", "default"),
+        profile=ref("profile", "cpu"),
+        seed=int(settings.get("seed", 0)),
+        study=name,
     )
-    others = []
-    for key, value in (settings.get("task_options") or {}).items():
-        if key in ("model", "weights", "data"):
-            cmd += f" --{key} {value}"
-        else:
-            others.append(f"{key}={value}")
-    if others:
-        cmd += f"  # plus task options from its task YAML: {', '.join(others)}"
-    return cmd
+
+
+def _yaml_value(text: Any) -> Any:
+    import yaml
+
+    if not isinstance(text, str):
+        return text
+    if text == "None":  # str(None): YAML would read it as the string "None"
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def study_command(
+    settings: dict[str, Any], name: str, sources: dict[str, str] | None = None
+) -> str:
+    """The ``python -m search run`` command of the study the trial came from."""
+    return run_arguments(settings, name, sources).command()
 
 
 def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
-    """A Python script that reruns ``t``'s parameters as the only trial of a new study."""
-    s = study.user_attrs.get("settings") or {}
+    """A Python script that reruns ``t``'s parameters as the only trial of a new study.
+
+    Importing the script builds ``SPEC`` (task, options, space and profile as the study had
+    them) and runs nothing; running it creates the study and runs the one trial.
+    """
+    whole = run_arguments(
+        study.user_attrs.get("settings") or {}, study.study_name, study.user_attrs.get("sources")
+    )
+    args = dataclasses.replace(whole, study=f"{study.study_name}-trial{t.number}")
     return f'''"""Rerun trial {t.number} of study {study.study_name!r} as trial 0 of a new study.
 
 Run from the repository root of the search project: python {{this folder}}/reproduce.py
+The whole study: {whole.command()}
 """
 
 from pathlib import Path
@@ -277,15 +359,11 @@ from pathlib import Path
 from search import StudySpec, load_profile, load_space, run_study
 from search.study import open_study
 
-spec = StudySpec(
-    task={s.get("task", "digits")!r},
-    space=load_space({s.get("space", "default")!r}),
-    profile=load_profile({s.get("profile", "cpu")!r}),
-    study_name={f"{study.study_name}-trial{t.number}"!r},
-    results_dir=Path("results"),
-    seed={s.get("seed", 0)!r},
-)
-# Enqueued parameters are used by the next trial instead of the sampler's suggestions.
-open_study(spec, create=True).enqueue_trial({t.params!r})
-run_study(spec, trials=1)
+SPEC = {args.spec_source()}
+PARAMS = {t.params!r}
+
+if __name__ == "__main__":
+    # Enqueued parameters are used by the next trial instead of the sampler's suggestions.
+    open_study(SPEC, create=True).enqueue_trial(PARAMS)
+    run_study(SPEC, trials=1)
 '''

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _f(x: Any, spec: str) -> str:
-    return format(x, spec) if isinstance(x, (int, float)) else "-"
+from search.formatting import fmt
 
 
 def readme(info: dict[str, Any]) -> str:
@@ -26,18 +24,19 @@ def readme(info: dict[str, Any]) -> str:
     fl = "\n- `model.onnx`: the float ONNX file before quantization." if quantized else ""
     lat = (m.get("measurement", {}).get("latency") or [{}])[0]
     batch = lat.get("batch_size", "?")
+    metric = info.get("metric", "accuracy")
     return f"""# Trial {info["trial"]} of study `{info["study"]}`
 
 | | this trial | baseline |
 |---|---|---|
-| accuracy (test split, ONNX Runtime) | {_f(m.get("accuracy"), ".4f")} | \
-{_f(b.get("accuracy"), ".4f")} |
-| latency p50 / p90 (ms, batch {batch}) | {_f(m.get("latency_p50_ms"), ".3f")} / \
-{_f(m.get("latency_p90_ms"), ".3f")} | {_f(b.get("latency_p50_ms"), ".3f")} / \
-{_f(b.get("latency_p90_ms"), ".3f")} |
-| peak inference memory (MB) | {_f(m.get("peak_memory_mb"), ".1f")} | \
-{_f(b.get("peak_memory_mb"), ".1f")} |
-| file size (MB) | {_f(m.get("size_mb"), ".3f")} | {_f(b.get("size_mb"), ".3f")} |
+| {metric} (test split, ONNX Runtime) | {fmt(m.get("accuracy"), ".4f")} | \
+{fmt(b.get("accuracy"), ".4f")} |
+| latency p50 / p90 (ms, batch {batch}) | {fmt(m.get("latency_p50_ms"), ".3f")} / \
+{fmt(m.get("latency_p90_ms"), ".3f")} | {fmt(b.get("latency_p50_ms"), ".3f")} / \
+{fmt(b.get("latency_p90_ms"), ".3f")} |
+| peak inference memory (MB) | {fmt(m.get("peak_memory_mb"), ".1f")} | \
+{fmt(b.get("peak_memory_mb"), ".1f")} |
+| file size (MB) | {fmt(m.get("size_mb"), ".3f")} | {fmt(b.get("size_mb"), ".3f")} |
 
 Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
 {m.get("measurement", {}).get("onnxruntime", "?")}. Full record: `trial.json`.

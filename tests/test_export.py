@@ -1,9 +1,12 @@
-"""Export a real trial of a tiny study and load its checkpoint where no search code exists."""
+"""Export a real trial of a tiny study and load its checkpoint where no search code exists;
+rebuild the study a trial came from (command and reproduce.py) from what the study stored."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import runpy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +17,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search.cli import main
+from search.cli import build_parser, main
 from search.config import load_profile, load_space
 from search.errors import SearchError
-from search.export import export_trial
+from search.export import export_trial, reproduce_script, study_command
+from search.export_readme import readme
 from search.study import StudySpec, run_study
 from search.tasks import load_task, stack
 
-pytestmark = pytest.mark.slow
 TASK = "tests.tiny_task:make_random_task"
 SPACE = """
 search: {sampler: random, trials: 2, startup_trials: 1}
@@ -83,6 +86,7 @@ def _onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
+@pytest.mark.slow
 def test_export_float_trial(tiny: tuple[optuna.Study, Path], tmp_path: Path) -> None:
     study, root = tiny
     out = tmp_path / "out"
@@ -127,6 +131,7 @@ def test_export_float_trial(tiny: tuple[optuna.Study, Path], tmp_path: Path) -> 
     assert float((got.argmax(1) == y.numpy()).mean()) == pytest.approx(rec["accuracy"])
 
 
+@pytest.mark.slow
 def test_export_quantized_trial_ships_both_files(
     tiny: tuple[optuna.Study, Path], tmp_path: Path
 ) -> None:
@@ -180,6 +185,7 @@ def test_export_quantized_trial_ships_both_files(
     assert "quantized file that was measured" in paths["readme"].read_text()
 
 
+@pytest.mark.slow
 def test_export_refuses_unfinished_or_changed_trials(
     tiny: tuple[optuna.Study, Path], tmp_path: Path
 ) -> None:
@@ -202,8 +208,6 @@ def test_export_refuses_unfinished_or_changed_trials(
 
 
 def test_study_command_names_files_and_task_options():
-    from search.export import study_command
-
     settings = {
         "task": "vision",
         "space": "mine",
@@ -215,3 +219,91 @@ def test_study_command_names_files_and_task_options():
     cmd = study_command(settings, "s1", sources)
     assert "--space /home/u/mine.yaml" in cmd and "--hw cpu " in cmd and "--seed 3" in cmd
     assert "--model resnet18 --weights w.pt" in cmd and "limit=50" in cmd
+
+
+def _vision_study(tmp_path: Path) -> optuna.Study:
+    """A study as `run --task vision --model resnet18 ...` with files given by path stores it."""
+    (tmp_path / "mine.yaml").write_text(SPACE)
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "edge" / "edge.yaml").write_text(PROFILE)
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="vis")
+    options = {"data": "/data/flowers", "limit": "50", "mean": "[0.5, 0.4, 0.3]"}
+    study.set_user_attr(
+        "settings",
+        {
+            "task": "vision",
+            "space": "mine",
+            "profile": "edge",
+            "seed": 3,
+            "task_options": {"model": "resnet18", "weights": "/w/r18.pt", **options},
+        },
+    )
+    study.set_user_attr(
+        "sources",
+        {"space": str(tmp_path / "mine.yaml"), "profile": str(tmp_path / "edge" / "edge.yaml")},
+    )
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            values=[0.9, 1.0],
+            params={"prune_ratio": 0.3},
+            distributions={"prune_ratio": optuna.distributions.FloatDistribution(0.2, 0.5)},
+        )
+    )
+    return study
+
+
+def test_reproduce_script_rebuilds_vision_tasks_and_files_given_by_path(tmp_path: Path) -> None:
+    study = _vision_study(tmp_path)
+    script = tmp_path / "reproduce.py"
+    script.write_text(reproduce_script(study, study.trials[0]))
+    # Imported (not run as __main__), the script builds its spec and runs nothing.
+    ns = runpy.run_path(str(script), run_name="reproduce")
+    spec = ns["SPEC"]
+    assert spec.task == "vision" and spec.seed == 3 and spec.study_name == "vis-trial0"
+    assert spec.task_options == {
+        "model": "resnet18",
+        "weights": "/w/r18.pt",
+        "data": "/data/flowers",
+        "limit": 50,
+        "mean": [0.5, 0.4, 0.3],
+    }
+    assert spec.space.path == str(tmp_path / "mine.yaml")
+    assert spec.profile.path == str(tmp_path / "edge" / "edge.yaml")
+    assert ns["PARAMS"] == {"prune_ratio": 0.3}
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_command_and_the_script_rebuild_the_same_study(tmp_path: Path) -> None:
+    study = _vision_study(tmp_path)
+    settings, sources = study.user_attrs["settings"], study.user_attrs["sources"]
+    words = shlex.split(study_command(settings, "vis", sources), comments=True)
+    args = build_parser().parse_args(words[3:])
+    script = tmp_path / "reproduce.py"
+    script.write_text(reproduce_script(study, study.trials[0]))
+    spec = runpy.run_path(str(script), run_name="reproduce")["SPEC"]
+    assert (args.task, args.seed, args.space, args.hw) == (
+        spec.task,
+        spec.seed,
+        spec.space.path,
+        spec.profile.path,
+    )
+    assert {k: getattr(args, k) for k in ("model", "weights", "data")} == {
+        k: spec.task_options[k] for k in ("model", "weights", "data")
+    }
+
+
+def test_readme_names_the_tasks_metric() -> None:
+    info = {
+        "trial": 1,
+        "study": "s",
+        "metric": "top-5 accuracy",
+        "measurements": {"accuracy": 0.91, "latency_p50_ms": 2.0, "latency_p90_ms": None},
+        "baseline": {"accuracy": 0.93},
+        "input": {"name": "input", "shape": ["batch", 3, 8, 8], "dtype": "float32"},
+        "measured_file": "model.onnx",
+        "reproduce": {"study_command": "python -m search run", "note": "latency varies"},
+    }
+    text = readme(info)
+    assert "| top-5 accuracy (test split, ONNX Runtime) | 0.9100 | 0.9300 |" in text
+    assert "2.000 / - |" in text  # a missing number reads as -
