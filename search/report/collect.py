@@ -198,8 +198,8 @@ def hypervolume_history(
     return pd.DataFrame(rows), ref
 
 
-# Left-aligned in every rendering of the front table; the rest are numbers.
-TEXT_COLUMNS = ("precision", "picked by")
+# Left-aligned in every table the report renders; the other columns are numbers.
+TEXT_COLUMNS = ("model", "precision", "picked by")
 
 
 def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
@@ -210,7 +210,7 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
         is it (its first cell is ``"baseline"``). Numbers missing from a record show as ``-``.
     """
     columns = ["trial", data.metric, "vs baseline", "p50 ms", "speedup", "peak MB", "size MB"]
-    columns += list(TEXT_COLUMNS)
+    columns += ["precision", "picked by"]
     rows: list[list[str]] = []
     b = data.baseline
     if b:

@@ -177,7 +177,7 @@ def sensitivity_figure(data: ReportData) -> go.Figure | None:
         )
     )
     reference = sens["float_accuracy"].iloc[0]
-    ref = f"; float model: {reference:.4f}" if pd.notna(reference) else ""
+    ref = f"; float model {reference:.4f}" if pd.notna(reference) else ""
     fig.update_layout(
         title=f"{metric} drop with one group at {precision}, the rest float{ref}",
         xaxis_title="layer group (most sensitive first)",
@@ -213,8 +213,10 @@ class Figure:
     png: bool = False
 
     def words(self, data: ReportData) -> tuple[str, str]:
-        """The title and caption for ``data``'s metric."""
-        return self.title.format(metric=data.metric), self.caption.format(metric=data.metric)
+        """The title (first letter capital: it heads a section) and caption for ``data``'s
+        metric."""
+        title = self.title.format(metric=data.metric)
+        return title[:1].upper() + title[1:], self.caption.format(metric=data.metric)
 
 
 def _objective(x: str, x_title: str) -> Callable[[ReportData], go.Figure | None]:

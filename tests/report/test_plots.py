@@ -70,7 +70,9 @@ def test_every_label_names_the_studys_metric(real: optuna.Study) -> None:
     for f in FIGURES:
         title, caption = f.words(data)
         assert "{metric}" not in title + caption
-        assert "accuracy against" not in title.replace(METRIC, "")
+        assert "accuracy against" not in title.lower().replace(METRIC, "")
+    pareto_title, _ = FIGURES[0].words(data)
+    assert pareto_title == f"Pareto front: {METRIC} against latency"
 
 
 def test_a_study_without_a_metric_says_accuracy(real: optuna.Study) -> None:
