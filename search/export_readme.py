@@ -9,19 +9,11 @@ from search.formatting import fmt
 
 def readme(info: dict[str, Any]) -> str:
     """Markdown for an export folder, filled in from the exported ``trial.json`` data."""
-    m, b, inp = info["measurements"], info["baseline"], info["input"]
-    measured = info["measured_file"]
-    shape = ", ".join(str(d) for d in inp["shape"])
-    example = ", ".join("1" if isinstance(d, str) else str(d) for d in inp["shape"])
-    quantized = measured != "model.onnx"
-    float_note = (
-        f"`{measured}` is the quantized file that was measured; `model.onnx` is the float model "
-        "before quantization, which `model.pt2` and `model_module.pt` reproduce."
-        if quantized
-        else "`model.onnx` is the file that was measured; `model.pt2` and `model_module.pt` hold "
-        "the same float model."
-    )
-    fl = "\n- `model.onnx`: the float ONNX file before quantization." if quantized else ""
+    return "".join((_measurements(info), _files(info), _usage(info)))
+
+
+def _measurements(info: dict[str, Any]) -> str:
+    m, b = info["measurements"], info["baseline"]
     lat = (m.get("measurement", {}).get("latency") or [{}])[0]
     batch = lat.get("batch_size", "?")
     metric = info.get("metric", "accuracy")
@@ -41,7 +33,22 @@ def readme(info: dict[str, Any]) -> str:
 Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
 {m.get("measurement", {}).get("onnxruntime", "?")}. Full record: `trial.json`.
 
-## Files
+"""
+
+
+def _files(info: dict[str, Any]) -> str:
+    inp, measured = info["input"], info["measured_file"]
+    shape = ", ".join(str(d) for d in inp["shape"])
+    quantized = measured != "model.onnx"
+    float_note = (
+        f"`{measured}` is the quantized file that was measured; `model.onnx` is the float model "
+        "before quantization, which `model.pt2` and `model_module.pt` reproduce."
+        if quantized
+        else "`model.onnx` is the file that was measured; `model.pt2` and `model_module.pt` hold "
+        "the same float model."
+    )
+    fl = "\n- `model.onnx`: the float ONNX file before quantization." if quantized else ""
+    return f"""## Files
 
 - `{measured}`: the exact ONNX file that was measured (its sha256 is in `trial.json`).{fl}
 - `model.pt2`: the compressed float model as a `torch.export` program. Loads with PyTorch alone.
@@ -53,7 +60,13 @@ Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
 
 Input `{inp["name"]}`: shape ({shape}), {inp["dtype"]}; the first dimension is the batch.
 
-## Run the ONNX file (needs only `onnxruntime` and `numpy`)
+"""
+
+
+def _usage(info: dict[str, Any]) -> str:
+    inp, measured = info["input"], info["measured_file"]
+    example = ", ".join("1" if isinstance(d, str) else str(d) for d in inp["shape"])
+    return f"""## Run the ONNX file (needs only `onnxruntime` and `numpy`)
 
 ```python
 import numpy as np

@@ -113,39 +113,37 @@ def pick(
     if rule.kind == "fastest-within":
         if not baseline or baseline.get("accuracy") is None:
             raise PickError(f"pick rule {rule.text!r} needs the study's baseline {metric}")
-        floor = baseline["accuracy"] - rule.bound
-        ok = pool[pool.accuracy >= floor - 1e-12]
-        if ok.empty:
-            best = pool.accuracy.max() - baseline["accuracy"]
-            return Pick(
-                rule.text,
-                None,
-                f"no trial within {rule.bound:.2%} of the baseline {metric} "
-                f"(closest: {best:+.2%})",
-            )
-        row = ok.sort_values(
-            ["latency_p50_ms", "accuracy", "trial"], ascending=[True, False, True]
-        ).iloc[0]
-        return Pick(
-            rule.text,
-            int(row.trial),
-            f"fastest trial with {metric} >= {floor:.4f} (baseline - {rule.bound:.2%})",
-        )
+        return _fastest_within(pool, rule, base=baseline["accuracy"], metric=metric)
     if rule.kind == "accurate-within":
-        ok = pool[pool.latency_p50_ms <= rule.bound]
-        if ok.empty:
-            return Pick(
-                rule.text,
-                None,
-                f"no trial at or under {rule.bound:g} ms p50 "
-                f"(fastest: {pool.latency_p50_ms.min():.3f} ms)",
-            )
-        row = ok.sort_values(
-            ["accuracy", "latency_p50_ms", "trial"], ascending=[False, True, True]
-        ).iloc[0]
-        return Pick(rule.text, int(row.trial), f"highest {metric} at <= {rule.bound:g} ms p50")
+        return _accurate_within(pool, rule, metric=metric)
     front = pool[pool.pareto.astype(bool)] if "pareto" in pool else pool
     return Pick(rule.text, knee(front if not front.empty else pool), "knee of the Pareto front")
+
+
+def _fastest_within(pool: pd.DataFrame, rule: Rule, *, base: float, metric: str) -> Pick:
+    floor = base - (rule.bound or 0.0)
+    ok = pool[pool.accuracy >= floor - 1e-12]
+    if ok.empty:
+        closest = pool.accuracy.max() - base
+        why = (
+            f"no trial within {rule.bound:.2%} of the baseline {metric} (closest: {closest:+.2%})"
+        )
+        return Pick(rule.text, None, why)
+    order = ok.sort_values(["latency_p50_ms", "accuracy", "trial"], ascending=[True, False, True])
+    why = f"fastest trial with {metric} >= {floor:.4f} (baseline - {rule.bound:.2%})"
+    return Pick(rule.text, int(order.iloc[0].trial), why)
+
+
+def _accurate_within(pool: pd.DataFrame, rule: Rule, *, metric: str) -> Pick:
+    ok = pool[pool.latency_p50_ms <= (rule.bound or 0.0)]
+    if ok.empty:
+        fastest = pool.latency_p50_ms.min()
+        why = f"no trial at or under {rule.bound:g} ms p50 (fastest: {fastest:.3f} ms)"
+        return Pick(rule.text, None, why)
+    order = ok.sort_values(["accuracy", "latency_p50_ms", "trial"], ascending=[False, True, True])
+    return Pick(
+        rule.text, int(order.iloc[0].trial), f"highest {metric} at <= {rule.bound:g} ms p50"
+    )
 
 
 def knee(front: pd.DataFrame) -> int:
