@@ -29,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from search.compress.onnx_export import export_onnx
     from search.compress.quantize import half_only
     from search.config import load_profile
-    from search.measure.export import export_onnx
     from search.measure.kernels import kernel_report
     from search.measure.latency import measure_latency
     from search.measure.runtime import create_session, describe_device
-    from search.models import ResNet
     from search.tasks.digits import ARCH, SIZE
+    from search.tasks.models import ResNet
 
     profile = load_profile(args.hw)
     torch.manual_seed(0)

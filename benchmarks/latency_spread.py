@@ -31,9 +31,9 @@ def _default_model(folder: Path) -> tuple[Path, np.ndarray]:
     """The digits task's ResNet shape (random weights: latency does not depend on them)."""
     import torch
 
-    from search.measure.export import export_onnx
-    from search.models import ResNet
+    from search.compress.onnx_export import export_onnx
     from search.tasks.digits import ARCH, SIZE
+    from search.tasks.models import ResNet
 
     torch.manual_seed(0)
     model = ResNet(num_classes=10, **ARCH).eval()

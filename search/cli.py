@@ -50,13 +50,15 @@ class Run(Command):
     name = "run"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from search.tasks import BUILTIN
+
         parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
         parser.add_argument(
             "--task",
             default=None,
-            help="built-in task (digits, vision, imagefolder, cifar10), module:function or "
-            "file.py:function naming your own factory, or a task YAML file (default: digits, "
-            "or vision when --data is given)",
+            help=f"built-in task ({', '.join(BUILTIN)}), module:function or file.py:function "
+            "naming your own factory, or a task YAML file (default: digits, or vision when "
+            "--data is given)",
         )
         parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
         parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
@@ -79,6 +81,7 @@ class Run(Command):
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
         from search.study import StudySpec, run_study
+        from search.tasks import task_slug
 
         # Validate everything before anything is created on disk.
         profile = load_profile(args.hw)
@@ -89,13 +92,12 @@ class Run(Command):
         if trials < 1:
             raise SearchError(f"--trials must be at least 1, but got {trials}")
         task, options = _task_and_options(args)
-        task_slug = _slug(task, options)
         spec = StudySpec(
             task=task,
             task_options=options,
             space=space,
             profile=profile,
-            study_name=args.study or f"{task_slug}-{profile.name}",
+            study_name=args.study or f"{task_slug(task, options)}-{profile.name}",
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
@@ -121,13 +123,6 @@ def _task_and_options(args: argparse.Namespace) -> tuple[str, dict[str, object]]
             options[key] = getattr(args, key)
     check_options(resolve_factory(task), task, options)
     return task, options
-
-
-def _slug(task: str, options: dict[str, object]) -> str:
-    base = Path(task.split(":", 1)[0]).stem if ".py:" in task else task
-    model = options.get("model")
-    slug = f"{base}-{model}" if isinstance(model, str) and model else base
-    return slug.replace(":", "-").replace("/", "-").replace(".", "-")
 
 
 class Report(Command):
@@ -274,11 +269,6 @@ class Agent(Command):
         from search.measure.agent import AgentSettings, serve
 
         token = args.token or os.environ.get("SEARCH_AGENT_TOKEN", "")
-        if len(token) < 8:
-            raise SearchError(
-                "the agent needs a token of at least 8 characters: pass --token or set "
-                "SEARCH_AGENT_TOKEN"
-            )
         try:
             server = serve(
                 AgentSettings(
@@ -318,7 +308,7 @@ class Profiles(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import list_profiles, load_profile
-        from search.measure import open_target
+        from search.measure.target import open_target
 
         for name in list_profiles():
             try:
@@ -328,7 +318,8 @@ class Profiles(Command):
                 continue
             where = f"through agent {profile.agent}" if profile.agent else "here"
             try:
-                open_target(profile, timeout=5.0)
+                spec, token_env = profile.measure_spec(), profile.agent_token_env
+                open_target(spec, agent=profile.agent, token_env=token_env, timeout=5.0)
                 status, reason = f"measurable {where}", ""
             except SearchError as e:
                 status, reason = f"NOT measurable {where}", f"\n{'':11}{e}"
@@ -347,9 +338,13 @@ class Bench(Command):
     name = "bench"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from search.tasks import BUILTIN
+
         parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
         parser.add_argument(
-            "--task", default="distorted_digits", help="built-in task or module:function"
+            "--task",
+            default="distorted_digits",
+            help=f"built-in task ({', '.join(BUILTIN)}) or module:function",
         )
         parser.add_argument("--space", default="default", help="joint search space (YAML)")
         parser.add_argument(
@@ -370,7 +365,7 @@ class Bench(Command):
     def run(self, args: argparse.Namespace) -> int:
         from search.bench import BenchSpec, run_bench
         from search.config import load_profile, load_space
-        from search.tasks import resolve_factory
+        from search.tasks import resolve_factory, task_slug
 
         profile = load_profile(args.hw)
         space = load_space(args.space)
@@ -380,7 +375,7 @@ class Bench(Command):
         except ValueError:
             msg = f"--ratios must be numbers like 0.3,0.5, got {args.ratios!r}"
             raise SearchError(msg) from None
-        slug = args.task.replace(":", "-").replace("/", "-").replace(".", "-")
+        slug = task_slug(args.task)
         spec = BenchSpec(
             task=args.task,
             space=space,
