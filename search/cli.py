@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from search.errors import SearchError
 
@@ -81,17 +80,21 @@ class Run(Command):
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
         from search.study import StudySpec, run_study
-        from search.tasks import task_slug
+        from search.tasks import task_and_options, task_slug
 
         # Validate everything before anything is created on disk.
         profile = load_profile(args.hw)
         if args.agent is not None:
-            profile = with_agent(profile, args.agent)
+            profile = profile.with_agent(None if args.agent == "local" else args.agent)
         space = load_space(args.space)
         trials = args.trials if args.trials is not None else space.search.trials
         if trials < 1:
             raise SearchError(f"--trials must be at least 1, but got {trials}")
-        task, options = _task_and_options(args)
+        # Only the factory and its option names are checked here; run_study loads the task
+        # (model, weights, data) before it opens the study, so bad weights or data fail before
+        # any study exists.
+        options = {k: getattr(args, k) for k in ("model", "weights", "data")}
+        task, options = task_and_options(args.task, **options)
         spec = StudySpec(
             task=task,
             task_options=options,
@@ -104,25 +107,6 @@ class Run(Command):
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
         return 0
-
-
-def _task_and_options(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
-    """The task spec and factory options from --task (or its YAML file) and --model/...
-
-    Only the factory and its option names are checked here; ``run_study`` loads the task (model,
-    weights, data) before it opens the study, so bad weights or data fail before any study exists.
-    """
-    from search.tasks import check_options, read_task_file, resolve_factory
-
-    task = args.task or ("vision" if args.data else "digits")
-    options: dict[str, object] = {}
-    if task.endswith((".yaml", ".yml")):
-        task, options = read_task_file(Path(task))
-    for key in ("model", "weights", "data"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    check_options(resolve_factory(task), task, options)
-    return task, options
 
 
 class Report(Command):
@@ -223,18 +207,6 @@ class Export(Command):
         for path in paths.values():
             print(path)
         return 0
-
-
-def with_agent(profile: Any, agent: str) -> Any:
-    """The profile measured at ``agent`` (a URL), or on this machine for ``local``."""
-    from pydantic import ValidationError
-
-    try:
-        return profile.model_validate(
-            {**profile.model_dump(), "agent": None if agent == "local" else agent}
-        )
-    except ValidationError:
-        raise SearchError(f"--agent must be an http:// URL or 'local', got {agent!r}") from None
 
 
 class Agent(Command):

@@ -175,6 +175,19 @@ class Profile(Strict):
     def provider_names(self) -> list[str]:
         return [p.name for p in self.providers]
 
+    def with_agent(self, agent: str | None) -> Profile:
+        """This profile measured at ``agent`` (a URL), or on this machine for None.
+
+        Raises:
+            ConfigError: ``agent`` is not an http(s) URL.
+        """
+        try:
+            return self.model_validate({**self.model_dump(), "agent": agent})
+        except ValidationError:
+            raise ConfigError(
+                f"--agent must be an http:// URL or 'local', got {agent!r}"
+            ) from None
+
     def measure_spec(self) -> MeasureSpec:
         """What a target (this machine or the agent) needs of this profile to measure."""
         return MeasureSpec(

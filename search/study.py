@@ -6,7 +6,6 @@ profile's first batch size. Everything else a trial measured is in its user attr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,10 +22,13 @@ from optuna.trial import TrialState
 from search.config import Profile, Space
 from search.errors import AgentError, ProviderError, SearchError
 from search.objectives import DIRECTIONS, OBJECTIVES
-
-# Digests of the space and profile files' content: version 2 leaves out values equal to their
-# defaults, so adding a defaulted field to Space or Profile keeps every existing study resumable.
-DIGEST_VERSION = 2
+from search.resume import (
+    check_settings,
+    content_digests,
+    fail_stale_trials,
+    finished_count,
+    legacy_digests,
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,7 @@ class StudySpec:
 
     def settings(self) -> dict[str, Any]:
         """What a resumed study must match: task, options, seed, and what the space and profile
-        files say (not where they lie, their words, the default trial count or the agent's
-        address: it may move)."""
+        files say (:func:`search.resume.content_digests`)."""
         settings: dict[str, Any] = {
             "task": self.task,
             "space": self.space.name,
@@ -63,41 +64,7 @@ class StudySpec:
         }
         if self.task_options:
             settings["task_options"] = {k: str(v) for k, v in sorted(self.task_options.items())}
-        space, profile = _ignoring_words(self.space), _ignoring_words(self.profile)
-        space = space.model_copy(update={"search": _default(space.search, "trials")})
-        settings["space_digest"] = _sha(space.model_dump_json(exclude_defaults=True))
-        profile = _default(profile, "agent")
-        settings["profile_digest"] = _sha(profile.model_dump_json(exclude_defaults=True))
-        settings["digest_version"] = DIGEST_VERSION
-        return settings
-
-    def legacy_digests(self) -> dict[str, set[str]]:
-        """The version-1 digests this spec may have had: whole dumps, defaults included, as
-        studies recorded them before version 2. Profiles then had a ``device`` key (first in the
-        dump; nothing read it); every value it could take is tried."""
-        words = {"name": True, "path": True, "description": True}
-        space = self.space.model_dump_json(exclude={**words, "search": {"trials"}})
-        profile = self.profile.model_dump_json(exclude={**words, "agent": True})
-        devices = ("cpu", "cuda", "arm", "jetson")
-        return {
-            "space_digest": {_sha(space)},
-            "profile_digest": {_sha(f'{{"device":"{d}",{profile[1:]}') for d in devices},
-        }
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _default(model: Any, key: str) -> Any:
-    """``model`` with field ``key`` set back to its default (so the digest leaves it out)."""
-    return model.model_copy(update={key: type(model).model_fields[key].default})
-
-
-def _ignoring_words(model: Any) -> Any:
-    for key in ("name", "path", "description"):
-        model = _default(model, key)
-    return model
+        return {**settings, **content_digests(self.space, self.profile)}
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
@@ -162,77 +129,13 @@ def open_study(spec: StudySpec, *, create: bool, metric: str | None = None) -> o
         # The files themselves, for reproducing; not compared on resume (a path may move).
         study.set_user_attr("sources", {"space": spec.space.path, "profile": spec.profile.path})
     else:
-        _check_settings(study, spec, old)
+        legacy = legacy_digests(spec.space, spec.profile)
+        new = spec.settings()
+        if check_settings(old, new, legacy=legacy, study_name=spec.study_name):
+            study.set_user_attr("settings", new)  # the same content, now in version-2 digests
     if metric is not None and study.user_attrs.get("metric") != metric:
         study.set_user_attr("metric", metric)
     return study
-
-
-def _check_settings(study: optuna.Study, spec: StudySpec, old: dict[str, Any]) -> None:
-    """Refuse to resume with other settings; upgrade version-1 digests that still match."""
-    new = spec.settings()
-    legacy = old.get("digest_version") != DIGEST_VERSION and "space_digest" in old
-    if legacy:
-        candidates = spec.legacy_digests()
-        digests_match = all(old.get(k) in options for k, options in candidates.items())
-        compare = {**new, **({k: old.get(k) for k in candidates} if digests_match else {})}
-        compare = {k: v for k, v in compare.items() if k != "digest_version"}
-    else:
-        # Studies made before digests were recorded are compared on what they recorded.
-        digests = {k for k in new if k.endswith("_digest") or k == "digest_version"}
-        compare = {k: v for k, v in new.items() if k in old or k not in digests}
-    changed = [k for k in {**old, **compare} if old.get(k) != compare.get(k)]
-    if changed:
-        diff = ", ".join(
-            f"a different {k.removesuffix('_digest')} file's content"
-            if k.endswith("_digest")
-            else f"{k}={old.get(k)!r}"
-            for k in changed
-        )
-        raise SearchError(
-            f"study {spec.study_name!r} was created with {diff}; resume it with the "
-            "same settings or pick a new name with --study"
-        )
-    if legacy:
-        study.set_user_attr("settings", new)  # the same content, now in version-2 digests
-
-
-def fail_stale_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted')."""
-    host = socket.gethostname()
-    failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or pid is None or _alive(pid):
-            continue
-        storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
-        storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
-        storage.set_trial_user_attr(tid, "interrupted", True)
-        storage.set_trial_state_values(tid, TrialState.FAIL)
-        failed += 1
-    return failed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count toward the requested number: all ended ones but interrupted ones."""
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-    )
 
 
 class _Terminated(KeyboardInterrupt):

@@ -62,11 +62,36 @@ def run_trial(
     ``on_epoch(epoch, val_metric)`` is called after each distillation epoch and may raise
     ``optuna.TrialPruned`` to stop a hopeless trial.
     """
-    task, timer = ctx.task, _Timer()
+    timer = _Timer()
     out_dir.mkdir(parents=True, exist_ok=True)
-    x, round_to = task.example_input, ctx.profile.round_to
-    sizes = {"base": dict(ctx.base_size) or model_size(task.model, x)}
+    student, record = _compress(cfg, ctx=ctx, timer=timer)
+    record["val_history"] = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
+    with timer.step("export"):
+        onnx_path = export_onnx(student, ctx.task.example_input, out_dir / "model.onnx")
+        torch.save(student, out_dir / "model.pt")
+    measured, record["quantize"] = _quantize(cfg, ctx=ctx, onnx_path=onnx_path, timer=timer)
+    with timer.step("kernels"):
+        record["kernels"] = ctx.kernel_report(measured, out_dir / "model.opt.onnx")
+    with timer.step("measure"):
+        metric, measurement = score(measured, ctx)
+    record = {
+        "config": cfg.to_dict(),
+        **measurement_record(metric, measurement),
+        **record,
+        "timings_s": timer.seconds,
+        "artifacts": str(out_dir),
+        "onnx": str(onnx_path),
+        "measured_onnx": str(measured),
+    }
+    (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
+    return TrialResult(accuracy=metric, latency_ms=measurement.latency[0].p50_ms, record=record)
 
+
+def _compress(cfg: TrialConfig, *, ctx: Context, timer: _Timer) -> tuple[Any, dict[str, Any]]:
+    """Prune, then factorize: the student and what each step did (sizes after each step,
+    layers pruning left alone and why, low-rank records)."""
+    task, x, round_to = ctx.task, ctx.task.example_input, ctx.profile.round_to
+    sizes = {"base": dict(ctx.base_size) or model_size(task.model, x)}
     with timer.step("prune"):
         ignored = task.ignored_layers or None
         student, pruning = prune_step(
@@ -76,18 +101,32 @@ def run_trial(
     # After pruning (it needs the unfactorized graph), before distillation (which repairs what
     # the truncation lost).
     with timer.step("lowrank"):
-        student, lowrank_layers = lowrank_step(
+        student, layers = lowrank_step(
             student, cfg.lowrank, space=ctx.space.lowrank, example_input=x, round_to=round_to
         )
     sizes["lowrank"] = model_size(student, x)
+    return student, {
+        "sizes": sizes,
+        "pruning": pruning.to_dict(),
+        "lowrank_layers": [r.to_dict() for r in layers],
+    }
 
-    val_history: list[float] = []
+
+def _distill(
+    student: Any,
+    cfg: TrialConfig,
+    *,
+    ctx: Context,
+    timer: _Timer,
+    on_epoch: Callable[[int, float], None] | None,
+) -> list[float]:
+    """Fine-tune ``student`` against the teacher in place; its validation metric per epoch."""
+    task, history = ctx.task, []
 
     def epoch_done(epoch: int) -> None:
-        val = kd.evaluate(student, task.val, task.metric)
-        val_history.append(val)
+        history.append(kd.evaluate(student, task.val, task.metric))
         if on_epoch is not None:
-            on_epoch(epoch, val)
+            on_epoch(epoch, history[-1])
 
     with timer.step("distill"):
         kd.distill_step(
@@ -98,32 +137,7 @@ def run_trial(
             seed=ctx.seed,
             on_epoch=epoch_done,
         )
-    with timer.step("export"):
-        onnx_path = export_onnx(student, x, out_dir / "model.onnx")
-        torch.save(student, out_dir / "model.pt")
-    measured, quant = _quantize(cfg, ctx=ctx, onnx_path=onnx_path, timer=timer)
-    with timer.step("kernels"):
-        kernels = ctx.kernel_report(measured, out_dir / "model.opt.onnx")
-    with timer.step("measure"):
-        metric, measurement = score(measured, ctx)
-
-    record = {
-        "config": cfg.to_dict(),
-        **measurement_record(metric, measurement),
-        "val_history": val_history,
-        "sizes": sizes,
-        "quantize": quant,
-        "kernels": kernels,
-        # Layers pruning had to leave alone (heads, unrecognised attention) and why.
-        "pruning": pruning.to_dict(),
-        "lowrank_layers": [r.to_dict() for r in lowrank_layers],
-        "timings_s": timer.seconds,
-        "artifacts": str(out_dir),
-        "onnx": str(onnx_path),
-        "measured_onnx": str(measured),
-    }
-    (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
-    return TrialResult(accuracy=metric, latency_ms=measurement.latency[0].p50_ms, record=record)
+    return history
 
 
 def _quantize(

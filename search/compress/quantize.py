@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import Field, model_validator
 
 from search.compress.calibration import METHODS, CalibMethod, Calibration, calib_enum
-from search.compress.groups import WEIGHTED_OPS, assign_groups, name_nodes, weight_name
+from search.compress.groups import (
+    WEIGHTED_OPS,
+    assign_groups,
+    layer_types,
+    name_nodes,
+    weight_name,
+)
 from search.errors import ConfigError
 from search.schema import Strict
 
@@ -303,23 +309,8 @@ def quantize(
         return half_only(calibration.model, out_path, plan=plan, groups=groups)
     signed = weights == "signed"
     model = onnx.load(str(calibration.model))
-    inits = {i.name for i in model.graph.initializer}
     owner = assign_groups(model, groups)
-    excluded, overrides = [], {}
-    for node in model.graph.node:
-        group = owner[node.name]
-        precision = (
-            plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
-        )
-        if precision in ("float", "fp16"):
-            if not node.name:
-                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
-            excluded.append(node.name)
-            continue
-        weight = weight_name(node, inits)
-        if weight is not None and precision in ("int4", "int16"):
-            qtype = _qtype(precision.removeprefix("int"), signed)
-            overrides[weight] = [{"quant_type": qtype, "axis": _weight_axis(node)}]
+    excluded, overrides = _node_plan(model, owner, plan, ungrouped=ungrouped, signed=signed)
     quantize_static(
         str(calibration.model),
         str(out_path),
@@ -369,31 +360,30 @@ def quantize_step(
     )
 
 
-def layer_types(model: Any) -> dict[str, str]:
-    """Weight name -> the element type its layer computes with in ``model`` (a QDQ graph).
-
-    A weight fed to its op directly is ``float`` (``fp16`` when stored as float16); one fed
-    through DequantizeLinear is the type of the stored integer initializer (``int8``, ...).
-    """
-    import onnx
-
-    inits = {i.name: i for i in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    out: dict[str, str] = {}
+def _node_plan(
+    model: Any,
+    owner: Mapping[str, str | None],
+    plan: Mapping[str, str],
+    *,
+    ungrouped: str,
+    signed: bool,
+) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Nodes to leave out of quantization (float and fp16 groups) and the tensor overrides
+    that give int4/int16 groups their weight type."""
+    inits = {i.name for i in model.graph.initializer}
+    excluded, overrides = [], {}
     for node in model.graph.node:
-        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+        group = owner[node.name]
+        precision = (
+            plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
+        )
+        if precision in ("float", "fp16"):
+            if not node.name:
+                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
+            excluded.append(node.name)
             continue
-        src = node.input[1]
-        if src in inits:
-            dtype = inits[src].data_type
-            # A float16 copy of a weight a float node shares is named <weight>_fp16.
-            stem = src.rsplit("_fp16", 1)[0]
-            name = stem if stem in inits and stem != src else src
-            out[name] = "fp16" if dtype == onnx.TensorProto.FLOAT16 else "float"
-            continue
-        dq = producers.get(src)
-        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
-            name = dq.input[0].removesuffix("_quantized")
-            dtype = inits[dq.input[0]].data_type
-            out[name] = onnx.TensorProto.DataType.Name(dtype).lower()
-    return out
+        weight = weight_name(node, inits)
+        if weight is not None and precision in ("int4", "int16"):
+            qtype = _qtype(precision.removeprefix("int"), signed)
+            overrides[weight] = [{"quant_type": qtype, "axis": _weight_axis(node)}]
+    return excluded, overrides

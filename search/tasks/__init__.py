@@ -40,6 +40,7 @@ __all__ = [
     "read_task_file",
     "resolve_factory",
     "stack",
+    "task_and_options",
     "task_slug",
 ]
 
@@ -154,6 +155,26 @@ def read_task_file(path: Path) -> tuple[str, dict[str, Any]]:
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
             raw[key] = str(path.parent / value)
     return spec, raw
+
+
+def task_and_options(
+    task: str | None, *, model: str | None, weights: str | None, data: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The task spec and factory options from ``--task`` (or its YAML file) and the
+    ``--model``/``--weights``/``--data`` flags, which override the file's; checked against the
+    factory's signature (the task itself is not loaded).
+
+    Raises:
+        TaskError: an unknown task, an unreadable task file, an option the factory does not take.
+    """
+    spec = task or ("vision" if data else "digits")
+    options: dict[str, Any] = {}
+    if spec.endswith((".yaml", ".yml")):
+        spec, options = read_task_file(Path(spec))
+    flags = {"model": model, "weights": weights, "data": data}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    check_options(resolve_factory(spec), spec, options)
+    return spec, options
 
 
 def task_slug(spec: str, options: dict[str, Any] | None = None) -> str:
