@@ -203,7 +203,9 @@ def _typed(cls: type, data: Any, what: str) -> Any:
         if kind in ("int", "float"):
             out[key] = _number(value, int if kind == "int" else float, key)
         elif kind == "bool":
-            out[key] = bool(value)
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+            out[key] = value
         elif kind == "str":
             if not isinstance(value, str):
                 raise ValueError(f"{key} must be text, got {value!r}")
