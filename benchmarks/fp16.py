@@ -29,16 +29,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from search.compress.onnx_export import export_onnx
     from search.compress.quantize import half_only
     from search.config import load_profile
-    from search.measure.export import export_onnx
     from search.measure.kernels import kernel_report
     from search.measure.latency import measure_latency
     from search.measure.runtime import create_session, describe_device
-    from search.models import ResNet
     from search.tasks.digits import ARCH, SIZE
+    from search.tasks.models import ResNet
 
     profile = load_profile(args.hw)
+    spec = profile.measure_spec()
     torch.manual_seed(0)
     x = torch.randn(1, 1, SIZE, SIZE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         p50: dict[str, list[float]] = {k: [] for k in paths}
         for _ in range(args.repeats):
             for name, path in paths.items():  # alternately, so drift hits both alike
-                session = create_session(path, profile)
+                session = create_session(path, spec)
                 feed = {session.get_inputs()[0].name: x.numpy()}
                 p50[name].append(measure_latency(session, feed, profile.measure).p50_ms)
                 del session
         print(f"{describe_device()}, profile {profile.name}, batch 1, {args.repeats} sessions")
         for name, path in paths.items():
-            kernels = kernel_report(path, profile, folder / f"{name}.opt.onnx")
+            kernels = kernel_report(path, spec, folder / f"{name}.opt.onnx")
             ms = np.array(p50[name])
             print(
                 f"{name:5s}: p50 {np.median(ms):.3f} ms (min {ms.min():.3f}, max {ms.max():.3f}), "

@@ -15,6 +15,7 @@ repeats' p50s, and the mean within-repeat CV.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -31,9 +32,9 @@ def _default_model(folder: Path) -> tuple[Path, np.ndarray]:
     """The digits task's ResNet shape (random weights: latency does not depend on them)."""
     import torch
 
-    from search.measure.export import export_onnx
-    from search.models import ResNet
+    from search.compress.onnx_export import export_onnx
     from search.tasks.digits import ARCH, SIZE
+    from search.tasks.models import ResNet
 
     torch.manual_seed(0)
     model = ResNet(num_classes=10, **ARCH).eval()
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = load_profile(args.hw)
     if args.intra_op is not None:
-        threads = profile.threads.model_copy(update={"intra_op": args.intra_op})
+        threads = dataclasses.replace(profile.threads, intra_op=args.intra_op)
         profile = profile.model_copy(update={"threads": threads})
     if args.pin is not None:
         os.sched_setaffinity(0, {args.pin})
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             path, x = args.model, None
         rows = []
         for i in range(args.repeats):
-            session = create_session(path, profile)
+            session = create_session(path, profile.measure_spec())
             inp = session.get_inputs()[0]
             if x is None:
                 shape = [1 if not isinstance(d, int) else d for d in inp.shape]

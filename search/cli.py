@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from search.errors import SearchError
 
@@ -50,13 +49,15 @@ class Run(Command):
     name = "run"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from search.tasks import BUILTIN
+
         parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
         parser.add_argument(
             "--task",
             default=None,
-            help="built-in task (digits, vision, imagefolder, cifar10), module:function or "
-            "file.py:function naming your own factory, or a task YAML file (default: digits, "
-            "or vision when --data is given)",
+            help=f"built-in task ({', '.join(BUILTIN)}), module:function or file.py:function "
+            "naming your own factory, or a task YAML file (default: digits, or vision when "
+            "--data is given)",
         )
         parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
         parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
@@ -79,55 +80,33 @@ class Run(Command):
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
         from search.study import StudySpec, run_study
+        from search.tasks import task_and_options, task_slug
 
         # Validate everything before anything is created on disk.
         profile = load_profile(args.hw)
         if args.agent is not None:
-            profile = with_agent(profile, args.agent)
+            profile = profile.with_agent(None if args.agent == "local" else args.agent)
         space = load_space(args.space)
         trials = args.trials if args.trials is not None else space.search.trials
         if trials < 1:
             raise SearchError(f"--trials must be at least 1, but got {trials}")
-        task, options = _task_and_options(args)
-        task_slug = _slug(task, options)
+        # Only the factory and its option names are checked here; run_study loads the task
+        # (model, weights, data) before it opens the study, so bad weights or data fail before
+        # any study exists.
+        options = {k: getattr(args, k) for k in ("model", "weights", "data")}
+        task, options = task_and_options(args.task, **options)
         spec = StudySpec(
             task=task,
             task_options=options,
             space=space,
             profile=profile,
-            study_name=args.study or f"{task_slug}-{profile.name}",
+            study_name=args.study or f"{task_slug(task, options)}-{profile.name}",
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
         return 0
-
-
-def _task_and_options(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
-    """The task spec and factory options from --task (or its YAML file) and --model/...
-
-    Only the factory and its option names are checked here; ``run_study`` loads the task (model,
-    weights, data) before it opens the study, so bad weights or data fail before any study exists.
-    """
-    from search.tasks import check_options, read_task_file, resolve_factory
-
-    task = args.task or ("vision" if args.data else "digits")
-    options: dict[str, object] = {}
-    if task.endswith((".yaml", ".yml")):
-        task, options = read_task_file(Path(task))
-    for key in ("model", "weights", "data"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    check_options(resolve_factory(task), task, options)
-    return task, options
-
-
-def _slug(task: str, options: dict[str, object]) -> str:
-    base = Path(task.split(":", 1)[0]).stem if ".py:" in task else task
-    model = options.get("model")
-    slug = f"{base}-{model}" if isinstance(model, str) and model else base
-    return slug.replace(":", "-").replace("/", "-").replace(".", "-")
 
 
 class Report(Command):
@@ -233,18 +212,6 @@ class Export(Command):
         return 0
 
 
-def with_agent(profile: Any, agent: str) -> Any:
-    """The profile measured at ``agent`` (a URL), or on this machine for ``local``."""
-    from pydantic import ValidationError
-
-    try:
-        return profile.model_validate(
-            {**profile.model_dump(), "agent": None if agent == "local" else agent}
-        )
-    except ValidationError:
-        raise SearchError(f"--agent must be an http:// URL or 'local', got {agent!r}") from None
-
-
 class Agent(Command):
     """Serve measurements on this machine (the target) for studies that run elsewhere.
 
@@ -277,11 +244,6 @@ class Agent(Command):
         from search.measure.agent import AgentSettings, serve
 
         token = args.token or os.environ.get("SEARCH_AGENT_TOKEN", "")
-        if len(token) < 8:
-            raise SearchError(
-                "the agent needs a token of at least 8 characters: pass --token or set "
-                "SEARCH_AGENT_TOKEN"
-            )
         try:
             server = serve(
                 AgentSettings(
@@ -321,7 +283,7 @@ class Profiles(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import list_profiles, load_profile
-        from search.measure import open_target
+        from search.measure.target import open_target
 
         for name in list_profiles():
             try:
@@ -331,7 +293,8 @@ class Profiles(Command):
                 continue
             where = f"through agent {profile.agent}" if profile.agent else "here"
             try:
-                open_target(profile, timeout=5.0)
+                spec, token_env = profile.measure_spec(), profile.agent_token_env
+                open_target(spec, agent=profile.agent, token_env=token_env, timeout=5.0)
                 status, reason = f"measurable {where}", ""
             except SearchError as e:
                 status, reason = f"NOT measurable {where}", f"\n{'':11}{e}"
@@ -350,9 +313,13 @@ class Bench(Command):
     name = "bench"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from search.tasks import BUILTIN
+
         parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
         parser.add_argument(
-            "--task", default="distorted_digits", help="built-in task or module:function"
+            "--task",
+            default="distorted_digits",
+            help=f"built-in task ({', '.join(BUILTIN)}) or module:function",
         )
         parser.add_argument("--space", default="default", help="joint search space (YAML)")
         parser.add_argument(
@@ -373,7 +340,7 @@ class Bench(Command):
     def run(self, args: argparse.Namespace) -> int:
         from search.bench import BenchSpec, run_bench
         from search.config import load_profile, load_space
-        from search.tasks import resolve_factory
+        from search.tasks import resolve_factory, task_slug
 
         profile = load_profile(args.hw)
         space = load_space(args.space)
@@ -383,7 +350,7 @@ class Bench(Command):
         except ValueError:
             msg = f"--ratios must be numbers like 0.3,0.5, got {args.ratios!r}"
             raise SearchError(msg) from None
-        slug = args.task.replace(":", "-").replace("/", "-").replace(".", "-")
+        slug = task_slug(args.task)
         spec = BenchSpec(
             task=args.task,
             space=space,

@@ -11,61 +11,33 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
-import optuna
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from search.compress.lowrank import LowRankSpace
-from search.compress.quantize import (
-    Precision,
-    PrecisionSupport,
-    QuantizeSpace,
-    check_combination,
-)
+from search.compress.distill import DistillConfig, DistillSpace
+from search.compress.lowrank import LowRankConfig, LowRankSpace
+from search.compress.prune import PruneConfig, PruneSpace
+from search.compress.quantize import PrecisionSupport, QuantizeConfig, QuantizeSpace
 from search.errors import ConfigError
-from search.ranges import FloatRange, IntRange, _bounded, _Section, _Strict
+from search.measure.spec import MeasureSettings, MeasureSpec, ProviderSpec, Threads
+from search.schema import Strict
+
+if TYPE_CHECKING:
+    import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES_DIR = ROOT / "spaces"
 PROFILES_DIR = ROOT / "hw_profiles"
 
 
-class PruneSpace(_Section):
-    """Structured pruning with torch-pruning: the share of channels removed, globally ranked."""
-
-    ratio: FloatRange = FloatRange(low=0.0, high=0.7)
-    importance: Literal["l1", "l2"] = "l2"
-    max_layer_ratio: float = Field(0.9, gt=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> PruneSpace:
-        _bounded(self.ratio, "ratio", 0.0, 1.0, hi_open=True)
-        return self
-
-
-class DistillSpace(_Section):
-    """Knowledge distillation from the frozen, uncompressed teacher after compression."""
-
-    epochs: IntRange = IntRange(low=1, high=3)
-    temperature: FloatRange = FloatRange(low=1.0, high=8.0)
-    alpha: FloatRange = FloatRange(low=0.0, high=1.0)
-    lr: FloatRange = FloatRange(low=1e-3, high=1e-2, log=True)
-    batch_size: int = Field(32, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> DistillSpace:
-        _bounded(self.epochs, "epochs", 1, 1000, hi_open=False)
-        _bounded(self.temperature, "temperature", 1e-3, 100.0, hi_open=False)
-        _bounded(self.alpha, "alpha", 0.0, 1.0, hi_open=False)
-        _bounded(self.lr, "lr", 1e-8, 10.0, hi_open=False)
-        return self
-
-
-class EarlyStopSpace(_Strict):
+class EarlyStopSpace(Strict):
     """Stops hopeless trials between distillation epochs.
 
     Optuna's pruners do not support multi-objective studies, so a trial is stopped (recorded as
@@ -77,7 +49,7 @@ class EarlyStopSpace(_Strict):
     max_accuracy_drop: float = Field(0.5, gt=0.0, le=1.0)
 
 
-class SearchSettings(_Strict):
+class SearchSettings(Strict):
     """How the study samples: the Optuna sampler, and the default number of trials."""
 
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
@@ -85,8 +57,9 @@ class SearchSettings(_Strict):
     startup_trials: int = Field(6, ge=1)
 
 
-class Space(_Strict):
-    """A whole search space file."""
+class Space(Strict):
+    """A whole search space file: one section per compression step, each declared next to its
+    step (``compress/<step>.py``), and how the study samples and stops trials."""
 
     description: str = ""
     search: SearchSettings = SearchSettings()
@@ -99,145 +72,72 @@ class Space(_Strict):
     path: str = ""
 
     def sample(self, trial: optuna.Trial, profile: Profile | None = None) -> TrialConfig:
-        """Turn Optuna's suggestions into a :class:`TrialConfig`; the only caller of suggest_*.
+        """Turn Optuna's suggestions into a :class:`TrialConfig`: each step's section samples
+        its own part, and nothing else calls ``trial.suggest_*``.
 
         Precision choices the profile's provider does not run are filtered out before sampling.
+        The order (quantize, prune, distill, lowrank) is the order the parameters were always
+        suggested in, so seeded samplers replay earlier studies.
         """
-        picked: dict[str, str] = {}
-        support = profile.precisions if profile else None
-        for name, choices in self.quantize.choices(support).items():
-            if name == "weights" and picked.get("activations") == "int8":
-                # ONNX Runtime has no kernels for int8 activations with uint8 weights.
-                choices = [c for c in choices if c == "signed"] or choices
-            picked[name] = (
-                choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
-            )
-        check_combination(picked["activations"], picked["weights"])
-        return TrialConfig(
-            prune_ratio=self.prune.ratio.suggest(trial, "prune_ratio"),
-            epochs=self.distill.epochs.suggest(trial, "epochs"),
-            temperature=self.distill.temperature.suggest(trial, "temperature"),
-            alpha=self.distill.alpha.suggest(trial, "alpha"),
-            lr=self.distill.lr.suggest(trial, "lr"),
-            batch_size=self.distill.batch_size,
-            precision={g: picked[f"precision_{g}"] for g in self.quantize.groups},
-            calibration=picked["calibration"],
-            activations=picked["activations"],
-            weights=picked["weights"],
-            # Every low-rank parameter is suggested even when not applied: a fixed set of
-            # parameters keeps multivariate TPE modelling them jointly.
-            lowrank=_choose(trial, "lowrank", self.lowrank.apply),
-            lowrank_kind=_choose(trial, "lowrank_kind", self.lowrank.kind),
-            lowrank_ratio=self.lowrank.rank_ratio.suggest(trial, "lowrank_ratio"),
-            lowrank_group_ratios={
-                name: g.rank_ratio.suggest(trial, f"lowrank_ratio_{name}")
-                for name, g in self.lowrank.groups.items()
-            },
-        )
-
-
-def _choose(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
-    """A categorical suggestion; a single choice is fixed and not a parameter."""
-    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+        quantize = self.quantize.sample(trial, profile.precisions if profile else None)
+        prune = self.prune.sample(trial)
+        distill = self.distill.sample(trial)
+        lowrank = self.lowrank.sample(trial)
+        return TrialConfig(prune=prune, lowrank=lowrank, distill=distill, quantize=quantize)
 
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial builds from: what to compress and how to fine-tune."""
+    """Everything one trial builds from: one part per compression step, in pipeline order."""
 
-    prune_ratio: float = 0.0
-    epochs: int = 1
-    temperature: float = 4.0
-    alpha: float = 0.5
-    lr: float = 1e-3
-    batch_size: int = 64
-    # Quantization: group -> float/int8/int4/int16; an empty or all-float plan quantizes nothing.
-    precision: dict[str, str] = field(default_factory=dict)
-    calibration: str = "minmax"
-    activations: str = "uint8"
-    weights: str = "signed"
-    extra: dict[str, Any] = field(default_factory=dict)
-    lowrank: bool = False
-    lowrank_kind: str = "channel"
-    lowrank_ratio: float = 1.0
-    lowrank_group_ratios: dict[str, float] = field(default_factory=dict)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    lowrank: LowRankConfig = field(default_factory=LowRankConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.prune_ratio < 1.0:
-            raise ConfigError(f"prune_ratio must lie in [0, 1), but got {self.prune_ratio}")
-        bad = {g: p for g, p in self.precision.items() if p not in get_args(Precision)}
-        if bad:
-            raise ConfigError(f"precision must be one of {get_args(Precision)}, but got {bad}")
-        for name, r in {"": self.lowrank_ratio, **self.lowrank_group_ratios}.items():
-            if not 0.0 < r <= 1.0:
-                key = f"lowrank_ratio_{name}" if name else "lowrank_ratio"
-                raise ConfigError(f"{key} must lie in (0, 1], but got {r}")
-        if self.lowrank_kind not in ("channel", "spatial"):
-            raise ConfigError(
-                f"lowrank_kind must be 'channel' or 'spatial', but got {self.lowrank_kind!r}"
-            )
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{"prune": {...}, "lowrank": {...}, "distill": {...}, "quantize": {...}}``."""
+        return {f.name: getattr(self, f.name).to_dict() for f in fields(self)}
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> TrialConfig:
+        """The inverse of :meth:`to_dict`; a missing part takes its defaults."""
+        parts = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
+        return cls(**{name: make(**dict(data.get(name, {}))) for name, make in parts.items()})
+
+
+def plan_of(config: Mapping[str, Any] | None) -> dict[str, str]:
+    """The per-group precision plan (group -> float/fp16/int8/...) of a recorded trial config.
+
+    Reads ``config["quantize"]["precision"]`` (records whose config is made of per-step parts)
+    or ``config["precision"]`` (older, flat records); ``{}`` when there is none.
+    """
+    if not config:
+        return {}
+    quantize = config.get("quantize")
+    plan = quantize.get("precision") if isinstance(quantize, Mapping) else config.get("precision")
+    return {str(g): str(p) for g, p in plan.items()} if isinstance(plan, Mapping) else {}
 
 
 # ---------------------------------------------------------------------------- hardware profiles
 
 
-class ProviderSpec(_Strict):
-    """One ONNX Runtime execution provider and its options, e.g. CUDAExecutionProvider."""
-
-    name: str
-    options: dict[str, Any] = {}
-    # An optional provider is used where the onnxruntime build has it and skipped (and recorded as
-    # skipped) where it does not; a required one must be there or the study does not start.
-    optional: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> ProviderSpec:
-        if not self.name.endswith("ExecutionProvider"):
-            raise ValueError(
-                f"unknown provider {self.name!r}: names look like 'CPUExecutionProvider' "
-                "(see onnxruntime.get_all_providers())"
-            )
-        return self
-
-
-class Threads(_Strict):
-    intra_op: int = Field(1, ge=0)
-    inter_op: int = Field(1, ge=0)
-
-
-class MeasureSettings(_Strict):
-    """How latency is measured: warm-up by count and time, repeats by count and time."""
-
-    warmup_runs: int = Field(10, ge=0)
-    warmup_seconds: float = Field(0.2, ge=0.0)
-    min_runs: int = Field(50, ge=1)
-    min_seconds: float = Field(1.0, ge=0.0)
-    max_runs: int = Field(10000, ge=1)
-    memory_runs: int = Field(5, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> MeasureSettings:
-        if self.max_runs < self.min_runs:
-            raise ValueError(f"max_runs >= min_runs must hold, got {self.max_runs=}")
-        return self
-
-
-class Budgets(_Strict):
+class Budgets(Strict):
     """Optional limits; a trial over a budget is infeasible for Optuna's sampler."""
 
     latency_ms: float | None = Field(None, gt=0)
     memory_mb: float | None = Field(None, gt=0)
 
 
-class Profile(_Strict):
-    """A measurement target: providers in priority order and how to measure on them."""
+class Profile(Strict):
+    """A measurement target: providers in priority order and how to measure on them.
+
+    What a target needs of it to measure is :meth:`measure_spec`; the rest (agent, round_to,
+    budgets, precisions) is the search's.
+    """
 
     name: str = ""
     description: str = ""
-    device: Literal["cpu", "cuda", "arm", "jetson"] = "cpu"
     # The CPU architecture numbers must come from; None accepts any (a GPU's numbers do not
     # depend much on the host CPU). A mismatch is refused, never measured.
     arch: Literal["x86_64", "aarch64"] | None = None
@@ -256,25 +156,49 @@ class Profile(_Strict):
     precisions: PrecisionSupport = PrecisionSupport()
     path: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        # Profiles written before it was removed name a ``device`` that nothing ever read.
+        if isinstance(data, dict) and "device" in data:
+            data = {k: v for k, v in data.items() if k != "device"}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Profile:
-        if not self.providers:
-            raise ValueError("providers must name at least one execution provider")
-        if any(b < 1 for b in self.batch_sizes):
-            raise ValueError(f"batch_sizes must be positive, got {self.batch_sizes}")
         if self.agent is not None and not self.agent.startswith(("http://", "https://")):
             raise ValueError(f"agent must be an http:// or https:// URL, got {self.agent!r}")
-        if all(p.optional for p in self.providers):
-            raise ValueError("at least one provider must be required (optional: false)")
+        self.measure_spec()  # the target's own checks (providers, batch sizes), as ValueError
         return self
 
     @property
     def provider_names(self) -> list[str]:
         return [p.name for p in self.providers]
 
-    @property
-    def required_providers(self) -> list[str]:
-        return [p.name for p in self.providers if not p.optional]
+    def with_agent(self, agent: str | None) -> Profile:
+        """This profile measured at ``agent`` (a URL), or on this machine for None.
+
+        Raises:
+            ConfigError: ``agent`` is not an http(s) URL.
+        """
+        try:
+            return self.model_validate({**self.model_dump(), "agent": agent})
+        except ValidationError:
+            raise ConfigError(
+                f"--agent must be an http:// URL or 'local', got {agent!r}"
+            ) from None
+
+    def measure_spec(self) -> MeasureSpec:
+        """What a target (this machine or the agent) needs of this profile to measure."""
+        return MeasureSpec(
+            name=self.name,
+            arch=self.arch,
+            providers=tuple(self.providers),
+            threads=self.threads,
+            session_config=dict(self.session_config),
+            batch_sizes=tuple(self.batch_sizes),
+            measure=self.measure,
+        )
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -313,18 +237,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _fields(kind: Any) -> list[str] | None:
+    """Field names of a pydantic model or a dataclass (a profile's measurement parts)."""
+    if dataclasses.is_dataclass(kind):
+        return [f.name for f in dataclasses.fields(kind)]
+    fields_ = getattr(kind, "model_fields", None)
+    return list(fields_) if fields_ is not None else None
+
+
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for part in loc[:-1]:
-        fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
+        origin = typing.get_origin(current)
+        if origin in (list, tuple, dict):  # ``part`` is an index or a key: its item's type
+            current = typing.get_args(current)[-1 if origin is dict else 0]
+            continue
+        names = _fields(current)
+        if names is None or part not in names:
             return []
-        ann = fields[part].annotation
-        current = ann
-    fields = getattr(current, "model_fields", None)
-    if not fields:
+        current = _annotation(current, part)
+    names = _fields(current)
+    if not names:
         return []
-    return sorted(k for k in fields if k not in ("path", "name") or current is not model)
+    return sorted(k for k in names if k not in ("path", "name") or current is not model)
+
+
+def _annotation(kind: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return typing.get_type_hints(kind)[name]
+    return kind.model_fields[name].annotation
 
 
 def format_validation_error(path: Path, model: type[BaseModel], err: ValidationError) -> str:
@@ -332,7 +273,7 @@ def format_validation_error(path: Path, model: type[BaseModel], err: ValidationE
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if not str(p).startswith(("function-", "FloatRange")))
     key = ".".join(str(p) for p in loc) or "(top level)"
-    if first["type"] == "extra_forbidden":
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = ", ".join(_allowed_keys(model, loc))
         return f"{path}: unknown key '{key}'; allowed keys here: {allowed}"
     msg = first["msg"].removeprefix("Value error, ")
@@ -343,7 +284,7 @@ def format_validation_error(path: Path, model: type[BaseModel], err: ValidationE
     return f"{path}: {key}: {msg}{shown}"
 
 
-def _load(model: type[_Strict], path: Path, name: str) -> Any:
+def _load(model: type[Strict], path: Path, name: str) -> Any:
     data = _read_yaml(path)
     data.setdefault("name", name)
     data["path"] = str(path)

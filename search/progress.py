@@ -25,7 +25,9 @@ def status(message: str) -> Iterator[None]:
         yield
 
 
-def study_progress() -> Progress:
+def study_progress(*, disable: bool = False) -> Progress:
+    """Bars for the trials and the running trial's epochs; ``disable`` draws nothing (the calls
+    still work, so the study loop needs no second path)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -33,4 +35,5 @@ def study_progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=disable,
     )

@@ -76,3 +76,31 @@ def test_report_with_a_storage_without_its_driver(tmp_path):
         "report", "--study", "s", "--storage", "mysql://u:p@127.0.0.1:1/db", results=results
     )
     _assert_clean_failure(proc, results, "database driver is not installed")
+
+
+def test_task_help_lists_every_built_in_task(capsys):
+    from search.cli import main
+    from search.tasks import BUILTIN
+
+    for command in ("run", "bench"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+        missing = [name for name in BUILTIN if name not in text]
+        assert not missing, f"{command} --task help omits {missing}"
+
+
+def test_a_short_agent_token_is_one_line_from_the_cli_and_the_settings(tmp_path):
+    from search.errors import AgentError
+    from search.measure.agent import AgentSettings
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "search", "agent", "--port", "0", "--token", "short"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    _assert_clean_failure(proc, tmp_path / "none", "token of at least 8 characters")
+    with pytest.raises(AgentError, match="token of at least 8 characters"):
+        AgentSettings(token="short")

@@ -38,9 +38,12 @@ def test_study_writes_results_and_a_rerun_adds_no_trials(teacher_cache, tiny_spa
     study = run_study(spec, trials=2, progress=False)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     base = study.user_attrs["baseline"]
+    assert study.user_attrs["metric"] == "accuracy"  # the report labels axes with it
     assert base["accuracy"] > 0.5 and base["latency_p50_ms"] > 0
     for t in study.trials:
         rec = t.user_attrs["record"]
+        assert list(rec["config"]) == ["prune", "lowrank", "distill", "quantize"]
+        assert rec["config"]["prune"]["ratio"] == t.params["prune_ratio"]
         assert rec["measurement"]["providers"] == ["CPUExecutionProvider"]
         assert rec["measurement"]["latency"][0]["p90_ms"] >= rec["latency_p50_ms"] > 0
         assert rec["size_mb"] > 0 and rec["peak_memory_mb"] >= 0

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from search.models import ResNet
 from search.tasks import Task
 from search.tasks.digits import load_splits
-from search.teacher import load_or_train
+from search.tasks.models import ResNet
+from search.tasks.teacher import load_or_train
 
 
 def make_task(*, seed: int, cache_dir: Path) -> Task:

@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 
 from search.bench.metrics import MAX_DROP, REF_DROP, Point, near_front
+from search.compress.distill import DistillConfig
+from search.compress.prune import PRUNE_RATIO, PruneConfig
 from search.config import Profile, Space, TrialConfig
+from search.errors import SearchError
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -65,15 +68,15 @@ class BenchSpec:
     ref_drop: float = REF_DROP
 
     def __post_init__(self) -> None:
-        from search.errors import SearchError
-
         if self.trials < 1:
             raise SearchError(f"--trials must be at least 1, but got {self.trials}")
         bad = [s for s in self.samplers if s not in SAMPLERS or s == "random"]
         if bad:
             raise SearchError(f"unknown joint sampler(s) {bad}: choose from tpe, nsga2")
-        if any(not 0.0 < r < 1.0 for r in self.ratios):
-            raise SearchError(f"--ratios must lie in (0, 1), but got {list(self.ratios)}")
+        for r in self.ratios:
+            PRUNE_RATIO.check(r, "--ratios")
+            if r == 0.0:
+                raise SearchError("--ratios: ratio 0 prunes nothing (that is the float method)")
 
 
 @dataclass
@@ -90,11 +93,7 @@ class MethodRun:
 
 def measured_onnx(record: dict[str, Any]) -> Path:
     """The ONNX file a trial was scored on: the quantized one when the trial made one."""
-    for key in ("measured_onnx", "quantized_onnx", "onnx_q"):
-        if record.get(key):
-            return Path(record[key])
-    quantized = Path(record.get("artifacts", "")) / "model.q.onnx"
-    return quantized if quantized.is_file() else Path(record["onnx"])
+    return Path(record["measured_onnx"])
 
 
 def _space_with(space: Space, sampler: str) -> Space:
@@ -142,8 +141,9 @@ def _study_points(study: Any) -> tuple[list[Point], list[dict[str, Any]], list[f
     return points, records, durations
 
 
-def _run_studies(spec: BenchSpec, studies_dir: Path, baseline: dict[str, Any]) -> list[MethodRun]:
+def _run_studies(spec: BenchSpec, studies_dir: Path, refs: dict[str, Any]) -> list[MethodRun]:
     from search.progress import console
+    from search.references import store
     from search.study import StudySpec, open_study, run_study
 
     runs = []
@@ -162,9 +162,9 @@ def _run_studies(spec: BenchSpec, studies_dir: Path, baseline: dict[str, Any]) -
             seed=spec.seed,
         )
         start = time.perf_counter()
-        # Reuse the baseline exported and measured once for the whole benchmark: run_study
-        # measures it only when the study has none.
-        open_study(study_spec, create=True).set_user_attr("baseline", baseline)
+        # Reuse the references measured once for the whole benchmark: run_study measures them
+        # only when the study has none.
+        store(open_study(study_spec, create=True), **refs)
         study = run_study(study_spec, trials=n, progress=False)
         wall = time.perf_counter() - start
         points, records, durations = _study_points(study)
@@ -202,18 +202,19 @@ def _prune_alone(spec: BenchSpec, ctx: Any, work: Path) -> MethodRun:
     from search.progress import console
     from search.trial import run_trial
 
-    d = spec.space.distill
+    d, p = spec.space.distill, spec.space.prune
+    # The same distillation budget a joint trial can get at most; the other KD settings are the
+    # pipeline's defaults and the middle of the space's learning-rate range.
+    distill = DistillConfig(
+        epochs=d.epochs.high, lr=math.sqrt(d.lr.low * d.lr.high), batch_size=d.batch_size
+    )
     start = time.perf_counter()
     points, records, durations = [], [], []
     for i, ratio in enumerate(spec.ratios, start=1):
-        # The same distillation budget a joint trial can get at most; the other KD settings are
-        # the pipeline's defaults and the middle of the space's learning-rate range.
-        cfg = TrialConfig(
-            prune_ratio=ratio,
-            epochs=d.epochs.high,
-            lr=math.sqrt(d.lr.low * d.lr.high),
-            batch_size=d.batch_size,
+        prune = PruneConfig(
+            ratio=ratio, importance=p.importance, max_layer_ratio=p.max_layer_ratio
         )
+        cfg = TrialConfig(prune=prune, distill=distill)
         t0 = time.perf_counter()
         result = run_trial(cfg, ctx=ctx, out_dir=work / f"prune-{ratio:g}")
         durations.append(time.perf_counter() - t0)
@@ -251,111 +252,35 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     import optuna
     import torch
 
-    from search.bench.measure import measure_interleaved, onnx_accuracy, quantize_int8
+    from search.bench.measure import measure_interleaved
     from search.bench.report import summarize_runs, write_bench
-    from search.measure import measure_onnx
-    from search.measure.export import export_onnx
-    from search.measure.runtime import check_providers
     from search.progress import console
-    from search.tasks import load_task, stack
-    from search.trial import Context, measurement_record, score
 
-    check_providers(spec.profile)
     torch.set_num_threads(os.cpu_count() or 1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out, studies_dir = Path(spec.out_dir), Path(spec.out_dir) / "studies"
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-
-    t0 = time.perf_counter()
-    task = load_task(spec.task, seed=spec.seed, cache_dir=studies_dir)
-    teacher_s = time.perf_counter() - t0
-
-    def measure(path: Path):
-        return measure_onnx(
-            path,
-            profile=spec.profile,
-            eval_inputs=ctx.eval_inputs,
-            latency_input=task.example_input.numpy(),
-        )
-
-    ctx = Context.build(
-        task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure
-    )
-    labels, inputs = ctx.eval_labels, ctx.eval_inputs
-
-    def acc(path: Path) -> float:
-        return onnx_accuracy(
-            path, profile=spec.profile, inputs=inputs, labels=labels, metric=task.metric
-        )
-
-    t0 = time.perf_counter()
-    base_path = export_onnx(task.model, task.example_input, work / "float" / "model.onnx")
-    base_acc, base_m = score(base_path, ctx)
-    baseline = {**measurement_record(base_acc, base_m), "val_accuracy": ctx.baseline_val}
-    float_run = MethodRun(
-        name="float",
-        trials=0,
-        wall_s=time.perf_counter() - t0,
-        points=[
-            Point(
-                accuracy=base_acc,
-                latency_ms=math.inf,
-                size_bytes=os.path.getsize(base_path),
-                label="float",
-                extra={"onnx": str(base_path)},
-            )
-        ],
-    )
-
-    t0 = time.perf_counter()
-    calib, _ = stack(task.calibration)
-    int8_path = quantize_int8(base_path, work / "int8" / "model.onnx", calibration=calib.numpy())
-    int8_run = MethodRun(
-        name="int8",
-        trials=1,
-        wall_s=time.perf_counter() - t0,
-        points=[
-            Point(
-                accuracy=acc(int8_path),
-                latency_ms=math.inf,
-                size_bytes=os.path.getsize(int8_path),
-                label="int8",
-                order=1,
-                extra={"onnx": str(int8_path)},
-            )
-        ],
-    )
-    console.print(
-        f"bench: float accuracy {base_acc:.4f}; int8 accuracy {int8_run.points[0].accuracy:.4f}"
-    )
-
+    ctx, teacher_s = _context(spec, studies_dir)
+    refs, runs = _references(ctx, work)
     prune_run = _prune_alone(spec, ctx, work)
-    study_runs = _run_studies(spec, studies_dir, baseline)
+    study_runs = _run_studies(spec, studies_dir, refs)
     random_full = study_runs[0]
-    runs = [
-        float_run,
-        int8_run,
-        prune_run,
-        _prefix(random_full, spec.trials, f"random@{spec.trials}"),
-        random_full,
-    ]
+    runs += [prune_run, _prefix(random_full, spec.trials, f"random@{spec.trials}"), random_full]
     random_full.name = f"random@{random_full.trials}"
     runs += study_runs[1:]
 
     # Re-measure, side by side, every point that could be on a front.
-    candidates = {str(base_path): base_path, str(int8_path): int8_path}
-    for run in runs[2:]:
-        for p in near_front(run.points):
+    candidates = {p.extra["onnx"]: Path(p.extra["onnx"]) for run in runs[:2] for p in run.points}
+    for run in [r for r in runs if r.name not in ("float", "int8")]:
+        for p in near_front(run.points) + (prune_run.points if run is prune_run else []):
             candidates[p.extra["onnx"]] = Path(p.extra["onnx"])
-    for p in prune_run.points:
-        candidates[p.extra["onnx"]] = Path(p.extra["onnx"])
     console.print(f"bench: measuring {len(candidates)} candidates interleaved")
     latency = measure_interleaved(
         candidates,
-        profile=spec.profile,
-        example_input=task.example_input.numpy(),
+        spec=spec.profile.measure_spec(),
+        example_input=ctx.task.example_input.numpy(),
         rounds=spec.rounds,
     )
     data = summarize_runs(
@@ -365,9 +290,65 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
         extra={
             "teacher_load_s": teacher_s,
             "total_wall_s": time.perf_counter() - started,
-            "task_key": task.key,
+            "task_key": ctx.task.key,
         },
     )
     paths = write_bench(data, out)
     console.print(f"bench: wrote {', '.join(str(p) for p in paths.values())}")
     return data
+
+
+def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
+    """The trials' shared context, measured on this machine, and the teacher's load time."""
+    from search.context import Context
+    from search.measure.target import LocalTarget
+    from search.tasks import load_task
+
+    target = LocalTarget(spec.profile.measure_spec())  # checks the providers before any work
+    t0 = time.perf_counter()
+    task = load_task(spec.task, seed=spec.seed, cache_dir=studies_dir)
+    teacher_s = time.perf_counter() - t0
+    latency_input = task.example_input.numpy()
+
+    def measure(path: Path) -> Any:
+        return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
+
+    ctx = Context.build(
+        task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure
+    )
+    return ctx, teacher_s
+
+
+def _references(ctx: Any, work: Path) -> tuple[dict[str, Any], list[MethodRun]]:
+    """The float and int8 methods: the study references (:mod:`search.references`), measured
+    once and handed to every study of the benchmark. Uniform int8 is what users try first, so
+    it is measured even where the profile does not search int8."""
+    from search.progress import console
+    from search.references import export_float, measure_baseline, quantization_references
+
+    t0 = time.perf_counter()
+    base_path = export_float(ctx, work / "float")
+    baseline = measure_baseline(ctx, base_path)
+    runs = [_one_point("float", baseline, base_path, wall_s=time.perf_counter() - t0)]
+    t0 = time.perf_counter()
+    quant = quantization_references(ctx, base_path, work / "float", int8=True)
+    int8 = quant.int8 or {}
+    path = Path(int8["measured_onnx"])
+    runs.append(_one_point("int8", int8, path, wall_s=time.perf_counter() - t0))
+    console.print(
+        f"bench: float accuracy {baseline['accuracy']:.4f}; int8 accuracy {int8['accuracy']:.4f}"
+    )
+    return {"baseline": baseline, "quantization": quant}, runs
+
+
+def _one_point(name: str, record: dict[str, Any], path: Path, *, wall_s: float) -> MethodRun:
+    """A method of one measured file (its latency comes from the interleaved re-measurement)."""
+    point = Point(
+        accuracy=record["accuracy"],
+        latency_ms=math.inf,
+        size_bytes=os.path.getsize(path),
+        label=name,
+        order=0 if name == "float" else 1,
+        extra={"onnx": str(path)},
+    )
+    return MethodRun(name=name, trials=0 if name == "float" else 1, wall_s=wall_s, points=[point])

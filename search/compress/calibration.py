@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from search.compress.layers import SCOPES, name_nodes
+from search.compress.groups import SCOPES, name_nodes
 from search.errors import ConfigError
 
 CalibMethod = Literal["minmax", "entropy", "percentile"]

@@ -2,7 +2,8 @@
 
 The loss is ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``.
 Samples without a label (label ``-1``) contribute only the KL term, so a user without labels
-gets pure soft-label distillation.
+gets pure soft-label distillation. The step declares its own space section (:class:`DistillSpace`)
+and the part of a trial's config it runs from (:class:`DistillConfig`).
 
 Example:
     >>> import torch
@@ -14,11 +15,77 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from pydantic import Field, model_validator
+
+from search.errors import ConfigError
+from search.schema import Bounds, FloatRange, IntRange, Section
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+# torch is imported inside the functions: config.py imports this module for DistillSpace, and
+# loading a space must stay cheap and possible without torch.
+
+# Allowed values of the searched settings: a space's ranges and a trial's values alike.
+_BOUNDS = {
+    "epochs": Bounds(1, 1000),
+    "temperature": Bounds(1e-3, 100.0),
+    "alpha": Bounds(0.0, 1.0),
+    "lr": Bounds(1e-8, 10.0),
+}
+
+
+class DistillSpace(Section):
+    """Knowledge distillation from the frozen, uncompressed teacher after compression."""
+
+    epochs: IntRange = IntRange(low=1, high=3)
+    temperature: FloatRange = FloatRange(low=1.0, high=8.0)
+    alpha: FloatRange = FloatRange(low=0.0, high=1.0)
+    lr: FloatRange = FloatRange(low=1e-3, high=1e-2, log=True)
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillSpace:
+        for key, bounds in _BOUNDS.items():
+            bounds.check_range(getattr(self, key), key)
+        return self
+
+    def sample(self, trial: optuna.Trial) -> DistillConfig:
+        """This trial's fine-tuning: Optuna parameters ``epochs``, ``temperature``, ``alpha``,
+        ``lr`` (a fixed range is no parameter)."""
+        return DistillConfig(
+            epochs=self.epochs.suggest(trial, "epochs"),
+            temperature=self.temperature.suggest(trial, "temperature"),
+            alpha=self.alpha.suggest(trial, "alpha"),
+            lr=self.lr.suggest(trial, "lr"),
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How one trial fine-tunes its student: epochs, KD temperature and weight, AdamW's lr."""
+
+    epochs: int = 1
+    temperature: float = 4.0
+    alpha: float = 0.5
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for key, bounds in _BOUNDS.items():
+            bounds.check(getattr(self, key), key)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, but got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def distillation_loss(
@@ -30,6 +97,8 @@ def distillation_loss(
     alpha: float,
 ) -> torch.Tensor:
     """Hinton's KD loss; the KL term is scaled by T^2 so its gradient keeps its size."""
+    import torch.nn.functional as F
+
     t = temperature
     kl = F.kl_div(
         F.log_softmax(student_logits / t, dim=1),
@@ -47,7 +116,9 @@ def distillation_loss(
     return (1 - alpha) * ce + alpha * kl
 
 
-class _Indexed(Dataset):
+class _Indexed:
+    """Items of ``base`` with their index, so each sample meets its own teacher logits."""
+
     def __init__(self, base: Dataset) -> None:
         self.base = base
 
@@ -59,27 +130,30 @@ class _Indexed(Dataset):
         return x, y, i
 
 
-@torch.no_grad()
 def predict(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` over ``data`` in order, in eval mode."""
+    import torch
+    from torch.utils.data import DataLoader
+
     model.eval()
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    return torch.cat([model(x) for x, _ in loader])
+    with torch.no_grad():
+        return torch.cat([model(x) for x, _ in DataLoader(data, batch_size=batch_size)])
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, metric: Callable, *, batch_size: int = 256) -> float:
     """The task metric of ``model`` in torch (used between epochs; trials score ONNX files)."""
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    import torch
+    from torch.utils.data import DataLoader
+
     model.eval()
     outs, labels = [], []
-    for x, y in loader:
-        outs.append(model(x))
-        labels.append(y)
+    with torch.no_grad():
+        for x, y in DataLoader(data, batch_size=batch_size):
+            outs.append(model(x))
+            labels.append(y)
     return metric(torch.cat(outs).numpy(), torch.cat(labels).numpy())
 
 
-@torch.no_grad()
 def recalibrate_batchnorm(
     model: nn.Module, data: Dataset, *, batch_size: int = 256, max_samples: int = 512
 ) -> None:
@@ -89,6 +163,10 @@ def recalibrate_batchnorm(
     After pruning and a few fast fine-tuning steps the running statistics lag far behind the
     weights (measured on digits at prune ratio 0.6: 10 % validation accuracy before, 76 % after).
     """
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Subset
+
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -99,8 +177,9 @@ def recalibrate_batchnorm(
     model.train()
     # 512 samples estimate the statistics well and keep this pass cheap: it runs every epoch.
     subset = Subset(data, range(min(len(data), max_samples)))  # type: ignore[arg-type]
-    for x, _ in DataLoader(subset, batch_size=batch_size, shuffle=False):
-        model(x)
+    with torch.no_grad():
+        for x, _ in DataLoader(subset, batch_size=batch_size, shuffle=False):
+            model(x)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.eval()
@@ -118,7 +197,6 @@ def train(
     temperature: float = 4.0,
     alpha: float = 0.0,
     on_epoch: Callable[[int], None] | None = None,
-    on_step: Callable[[], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with AdamW and a cosine schedule.
 
@@ -126,6 +204,10 @@ def train(
     without, plain cross-entropy. ``on_epoch(epoch)`` runs after each epoch (1-based) and may
     raise to stop training early.
     """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(_Indexed(data), batch_size=batch_size, shuffle=True, generator=generator)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -144,9 +226,34 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            if on_step is not None:
-                on_step()
         recalibrate_batchnorm(model, data)
         if on_epoch is not None:
             on_epoch(epoch)
     return model
+
+
+def distill_step(
+    student: nn.Module,
+    cfg: DistillConfig,
+    *,
+    data: Dataset,
+    teacher_logits: torch.Tensor,
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> nn.Module:
+    """The trial's step: :func:`train` against the teacher's logits with the trial's config."""
+    import torch
+
+    torch.manual_seed(seed)
+    return train(
+        student,
+        data=data,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        seed=seed,
+        teacher_logits=teacher_logits,
+        temperature=cfg.temperature,
+        alpha=cfg.alpha,
+        on_epoch=on_epoch,
+    )

@@ -103,100 +103,138 @@ def half_nodes(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
     """
     block, always_float, to_half = _library()
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    g = model.graph
-    types = _elem_types(model)
-    names = _Names(g)
-    wanted = set(nodes)
-    island = [
-        n
-        for n in g.node
-        if n.name in wanted and n.op_type not in block and n.domain in ("", "ai.onnx")
-    ]
-    island_ids = {id(n) for n in island}
-    produced = {o for n in island for o in n.output if o}
-    outside = [n for n in g.node if id(n) not in island_ids]
-    consumers_outside = {i for n in outside for i in n.input} | {o.name for o in g.output}
-    for n in outside:
-        consumers_outside |= _subgraph_reads(n)
-    graph_inputs = {i.name for i in g.input}
-    inits = {i.name: i for i in g.initializer}
-    init_users: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            if i in inits:
-                init_users.setdefault(i, []).append(n)
+    island = _Island(model, set(nodes), block=block, always_float=always_float, to_half=to_half)
+    for node in island.nodes:
+        _fix_types(node, to_half)
+        island.half_inputs(node)
+        island.half_outputs(node)
+    island.finish()
+    return model
 
-    def is_float(name: str) -> bool:
-        return types.get(name) == _FLOAT
 
-    # Island outputs that leave it: the producer writes a float16 copy, a Cast restores the name.
-    half_name = {
-        t: names.new(f"{t}_fp16") for t in produced if is_float(t) and t in consumers_outside
-    }
-    entering: dict[str, str] = {}  # outside float tensor -> its float16 copy
-    back: dict[str, str] = {}  # inside float16 tensor -> its float copy for always-float inputs
-    halved: dict[str, str] = {}  # float initializer -> the float16 one island nodes read
-    after: dict[int, list[Any]] = {}  # id(producer) -> Cast nodes to place right after it
-    first: list[Any] = []  # Casts of graph inputs, placed before every node
-    producer = {o: n for n in g.node for o in n.output}
+class _Island:
+    """The nodes turned float16 and the bookkeeping of one :func:`half_nodes` rewrite."""
 
-    def cast(src: str, dst: str, to: int) -> str:
-        node = helper.make_node("Cast", [src], [dst], to=to, name=names.new(f"{dst}_cast"))
-        maker = producer.get(src)
-        (after.setdefault(id(maker), []) if maker is not None else first).append(node)
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        wanted: set[str],
+        *,
+        block: Any,
+        always_float: dict[str, list[int]],
+        to_half: Any,
+    ) -> None:
+        g = self.g = model.graph
+        self.types = _elem_types(model)
+        self.names = _Names(g)
+        self.always_float, self.to_half = always_float, to_half
+        self.nodes = [
+            n
+            for n in g.node
+            if n.name in wanted and n.op_type not in block and n.domain in ("", "ai.onnx")
+        ]
+        self.ids = {id(n) for n in self.nodes}
+        self.produced = {o for n in self.nodes for o in n.output if o}
+        outside = [n for n in g.node if id(n) not in self.ids]
+        read_outside = {i for n in outside for i in n.input} | {o.name for o in g.output}
+        for n in outside:
+            read_outside |= _subgraph_reads(n)
+        self.graph_inputs = {i.name for i in g.input}
+        self.inits = {i.name: i for i in g.initializer}
+        self.init_users: dict[str, list[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                if i in self.inits:
+                    self.init_users.setdefault(i, []).append(n)
+        # Island outputs that leave it: the producer writes a float16 copy, a Cast restores
+        # the name.
+        self.half_name = {
+            t: self.names.new(f"{t}_fp16")
+            for t in self.produced
+            if self.is_float(t) and t in read_outside
+        }
+        self.entering: dict[str, str] = {}  # outside float tensor -> its float16 copy
+        self.back: dict[str, str] = {}  # inside float16 tensor -> float copy for float inputs
+        self.halved: dict[str, str] = {}  # float initializer -> the float16 one island reads
+        self.after: dict[int, list[Any]] = {}  # id(producer) -> Casts to place right after it
+        self.first: list[Any] = []  # Casts of graph inputs, placed before every node
+        self.producer = {o: n for n in g.node for o in n.output}
+
+    def is_float(self, name: str) -> bool:
+        return self.types.get(name) == _FLOAT
+
+    def cast(self, src: str, dst: str, to: int) -> str:
+        node = helper.make_node("Cast", [src], [dst], to=to, name=self.names.new(f"{dst}_cast"))
+        maker = self.producer.get(src)
+        (self.after.setdefault(id(maker), []) if maker is not None else self.first).append(node)
         return dst
 
-    for node in island:
-        _fix_types(node, to_half)
-        keep_float = set(always_float.get(node.op_type, []))
+    def half_inputs(self, node: Any) -> None:
+        """Point ``node``'s float inputs at float16 values (or float ones where it needs float)."""
+        keep_float = set(self.always_float.get(node.op_type, []))
         for idx, name in enumerate(node.input):
-            if not name or not is_float(name):
+            if not name or not self.is_float(name):
                 continue
             if idx in keep_float:
                 # A float16 value where the op requires float: read the float copy.
-                if name in produced and name not in half_name:
-                    if name not in back:
-                        back[name] = cast(name, names.new(f"{name}_fp32"), _FLOAT)
-                    node.input[idx] = back[name]
+                if name in self.produced and name not in self.half_name:
+                    if name not in self.back:
+                        self.back[name] = self.cast(name, self.names.new(f"{name}_fp32"), _FLOAT)
+                    node.input[idx] = self.back[name]
                 continue
-            if name in produced:
-                node.input[idx] = half_name.get(name, name)
-            elif name in inits and name not in graph_inputs:
-                if name not in halved:
-                    shared = any(
-                        id(u) not in island_ids
-                        or any(
-                            i == name and k in always_float.get(u.op_type, [])
-                            for k, i in enumerate(u.input)
-                        )
-                        for u in init_users[name]
+            if name in self.produced:
+                node.input[idx] = self.half_name.get(name, name)
+            elif name in self.inits and name not in self.graph_inputs:
+                if name not in self.halved:
+                    self.halved[name] = _half_initializer(
+                        self.g, self.inits[name], self.shared(name), self.to_half, self.names
                     )
-                    halved[name] = _half_initializer(g, inits[name], shared, to_half, names)
-                node.input[idx] = halved[name]
+                node.input[idx] = self.halved[name]
             else:
-                if name not in entering:
-                    entering[name] = cast(name, names.new(f"{name}_fp16in"), _HALF)
-                node.input[idx] = entering[name]
-        for idx, name in enumerate(node.output):
-            if name in half_name:
-                node.output[idx] = half_name[name]
-                back_node = helper.make_node(
-                    "Cast", [half_name[name]], [name], to=_FLOAT, name=names.new(f"{name}_cast")
-                )
-                after.setdefault(id(node), []).append(back_node)
+                if name not in self.entering:
+                    copy = self.names.new(f"{name}_fp16in")
+                    self.entering[name] = self.cast(name, copy, _HALF)
+                node.input[idx] = self.entering[name]
 
-    # Types changed inside the island and of its weights: drop their stale value_info.
-    stale = produced | set(half_name.values()) | set(halved.values())
-    kept = [v for v in g.value_info if v.name not in stale]
-    del g.value_info[:]
-    g.value_info.extend(kept)
-    ordered = list(first)
-    for n in g.node:
-        ordered.append(n)
-        ordered.extend(after.get(id(n), []))
-    del g.node[:]
-    g.node.extend(ordered)
-    return model
+    def shared(self, init: str) -> bool:
+        """Whether a node outside the island, or one that needs float there, reads ``init``."""
+        return any(
+            id(u) not in self.ids
+            or any(
+                i == init and k in self.always_float.get(u.op_type, [])
+                for k, i in enumerate(u.input)
+            )
+            for u in self.init_users[init]
+        )
+
+    def half_outputs(self, node: Any) -> None:
+        """Outputs read outside get a float16 name and a Cast back to their float name."""
+        for idx, name in enumerate(node.output):
+            if name in self.half_name:
+                node.output[idx] = self.half_name[name]
+                back = helper.make_node(
+                    "Cast",
+                    [self.half_name[name]],
+                    [name],
+                    to=_FLOAT,
+                    name=self.names.new(f"{name}_cast"),
+                )
+                self.after.setdefault(id(node), []).append(back)
+
+    def finish(self) -> None:
+        """Drop stale value_info and put every Cast next to its producer."""
+        g = self.g
+        # Types changed inside the island and of its weights: drop their stale value_info.
+        stale = self.produced | set(self.half_name.values()) | set(self.halved.values())
+        kept = [v for v in g.value_info if v.name not in stale]
+        del g.value_info[:]
+        g.value_info.extend(kept)
+        ordered = list(self.first)
+        for n in g.node:
+            ordered.append(n)
+            ordered.extend(self.after.get(id(n), []))
+        del g.node[:]
+        g.node.extend(ordered)
 
 
 def _half_initializer(g: Any, init: Any, shared: bool, to_half: Any, names: _Names) -> str:

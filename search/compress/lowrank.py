@@ -13,9 +13,12 @@ at which rank; :mod:`search.compress.svd` builds each pair. The new pair is a pl
 exporter and ``torch.save`` all see ordinary layers, and weight names stay readable
 (``layers.0.conv1.0.weight``, ``layers.0.conv1.1.weight``).
 
+The step declares its own space section (:class:`LowRankSpace`) and the part of a trial's config
+it runs from (:class:`LowRankConfig`).
+
 Example:
     >>> import torch
-    >>> from search.models import ResNet
+    >>> from search.tasks.models import ResNet
     >>> model = ResNet(num_classes=10, widths=(8, 16, 16))
     >>> small, records = factorize(model, example_input=torch.zeros(1, 1, 32, 32),
     ...                            rank_ratio=0.25, kind="channel")
@@ -29,14 +32,16 @@ import copy
 import fnmatch
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from search.ranges import FloatRange, _bounded, _Section
+from search.errors import ConfigError
+from search.schema import Bounds, FloatRange, Section, choose
 
 if TYPE_CHECKING:
+    import optuna
     import torch
     from torch import nn
 
@@ -44,9 +49,11 @@ if TYPE_CHECKING:
 # module for LowRankSpace, and loading a space must stay cheap and possible without torch.
 
 Kind = Literal["channel", "spatial"]
+# The share of a layer's full rank that is kept: rank 0 would keep nothing.
+RANK_RATIO = Bounds(0.0, 1.0, lo_open=True)
 
 
-class LowRankGroup(_Section):
+class LowRankGroup(Section):
     """Layers (glob patterns of module names) that share their own searched rank ratio."""
 
     layers: list[str] = Field(min_length=1)
@@ -54,13 +61,11 @@ class LowRankGroup(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> LowRankGroup:
-        _bounded(self.rank_ratio, "rank_ratio", 0.0, 1.0, hi_open=False)
-        if self.rank_ratio.low <= 0.0:
-            raise ValueError(f"rank_ratio must be > 0, but got low={self.rank_ratio.low}")
+        RANK_RATIO.check_range(self.rank_ratio, "rank_ratio")
         return self
 
 
-class LowRankSpace(_Section):
+class LowRankSpace(Section):
     """SVD factorization after pruning: whether, which kind, and how much rank is kept.
 
     ``apply`` lists the choices the search compares (``[true, false]``: with and without);
@@ -87,13 +92,50 @@ class LowRankSpace(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> LowRankSpace:
-        _bounded(self.rank_ratio, "rank_ratio", 0.0, 1.0, hi_open=False)
-        if self.rank_ratio.low <= 0.0:
-            raise ValueError(f"rank_ratio must be > 0, but got low={self.rank_ratio.low}")
+        RANK_RATIO.check_range(self.rank_ratio, "rank_ratio")
         for name, values in (("apply", self.apply), ("kind", self.kind)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} lists a choice twice: {values}")
         return self
+
+    def sample(self, trial: optuna.Trial) -> LowRankConfig:
+        """This trial's factorization: Optuna parameters ``lowrank``, ``lowrank_kind``,
+        ``lowrank_ratio`` and ``lowrank_ratio_<group>`` (a single choice is no parameter).
+
+        Every parameter is suggested even when not applied: a fixed set of parameters keeps
+        multivariate TPE modelling them jointly.
+        """
+        return LowRankConfig(
+            apply=choose(trial, "lowrank", self.apply),
+            kind=choose(trial, "lowrank_kind", self.kind),
+            rank_ratio=self.rank_ratio.suggest(trial, "lowrank_ratio"),
+            group_ratios={
+                name: g.rank_ratio.suggest(trial, f"lowrank_ratio_{name}")
+                for name, g in self.groups.items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    """Whether one trial factorizes, which SVD kind, and the rank ratios (overall, per group)."""
+
+    apply: bool = False
+    kind: str = "channel"
+    rank_ratio: float = 1.0
+    group_ratios: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        RANK_RATIO.check(self.rank_ratio, "lowrank_ratio")
+        for name, r in self.group_ratios.items():
+            RANK_RATIO.check(r, f"lowrank_ratio_{name}")
+        if self.kind not in get_args(Kind):
+            raise ConfigError(
+                f"lowrank_kind must be 'channel' or 'spatial', but got {self.kind!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -212,8 +254,7 @@ def factorize(
     """
     from torch import nn
 
-    if not 0.0 < rank_ratio <= 1.0:
-        raise ValueError(f"rank_ratio must lie in (0, 1], but got {rank_ratio}")
+    RANK_RATIO.check(rank_ratio, "rank_ratio")
     out = copy.deepcopy(model)
     candidates = [
         name for name, m in out.named_modules() if type(m) in (nn.Linear, nn.Conv2d) and name
@@ -295,29 +336,24 @@ def _spatial_unsupported(layer: nn.Conv2d) -> str:
     return ""
 
 
-def apply_lowrank(
+def lowrank_step(
     model: nn.Module,
+    cfg: LowRankConfig,
     *,
     space: LowRankSpace,
-    apply: bool,
-    kind: str,
-    rank_ratio: float,
-    group_ratios: dict[str, float],
     example_input: torch.Tensor,
     round_to: int | None,
 ) -> tuple[nn.Module, list[LayerRecord]]:
-    """The trial's step: :func:`factorize` with the space's patterns, or nothing when not applied.
-
-    ``group_ratios`` maps the space's group names to their sampled ratios.
-    """
-    if not apply:
+    """The trial's step: :func:`factorize` with the space's patterns and the trial's ratios
+    (``cfg.group_ratios`` by the space's group names), or nothing when not applied."""
+    if not cfg.apply:
         return model, []
-    groups = [(g.layers, group_ratios[name]) for name, g in space.groups.items()]
+    groups = [(g.layers, cfg.group_ratios[name]) for name, g in space.groups.items()]
     return factorize(
         model,
         example_input=example_input,
-        rank_ratio=rank_ratio,
-        kind=kind,  # type: ignore[arg-type]
+        rank_ratio=cfg.rank_ratio,
+        kind=cfg.kind,  # type: ignore[arg-type]
         layers=space.layers,
         groups=groups,
         round_to=round_to,

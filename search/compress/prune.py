@@ -1,11 +1,13 @@
 """Structured pruning with torch-pruning's dependency graph: channels are really removed.
 
 Coupled layers (a residual add, the BatchNorm after a conv) are pruned together, so the pruned
-model is a smaller dense model and the exported ONNX graph shrinks with it.
+model is a smaller dense model and the exported ONNX graph shrinks with it. The step declares its
+own space section (:class:`PruneSpace`) and the part of a trial's config it runs from
+(:class:`PruneConfig`).
 
 Example:
     >>> import torch
-    >>> from search.models import ResNet
+    >>> from search.tasks.models import ResNet
     >>> model = ResNet(num_classes=10, widths=(16, 32, 64))
     >>> small = prune(model, ratio=0.5, example_input=torch.zeros(1, 1, 32, 32),
     ...               ignored_layers=["fc"], round_to=8)
@@ -16,16 +18,65 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-import torch_pruning as tp
-from torch import nn
+from pydantic import Field, model_validator
 
 from search.errors import ConfigError
+from search.schema import Bounds, FloatRange, Section
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from torch import nn
+
+# torch and torch-pruning are imported inside the functions: config.py imports this module for
+# PruneSpace, and loading a space must stay cheap and possible without torch.
 
 _IMPORTANCE = {"l1": 1, "l2": 2}
+# The share of channels removed: 1.0 would remove every channel.
+PRUNE_RATIO = Bounds(0.0, 1.0, hi_open=True)
+
+
+class PruneSpace(Section):
+    """Structured pruning with torch-pruning: the share of channels removed, globally ranked."""
+
+    ratio: FloatRange = FloatRange(low=0.0, high=0.7)
+    importance: Literal["l1", "l2"] = "l2"
+    max_layer_ratio: float = Field(0.9, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneSpace:
+        PRUNE_RATIO.check_range(self.ratio, "ratio")
+        return self
+
+    def sample(self, trial: optuna.Trial) -> PruneConfig:
+        """This trial's pruning: Optuna parameter ``prune_ratio``."""
+        return PruneConfig(
+            ratio=self.ratio.suggest(trial, "prune_ratio"),
+            importance=self.importance,
+            max_layer_ratio=self.max_layer_ratio,
+        )
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What one trial prunes: ``ratio`` of the channels, ranked by L1 or L2 group magnitude,
+    at most ``max_layer_ratio`` of any one layer."""
+
+    ratio: float = 0.0
+    importance: str = "l2"
+    max_layer_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        PRUNE_RATIO.check(self.ratio, "prune_ratio")
+        if self.importance not in _IMPORTANCE:
+            raise ConfigError(f"importance must be l1 or l2, but got {self.importance!r}")
+        Bounds(0.0, 1.0, lo_open=True).check(self.max_layer_ratio, "max_layer_ratio")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def count_params(model: nn.Module) -> int:
@@ -34,6 +85,8 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass at ``example_input``'s shape (torch-pruning)."""
+    import torch_pruning as tp
+
     was_training = model.training
     macs, _ = tp.utils.count_ops_and_params(model.eval(), example_input)
     model.train(was_training)
@@ -57,6 +110,8 @@ def default_ignored(model: nn.Module, example_input: torch.Tensor | None = None)
     With ``example_input`` it is the last Conv or Linear layer that runs in the forward pass
     (a 1x1 conv head counts too); without, the last Linear layer registered.
     """
+    from torch import nn
+
     if example_input is None:
         last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
         return last[-1:]
@@ -66,6 +121,26 @@ def default_ignored(model: nn.Module, example_input: torch.Tensor | None = None)
 def prune(model: nn.Module, **options: Any) -> nn.Module:
     """Return a pruned copy of ``model``; options and details as :func:`prune_with_report`."""
     return prune_with_report(model, **options)[0]
+
+
+def prune_step(
+    model: nn.Module,
+    cfg: PruneConfig,
+    *,
+    example_input: torch.Tensor,
+    ignored_layers: list[str] | None,
+    round_to: int | None,
+) -> tuple[nn.Module, PruneReport]:
+    """The trial's step: :func:`prune_with_report` with the trial's :class:`PruneConfig`."""
+    return prune_with_report(
+        model,
+        ratio=cfg.ratio,
+        example_input=example_input,
+        ignored_layers=ignored_layers,
+        round_to=round_to,
+        importance=cfg.importance,
+        max_layer_ratio=cfg.max_layer_ratio,
+    )
 
 
 def prune_with_report(
@@ -88,8 +163,10 @@ def prune_with_report(
     layers keep their head count (head widths shrink evenly); parameters outside standard layers
     (position embeddings, class tokens) are pruned along their channel dimension.
     """
-    if not 0.0 <= ratio < 1.0:
-        raise ConfigError(f"prune ratio must lie in [0, 1), but got {ratio}")
+    import torch
+    import torch_pruning as tp
+
+    PRUNE_RATIO.check(ratio, "prune ratio")
     pruned = copy.deepcopy(model).eval()
     names = default_ignored(pruned, example_input) if ignored_layers is None else ignored_layers
     plan = plan_pruning(pruned, ignored_layers=names)
@@ -148,6 +225,9 @@ _QKV_NAMES = ("qkv", "in_proj", "query", "key", "value", "q_proj", "k_proj", "v_
 
 def plan_pruning(model: nn.Module, *, ignored_layers: list[str]) -> _Plan:
     """Decide what torch-pruning must be told about ``model`` before it may cut channels."""
+    import torch_pruning as tp
+    from torch import nn
+
     report = PruneReport()
     _modules(model, ignored_layers)  # a clear error for a misspelt name
     for name in ignored_layers:
@@ -185,6 +265,9 @@ def plan_pruning(model: nn.Module, *, ignored_layers: list[str]) -> _Plan:
 
 
 def _last_executed(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    import torch
+    from torch import nn
+
     order: list[str] = []
     names = {m: n for n, m in model.named_modules()}
     hooks = [

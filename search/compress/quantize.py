@@ -1,8 +1,10 @@
 """Per-layer mixed-precision quantization with ONNX Runtime's own static QDQ quantizer.
 
-Each layer group (:mod:`search.compress.layers`) gets a precision: float, fp16
+Each layer group (:mod:`search.compress.groups`) gets a precision: float, fp16
 (:mod:`search.compress.fp16`), or an integer type quantized by ``quantize_static`` from one cached
-calibration of the float model (:mod:`search.compress.calibration`).
+calibration of the float model (:mod:`search.compress.calibration`). The step declares its own
+space section (:class:`QuantizeSpace`) and the part of a trial's config it runs from
+(:class:`QuantizeConfig`).
 
 Example:
     >>> space = QuantizeSpace(groups={"stem": ["stem"], "rest": ["layers", "fc"]})
@@ -13,15 +15,25 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from search.compress.calibration import CalibMethod, Calibration, calib_enum
-from search.compress.layers import WEIGHTED_OPS, assign_groups, name_nodes, weight_name
+from search.compress.calibration import METHODS, CalibMethod, Calibration, calib_enum
+from search.compress.groups import (
+    WEIGHTED_OPS,
+    assign_groups,
+    layer_types,
+    name_nodes,
+    weight_name,
+)
 from search.errors import ConfigError
+from search.schema import Strict
+
+if TYPE_CHECKING:
+    import optuna
 
 Precision = Literal["float", "fp16", "int8", "int4", "int16"]
 # Precisions ONNX Runtime's quantizer makes (they need calibration); fp16 is a type conversion.
@@ -29,14 +41,19 @@ INTEGER_PRECISIONS = ("int8", "int4", "int16")
 Activations = Literal["uint8", "int8", "uint16", "int16"]
 Signedness = Literal["signed", "unsigned"]
 
-
-class _Strict(BaseModel):
-    # The same rules as search.config._Strict; declared here so config.py can import this module
-    # without an import cycle.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+PAIR_RULE = "int8 activations need signed weights (ONNX Runtime has no int8 x uint8 kernels)"
 
 
-class PrecisionSupport(_Strict):
+def pair_supported(activations: str, weights: str) -> bool:
+    """Whether ONNX Runtime's quantizer and kernels take this activation/weight type pair.
+
+    The one home of :data:`PAIR_RULE`: space validation, the profile's menu, sampling and a
+    trial's config all ask here.
+    """
+    return not (activations == "int8" and weights == "unsigned")
+
+
+class PrecisionSupport(Strict):
     """What a profile's execution provider runs well; the search only offers these."""
 
     layer: list[Precision] = Field(["float", "int8"], min_length=1)
@@ -45,7 +62,7 @@ class PrecisionSupport(_Strict):
     calibration: list[CalibMethod] = Field(["minmax", "entropy", "percentile"], min_length=1)
 
 
-class QuantizeSpace(_Strict):
+class QuantizeSpace(Strict):
     """Searched per-layer precision: groups of layers, their choices, calibration and signedness.
 
     Attributes:
@@ -79,11 +96,8 @@ class QuantizeSpace(_Strict):
         for group, patterns in self.groups.items():
             if not patterns:
                 raise ValueError(f"group {group!r} needs at least one layer name pattern")
-        if "int8" in self.activations and "signed" not in self.weights:
-            raise ValueError(
-                "int8 activations need signed weights (ONNX Runtime has no int8 x uint8 "
-                "kernels); add signed to weights"
-            )
+        if not all(any(pair_supported(a, w) for w in self.weights) for a in self.activations):
+            raise ValueError(f"{PAIR_RULE}; add signed to weights")
         return self
 
     def choices(self, support: PrecisionSupport | None) -> dict[str, list[str]]:
@@ -113,26 +127,69 @@ class QuantizeSpace(_Strict):
                     f"profile (precisions.{key}: {allowed}); add one of those to the space"
                 )
             out[name] = kept
-        # ONNX Runtime has no int8-activation x uint8-weight kernels: a profile that allows
-        # int8 activations but only unsigned weights must not offer that pair.
-        if "signed" not in out["weights"] and "int8" in out["activations"]:
-            out["activations"].remove("int8")
-            if not out["activations"]:
-                raise ConfigError(
-                    "quantize: int8 activations need signed weights, but the space and the "
-                    "hardware profile leave only unsigned ones; add uint8 to activations or "
-                    "signed to weights"
-                )
+        # An activation type no weight choice pairs with is off the menu (a profile that
+        # allows int8 activations but only unsigned weights).
+        out["activations"] = [
+            a for a in out["activations"] if any(pair_supported(a, w) for w in out["weights"])
+        ]
+        if not out["activations"]:
+            raise ConfigError(
+                f"quantize: {PAIR_RULE}, but the space and the hardware profile leave only "
+                "unsigned ones; add uint8 to activations or signed to weights"
+            )
         return out
 
+    def sample(
+        self, trial: optuna.Trial, support: PrecisionSupport | None = None
+    ) -> QuantizeConfig:
+        """This trial's plan: Optuna parameters ``calibration``, ``activations``, ``weights``
+        and ``precision_<group>`` over what ``support`` (the profile's) runs; a single choice
+        is no parameter.
 
-def check_combination(activations: str, weights: str) -> None:
-    """Raise :class:`ConfigError` for a type pair ONNX Runtime's quantizer refuses."""
-    if activations == "int8" and weights == "unsigned":
-        raise ConfigError(
-            "int8 activations with unsigned weights are not supported by ONNX Runtime; "
-            "use uint8 activations or signed weights"
+        Raises:
+            ConfigError: when nothing the space asks for is supported for some parameter.
+        """
+        picked: dict[str, str] = {}
+        for name, choices in self.choices(support).items():
+            if name == "weights":
+                choices = [w for w in choices if pair_supported(picked["activations"], w)]
+            picked[name] = (
+                choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+            )
+        return QuantizeConfig(
+            precision={g: picked[f"precision_{g}"] for g in self.groups},
+            calibration=picked["calibration"],
+            activations=picked["activations"],
+            weights=picked["weights"],
         )
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """One trial's plan: group -> precision (an empty or all-float plan quantizes nothing),
+    the calibration method and the activation/weight types of its integer groups."""
+
+    precision: dict[str, str] = field(default_factory=dict)
+    calibration: str = "minmax"
+    activations: str = "uint8"
+    weights: str = "signed"
+
+    def __post_init__(self) -> None:
+        bad = {g: p for g, p in self.precision.items() if p not in get_args(Precision)}
+        if bad:
+            raise ConfigError(f"precision must be one of {get_args(Precision)}, but got {bad}")
+        for key, value, allowed in (
+            ("calibration", self.calibration, tuple(METHODS)),
+            ("activations", self.activations, get_args(Activations)),
+            ("weights", self.weights, get_args(Signedness)),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {allowed}, but got {value!r}")
+        if not pair_supported(self.activations, self.weights):
+            raise ConfigError(f"{PAIR_RULE}: use uint8 activations or signed weights")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # ------------------------------------------------------------------------------- quantization
@@ -252,23 +309,8 @@ def quantize(
         return half_only(calibration.model, out_path, plan=plan, groups=groups)
     signed = weights == "signed"
     model = onnx.load(str(calibration.model))
-    inits = {i.name for i in model.graph.initializer}
     owner = assign_groups(model, groups)
-    excluded, overrides = [], {}
-    for node in model.graph.node:
-        group = owner[node.name]
-        precision = (
-            plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
-        )
-        if precision in ("float", "fp16"):
-            if not node.name:
-                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
-            excluded.append(node.name)
-            continue
-        weight = weight_name(node, inits)
-        if weight is not None and precision in ("int4", "int16"):
-            qtype = _qtype(precision.removeprefix("int"), signed)
-            overrides[weight] = [{"quant_type": qtype, "axis": _weight_axis(node)}]
+    excluded, overrides = _node_plan(model, owner, plan, ungrouped=ungrouped, signed=signed)
     quantize_static(
         str(calibration.model),
         str(out_path),
@@ -290,31 +332,58 @@ def quantize(
     )
 
 
-def layer_types(model: Any) -> dict[str, str]:
-    """Weight name -> the element type its layer computes with in ``model`` (a QDQ graph).
+def quantize_step(
+    onnx_path: Path,
+    cfg: QuantizeConfig,
+    *,
+    space: QuantizeSpace,
+    calibration: Calibration | None,
+    out_path: Path,
+    int8_runs: bool,
+) -> QuantizeResult:
+    """The trial's step: write ``cfg``'s plan of ``onnx_path`` to ``out_path``.
 
-    A weight fed to its op directly is ``float`` (``fp16`` when stored as float16); one fed
-    through DequantizeLinear is the type of the stored integer initializer (``int8``, ...).
+    ``calibration`` is None for plans without integer precisions (fp16 groups only). Nodes
+    outside every group follow the space's ``ungrouped`` only where the profile runs int8
+    (``int8_runs``); elsewhere they stay float.
     """
-    import onnx
+    if calibration is None:
+        return half_only(onnx_path, out_path, plan=cfg.precision, groups=space.groups)
+    return quantize(
+        calibration,
+        out_path,
+        plan=cfg.precision,
+        groups=space.groups,
+        activations=cfg.activations,  # type: ignore[arg-type]
+        weights=cfg.weights,  # type: ignore[arg-type]
+        ungrouped=space.ungrouped if int8_runs else "float",
+    )
 
-    inits = {i.name: i for i in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    out: dict[str, str] = {}
+
+def _node_plan(
+    model: Any,
+    owner: Mapping[str, str | None],
+    plan: Mapping[str, str],
+    *,
+    ungrouped: str,
+    signed: bool,
+) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Nodes to leave out of quantization (float and fp16 groups) and the tensor overrides
+    that give int4/int16 groups their weight type."""
+    inits = {i.name for i in model.graph.initializer}
+    excluded, overrides = [], {}
     for node in model.graph.node:
-        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+        group = owner[node.name]
+        precision = (
+            plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
+        )
+        if precision in ("float", "fp16"):
+            if not node.name:
+                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
+            excluded.append(node.name)
             continue
-        src = node.input[1]
-        if src in inits:
-            dtype = inits[src].data_type
-            # A float16 copy of a weight a float node shares is named <weight>_fp16.
-            stem = src.rsplit("_fp16", 1)[0]
-            name = stem if stem in inits and stem != src else src
-            out[name] = "fp16" if dtype == onnx.TensorProto.FLOAT16 else "float"
-            continue
-        dq = producers.get(src)
-        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
-            name = dq.input[0].removesuffix("_quantized")
-            dtype = inits[dq.input[0]].data_type
-            out[name] = onnx.TensorProto.DataType.Name(dtype).lower()
-    return out
+        weight = weight_name(node, inits)
+        if weight is not None and precision in ("int4", "int16"):
+            qtype = _qtype(precision.removeprefix("int"), signed)
+            overrides[weight] = [{"quant_type": qtype, "axis": _weight_axis(node)}]
+    return excluded, overrides

@@ -4,6 +4,9 @@ Each group alone is quantized to the lowest precision the profile runs, everythi
 float, and the accuracy of that ONNX file in ONNX Runtime is measured. The result is plain data
 stored with the study; it orders the groups and seeds the search with one trial that quantizes
 the groups that tolerate it. Every variant reuses one calibration of the float model.
+
+This is a pure pass over a calibration and an ``evaluate`` function; where the calibration comes
+from and how files are scored is up to the caller (:mod:`search.references`).
 """
 
 from __future__ import annotations
@@ -96,67 +99,3 @@ def seed_params(
         wider = [p for p in _BY_BITS[_BY_BITS.index(low) + 1 :] if p in options]
         params[name] = wider[0] if wider else "float"
     return params
-
-
-def study_references(onnx_path: Path, *, ctx: Any, out_dir: Path) -> dict[str, Any]:
-    """The study's one-off quantization references for the uncompressed model ``onnx_path``.
-
-    Runs the sensitivity pass (scored on the validation split, so the test split stays unseen
-    by the search) and measures the uniform-int8 model like any trial. Both reuse one MinMax
-    calibration of ``onnx_path``. Returns plain data: ``sensitivity``, ``int8`` (a trial-like
-    record) and ``seed`` (Optuna params for one seeded trial).
-    """
-    from search.compress.calibration import calibrate
-    from search.measure import run_batches
-    from search.measure.kernels import kernel_report
-    from search.measure.runtime import create_session
-    from search.tasks import stack
-    from search.trial import measurement_record, score
-
-    space, profile = ctx.space.quantize, ctx.profile
-    choices = space.choices(profile.precisions)
-    activations, weights = choices["activations"][0], choices["weights"][0]
-    calib = calibrate(
-        onnx_path, ctx.calib_inputs, method="minmax", cache_dir=out_dir / "calibration"
-    )
-    x_val, y_val = stack(ctx.task.val)
-
-    def evaluate(path: Path) -> float:
-        outputs = run_batches(create_session(path, profile), x_val.numpy())
-        return ctx.task.metric(outputs, y_val.numpy())
-
-    result: dict[str, Any] = {"sensitivity": None, "int8": None, "seed": {}}
-    all_choices = sorted({c for g in space.groups for c in choices[f"precision_{g}"]})
-    low = lowest_precision(all_choices)
-    # The pass scores each variant in a local session; a profile measured through an agent may
-    # not run here at all, so it goes without (the seeded trial then is not added).
-    if low is not None and space.sensitivity and not getattr(profile, "agent", None):
-        sens = sensitivity_pass(
-            calib,
-            space=space,
-            precision=low,
-            activations=activations,
-            weights=weights,
-            evaluate=evaluate,
-            out_dir=out_dir / "sensitivity",
-        )
-        result["sensitivity"] = sens
-        result["seed"] = seed_params(sens, choices=choices, tolerance=space.tolerance)
-    if "int8" not in profile.precisions.layer:
-        return result
-    q = quantize(
-        calib,
-        out_dir / "model.int8.q.onnx",
-        plan={g: "int8" for g in space.groups},
-        groups=space.groups,
-        activations=activations,  # type: ignore[arg-type]
-        weights=weights,  # type: ignore[arg-type]
-        ungrouped="quantize",
-    )
-    metric, m = score(q.path, ctx)
-    result["int8"] = {
-        **measurement_record(metric, m),
-        "quantize": {**q.to_dict(), "calibration": calib.key, "activations": activations},
-        "kernels": kernel_report(q.path, profile, out_dir / "model.int8.opt.onnx"),
-    }
-    return result

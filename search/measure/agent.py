@@ -36,21 +36,31 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import onnxruntime as ort
 
-from search.errors import ProviderError
-from search.measure import measure_onnx
-from search.measure.agent_client import _MEASURE_KEYS, AgentClient, profile_to_json
+from search.errors import AgentError, ProviderError
+from search.measure.measurement import measure_onnx
 from search.measure.runtime import available_providers, describe_device, local_arch
+from search.measure.spec import MeasureSpec
 
 API = "/v1"
 _BLOB = re.compile(rf"^{API}/blobs/([0-9a-f]{{64}})$")
 _JSON_LIMIT = 1 << 20  # a measure request is a few hundred bytes of JSON
+TOKEN_MIN_CHARS = 8
+
+
+def check_token(token: str) -> str:
+    """``token``, or a one-line :class:`AgentError` when it is too short to be a secret."""
+    if len(token) < TOKEN_MIN_CHARS:
+        raise AgentError(
+            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: pass --token "
+            "or set SEARCH_AGENT_TOKEN"
+        )
+    return token
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,7 @@ class AgentSettings:
     label: str = ""
 
     def __post_init__(self) -> None:
-        if len(self.token) < 8:
-            raise ValueError("the agent token must be at least 8 characters")
+        check_token(self.token)
 
 
 class BadRequest(Exception):
@@ -75,68 +84,6 @@ class BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _number(value: Any, kind: type, lo: float, hi: float, key: str) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(400, f"{key} must be a number, got {value!r}")
-    if kind is int and int(value) != value:
-        raise BadRequest(400, f"{key} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise BadRequest(400, f"{key} must lie in [{lo}, {hi}], got {value!r}")
-    return kind(value)
-
-
-def profile_from_json(data: Any) -> SimpleNamespace:
-    """Validate a profile sent by a client into an object ``measure_onnx`` accepts."""
-    if not isinstance(data, dict):
-        raise BadRequest(400, "profile must be a JSON object")
-    providers = []
-    for p in data.get("providers") or []:
-        name = p.get("name") if isinstance(p, dict) else None
-        if not isinstance(name, str) or not name.endswith("ExecutionProvider"):
-            raise BadRequest(400, f"bad provider entry {p!r}")
-        options = p.get("options") or {}
-        if not isinstance(options, dict) or not all(
-            isinstance(v, (str, int, float, bool)) for v in options.values()
-        ):
-            raise BadRequest(400, f"options of {name} must map names to scalars")
-        providers.append(
-            SimpleNamespace(name=name, options=options, optional=bool(p.get("optional")))
-        )
-    if not providers:
-        raise BadRequest(400, "profile names no providers")
-    threads = data.get("threads") or {}
-    batch_sizes = data.get("batch_sizes") or [1]
-    measure = data.get("measure") or {}
-    config = data.get("session_config") or {}
-    if (
-        not isinstance(threads, dict)
-        or not isinstance(measure, dict)
-        or not isinstance(config, dict)
-    ):
-        raise BadRequest(400, "threads, measure and session_config must be JSON objects")
-    if not isinstance(batch_sizes, list):
-        raise BadRequest(400, "batch_sizes must be a list")
-    return SimpleNamespace(
-        name=str(data.get("name", "remote")),
-        arch=data.get("arch"),
-        providers=providers,
-        provider_names=[p.name for p in providers],
-        threads=SimpleNamespace(
-            intra_op=_number(threads.get("intra_op", 1), int, 0, 1024, "intra_op"),
-            inter_op=_number(threads.get("inter_op", 1), int, 0, 1024, "inter_op"),
-        ),
-        batch_sizes=[_number(b, int, 1, 4096, "batch size") for b in batch_sizes],
-        measure=SimpleNamespace(
-            **{
-                k: _number(measure[k], kind, lo, hi, k)
-                for k, (kind, lo, hi) in _MEASURE_KEYS.items()
-                if k in measure
-            }
-        ),
-        session_config={str(k): str(v) for k, v in config.items()},
-    )
 
 
 def _validate_upload(data: bytes, kind: str) -> None:
@@ -207,19 +154,22 @@ class AgentServer(ThreadingHTTPServer):
             if path is None or path.suffix != (".onnx" if key == "model" else ".npy"):
                 raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
             paths[key] = path
-        profile = profile_from_json(request.get("profile"))
+        try:
+            spec = MeasureSpec.from_json(request.get("profile"))
+        except (TypeError, ValueError) as e:
+            raise BadRequest(400, f"bad profile: {e}") from None
         with self.lock:
             self.counts["measurements"] += 1
             m = measure_onnx(
                 paths["model"],
-                profile=profile,
+                spec=spec,
                 eval_inputs=np.load(paths["eval_inputs"], allow_pickle=False),
                 latency_input=np.load(paths["latency_input"], allow_pickle=False),
                 device_label=self.settings.label,
             )
         first = m.latency[0]
         print(
-            f"measured {paths['model'].stem[:12]} for profile '{profile.name}': p50 "
+            f"measured {paths['model'].stem[:12]} for profile '{spec.name}': p50 "
             f"{first.p50_ms:.3f} ms (cv {first.cv:.1%}) on {', '.join(m.providers)}",
             flush=True,
         )
@@ -335,4 +285,4 @@ def serve(settings: AgentSettings) -> AgentServer:
     return AgentServer(settings)
 
 
-__all__ = ["AgentClient", "AgentServer", "AgentSettings", "profile_to_json", "serve"]
+__all__ = ["AgentServer", "AgentSettings", "check_token", "serve"]

@@ -15,34 +15,12 @@ import numpy as np
 
 from search.errors import AgentError, ProviderError
 from search.measure.latency import LatencyStats
+from search.measure.measurement import Measurement
 from search.measure.memory import MemoryStats
 from search.measure.runtime import check_providers
+from search.measure.spec import MeasureSpec
 
-_MEASURE_KEYS = {
-    "warmup_runs": (int, 0, 10**6),
-    "warmup_seconds": (float, 0.0, 600.0),
-    "min_runs": (int, 1, 10**6),
-    "min_seconds": (float, 0.0, 600.0),
-    "max_runs": (int, 1, 10**7),
-    "memory_runs": (int, 1, 10**4),
-}
 _START = "start it on the device with 'python -m search agent --host 0.0.0.0 --port 8765'"
-
-
-def profile_to_json(profile: Any) -> dict[str, Any]:
-    """What the agent needs of a :class:`search.config.Profile` to measure as it says."""
-    return {
-        "name": profile.name,
-        "arch": profile.arch,
-        "providers": [
-            {"name": p.name, "options": dict(p.options), "optional": p.optional}
-            for p in profile.providers
-        ],
-        "threads": {"intra_op": profile.threads.intra_op, "inter_op": profile.threads.inter_op},
-        "batch_sizes": list(profile.batch_sizes),
-        "measure": {k: getattr(profile.measure, k) for k in _MEASURE_KEYS},
-        "session_config": dict(profile.session_config),
-    }
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -63,36 +41,47 @@ class AgentClient:
         ['CPUExecutionProvider']
     """
 
-    def __init__(self, url: str, *, token: str, timeout: float = 900.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str,
+        timeout: float = 900.0,
+        token_env: str = "SEARCH_AGENT_TOKEN",
+    ) -> None:
         self.url = url.rstrip("/")
         self.where = f"on the agent at {self.url}"
         self.token = token
+        self.token_env = token_env  # named in the message when the agent refuses the token
         self.timeout = timeout
-        self.profile: Any = None
+        self.spec: MeasureSpec | None = None
         self.device = ""
         self._info: dict[str, Any] | None = None
         self._arrays: dict[int, tuple[np.ndarray, str]] = {}
 
     @classmethod
-    def for_profile(cls, profile: Any, *, timeout: float = 900.0) -> AgentClient:
-        """Connect to ``profile.agent`` and check it can run the profile; raise if not."""
-        token = os.environ.get(profile.agent_token_env, "")
+    def connect(
+        cls, url: str, *, spec: MeasureSpec, token_env: str, timeout: float = 900.0
+    ) -> AgentClient:
+        """Connect to the agent at ``url`` (token from ``$token_env``) and check it can run
+        ``spec``; raise :class:`AgentError` or :class:`ProviderError` if not."""
+        token = os.environ.get(token_env, "")
         if not token:
             raise AgentError(
-                f"hardware profile '{profile.name}' measures through the agent at "
-                f"{profile.agent}: set {profile.agent_token_env} to the token the agent was "
-                "started with, or pass --agent local to measure here"
+                f"hardware profile '{spec.name}' measures through the agent at {url}: set "
+                f"{token_env} to the token the agent was started with, or pass --agent local "
+                "to measure here"
             )
-        client = cls(profile.agent, token=token, timeout=timeout)
+        client = cls(url, token=token, timeout=timeout, token_env=token_env)
         info = client.info()
         check_providers(
-            profile,
+            spec,
             info["providers"],
             arch=info["arch"],
             where=client.where,
             version=info["onnxruntime"],
         )
-        client.profile = profile
+        client.spec = spec
         client.device = info["device"]
         return client
 
@@ -132,7 +121,7 @@ class AgentClient:
             detail, kind = data[:200].decode(errors="replace"), ""
         if status == 401:
             raise AgentError(
-                f"the agent at {self.url} refused the token: set {self._token_env()} to the "
+                f"the agent at {self.url} refused the token: set {self.token_env} to the "
                 "token it was started with"
             )
         if status == 413:
@@ -143,9 +132,6 @@ class AgentClient:
         if kind == "ProviderError":
             raise ProviderError(f"{detail} ({self.where})")
         raise AgentError(f"the agent at {self.url} failed {what} (HTTP {status}): {detail}")
-
-    def _token_env(self) -> str:
-        return getattr(self.profile, "agent_token_env", "SEARCH_AGENT_TOKEN")
 
     # ------------------------------------------------------------------------------ API
 
@@ -186,16 +172,16 @@ class AgentClient:
 
     def measure(
         self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
-    ) -> Any:
-        """Measure ``path`` on the agent as the profile says; a :class:`Measurement`."""
-        from search.measure import Measurement
-
+    ) -> Measurement:
+        """Measure ``path`` on the agent as the spec says (see :meth:`connect`)."""
+        if self.spec is None:
+            raise ValueError("connect() the client to a spec before measuring")
         model = self.upload(Path(path).read_bytes(), "onnx")
         request = {
             "model": model,
             "eval_inputs": self._array(eval_inputs),
             "latency_input": self._array(latency_input),
-            "profile": profile_to_json(self.profile),
+            "profile": self.spec.to_json(),
         }
         body = json.dumps(request).encode()
         status, data = self._request("POST", "/v1/measure", body, ctype="application/json")

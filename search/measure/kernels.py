@@ -3,8 +3,9 @@
 A QDQ file only says what *may* run in integer arithmetic. ONNX Runtime fuses a
 DequantizeLinear -> Conv -> QuantizeLinear pattern into QLinearConv only when it has a kernel for
 those types on the provider; otherwise the DequantizeLinear stays and the op runs in float. This
-module saves the optimized graph of a session on the profile's providers
-(``SessionOptions.optimized_model_filepath``) and counts both kinds.
+module saves the optimized graph of a session built by the one session factory
+(:func:`search.measure.runtime.create_session`, so with the profile's providers, threads and
+session config entries) and counts both kinds.
 """
 
 from __future__ import annotations
@@ -16,13 +17,8 @@ from typing import Any
 import onnx
 
 from search.errors import ProviderError
-from search.measure.runtime import (
-    available_providers,
-    check_fallback,
-    check_providers,
-    requested_providers,
-    session_options,
-)
+from search.measure.runtime import create_session
+from search.measure.spec import MeasureSpec
 
 # Ops that compute in integer arithmetic (CPU provider fusions of QDQ patterns and quantized
 # contrib ops). Anything else that computes a layer runs in floating point.
@@ -74,20 +70,10 @@ FLOAT_LAYER_OPS = {
 _LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 
 
-def optimized_graph(path: Path | str, profile: Any, out_path: Path | str) -> Path:
-    """Build a session for ``path`` on the profile's providers and save its optimized graph."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    import onnxruntime as ort
-
-    available = available_providers()
-    check_providers(profile, available)
-    wanted = requested_providers(profile, available)  # optional providers this build lacks: out
-    so = session_options(profile.threads)
-    so.optimized_model_filepath = str(out_path)
-    session = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
-    check_fallback(session.get_providers(), [name for name, _ in wanted], path)
-    return out_path
+def optimized_graph(path: Path | str, spec: MeasureSpec, out_path: Path | str) -> Path:
+    """Build the session the measurement builds for ``path`` and save its optimized graph."""
+    create_session(path, spec, optimized_path=out_path)
+    return Path(out_path)
 
 
 def count_kernels(model: Any) -> dict[str, Any]:
@@ -128,20 +114,17 @@ def count_kernels(model: Any) -> dict[str, Any]:
     }
 
 
-def kernel_report(path: Path | str, profile: Any, out_path: Path | str) -> dict[str, Any]:
+def kernel_report(path: Path | str, spec: MeasureSpec, out_path: Path | str) -> dict[str, Any]:
     """Save the optimized graph of ``path`` to ``out_path`` and count its kernels.
 
-    The count needs a local session on the profile's providers. Where that cannot be had (the
-    profile is measured through an agent, or the provider compiles the graph and cannot save it,
-    as TensorRT does) the report says why instead of failing the trial.
+    The count needs a local session on the spec's providers. Where the provider compiles the
+    graph and cannot save it (as TensorRT does) the report says why instead of failing the trial.
+
+    Raises:
+        ProviderError: a provider is missing or fell back (the measurement would fail too).
     """
-    if getattr(profile, "agent", None):
-        return {
-            "unavailable": "kernel counts need a local session; this profile is measured "
-            "through an agent"
-        }
     try:
-        saved = optimized_graph(path, profile, out_path)
+        saved = optimized_graph(path, spec, out_path)
     except ProviderError:
         raise
     except Exception as e:  # noqa: BLE001 - a missing count must not fail the measured trial

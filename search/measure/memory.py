@@ -1,7 +1,9 @@
 """Peak memory of inference, measured in a fresh child process.
 
 The child imports onnxruntime, records its idle resident set, resets the kernel's peak counter
-(``echo 5 > /proc/self/clear_refs``), builds the session, runs it and reads ``VmHWM``. The peak
+(``echo 5 > /proc/self/clear_refs``), builds the session with the one session factory
+(:func:`search.measure.runtime.create_session`, from the spec the parent sends as JSON), runs it
+and reads ``VmHWM``. The peak
 above the idle process is what the model costs; ``ru_maxrss`` alone cannot be reset and would
 include the interpreter and imports.
 
@@ -15,6 +17,7 @@ GPU paths are written against the CUDA runtime API but have not run on a GPU her
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from search.measure.runtime import (
+    GPU_PROVIDERS,
+    available_providers,
+    create_session,
+    nvidia_smi,
+    requested_providers,
+)
+from search.measure.spec import MeasureSpec
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,6 @@ def _cuda_free_mb(lib: Any, device_id: int) -> float | None:
 
 
 def _smi_process_mb() -> float | None:
-    import os
-
-    from search.measure.runtime import nvidia_smi
-
     out = nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
     if out is None:
         return None
@@ -93,14 +101,12 @@ def _smi_process_mb() -> float | None:
 
 
 def _child(args: dict[str, Any]) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    from search.measure.runtime import GPU_PROVIDERS, check_fallback
-
+    spec = MeasureSpec.from_json(args["spec"])
     feed = {args["input_name"]: np.load(args["input_path"], allow_pickle=False)}
-    gpu = args["providers"][0][0] in GPU_PROVIDERS
+    first, options = requested_providers(spec, available_providers())[0]
+    gpu = first in GPU_PROVIDERS
     lib = _cudart() if gpu else None
-    device_id = int(args["providers"][0][1].get("device_id", 0)) if gpu else 0
+    device_id = int(options.get("device_id", 0)) if gpu else 0
     free_before = _cuda_free_mb(lib, device_id) if lib is not None else None
     idle = _status_mb("VmRSS")
     try:
@@ -108,17 +114,8 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
         method = "VmHWM after clear_refs"
     except OSError:
         method = "VmHWM (peak not reset: includes imports)"
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args["intra_op"]
-    so.inter_op_num_threads = args["inter_op"]
-    so.log_severity_level = 3
-    for key, value in args.get("session_config", {}).items():
-        so.add_session_config_entry(key, str(value))
-    session = ort.InferenceSession(
-        args["path"], sess_options=so, providers=[tuple(p) for p in args["providers"]]
-    )
-    check_fallback(session.get_providers(), [p[0] for p in args["providers"]], args["path"])
-    for _ in range(args["runs"]):
+    session = create_session(args["path"], spec)
+    for _ in range(spec.measure.memory_runs):
         session.run(None, feed)
     peak = _status_mb("VmHWM")
     device_mb, device_method = None, ""
@@ -141,15 +138,17 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_peak_memory(
-    path: Path | str, *, feed: dict[str, np.ndarray], profile: Any, timeout: float = 300.0
+    path: Path | str, *, feed: dict[str, np.ndarray], spec: MeasureSpec, timeout: float = 300.0
 ) -> MemoryStats:
-    """Peak resident memory of building and running ``path`` on the profile's providers.
+    """Peak resident memory of building and running ``path`` as ``spec`` says, ``memory_runs``
+    times on ``feed``.
 
     Runs in a fresh child process so nothing this process allocated counts; on CUDA/TensorRT
     the device memory the session holds is reported too (``device_mb``).
-    """
-    from search.measure.runtime import available_providers, requested_providers
 
+    Raises:
+        RuntimeError: the child failed (its last line of stderr says why).
+    """
     ((name, value),) = feed.items()
     with tempfile.TemporaryDirectory() as tmp:
         input_path = Path(tmp) / "input.npy"
@@ -158,11 +157,7 @@ def measure_peak_memory(
             "path": str(path),
             "input_name": name,
             "input_path": str(input_path),
-            "providers": [list(p) for p in requested_providers(profile, available_providers())],
-            "session_config": dict(getattr(profile, "session_config", None) or {}),
-            "intra_op": profile.threads.intra_op,
-            "inter_op": profile.threads.inter_op,
-            "runs": profile.measure.memory_runs,
+            "spec": spec.to_json(),
         }
         proc = subprocess.run(
             [sys.executable, "-m", "search.measure.memory"],
@@ -170,6 +165,7 @@ def measure_peak_memory(
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=_child_env(),
         )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -183,6 +179,14 @@ def measure_peak_memory(
         device_mb=out["device_mb"],
         device_method=out["device_method"],
     )
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment, with this ``search`` package first on the child's path: the
+    child must run the same code, whatever its working directory or installed copy."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, path) if p)}
 
 
 if __name__ == "__main__":

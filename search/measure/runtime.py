@@ -1,8 +1,8 @@
 """ONNX Runtime sessions on a profile's execution providers, with no silent fallback.
 
-``profile`` here is anything with the attributes of :class:`search.config.Profile` that matter to
-measurement (``name``, ``arch``, ``providers``, ``threads``, ``session_config``); the agent builds
-such an object from JSON without importing the config module.
+:func:`create_session` is the one session factory: latency and outputs, the optimized graph that
+kernel counts read, and the peak-memory child all build their sessions with it from one
+:class:`~search.measure.spec.MeasureSpec`, so what is counted is what is measured.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import onnxruntime as ort
 
 from search.errors import ProviderError
+from search.measure.spec import MeasureSpec, Threads
 
 GPU_PROVIDERS = (
     "CUDAExecutionProvider",
@@ -51,31 +52,27 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def _required(profile: Any) -> list[str]:
-    return [p.name for p in profile.providers if not getattr(p, "optional", False)]
-
-
-def requested_providers(profile: Any, available: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """The profile's providers in priority order, minus optional ones this build lacks."""
+def requested_providers(
+    spec: MeasureSpec, available: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The spec's providers in priority order, minus optional ones this build lacks."""
     return [
-        (p.name, dict(p.options))
-        for p in profile.providers
-        if not getattr(p, "optional", False) or p.name in available
+        (p.name, dict(p.options)) for p in spec.providers if not p.optional or p.name in available
     ]
 
 
 def check_providers(
-    profile: Any,
+    spec: MeasureSpec,
     available: list[str] | None = None,
     *,
     arch: str | None = None,
     where: str = "here",
     version: str | None = None,
 ) -> None:
-    """Raise :class:`ProviderError` unless the target can run ``profile`` as it is written.
+    """Raise :class:`ProviderError` unless the target can run ``spec`` as it is written.
 
     Args:
-        profile: The hardware profile (or the agent's mirror of it).
+        spec: What the hardware profile asks of the target.
         available: Providers of the onnxruntime that will measure; this process's by default.
         arch: CPU architecture of the machine that will measure; this machine's by default.
         where: Where that machine is, for the message ("here", "on the agent at URL").
@@ -84,14 +81,13 @@ def check_providers(
     available = available_providers() if available is None else available
     arch = local_arch() if arch is None else normalize_arch(arch)
     version = version or ort.__version__
-    want_arch = getattr(profile, "arch", None)
-    if want_arch and want_arch != arch:
+    if spec.arch and spec.arch != arch:
         raise ProviderError(
-            f"hardware profile '{profile.name}' targets {want_arch}, but the machine {where} is "
+            f"hardware profile '{spec.name}' targets {spec.arch}, but the machine {where} is "
             f"{arch}: start the agent on the target (python -m search agent --host 0.0.0.0 "
             "--port 8765 --token T) and pass --agent URL, or pick another profile with --hw"
         )
-    missing = [p for p in _required(profile) if p not in available]
+    missing = [p for p in spec.required if p not in available]
     if missing:
         if "TensorrtExecutionProvider" in missing:  # its fix brings the CUDA provider too
             missing_fix = [p for p in missing if p != "CUDAExecutionProvider"]
@@ -101,14 +97,15 @@ def check_providers(
             dict.fromkeys(_FIX.get(p, f"install a build with {p}") for p in missing_fix)
         )
         raise ProviderError(
-            f"hardware profile '{profile.name}' needs {', '.join(missing)}, but onnxruntime "
+            f"hardware profile '{spec.name}' needs {', '.join(missing)}, but onnxruntime "
             f"{version} {where} has only {', '.join(available)}: {fixes}, measure through "
             "the target's agent (--agent URL), or pick another profile with --hw"
         )
 
 
-def session_options(threads: Any, config: dict[str, str] | None = None) -> ort.SessionOptions:
-    """Fixed thread counts, sequential execution, full graph optimization, quiet logs."""
+def session_options(threads: Threads, config: dict[str, str] | None = None) -> ort.SessionOptions:
+    """Fixed thread counts, sequential execution, full graph optimization, quiet logs, and the
+    profile's session config entries."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads.intra_op
     so.inter_op_num_threads = threads.inter_op
@@ -120,16 +117,25 @@ def session_options(threads: Any, config: dict[str, str] | None = None) -> ort.S
     return so
 
 
-def create_session(path: Path | str, profile: Any) -> ort.InferenceSession:
-    """A session on exactly the profile's providers; raise if ONNX Runtime dropped any."""
+def create_session(
+    path: Path | str, spec: MeasureSpec, *, optimized_path: Path | str | None = None
+) -> ort.InferenceSession:
+    """A session on exactly the spec's providers; raise if ONNX Runtime dropped any.
+
+    With ``optimized_path`` ONNX Runtime also saves the graph it optimized for those providers
+    there (what really runs: fused integer kernels, layout changes).
+
+    Raises:
+        ProviderError: a required provider is missing, or the session fell back from one.
+    """
     available = available_providers()
-    check_providers(profile, available)
-    wanted = requested_providers(profile, available)
-    session = ort.InferenceSession(
-        str(path),
-        sess_options=session_options(profile.threads, getattr(profile, "session_config", None)),
-        providers=wanted,
-    )
+    check_providers(spec, available)
+    wanted = requested_providers(spec, available)  # optional providers this build lacks: out
+    options = session_options(spec.threads, spec.session_config)
+    if optimized_path is not None:
+        Path(optimized_path).parent.mkdir(parents=True, exist_ok=True)
+        options.optimized_model_filepath = str(optimized_path)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     check_fallback(session.get_providers(), [name for name, _ in wanted], path)
     return session
 

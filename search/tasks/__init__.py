@@ -1,5 +1,8 @@
 """Task registry: built-in names, ``module:function`` or ``file.py:function`` for a user's own
 factory, or a task YAML file naming one of those plus its options.
+
+Importing this package is cheap (no torch): the command line lists the built-in tasks in its help.
+``Task``, ``accuracy`` and ``stack`` load :mod:`search.tasks.base` (and torch) on first use.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.errors import SearchError, TaskError
-from search.tasks.base import Task, accuracy, stack
+
+if TYPE_CHECKING:
+    from search.tasks.base import Task
 
 BUILTIN = {
     "digits": "search.tasks.digits:make_task",
@@ -23,6 +28,8 @@ BUILTIN = {
     "cifar10": "search.tasks.vision:make_cifar10_task",
     "distorted_digits": "search.tasks.distorted_digits:make_task",
 }
+
+_FROM_BASE = ("Task", "accuracy", "stack")
 
 __all__ = [
     "BUILTIN",
@@ -33,7 +40,15 @@ __all__ = [
     "read_task_file",
     "resolve_factory",
     "stack",
+    "task_and_options",
+    "task_slug",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module("search.tasks.base"), name)
+    raise AttributeError(f"module 'search.tasks' has no attribute {name!r}")
 
 
 def _import(module_name: str, spec: str) -> Any:
@@ -91,6 +106,8 @@ def load_task(
     spec: str, *, seed: int, cache_dir: Path, options: dict[str, Any] | None = None
 ) -> Task:
     """Call the task factory; ``options`` (model, weights, data, ...) go to it as keywords."""
+    from search.tasks.base import Task
+
     options = dict(options or {})
     factory = resolve_factory(spec)
     check_options(factory, spec, options)
@@ -138,3 +155,32 @@ def read_task_file(path: Path) -> tuple[str, dict[str, Any]]:
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
             raw[key] = str(path.parent / value)
     return spec, raw
+
+
+def task_and_options(
+    task: str | None, *, model: str | None, weights: str | None, data: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The task spec and factory options from ``--task`` (or its YAML file) and the
+    ``--model``/``--weights``/``--data`` flags, which override the file's; checked against the
+    factory's signature (the task itself is not loaded).
+
+    Raises:
+        TaskError: an unknown task, an unreadable task file, an option the factory does not take.
+    """
+    spec = task or ("vision" if data else "digits")
+    options: dict[str, Any] = {}
+    if spec.endswith((".yaml", ".yml")):
+        spec, options = read_task_file(Path(spec))
+    flags = {"model": model, "weights": weights, "data": data}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    check_options(resolve_factory(spec), spec, options)
+    return spec, options
+
+
+def task_slug(spec: str, options: dict[str, Any] | None = None) -> str:
+    """A task spec as part of a study or folder name: ``digits``, ``vision-resnet18``,
+    ``my_task`` for ``path/my_task.py:make_task``, ``pkg-mod-make`` for ``pkg.mod:make``."""
+    base = Path(spec.split(":", 1)[0]).stem if ".py:" in spec else spec
+    model = (options or {}).get("model")
+    slug = f"{base}-{model}" if isinstance(model, str) and model else base
+    return slug.replace(":", "-").replace("/", "-").replace(".", "-")

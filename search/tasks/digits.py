@@ -14,9 +14,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from search.models import ResNet
 from search.tasks.base import Task
-from search.teacher import load_or_train
+from search.tasks.models import ResNet
+from search.tasks.teacher import load_or_train
 
 ARCH = {"widths": (32, 64, 128), "blocks_per_stage": 2}
 TEACHER_EPOCHS = 6
@@ -32,9 +32,7 @@ def load_splits(seed: int, size: int = SIZE) -> dict[str, TensorDataset]:
     y = torch.tensor(digits.target, dtype=torch.long)
     idx = list(range(len(y)))
     train_idx, rest = train_test_split(idx, test_size=0.4, random_state=seed, stratify=y)
-    val_idx, test_idx = train_test_split(
-        rest, test_size=0.5, random_state=seed, stratify=y[rest]
-    )
+    val_idx, test_idx = train_test_split(rest, test_size=0.5, random_state=seed, stratify=y[rest])
     return {
         name: TensorDataset(x[ids], y[ids])
         for name, ids in (("train", train_idx), ("val", val_idx), ("test", test_idx))

@@ -7,12 +7,12 @@ that is not the layout asked for) is a one-line :class:`TaskError`.
 from __future__ import annotations
 
 import pickle
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from search.errors import TaskError
@@ -138,22 +138,26 @@ def scan_image_folder(
     return paths, labels, classes
 
 
-def _split(n: int, labels: list[int], seed: int, shares: tuple[float, float]) -> list[list[int]]:
-    """Indices of a seeded split into len(shares) + 1 parts, stratified by label."""
-    rng = random.Random(seed)
-    parts: list[list[int]] = [[] for _ in range(len(shares) + 1)]
-    for label in sorted(set(labels)):
-        idx = [i for i in range(n) if labels[i] == label]
-        rng.shuffle(idx)
-        cut, start = [], 0
-        for share in shares:
-            k = max(1, round(len(idx) * share)) if len(idx) > len(shares) else 0
-            cut.append(idx[start : start + k])
-            start += k
-        parts[0] += idx[start:]
-        for j, c in enumerate(cut):
-            parts[j + 1] += c
-    return [sorted(p) for p in parts]
+def _split(labels: Sequence[int], seed: int, shares: tuple[float, ...]) -> list[list[int]]:
+    """Indices of a seeded split: the rest first, then one part per share of all items.
+
+    Stratified by label (scikit-learn's ``train_test_split``) where every class can give each
+    part an item; a folder too small for that is split by a plain seeded shuffle.
+    """
+    y = np.asarray(labels)
+    rest, parts = np.arange(len(y)), []
+    for share in shares:
+        if len(rest) < 2:  # nothing to split off: the empty part is reported by the caller
+            parts.append(np.array([], dtype=int))
+            continue
+        n_part = min(max(1, round(share * len(y))), len(rest) - 1)
+        counts = np.unique(y[rest], return_counts=True)[1]
+        can = counts.min() >= 2 and len(counts) <= n_part <= len(rest) - len(counts)
+        rest, part = train_test_split(
+            rest, test_size=n_part, random_state=seed, stratify=y[rest] if can else None
+        )
+        parts.append(part)
+    return [sorted(p.tolist()) for p in (rest, *parts)]
 
 
 def load_image_folder(
@@ -180,7 +184,7 @@ def load_image_folder(
     else:
         paths, labels, classes = scan_image_folder(root)
         whole = Normalized(paths, labels, **norm)
-        train, val, test = _split(len(paths), labels, seed, (0.1, 0.1))
+        train, val, test = _split(labels, seed, (0.1, 0.1))
         splits = {
             "train": whole.subset(train),
             "val": whole.subset(val),
@@ -250,7 +254,7 @@ def load_cifar10(
         classes = [n.decode() for n in names] if names else classes
     norm = {"size": size, "mean": CIFAR_MEAN, "std": CIFAR_STD}
     whole = Normalized(x_train, y_train, **norm)
-    train, val = _split(len(y_train), y_train, seed, (val_share,))
+    train, val = _split(y_train, seed, (val_share,))
     splits = {
         "train": whole.subset(train),
         "val": whole.subset(val),

@@ -171,34 +171,12 @@ def make_vision_task(
         limit: Use at most this many images per split (seeded), to try a search quickly.
         name: Task name in reports (default ``<layout>-<model>``).
     """
-    data = Path(data).expanduser()
-    if layout == "auto":
-        layout = "cifar10" if (data / "data_batch_1").is_file() else "imagefolder"
-    if layout == "cifar10":
-        splits, classes = load_cifar10(data, seed=seed, size=image_size or 32)
-    elif layout == "imagefolder":
-        splits, classes = load_image_folder(
-            data,
-            size=image_size or 224,
-            mean=mean or IMAGENET_MEAN,
-            std=std or IMAGENET_STD,
-            seed=seed,
-        )
-    else:
-        raise TaskError(f"unknown data layout {layout!r}: use imagefolder, cifar10 or auto")
-    size = splits["train"].size
-    labelled = bool(classes)
-    if isinstance(model, str):
-        arch = model
-        n = len(classes) if labelled else num_classes or _classes_in(weights, arch)
-        net = build_model(model, num_classes=n, image_size=size)
-        what = f"{arch} with {n} classes"
-    else:
-        arch, net = type(model).__name__, model
-        what = arch
-    if weights is not None:
-        load_weights(net, Path(weights), what=what)
-    net.eval()
+    splits, classes, layout = _splits(
+        Path(data).expanduser(), layout=layout, seed=seed, size=image_size, mean=mean, std=std
+    )
+    size, labelled = splits["train"].size, bool(classes)
+    n = len(classes) if labelled else num_classes
+    net, arch = _model(model, weights=weights, num_classes=n, image_size=size)
     splits = {k: _limit(v, limit, seed + i) for i, (k, v) in enumerate(splits.items())}
     metric_name = "accuracy"
     if not labelled:
@@ -221,6 +199,46 @@ def make_vision_task(
         metric_name=metric_name,
         key=key,
     )
+
+
+def _model(
+    model: str | nn.Module, *, weights: str | Path | None, num_classes: int | None, image_size: int
+) -> tuple[nn.Module, str]:
+    """The model in eval mode, with ``weights`` loaded, and its architecture's name. Without
+    ``num_classes`` (unlabeled data) the checkpoint's head says how many outputs it has."""
+    if isinstance(model, str):
+        n = num_classes or _classes_in(weights, model)
+        net, arch = build_model(model, num_classes=n, image_size=image_size), model
+        what = f"{arch} with {n} classes"
+    else:
+        net, arch = model, type(model).__name__
+        what = arch
+    if weights is not None:
+        load_weights(net, Path(weights), what=what)
+    return net.eval(), arch
+
+
+def _splits(
+    data: Path,
+    *,
+    layout: str,
+    seed: int,
+    size: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> tuple[dict[str, Normalized], list[str], str]:
+    """The splits, class names and resolved layout of ``data`` (``auto``: CIFAR-10 when
+    ``data_batch_1`` exists, else an ImageFolder tree)."""
+    if layout == "auto":
+        layout = "cifar10" if (data / "data_batch_1").is_file() else "imagefolder"
+    if layout == "cifar10":
+        return (*load_cifar10(data, seed=seed, size=size or 32), layout)
+    if layout == "imagefolder":
+        splits, classes = load_image_folder(
+            data, size=size or 224, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD, seed=seed
+        )
+        return splits, classes, layout
+    raise TaskError(f"unknown data layout {layout!r}: use imagefolder, cifar10 or auto")
 
 
 def _classes_in(weights: str | Path | None, arch: str) -> int:

@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from search.compress.onnx_export import export_onnx
 from search.compress.prune import count_macs, count_params, prune
 from search.errors import ConfigError
-from search.measure.export import export_onnx
-from search.models import ResNet
+from search.tasks.models import ResNet
 
 
 def _conv_out_channels(path) -> dict[str, int]:
@@ -68,7 +68,7 @@ def test_ratio_zero_is_an_unchanged_copy(model):
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
 def test_ratio_outside_unit_interval_is_a_config_error(model, ratio):
-    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"prune ratio must lie in \[0.0, 1.0\)"):
         prune(model, ratio=ratio, example_input=torch.randn(1, 1, 16, 16))
 
 

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from search.compress.calibration import calibrate
-from search.compress.layers import assign_groups
+from search.compress.groups import assign_groups
+from search.compress.onnx_export import export_onnx
 from search.compress.quantize import (
     PrecisionSupport,
+    QuantizeConfig,
     QuantizeSpace,
     half_only,
     needs_calibration,
@@ -23,11 +25,10 @@ from search.compress.sensitivity import lowest_precision, seed_params, sensitivi
 from search.config import Profile, Space, TrialConfig
 from search.errors import ConfigError
 from search.measure import run_batches
-from search.measure.export import export_onnx
 from search.measure.kernels import count_kernels, kernel_report
 from search.measure.runtime import create_session
-from search.models import ResNet
 from search.tasks.base import accuracy
+from search.tasks.models import ResNet
 
 GROUPS = {
     "stem": ["stem"],
@@ -36,7 +37,7 @@ GROUPS = {
     "b2": ["layers.2"],
     "fc": ["fc"],
 }
-PROFILE = Profile(providers=[{"name": "CPUExecutionProvider"}])
+PROFILE = Profile(providers=[{"name": "CPUExecutionProvider"}]).measure_spec()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def _stored_type(model: onnx.ModelProto, weight: str) -> str:
 
 
 def test_trial_config_plan_gives_each_layer_its_type(tiny: dict) -> None:
-    cfg = TrialConfig(
+    cfg = QuantizeConfig(
         precision={"stem": "int8", "b0": "int4", "b1": "float", "b2": "int8", "fc": "int8"},
         calibration="minmax",
     )
@@ -227,7 +228,7 @@ def test_sampling_offers_only_what_the_profile_runs() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(20):
-        cfg = space.sample(study.ask(), profile)
+        cfg = space.sample(study.ask(), profile).quantize
         assert set(cfg.precision) == set(GROUPS)
         seen |= set(cfg.precision.values())
         assert cfg.activations == "uint8"
@@ -304,10 +305,13 @@ def _tiny_trial(
     ``layer`` precisions; returns its record."""
     from torch.utils.data import TensorDataset
 
-    from search.config import MeasureSettings
-    from search.measure import measure_onnx
+    from search.compress.distill import DistillConfig
+    from search.compress.prune import PruneConfig
+    from search.context import Context
+    from search.measure import MeasureSettings
     from search.tasks import Task
-    from search.trial import Context, run_trial
+    from search.trial import run_trial
+    from tests.conftest import local_measure
 
     torch.manual_seed(0)
     x = torch.randn(48, 1, 32, 32)
@@ -329,16 +333,13 @@ def _tiny_trial(
         precisions=PrecisionSupport(layer=list(layer)),
     )
     space = Space(quantize=QuantizeSpace(groups=GROUPS, calibration_samples=16))
-    ctx = Context.build(
-        task=task,
-        space=space,
-        profile=profile,
-        seed=0,
-        measure=lambda p: measure_onnx(
-            p, profile=profile, eval_inputs=ctx.eval_inputs, latency_input=x[:1].numpy()
-        ),
+    measure = local_measure(profile, x.numpy())
+    ctx = Context.build(task=task, space=space, profile=profile, seed=0, measure=measure)
+    cfg = TrialConfig(
+        prune=PruneConfig(ratio=0.25),
+        distill=DistillConfig(epochs=1, batch_size=16),
+        quantize=QuantizeConfig(precision=precision),
     )
-    cfg = TrialConfig(prune_ratio=0.25, epochs=1, batch_size=16, precision=precision)
     return run_trial(cfg, ctx=ctx, out_dir=out_dir).record
 
 
@@ -425,18 +426,18 @@ def test_report_compares_float_int8_and_best_mixed() -> None:
 def test_seeded_trial_is_enqueued_again_after_an_interruption(tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from search.study import _quantize_references
+    from search.references import ensure_quantization
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     seed = {"precision_stem": "int8"}
     study.set_user_attr("quantize_seed", seed)
     study.enqueue_trial(seed)
-    _quantize_references(study, None, None, tmp_path)  # still waiting: nothing added
+    ensure_quantization(study, None, tmp_path)  # still waiting: nothing added
     assert len(study.trials) == 1
     trial = study.ask()
     trial.set_user_attr("interrupted", True)
     study.tell(trial, state=TrialState.FAIL)
-    _quantize_references(study, None, None, tmp_path)
+    ensure_quantization(study, None, tmp_path)
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == seed
 

@@ -15,9 +15,8 @@ pytest.importorskip("torchvision")
 from search.cli import main  # noqa: E402
 from search.tasks import load_task, read_task_file  # noqa: E402
 from search.tasks.vision import build_model  # noqa: E402
-from tests.test_vision import SIZE, check_trials, write_configs, write_image_folder  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO as ROOT  # noqa: E402
+from tests.tasks.test_vision import SIZE, check_trials, write_configs, write_image_folder  # noqa: E402
 
 
 def save_weights(path: Path, model: str = "resnet18", classes: int = 2) -> Path:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,10 +19,10 @@ import pytest
 from search.errors import AgentError, SearchError
 from search.measure.agent import AgentSettings, serve
 from search.measure.agent_client import AgentClient
+from tests.conftest import REPO as ROOT
 
 TOKEN = "test-token-0123456789"
 LABEL = "tiny-test-board (agent under test)"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

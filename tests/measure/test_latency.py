@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from search.config import load_profile
-from search.measure import measure_onnx
+from search.measure import MeasureSettings, measure_onnx
 from search.measure.latency import measure_latency, summarize
 
 
@@ -41,7 +39,7 @@ def _settings(**kw):
         max_runs=10000,
         memory_runs=1,
     )
-    return SimpleNamespace(**{**base, **kw})
+    return MeasureSettings(**{**base, **kw})
 
 
 def test_repeats_until_both_count_and_time(matmul_onnx):
@@ -51,7 +49,7 @@ def test_repeats_until_both_count_and_time(matmul_onnx):
     feed = {"input": np.ones((1, 64), np.float32)}
     by_count = measure_latency(session, feed, _settings(min_runs=25))
     assert by_count.runs == 25
-    forever = _settings(min_runs=5, min_seconds=0.2, max_runs=10**9)
+    forever = _settings(min_runs=5, min_seconds=0.2, max_runs=10**7)
     by_time = measure_latency(session, feed, forever)
     assert by_time.runs > 5 and by_time.mean_ms * by_time.runs >= 0.2 * 1000 * 0.5
     capped = measure_latency(session, feed, _settings(min_runs=5, min_seconds=60, max_runs=50))
@@ -75,7 +73,7 @@ def test_measure_onnx_records_where_it_ran(matmul_onnx):
     profile = base.model_validate({**base.model_dump(), "batch_sizes": [1, 4]})
     m = measure_onnx(
         matmul_onnx,
-        profile=profile.model_copy(update={"measure": _settings()}),
+        spec=profile.model_copy(update={"measure": _settings()}).measure_spec(),
         eval_inputs=np.ones((10, 64), np.float32),
         latency_input=np.ones((1, 64), np.float32),
         device_label="bench-label",

@@ -10,6 +10,7 @@ from search.compress.distill import distillation_loss, recalibrate_batchnorm
 
 def _hand_loss(s, t, y, temperature, alpha):
     """The loss written out with plain math on one sample."""
+
     def softmax(v):
         e = [math.exp(a) for a in v]
         return [a / sum(e) for a in e]

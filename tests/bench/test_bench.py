@@ -109,25 +109,30 @@ def test_distorted_digits_is_deterministic_and_shaped():
     assert torch.equal(splits["test"].tensors[0], load_splits(0)["test"].tensors[0])
 
 
-def test_int8_quantization_and_interleaved_latency(tmp_path):
-    from search.bench.measure import measure_interleaved, quantize_int8
+def test_interleaved_latency_of_float_and_int8(tmp_path):
+    import onnx
+
+    from search.bench.measure import measure_interleaved
+    from search.compress.calibration import calibrate
+    from search.compress.onnx_export import export_onnx
+    from search.compress.quantize import quantize
     from search.config import load_profile
-    from search.measure.export import export_onnx
-    from search.models import ResNet
+    from search.tasks.models import ResNet
 
     torch.manual_seed(0)
     model = ResNet(num_classes=10, widths=(8, 16), blocks_per_stage=1).eval()
     x = torch.randn(16, 1, 16, 16)
     src = export_onnx(model, x[:1], tmp_path / "float.onnx")
-    dst = quantize_int8(src, tmp_path / "int8.onnx", calibration=x.numpy())
-    import onnx
+    calib = calibrate(src, x.numpy(), method="minmax", cache_dir=tmp_path / "calib")
+    groups = {"all": ["*"]}
+    dst = quantize(calib, tmp_path / "int8.onnx", plan={"all": "int8"}, groups=groups).path
 
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     profile = load_profile("cpu")
     stats = measure_interleaved(
         {"float": src, "int8": dst},
-        profile=profile,
+        spec=profile.measure_spec(),
         example_input=x[:1].numpy(),
         rounds=3,
         runs_per_round=2,
@@ -142,10 +147,10 @@ def tiny_task(*, seed: int, cache_dir):
     import torch.nn.functional as F
     from torch.utils.data import TensorDataset
 
-    from search.models import ResNet
     from search.tasks import Task
     from search.tasks.distorted_digits import make_images
-    from search.teacher import load_or_train
+    from search.tasks.models import ResNet
+    from search.tasks.teacher import load_or_train
 
     x, y = make_images(seed=seed, limit=240)
     x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
@@ -183,7 +188,8 @@ def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     from search.bench import BenchSpec, run_bench
-    from search.config import load_profile, load_space
+    from search.config import load_space
+    from tests.conftest import quick_profile
 
     space = load_space("default")
     space = space.model_copy(
@@ -193,13 +199,7 @@ def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
             )
         }
     )
-    profile = load_profile("cpu").model_copy(
-        update={
-            "measure": load_profile("cpu").measure.model_copy(
-                update={"min_runs": 5, "min_seconds": 0.0, "warmup_runs": 1, "warmup_seconds": 0.0}
-            )
-        }
-    )
+    profile = quick_profile("cpu")
     spec = BenchSpec(
         task="test_bench:tiny_task",
         space=space,

@@ -1,4 +1,5 @@
-"""Which layer group an ONNX node belongs to, by the PyTorch module it came from.
+"""Which layer group an ONNX node belongs to, by the PyTorch module it came from, and which
+element type each weighted layer computes with in a quantized graph.
 
 Layers are named by their PyTorch module path, which the dynamo exporter keeps (weights are
 ``layers.0.conv1.weight``; every node carries ``pkg.torch.onnx.name_scopes`` metadata). A group is
@@ -74,4 +75,34 @@ def assign_groups(model: Any, groups: Mapping[str, list[str]]) -> dict[str, str 
             (g for g, pats in groups.items() if any(_matches(k, p) for k in keys for p in pats)),
             None,
         )
+    return out
+
+
+def layer_types(model: Any) -> dict[str, str]:
+    """Weight name -> the element type its layer computes with in ``model`` (a QDQ graph).
+
+    A weight fed to its op directly is ``float`` (``fp16`` when stored as float16); one fed
+    through DequantizeLinear is the type of the stored integer initializer (``int8``, ...).
+    """
+    import onnx
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        src = node.input[1]
+        if src in inits:
+            dtype = inits[src].data_type
+            # A float16 copy of a weight a float node shares is named <weight>_fp16.
+            stem = src.rsplit("_fp16", 1)[0]
+            name = stem if stem in inits and stem != src else src
+            out[name] = "fp16" if dtype == onnx.TensorProto.FLOAT16 else "float"
+            continue
+        dq = producers.get(src)
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+            name = dq.input[0].removesuffix("_quantized")
+            dtype = inits[dq.input[0]].data_type
+            out[name] = onnx.TensorProto.DataType.Name(dtype).lower()
     return out

@@ -11,17 +11,18 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from search.compress.lowrank import (
+    LowRankConfig,
     LowRankSpace,
-    apply_lowrank,
     factorize,
+    lowrank_step,
     rank_for,
 )
-from search.compress.prune import count_macs
+from search.compress.onnx_export import export_onnx
+from search.compress.prune import PruneConfig, count_macs
 from search.compress.svd import factorize_conv, factorize_linear, full_rank
-from search.config import Space, TrialConfig, load_profile, load_space
+from search.config import Space, TrialConfig, load_space
 from search.errors import ConfigError
-from search.measure.export import export_onnx
-from search.models import ResNet
+from search.tasks.models import ResNet
 
 X = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -238,15 +239,15 @@ def test_space_samples_lowrank_and_validates(tmp_path) -> None:
     )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    cfg = space.sample(trial)
-    assert isinstance(cfg.lowrank, bool) and cfg.lowrank_kind == "spatial"
-    assert 0.2 <= cfg.lowrank_ratio <= 0.6 and 0.5 <= cfg.lowrank_group_ratios["early"] <= 1.0
+    cfg = space.sample(trial).lowrank
+    assert isinstance(cfg.apply, bool) and cfg.kind == "spatial"
+    assert 0.2 <= cfg.rank_ratio <= 0.6 and 0.5 <= cfg.group_ratios["early"] <= 1.0
     assert {"lowrank", "lowrank_ratio", "lowrank_ratio_early"} <= set(trial.params)
     assert "lowrank_kind" not in trial.params  # one choice is fixed, not searched
     assert load_space("default").lowrank.apply == [True, False]
 
     with pytest.raises(ConfigError, match="lowrank_ratio"):
-        TrialConfig(lowrank_ratio=0.0)
+        LowRankConfig(rank_ratio=0.0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("lowrank:\n  kind: [tucker]\n")
     with pytest.raises(ConfigError, match="lowrank.kind"):
@@ -260,9 +261,11 @@ def test_space_samples_lowrank_and_validates(tmp_path) -> None:
 
 
 def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:
-    from search.measure import measure_onnx
+    from search.compress.distill import DistillConfig
+    from search.context import Context
     from search.tasks import Task
-    from search.trial import Context, run_trial
+    from search.trial import run_trial
+    from tests.conftest import local_measure, quick_profile
 
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(32, 1, 32, 32, generator=g), torch.randint(0, 10, (32,)))
@@ -277,21 +280,17 @@ def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:
         example_input=X,
         ignored_layers=["fc"],
     )
-    profile = load_profile("cpu")
-    quick = {"min_runs": 5, "min_seconds": 0.0, "warmup_runs": 1, "warmup_seconds": 0.0}
     # round_to=None: the tiny model's 8-channel layers would otherwise round every rank to full.
-    profile = profile.model_copy(
-        update={"round_to": None, "measure": profile.measure.model_copy(update=quick)}
-    )
-    x_eval = data.tensors[0].numpy()
-
-    def measure(path):
-        return measure_onnx(path, profile=profile, eval_inputs=x_eval, latency_input=x_eval[:1])
-
+    profile = quick_profile(round_to=None)
+    measure = local_measure(profile, data.tensors[0].numpy())
     ctx = Context.build(
         task=task, space=load_space("default"), profile=profile, seed=0, measure=measure
     )
-    cfg = TrialConfig(prune_ratio=0.25, epochs=1, lowrank=True, lowrank_ratio=0.3)
+    cfg = TrialConfig(
+        prune=PruneConfig(ratio=0.25),
+        lowrank=LowRankConfig(apply=True, rank_ratio=0.3),
+        distill=DistillConfig(epochs=1),
+    )
     rec = run_trial(cfg, ctx=ctx, out_dir=tmp_path / "t").record
     sizes = rec["sizes"]
     assert sizes["lowrank"]["macs"] < sizes["prune"]["macs"] < sizes["base"]["macs"]
@@ -299,14 +298,6 @@ def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:
     assert rec["timings_s"]["lowrank"] >= 0.0
     # Not applied: the model passes through untouched.
     space = ctx.space.lowrank
-    same, layers = apply_lowrank(
-        model,
-        space=space,
-        apply=False,
-        kind="channel",
-        rank_ratio=0.3,
-        group_ratios={},
-        example_input=X,
-        round_to=None,
-    )
+    off = LowRankConfig(apply=False, rank_ratio=0.3)
+    same, layers = lowrank_step(model, off, space=space, example_input=X, round_to=None)
     assert same is model and layers == []

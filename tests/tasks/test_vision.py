@@ -14,9 +14,9 @@ from torch import nn
 
 pytest.importorskip("torchvision")
 
+from search.compress.onnx_export import export_onnx  # noqa: E402
 from search.compress.prune import count_params, prune_with_report  # noqa: E402
 from search.errors import TaskError  # noqa: E402
-from search.measure.export import export_onnx  # noqa: E402
 from search.tasks.transformer import TinyViT  # noqa: E402
 from search.tasks.vision import build_model, load_weights, make_vision_task  # noqa: E402
 

@@ -50,13 +50,10 @@ def load_or_train(
     val_acc = kd.evaluate(model, val, accuracy)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(
-        {"state_dict": model.state_dict(), "val_accuracy": val_acc, "epochs": epochs}, tmp
-    )
+    torch.save({"state_dict": model.state_dict(), "val_accuracy": val_acc, "epochs": epochs}, tmp)
     tmp.replace(path)
     print(
         f"teacher {key}: validation accuracy {val_acc:.4f}, "
         f"trained in {time.perf_counter() - start:.1f} s, cached at {path}"
     )
     return model.eval()
-

@@ -1,0 +1,107 @@
+"""What every trial of a study shares, and how a measured file becomes a record.
+
+:class:`Context` holds the task, the space, the profile, where measurements run and the data
+fixed for the whole study (the teacher's logits, the evaluation and calibration inputs, the
+baseline's validation metric). :func:`score` measures a file and computes the task metric;
+:func:`measurement_record` is the part of a trial record every measured file has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from search.compress import distill as kd
+from search.compress.prune import count_macs, count_params
+from search.config import Profile, Space
+from search.measure.kernels import kernel_report
+from search.measure.measurement import Measurement
+from search.tasks import Task, stack
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+MeasureFn = Callable[[Path], Measurement]
+
+
+@dataclass
+class Context:
+    """What every trial of a study shares: the task, the targets, and precomputed data."""
+
+    task: Task
+    space: Space
+    profile: Profile
+    seed: int
+    measure: MeasureFn
+    teacher_logits: torch.Tensor
+    eval_inputs: np.ndarray
+    eval_labels: np.ndarray
+    baseline_val: float
+    base_size: dict[str, int] = field(default_factory=dict)  # params/MACs of the base model
+    calib_inputs: np.ndarray | None = None  # quantization calibration inputs, fixed per study
+
+    @classmethod
+    def build(
+        cls, *, task: Task, space: Space, profile: Profile, seed: int, measure: MeasureFn
+    ) -> Context:
+        """Compute the study's fixed data once: teacher logits over the training split, the
+        test split as arrays, the calibration inputs and the base model's size."""
+        # The teacher is frozen and the training data is fixed, so its logits are computed once.
+        teacher_logits = kd.predict(task.model, task.train)
+        x_test, y_test = stack(task.test)
+        x_calib, _ = stack(task.calibration, limit=space.quantize.calibration_samples)
+        return cls(
+            task=task,
+            space=space,
+            profile=profile,
+            seed=seed,
+            measure=measure,
+            teacher_logits=teacher_logits,
+            eval_inputs=x_test.numpy(),
+            eval_labels=y_test.numpy(),
+            baseline_val=kd.evaluate(task.model, task.val, task.metric),
+            # The base model never changes: count its parameters and MACs once, not per trial.
+            base_size=model_size(task.model, task.example_input),
+            calib_inputs=x_calib.numpy(),
+        )
+
+    def kernel_report(self, path: Path, out_path: Path) -> dict[str, Any]:
+        """What really ran as integer/fp16 kernels in ``path`` (see
+        :func:`search.measure.kernels.kernel_report`), or why that is not known."""
+        if self.profile.agent:
+            return {
+                "unavailable": "kernel counts need a local session; this profile is measured "
+                "through an agent"
+            }
+        return kernel_report(path, self.profile.measure_spec(), out_path)
+
+
+def model_size(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """``{"params", "macs"}`` of ``model`` at ``example_input``'s shape."""
+    return {"params": count_params(model), "macs": count_macs(model, example_input)}
+
+
+def score(path: Path, ctx: Context) -> tuple[float, Measurement]:
+    """Measure ``path`` and compute the task metric from the ONNX Runtime outputs."""
+    measurement = ctx.measure(path)
+    return ctx.task.metric(measurement.outputs, ctx.eval_labels), measurement
+
+
+def measurement_record(metric: float, m: Measurement) -> dict[str, Any]:
+    """The record keys every measured file has: the metric (under ``accuracy``), p50/p90
+    latency and its spread at the first batch size, peak memory, size, the whole summary."""
+    first = m.latency[0]
+    return {
+        "accuracy": metric,
+        "latency_p50_ms": first.p50_ms,
+        "latency_p90_ms": first.p90_ms,
+        "latency_cv": first.cv,
+        "peak_memory_mb": m.memory.inference_mb,
+        "size_mb": m.size_bytes / 1e6,
+        "measurement": m.summary(),
+    }

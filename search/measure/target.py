@@ -1,0 +1,63 @@
+"""Where a profile is measured: this machine (:class:`LocalTarget`) or its agent
+(:class:`~search.measure.agent_client.AgentClient`); both answer ``measure(path, ...)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from search.measure.agent_client import AgentClient
+from search.measure.measurement import Measurement, measure_onnx
+from search.measure.runtime import check_providers, describe_device
+from search.measure.spec import MeasureSpec
+
+DEFAULT_TOKEN_ENV = "SEARCH_AGENT_TOKEN"
+
+
+class Target(Protocol):
+    """What a study measures on: ``where`` and ``device`` describe it for messages."""
+
+    where: str
+    device: str
+
+    def measure(
+        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
+    ) -> Measurement: ...
+
+
+class LocalTarget:
+    """Measures on this machine, after checking it can run the spec as written."""
+
+    def __init__(self, spec: MeasureSpec) -> None:
+        check_providers(spec)
+        self.spec = spec
+        self.where = "here"
+        self.device = describe_device()
+
+    def measure(
+        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
+    ) -> Measurement:
+        return measure_onnx(
+            path, spec=self.spec, eval_inputs=eval_inputs, latency_input=latency_input
+        )
+
+
+def open_target(
+    spec: MeasureSpec,
+    *,
+    agent: str | None = None,
+    token_env: str = DEFAULT_TOKEN_ENV,
+    timeout: float = 900.0,
+) -> Target:
+    """Where ``spec`` is measured: the agent at URL ``agent`` (its token in ``$token_env``), or
+    this machine when ``agent`` is None.
+
+    Either way the providers and architecture are checked first, so a study that cannot be
+    measured as the profile says stops with a :class:`ProviderError` (or :class:`AgentError`)
+    before any trial.
+    """
+    if agent:
+        return AgentClient.connect(agent, spec=spec, token_env=token_env, timeout=timeout)
+    return LocalTarget(spec)

@@ -1,0 +1,188 @@
+"""Once per study: the float baseline, the uniform-int8 reference and the sensitivity seed.
+
+The study keeps them as user attributes (``baseline``, ``baseline_int8``, ``sensitivity``,
+``quantize_seed``), so a resumed study or a second worker on the same storage reuses them instead
+of measuring again; the benchmark measures them once with the same functions and hands them to
+each of its studies with :func:`store`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.compress.calibration import calibrate
+from search.compress.onnx_export import export_onnx
+from search.compress.quantize import quantize
+from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
+from search.context import Context, measurement_record, score
+from search.measure.measurement import run_batches
+from search.measure.runtime import create_session
+from search.progress import console
+from search.tasks import stack
+
+
+@dataclass
+class QuantizationReferences:
+    """The sensitivity pass (None when skipped), the uniform-int8 record (None where the profile
+    runs no int8) and the Optuna params of the seeded trial (empty when there is none)."""
+
+    sensitivity: dict[str, Any] | None = None
+    int8: dict[str, Any] | None = None
+    seed: dict[str, str] = field(default_factory=dict)
+
+
+def export_float(ctx: Context, out_dir: Path) -> Path:
+    """The uncompressed model as ``out_dir/model.onnx`` (exported once, then reused)."""
+    path = out_dir / "model.onnx"
+    if not path.is_file():
+        export_onnx(ctx.task.model, ctx.task.example_input, path)
+    return path
+
+
+def measure_baseline(ctx: Context, path: Path) -> dict[str, Any]:
+    """The float baseline's record: measured like a trial, plus its validation metric."""
+    metric, m = score(path, ctx)
+    return {**measurement_record(metric, m), "val_accuracy": ctx.baseline_val}
+
+
+def quantization_references(
+    ctx: Context, onnx_path: Path, out_dir: Path, *, int8: bool | None = None
+) -> QuantizationReferences:
+    """The one-off quantization references of the uncompressed model ``onnx_path``.
+
+    Runs the sensitivity pass (scored on the validation split, so the test split stays unseen
+    by the search) and measures the uniform-int8 model like any trial: where the profile runs
+    int8 when ``int8`` is None, else as ``int8`` says (the benchmark always compares with it).
+    Both reuse one MinMax calibration of ``onnx_path``.
+    """
+    space, profile = ctx.space.quantize, ctx.profile
+    choices = space.choices(profile.precisions)
+    activations, weights = choices["activations"][0], choices["weights"][0]
+    calib = calibrate(
+        onnx_path, ctx.calib_inputs, method="minmax", cache_dir=out_dir / "calibration"
+    )
+    refs = QuantizationReferences()
+    low = lowest_precision(sorted({c for g in space.groups for c in choices[f"precision_{g}"]}))
+    # The pass scores each variant in a local session; a profile measured through an agent may
+    # not run here at all, so it goes without (the seeded trial then is not added).
+    if low is not None and space.sensitivity and not profile.agent:
+        refs.sensitivity = sensitivity_pass(
+            calib,
+            space=space,
+            precision=low,
+            activations=activations,
+            weights=weights,
+            evaluate=_validation_metric(ctx),
+            out_dir=out_dir / "sensitivity",
+        )
+        refs.seed = seed_params(refs.sensitivity, choices=choices, tolerance=space.tolerance)
+    if int8 or (int8 is None and "int8" in profile.precisions.layer):
+        q = quantize(
+            calib,
+            out_dir / "model.int8.q.onnx",
+            plan=dict.fromkeys(space.groups, "int8"),
+            groups=space.groups,
+            activations=activations,  # type: ignore[arg-type]
+            weights=weights,  # type: ignore[arg-type]
+            ungrouped="quantize",
+        )
+        metric, m = score(q.path, ctx)
+        refs.int8 = {
+            **measurement_record(metric, m),
+            "quantize": {**q.to_dict(), "calibration": calib.key, "activations": activations},
+            "kernels": ctx.kernel_report(q.path, out_dir / "model.int8.opt.onnx"),
+            "measured_onnx": str(q.path),
+        }
+    return refs
+
+
+def _validation_metric(ctx: Context) -> Any:
+    """``evaluate(path)``: the task metric of an ONNX file on the validation split, here."""
+    x_val, y_val = stack(ctx.task.val)
+    spec, labels = ctx.profile.measure_spec(), y_val.numpy()
+
+    def evaluate(path: Path) -> float:
+        return ctx.task.metric(run_batches(create_session(path, spec), x_val.numpy()), labels)
+
+    return evaluate
+
+
+# ------------------------------------------------------------------------- kept with a study
+
+
+def ensure_baseline(study: optuna.Study, ctx: Context, out_dir: Path) -> dict[str, Any]:
+    """The study's baseline record, measured (and stored) when the study has none yet."""
+    if "baseline" not in study.user_attrs:
+        with console.status("measuring the uncompressed baseline"):
+            baseline = measure_baseline(ctx, export_float(ctx, out_dir))
+        study.set_user_attr("baseline", baseline)
+        console.print(
+            f"baseline: {ctx.task.metric_name} {baseline['accuracy']:.4f}, p50 "
+            f"{baseline['latency_p50_ms']:.3f} ms (cv {baseline['latency_cv']:.1%}), "
+            f"{baseline['size_mb']:.2f} MB, on "
+            f"{', '.join(baseline['measurement']['providers'])}"
+        )
+    return study.user_attrs["baseline"]
+
+
+def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> None:
+    """Quantization references once per study; the seeded trial waits in the queue.
+
+    A study that has them already only gets its seeded trial enqueued again when an
+    interruption (not a real failure) lost it.
+    """
+    if "quantize_seed" in study.user_attrs:
+        _requeue_seed(study)
+        return
+    with console.status("quantization references: per-layer sensitivity, uniform int8"):
+        refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir)
+    store(study, quantization=refs)
+    name = ctx.task.metric_name
+    if refs.int8:
+        i8 = refs.int8
+        console.print(
+            f"uniform int8: {name} {i8['accuracy']:.4f}, p50 {i8['latency_p50_ms']:.3f} ms, "
+            f"{i8['size_mb']:.2f} MB, "
+            f"{i8['kernels'].get('integer_layers', '?')} integer layer kernel(s)"
+        )
+    if refs.sensitivity:
+        sens = refs.sensitivity
+        order = ", ".join(f"{g} {sens['groups'][g]['drop']:+.4f}" for g in sens["order"])
+        console.print(f"sensitivity (accuracy drop, {sens['precision']}): {order}")
+
+
+def store(
+    study: optuna.Study,
+    *,
+    baseline: dict[str, Any] | None = None,
+    quantization: QuantizationReferences | None = None,
+) -> None:
+    """Keep references measured elsewhere (the benchmark's) with ``study``, so running it
+    measures them no more; the seeded trial is enqueued."""
+    if baseline is not None:
+        study.set_user_attr("baseline", baseline)
+    if quantization is not None:
+        study.set_user_attr("sensitivity", quantization.sensitivity)
+        study.set_user_attr("baseline_int8", _json(quantization.int8))
+        study.set_user_attr("quantize_seed", quantization.seed)
+        if quantization.seed:
+            study.enqueue_trial(quantization.seed)
+
+
+def _requeue_seed(study: optuna.Study) -> None:
+    seed = study.user_attrs.get("quantize_seed")
+    if seed and not any(
+        t.system_attrs.get("fixed_params") == seed and not t.user_attrs.get("interrupted")
+        for t in study.get_trials(deepcopy=False)
+    ):
+        study.enqueue_trial(seed)
+
+
+def _json(value: Any) -> Any:
+    """Plain JSON data, as Optuna's storage keeps it."""
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,132 @@
+"""Resuming a study: what its settings must match, and what an interrupted run left behind.
+
+A study records what its space and profile files say as content digests. Version 2 leaves out
+values equal to their defaults, so adding a defaulted field to ``Space`` or ``Profile`` keeps
+every study resumable; studies recorded with version 1 (whole dumps, defaults included) are
+checked the version-1 way and then upgraded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import Profile, Space
+from search.errors import SearchError
+
+DIGEST_VERSION = 2
+_WORDS = ("name", "path", "description")  # where a file lies and what it says in words
+
+
+def content_digests(space: Space, profile: Profile) -> dict[str, Any]:
+    """Version-2 digests of what the files say: not their words, the default trial count or
+    the agent's address (it may move), and no value that equals its default."""
+    space = _ignoring_words(space)
+    space = space.model_copy(update={"search": _default(space.search, "trials")})
+    profile = _default(_ignoring_words(profile), "agent")
+    return {
+        "space_digest": _sha(space.model_dump_json(exclude_defaults=True)),
+        "profile_digest": _sha(profile.model_dump_json(exclude_defaults=True)),
+        "digest_version": DIGEST_VERSION,
+    }
+
+
+def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
+    """The version-1 digests these files may have had: whole dumps, defaults included. Profiles
+    then had a ``device`` key (first in the dump; nothing read it): every value it could take
+    is tried."""
+    words = dict.fromkeys(_WORDS, True)
+    space_json = space.model_dump_json(exclude={**words, "search": {"trials"}})
+    profile_json = profile.model_dump_json(exclude={**words, "agent": True})
+    devices = ("cpu", "cuda", "arm", "jetson")
+    return {
+        "space_digest": {_sha(space_json)},
+        "profile_digest": {_sha(f'{{"device":"{d}",{profile_json[1:]}') for d in devices},
+    }
+
+
+def check_settings(
+    old: dict[str, Any], new: dict[str, Any], *, legacy: dict[str, set[str]], study_name: str
+) -> bool:
+    """Raise :class:`SearchError` unless settings ``new`` match the recorded ``old``; True when
+    ``old`` should be replaced by ``new`` (version-1 digests that still match)."""
+    upgrade = old.get("digest_version") != DIGEST_VERSION and "space_digest" in old
+    if upgrade:
+        matched = all(old.get(k) in options for k, options in legacy.items())
+        compare = {**new, **({k: old.get(k) for k in legacy} if matched else {})}
+        compare.pop("digest_version")
+    else:
+        # Studies made before digests were recorded are compared on what they recorded.
+        digests = {k for k in new if k.endswith("_digest") or k == "digest_version"}
+        compare = {k: v for k, v in new.items() if k in old or k not in digests}
+    changed = [k for k in {**old, **compare} if old.get(k) != compare.get(k)]
+    if changed:
+        diff = ", ".join(
+            f"a different {k.removesuffix('_digest')} file's content"
+            if k.endswith("_digest")
+            else f"{k}={old.get(k)!r}"
+            for k in changed
+        )
+        raise SearchError(
+            f"study {study_name!r} was created with {diff}; resume it with the "
+            "same settings or pick a new name with --study"
+        )
+    return upgrade
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _default(model: Any, key: str) -> Any:
+    """``model`` with field ``key`` set back to its default (so the digest leaves it out)."""
+    return model.model_copy(update={key: type(model).model_fields[key].default})
+
+
+def _ignoring_words(model: Any) -> Any:
+    for key in _WORDS:
+        model = _default(model, key)
+    return model
+
+
+def fail_stale_trials(study: optuna.Study) -> int:
+    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted')."""
+    host = socket.gethostname()
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or pid is None or _alive(pid):
+            continue
+        storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
+        storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
+        storage.set_trial_user_attr(tid, "interrupted", True)
+        storage.set_trial_state_values(tid, TrialState.FAIL)
+        failed += 1
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count toward the requested number: all ended ones but interrupted ones."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+    )

@@ -1,0 +1,114 @@
+"""One contract for every compression step: its space section and its part of a trial's config.
+
+The steps are found from :class:`~search.config.TrialConfig` (one part per step) and
+:class:`~search.config.Space` (one section per step, same name), so a new step is checked here
+as soon as it exists, and the tables below fail until they say how to break it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+
+import optuna
+import pytest
+
+from search.config import Space, TrialConfig, load_space, plan_of
+from search.errors import ConfigError
+
+STEPS = [f.name for f in dataclasses.fields(TrialConfig)]
+PARTS = typing.get_type_hints(TrialConfig)
+
+# The Optuna parameters each step's default section searches: today's names, which existing
+# studies were recorded with (tests/test_resume.py replays one made by older code).
+PARAMS = {
+    "prune": {"prune_ratio"},
+    "lowrank": {"lowrank", "lowrank_kind", "lowrank_ratio"},
+    "distill": {"epochs", "temperature", "alpha", "lr"},
+    "quantize": {"precision_all"},
+}
+# A section value out of its range, as a space file would give it.
+BAD_SECTION = {
+    "prune": "prune: {ratio: {low: 0.2, high: 1.0}}",
+    "lowrank": "lowrank: {rank_ratio: {low: 0.0, high: 0.5}}",
+    "distill": "distill: {alpha: {low: 0.5, high: 1.5}}",
+    "quantize": "quantize: {tolerance: 2}",
+}
+# A part value out of its range, as code building a config by hand would give it.
+BAD_PART = {
+    "prune": {"ratio": 1.0},
+    "lowrank": {"rank_ratio": 0.0},
+    "distill": {"epochs": 0},
+    "quantize": {"precision": {"all": "int3"}},
+}
+
+
+def _section(step: str):
+    return Space.model_fields[step].annotation()
+
+
+def _sampled(step: str):
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    return trial, _section(step).sample(trial)
+
+
+def test_every_step_has_a_section_a_part_and_a_row_in_each_table():
+    assert STEPS == ["prune", "lowrank", "distill", "quantize"]  # pipeline order
+    for table in (PARAMS, BAD_SECTION, BAD_PART):
+        assert set(table) == set(STEPS)
+    assert set(STEPS) <= set(Space.model_fields)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_section_validates_its_defaults(step):
+    section = _section(step)
+    assert type(section).model_validate(section.model_dump()) == section
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_section_samples_its_part_under_todays_parameter_names(step):
+    trial, part = _sampled(step)
+    assert isinstance(part, PARTS[step])
+    assert set(trial.params) == PARAMS[step]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_part_round_trips_through_json(step):
+    _, part = _sampled(step)
+    for p in (part, PARTS[step]()):
+        data = json.loads(json.dumps(p.to_dict()))
+        assert PARTS[step](**data) == p
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_section_out_of_range_is_one_line(step, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(BAD_SECTION[step] + "\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: {step}[.:]") as err:
+        load_space(str(path))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_part_out_of_range_is_one_line(step):
+    with pytest.raises(ConfigError) as err:
+        PARTS[step](**{**PARTS[step]().to_dict(), **BAD_PART[step]})
+    assert "\n" not in str(err.value)
+
+
+def test_a_trial_config_is_its_parts_and_reads_back():
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    cfg = load_space("default").sample(trial)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert list(data) == STEPS
+    assert TrialConfig.from_dict(data) == cfg
+    assert TrialConfig.from_dict({}) == TrialConfig()
+
+
+def test_plan_of_reads_records_old_and_new():
+    plan = {"stem": "int8", "fc": "float"}
+    assert plan_of(TrialConfig.from_dict({"quantize": {"precision": plan}}).to_dict()) == plan
+    assert plan_of({"prune_ratio": 0.3, "precision": plan}) == plan  # records before the parts
+    assert plan_of(None) == plan_of({}) == plan_of({"quantize": {}}) == {}
