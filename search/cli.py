@@ -26,10 +26,10 @@ class Command:
         raise NotImplementedError
 
 
-def _study_args(parser: argparse.ArgumentParser, *, default_name: bool) -> None:
+def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--study",
-        default=None if not default_name else None,
+        default=None,
         help="study name (default: <task>-<hw>); results go to results/<study>/",
     )
     parser.add_argument(
@@ -75,7 +75,7 @@ class Run(Command):
             help="measure on the agent at URL (token from $SEARCH_AGENT_TOKEN) instead of the "
             "profile's agent; 'local' measures on this machine",
         )
-        _study_args(parser, default_name=True)
+        _study_args(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
@@ -115,7 +115,7 @@ class Report(Command):
     name = "report"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        _study_args(parser, default_name=False)
+        _study_args(parser)
         parser.add_argument(
             "--pick",
             action="append",
@@ -171,7 +171,7 @@ class Export(Command):
     name = "export"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        _study_args(parser, default_name=False)
+        _study_args(parser)
         which = parser.add_mutually_exclusive_group(required=True)
         which.add_argument("--trial", type=int, help="trial number to export")
         which.add_argument(

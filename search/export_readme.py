@@ -88,7 +88,8 @@ logits = model(torch.zeros({example}))
 
 The program is for inference (batch size 1 to 4096). To fine-tune further, load the pickled
 module instead; it needs the model's class importable (for the built-in tasks
-`search.models`, for your own task your model code), and only trusted files should be unpickled:
+`search.tasks.models`, for your own task your model code), and only trusted files should be
+unpickled:
 
 ```python
 model = torch.load("model_module.pt", weights_only=False)

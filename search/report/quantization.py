@@ -12,21 +12,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from search.config import plan_of
+
 SENSITIVITY_COLUMNS = ["group", "precision", "layers", "accuracy", "drop", "float_accuracy"]
 SUMMARY_COLUMNS = ["model", "accuracy", "latency_p50_ms", "size_mb", "integer_layers", "trial"]
-
-
-def plan_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The precision plan ``{group: precision}`` of a trial config, flat or per step.
-
-    Accepts today's flat config (``config["precision"]``) and the per-step one
-    (``config["quantize"]["precision"]``); ``{}`` when the config has no plan.
-    """
-    # TODO(lead): use search.config.plan_of
-    config = config or {}
-    step = config.get("quantize")
-    plan = step.get("precision") if isinstance(step, Mapping) else config.get("precision")
-    return dict(plan) if isinstance(plan, Mapping) else {}
 
 
 def precision_summary(record: dict[str, Any]) -> str:

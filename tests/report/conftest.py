@@ -134,9 +134,7 @@ def real(teacher_cache: Path) -> optuna.Study:
     )
     study = run_study(spec, trials=2, progress=False)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    if "metric" not in study.user_attrs:
-        # TODO(lead): core's study.py stores the task's metric name; drop this once it does.
-        study.set_user_attr("metric", tiny_study.METRIC)
+    assert study.user_attrs["metric"] == tiny_study.METRIC
     return study
 
 

@@ -9,9 +9,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
+from search.config import plan_of
 from search.report import build_report, collect, precision_summary, quantization_summary
 from search.report.collect import front_table
-from search.report.quantization import plan_of, sensitivity_rows
+from search.report.quantization import sensitivity_rows
 from tests.report.conftest import BASE, LATENCY_BUDGET, MEMORY_BUDGET, copy_study
 from tests.report.tiny_study import METRIC
 
