@@ -1,3 +1,17 @@
-from search.cli import main
+import os
+import signal
+import sys
 
-raise SystemExit(main())
+
+def _interrupted_early(signum, frame):  # noqa: ARG001 - signal handler signature
+    # Ctrl-C before main() runs: nothing has been created yet, so stop at once, quietly.
+    sys.stderr.write("interrupted\n")
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_early)
+from search.cli import main  # noqa: E402 - the handler must be in place first
+
+code = main()
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: no traceback at exit
+raise SystemExit(code)

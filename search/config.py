@@ -277,6 +277,8 @@ def format_validation_error(path: Path, model: type[BaseModel], err: ValidationE
         allowed = ", ".join(_allowed_keys(model, loc))
         return f"{path}: unknown key '{key}'; allowed keys here: {allowed}"
     msg = first["msg"].removeprefix("Value error, ")
+    if not loc:  # a check of the whole file: the message names its keys
+        return f"{path}: {msg}"
     if first["type"] == "literal_error":
         return f"{path}: {key}: {msg}"
     value = first.get("input")
