@@ -26,6 +26,8 @@ Example (on the Jetson, then on the workstation)::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
 import io
@@ -57,8 +59,8 @@ def check_token(token: str) -> str:
     """``token``, or a one-line :class:`AgentError` when it is too short to be a secret."""
     if len(token) < TOKEN_MIN_CHARS:
         raise AgentError(
-            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: pass --token "
-            "or set SEARCH_AGENT_TOKEN"
+            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: set "
+            "SEARCH_AGENT_TOKEN or pass --token-file"
         )
     return token
 
@@ -73,9 +75,15 @@ class AgentSettings:
     max_upload_bytes: int = 256 * 2**20
     work_dir: Path | None = None
     label: str = ""
+    # A connection that sends nothing for this long is closed; more than max_connections at
+    # once are answered 503, so idle sockets cannot tie up threads or descriptors.
+    idle_timeout: float = 30.0
+    max_connections: int = 32
 
     def __post_init__(self) -> None:
         check_token(self.token)
+        if not self.idle_timeout > 0 or not self.max_connections >= 1:
+            raise AgentError("idle_timeout must be above 0 and max_connections at least 1")
 
 
 class BadRequest(Exception):
@@ -117,9 +125,9 @@ class AgentServer(ThreadingHTTPServer):
         self._tmp = None
         if settings.work_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="search-agent-")
-        self.store = Path(settings.work_dir or self._tmp.name)
-        self.store.mkdir(parents=True, exist_ok=True)
+        self.store = private_dir(Path(settings.work_dir or self._tmp.name))
         self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(settings.max_connections)
         self.counts = {"uploads": 0, "measurements": 0, "refused": 0}
         self.info = {
             "providers": available_providers(),
@@ -129,6 +137,27 @@ class AgentServer(ThreadingHTTPServer):
             "max_upload_bytes": settings.max_upload_bytes,
         }
         super().__init__((settings.host, settings.port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Over the cap: answer 503 from the accepting thread (no new thread) and close.
+        if not self.slots.acquire(blocking=False):
+            self.counts["refused"] += 1
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     @property
     def url(self) -> str:
@@ -188,6 +217,12 @@ class AgentServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: AgentServer
     protocol_version = "HTTP/1.1"
+    # A request line that is not HTTP/1.x gets a 400 with a status line, not a bare body.
+    default_request_version = "HTTP/1.1"
+
+    @property
+    def timeout(self) -> float:  # type: ignore[override] - read by StreamRequestHandler.setup
+        return self.server.settings.idle_timeout
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the agent prints one line per measurement instead
@@ -216,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self, limit: int) -> bytes:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             raise BadRequest(411, "a Content-Length header is required")
         if int(length) > limit:
             raise BadRequest(413, f"upload of {int(length)} bytes exceeds the limit of {limit}")
@@ -260,8 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ProviderError as e:
             self._json(422, {"error": str(e), "type": "ProviderError"})
         except Exception as e:  # noqa: BLE001 - report the failure to the client, keep serving
+            status = _status_of(e)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self._json(500, {"error": f"{type(e).__name__}: {first}"})
+            self._json(status, {"error": f"{type(e).__name__}: {first}"[:500]})
 
     def _put(self, sha: str, kind: str) -> None:
         if kind not in ("onnx", "npy"):
@@ -278,6 +314,54 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(201, {"stored": sha})
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _dispatch  # noqa: N815 - stdlib naming
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 42\r\nConnection: close\r\n\r\n"
+    b'{"error": "too many connections; retry"}\n'
+)
+
+
+def _status_of(e: BaseException) -> int:
+    """The HTTP status of a failure while serving a request.
+
+    Whatever the request's content makes fail (a value, a type, a model ONNX Runtime cannot run
+    on the given inputs) is the client's: 400. A full disk is 507. Anything else is the agent's
+    own failure: 500.
+    """
+    if isinstance(e, TimeoutError):  # the client stopped sending half-way
+        return 408
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507
+    if isinstance(e, ValueError | TypeError | KeyError | IndexError | AttributeError):
+        return 400
+    if type(e).__module__.startswith("onnxruntime"):  # InvalidArgument, Fail, InvalidGraph
+        return 400
+    return 500
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (with parents) and made 0700: uploads are readable by this user only.
+
+    Raises:
+        AgentError: ``path`` exists and other users can read or enter it.
+    """
+    if path.exists() and not path.is_dir():
+        raise AgentError(f"--work-dir {path} is not a folder")
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+            path.chmod(0o700)  # mkdir's mode is masked by the umask
+        except OSError as e:
+            raise AgentError(f"--work-dir {path} cannot be created: {e.strerror}") from None
+    elif path.stat().st_mode & 0o077:
+        mode = oct(path.stat().st_mode & 0o777)[2:]
+        raise AgentError(
+            f"--work-dir {path} can be read by other users (mode {mode}): chmod 700 it or "
+            "name a new folder"
+        )
+    return path
 
 
 def serve(settings: AgentSettings) -> AgentServer:

@@ -85,7 +85,8 @@ def check_providers(
         raise ProviderError(
             f"hardware profile '{spec.name}' targets {spec.arch}, but the machine {where} is "
             f"{arch}: start the agent on the target (python -m search agent --host 0.0.0.0 "
-            "--port 8765 --token T) and pass --agent URL, or pick another profile with --hw"
+            "--port 8765 with SEARCH_AGENT_TOKEN set) and pass --agent URL, or pick another "
+            "profile with --hw"
         )
     missing = [p for p in spec.required if p not in available]
     if missing:
