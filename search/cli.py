@@ -244,6 +244,7 @@ class Export(Command):
             out_dir=args.out,
             study_dir=args.results_dir / args.study,
             command="python -m search " + " ".join(sys.argv[1:]),
+            force=args.force,
         )
         for path in paths.values():
             print(path)

@@ -4,12 +4,15 @@ What lands in the output folder:
 
 - the measured ONNX file, byte for byte (``model.q.onnx`` for a quantized trial, else
   ``model.onnx``), plus the float ``model.onnx`` beside it when the measured file is another;
-- ``model.pt2``: the float compressed model as a ``torch.export`` program. It loads with torch
-  alone (``torch.export.load(path).module()``): no study, no ``search`` package, no model class;
-- ``model_module.pt``: the same model as a pickled ``nn.Module`` for further fine-tuning; loading
-  it needs the model's class importable (``torch.load(path, weights_only=False)``);
+- ``model.pt2``: the float compressed model as a ``torch.export`` program, as the trial wrote
+  it (:mod:`search.programs`). It loads with torch alone (``torch.export.load(path).module()``),
+  for inference or fine-tuning: no study, no ``search`` package, no model class;
 - ``trial.json``: configuration, measurements, profile, package versions, reproduction steps;
 - ``reproduce.py`` and ``README.md``.
+
+Export loads nothing that could run code: it copies the files, reads the ONNX graph's input
+(protobuf) and the study (JSON in the storage). Trials written before ``model.pt2`` existed kept a
+pickled ``model.pt``; export does not load it (a pickle can run code) and ships no program.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import SearchError
+from search.programs import PROGRAM
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
 
@@ -74,6 +78,7 @@ def export_trial(
     out_dir: Path,
     study_dir: Path,
     command: str = "",
+    force: bool = False,
 ) -> dict[str, Path]:
     """Write trial ``number``'s files into ``out_dir`` (see the module docstring).
 
@@ -83,12 +88,20 @@ def export_trial(
         out_dir: The folder to write; created if missing.
         study_dir: ``results/<study>``, where the trial's artifacts live.
         command: The command line that ran this export, recorded in ``trial.json``.
+        force: Write into ``out_dir`` even when it holds files (export's own are replaced).
 
     Returns:
         The written files by role: ``measured``, ``float_onnx`` (when the measured file is
-        quantized), ``checkpoint``, ``module``,
-        ``json``, ``reproduce``, ``readme``.
+        quantized), ``checkpoint`` (when the trial has a program), ``json``, ``reproduce``,
+        ``readme``.
+
+    Raises:
+        ExportError: the trial is not complete, its files are missing or changed.
+        SearchError: ``out_dir`` holds files and ``force`` is not set.
     """
+    from search.checks import check_out_dir
+
+    check_out_dir(Path(out_dir), force=force)
     t = find_trial(study, number)
     rec = t.user_attrs["record"]
     src = artifact_dir(t, study_dir=Path(study_dir))
@@ -108,10 +121,10 @@ def export_trial(
     if measured_src.name != "model.onnx":
         paths["float_onnx"] = out / "model.onnx"
         shutil.copy2(src / "model.onnx", paths["float_onnx"])
-    paths["module"] = out / "model_module.pt"
-    shutil.copy2(src / "model.pt", paths["module"])
-    paths["checkpoint"] = out / "model.pt2"
-    input_info = save_program(src / "model.pt", src / "model.onnx", paths["checkpoint"])
+    input_info = onnx_input(src / "model.onnx")
+    program = copy_program(src, rec, out / PROGRAM, number=number)
+    if program is not None:
+        paths["checkpoint"] = program
     paths["reproduce"] = out / "reproduce.py"
     paths["reproduce"].write_text(reproduce_script(study, t))
     info = trial_info(study, t, input_info=input_info, files=paths, command=command)
@@ -135,31 +148,35 @@ def onnx_input(onnx_path: Path) -> dict[str, Any]:
     return {"name": inp.name, "shape": dims, "dtype": str(dtype)}
 
 
-def save_program(module_path: Path, float_onnx: Path, out: Path) -> dict[str, Any]:
-    """Save the pickled module at ``module_path`` as a ``torch.export`` program at ``out``.
+def copy_program(src: Path, rec: dict[str, Any], dest: Path, *, number: int) -> Path | None:
+    """Copy the trial's ``model.pt2`` to ``dest`` (never loading it); None, with a note on
+    stderr, when the trial has none.
 
-    The example input takes its shape from the float ONNX file's input; the batch dimension
-    stays dynamic. The program is checked against the module before it is kept.
+    Raises:
+        ExportError: the file differs from the one the trial recorded (size or sha256).
     """
-    import torch
-
-    info = onnx_input(float_onnx)
-    model = torch.load(module_path, weights_only=False, map_location="cpu").eval()
-    # Batch 2: torch.export specializes an example dimension of size 1 to a constant.
-    shape = [2 if isinstance(d, str) else d for d in info["shape"]]
-    dynamic = {
-        i: torch.export.Dim("batch", min=1, max=4096)
-        for i, d in enumerate(info["shape"])
-        if isinstance(d, str)
-    }
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    program = torch.export.export(model, (x,), dynamic_shapes=(dynamic or None,))
-    torch.export.save(program, out)
-    with torch.no_grad():
-        diff = (torch.export.load(out).module()(x) - model(x)).abs().max().item()
-    if diff > 1e-4:
-        raise ExportError(f"the exported program differs from the model by {diff:.2g}")
-    return info
+    program, info = src / PROGRAM, rec.get("program") or {}
+    if not program.is_file():
+        if (src / "model.pt").is_file():
+            why = (
+                "its model was saved as a pickle (model.pt) by an older version, and export "
+                "does not load pickles (they can run code)"
+            )
+        else:
+            why = info.get("error") or "the trial saved none"
+        print(
+            f"note: no {PROGRAM} for trial {number}: {why}; python reproduce.py reruns the "
+            "trial and writes one",
+            file=sys.stderr,
+        )
+        return None
+    if info.get("sha256") and _sha256(program) != info["sha256"]:
+        raise ExportError(
+            f"trial {number}: {program} is not the file the trial wrote (sha256 differs); "
+            "rerun the trial"
+        )
+    shutil.copy2(program, dest)
+    return dest
 
 
 def versions() -> dict[str, str]:
@@ -338,6 +355,12 @@ def study_command(
     return run_arguments(settings, name, sources).command()
 
 
+def _doc(text: str) -> str:
+    """``text`` safe inside a triple-quoted docstring: a study's settings come from its storage,
+    which may have been made elsewhere, and must not be able to end the string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
 def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
     """A Python script that reruns ``t``'s parameters as the only trial of a new study.
 
@@ -348,10 +371,11 @@ def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
         study.user_attrs.get("settings") or {}, study.study_name, study.user_attrs.get("sources")
     )
     args = dataclasses.replace(whole, study=f"{study.study_name}-trial{t.number}")
-    return f'''"""Rerun trial {t.number} of study {study.study_name!r} as trial 0 of a new study.
+    name, command = _doc(repr(study.study_name)), _doc(whole.command())
+    return f'''"""Rerun trial {t.number} of study {name} as trial 0 of a new study.
 
 Run from the repository root of the search project: python {{this folder}}/reproduce.py
-The whole study: {whole.command()}
+The whole study: {command}
 """
 
 from pathlib import Path
