@@ -38,8 +38,8 @@ def check_study_name(name: str, *, flag: str = "--study") -> str:
         shown = name if isinstance(name, str) else type(name).__name__
         raise SearchError(
             f"{flag} {shown!r} is not a study name: use letters, digits and . _ - + = (at most "
-            "128, starting with a letter or digit, no / or ..); the study lives in "
-            "<results-dir>/<name>/, choose the folder with --results-dir"
+            "128, starting with a letter or digit, no / or ..); pass --study NAME, and choose "
+            "the folder with --results-dir"
         )
     return name
 

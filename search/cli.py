@@ -128,12 +128,15 @@ class Run(Command):
         # any study exists.
         options = {k: getattr(args, k) for k in ("model", "weights", "data")}
         task, options = task_and_options(args.task, **options)
+        name = args.study or f"{task_slug(task, options)}-{profile.name}"
+        if args.study is None:
+            check_study_name(name, flag="the default study name (task and profile name)")
         spec = StudySpec(
             task=task,
             task_options=options,
             space=space,
             profile=profile,
-            study_name=args.study or f"{task_slug(task, options)}-{profile.name}",
+            study_name=name,
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,

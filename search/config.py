@@ -229,6 +229,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML is UTF-8 text)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

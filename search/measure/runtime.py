@@ -7,6 +7,7 @@ kernel counts read, and the peak-memory child all build their sessions with it f
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import platform
@@ -88,6 +89,15 @@ def check_providers(
             "--port 8765 with SEARCH_AGENT_TOKEN set) and pass --agent URL, or pick another "
             "profile with --hw"
         )
+    known = set(ort.get_all_providers()) | set(available)
+    for name in spec.provider_names:
+        if name not in known:  # a spelling no onnxruntime build has: not a missing install
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else "see onnxruntime.get_all_providers()"
+            raise ProviderError(
+                f"hardware profile '{spec.name}': no onnxruntime build has a provider named "
+                f"{name}; {hint}"
+            )
     missing = [p for p in spec.required if p not in available]
     if missing:
         if "TensorrtExecutionProvider" in missing:  # its fix brings the CUDA provider too

@@ -104,6 +104,8 @@ def resolve_factory(spec: str) -> Callable[..., Task]:
     module_name, func_name = target.rsplit(":", 1)
     try:
         module = _import(module_name, spec)
+    except TaskError:
+        raise
     except ImportError as e:
         raise TaskError(f"task {spec!r}: cannot import module {module_name!r}: {e}") from None
     except SyntaxError as e:
