@@ -14,4 +14,8 @@ from search.cli import main  # noqa: E402 - the handler must be in place first
 
 code = main()
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: no traceback at exit
+# Under `python -m`, CPython exits by SIGINT (status -2, not our code) when a KeyboardInterrupt
+# once ended code run from a string (exec/eval: dataclasses, torch.fx), even though main()
+# caught it; evaluating a string again clears that flag (Modules/main.c, Python/pythonrun.c).
+exec("None", {})  # noqa: S102
 raise SystemExit(code)
