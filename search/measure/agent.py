@@ -227,6 +227,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the agent prints one line per measurement instead
 
+    def send_error(
+        self, code: int, message: str | None = None, explain: str | None = None
+    ) -> None:
+        # The standard library answers a request line in an HTTP version it does not speak with
+        # 505 and a method it has no handler for with 501: both are the client's doing.
+        code = {505: 400, 501: 405}.get(code, code)
+        super().send_error(code, message, explain)
+
     def _send(self, status: int, body: bytes = b"", ctype: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
