@@ -114,6 +114,7 @@ def export_trial(
             f"trial {number}: {measured_src} has {measured_src.stat().st_size} bytes but the "
             f"measured file had {expected}; it changed after measurement, rerun the trial"
         )
+    program = program_source(src, rec, number=number)  # checked before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"measured": out / measured_src.name}
@@ -122,9 +123,9 @@ def export_trial(
         paths["float_onnx"] = out / "model.onnx"
         shutil.copy2(src / "model.onnx", paths["float_onnx"])
     input_info = onnx_input(src / "model.onnx")
-    program = copy_program(src, rec, out / PROGRAM, number=number)
-    if program is not None:
-        paths["checkpoint"] = program
+    if program is not None:  # copied, never loaded (see search.programs)
+        paths["checkpoint"] = out / PROGRAM
+        shutil.copy2(program, paths["checkpoint"])
     paths["reproduce"] = out / "reproduce.py"
     paths["reproduce"].write_text(reproduce_script(study, t))
     info = trial_info(study, t, input_info=input_info, files=paths, command=command)
@@ -148,8 +149,8 @@ def onnx_input(onnx_path: Path) -> dict[str, Any]:
     return {"name": inp.name, "shape": dims, "dtype": str(dtype)}
 
 
-def copy_program(src: Path, rec: dict[str, Any], dest: Path, *, number: int) -> Path | None:
-    """Copy the trial's ``model.pt2`` to ``dest`` (never loading it); None, with a note on
+def program_source(src: Path, rec: dict[str, Any], *, number: int) -> Path | None:
+    """The trial's ``model.pt2`` in ``src`` (checked, never loaded); None, with a note on
     stderr, when the trial has none.
 
     Raises:
@@ -175,8 +176,7 @@ def copy_program(src: Path, rec: dict[str, Any], dest: Path, *, number: int) -> 
             f"trial {number}: {program} is not the file the trial wrote (sha256 differs); "
             "rerun the trial"
         )
-    shutil.copy2(program, dest)
-    return dest
+    return program
 
 
 def versions() -> dict[str, str]:
