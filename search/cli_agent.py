@@ -74,15 +74,16 @@ class Agent(Command):
         parser.add_argument(
             "--idle-timeout",
             type=_positive(float),
-            default=30.0,
+            default=10.0,
             metavar="SECONDS",
-            help="close a connection that sends nothing for this long (default: 30)",
+            help="close a connection that sends nothing for this long (default: 10)",
         )
         parser.add_argument(
             "--max-connections",
             type=_positive(int),
             default=32,
-            help="connections served at once; more are answered 503 (default: 32)",
+            help="connections served at once (default: 32); one more replaces an idle one, or is "
+            "answered 503",
         )
         parser.add_argument(
             "--describe",

@@ -26,7 +26,6 @@ Example (on the Jetson, then on the workstation)::
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import hmac
@@ -45,6 +44,7 @@ import numpy as np
 import onnxruntime as ort
 
 from search.errors import AgentError, ProviderError
+from search.measure.agent_limits import ConnectionLimits, HeadDeadline
 from search.measure.measurement import measure_onnx
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
@@ -77,7 +77,7 @@ class AgentSettings:
     label: str = ""
     # A connection that sends nothing for this long is closed; more than max_connections at
     # once are answered 503, so idle sockets cannot tie up threads or descriptors.
-    idle_timeout: float = 30.0
+    idle_timeout: float = 10.0
     max_connections: int = 32
 
     def __post_init__(self) -> None:
@@ -115,10 +115,9 @@ def _validate_upload(data: bytes, kind: str) -> None:
         raise BadRequest(400, f"not a valid ONNX model: {str(e).splitlines()[0]}") from None
 
 
-class AgentServer(ThreadingHTTPServer):
-    """The HTTP server; measurements run one at a time so they cannot disturb each other."""
-
-    daemon_threads = True
+class AgentServer(ConnectionLimits, ThreadingHTTPServer):
+    """The HTTP server; measurements run one at a time so they cannot disturb each other.
+    Connections are limited as :mod:`search.measure.agent_limits` says."""
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
@@ -127,7 +126,7 @@ class AgentServer(ThreadingHTTPServer):
             self._tmp = tempfile.TemporaryDirectory(prefix="search-agent-")
         self.store = private_dir(Path(settings.work_dir or self._tmp.name))
         self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(settings.max_connections)
+        self.init_limits(settings.max_connections)
         self.counts = {"uploads": 0, "measurements": 0, "refused": 0}
         self.info = {
             "providers": available_providers(),
@@ -137,27 +136,6 @@ class AgentServer(ThreadingHTTPServer):
             "max_upload_bytes": settings.max_upload_bytes,
         }
         super().__init__((settings.host, settings.port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Over the cap: answer 503 from the accepting thread (no new thread) and close.
-        if not self.slots.acquire(blocking=False):
-            self.counts["refused"] += 1
-            with contextlib.suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
 
     @property
     def url(self) -> str:
@@ -214,15 +192,11 @@ class AgentServer(ThreadingHTTPServer):
             self._tmp.cleanup()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HeadDeadline, BaseHTTPRequestHandler):
     server: AgentServer
     protocol_version = "HTTP/1.1"
     # A request line that is not HTTP/1.x gets a 400 with a status line, not a bare body.
     default_request_version = "HTTP/1.1"
-
-    @property
-    def timeout(self) -> float:  # type: ignore[override] - read by StreamRequestHandler.setup
-        return self.server.settings.idle_timeout
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the agent prints one line per measurement instead
@@ -266,6 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def _dispatch(self) -> None:
+        self.head_done()
+        if self.late:
+            self.close_connection = True
+            return
         if not self._authorized():
             self.server.counts["refused"] += 1
             self._json(401, {"error": "missing or wrong token"})
@@ -322,13 +300,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(201, {"stored": sha})
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _dispatch  # noqa: N815 - stdlib naming
-
-
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Content-Length: 42\r\nConnection: close\r\n\r\n"
-    b'{"error": "too many connections; retry"}\n'
-)
 
 
 def _status_of(e: BaseException) -> int:

@@ -3,6 +3,7 @@ requests (400, never 500 or silence), its upload folder, and where its token com
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -79,15 +80,42 @@ def test_idle_connections_are_closed(server):
     assert _request(server, "GET", "/v1/info") == 200
 
 
-def test_connections_beyond_the_cap_get_503_and_the_agent_recovers(server):
-    held = [socket.create_connection(server.server_address[:2]) for _ in range(4)]
+def test_idle_connections_give_way_to_new_ones(server):
+    held = [socket.create_connection(server.server_address[:2]) for _ in range(8)]
     time.sleep(0.1)
-    status, body = _send(server, b"GET /v1/info HTTP/1.1\r\n\r\n")
-    assert status == 503 and b"too many connections" in body
+    assert _request(server, "GET", "/v1/info") == 200  # the cap is 4: an idle one made room
     for s in held:
         s.close()
+
+
+def test_beyond_the_cap_of_busy_connections_the_answer_is_503(server):
+    head = (
+        f"PUT /v1/blobs/{'1' * 64}?kind=npy HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    busy = []
+    for _ in range(4):  # each sent its head and is inside its body: a real request
+        s = socket.create_connection(server.server_address[:2])
+        s.sendall(head + b"x")
+        busy.append(s)
     time.sleep(0.2)
+    status, body = _send(server, b"GET /v1/info HTTP/1.1\r\n\r\n")
+    assert status == 503 and b"too many connections" in body
+    for s in busy:
+        s.close()
+    time.sleep(0.3)
     assert _request(server, "GET", "/v1/info") == 200
+
+
+def test_a_trickled_request_head_is_cut_at_the_idle_timeout(server):
+    s = socket.create_connection(server.server_address[:2])
+    started = time.time()
+    with contextlib.suppress(OSError):
+        for ch in b"GET /v1/info HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            s.send(bytes([ch]))
+            time.sleep(0.1)
+    assert time.time() - started < 3  # cut after 0.5 s, long before the 12 s of trickling
+    s.close()
 
 
 def _tiny_onnx() -> bytes:
