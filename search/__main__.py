@@ -4,8 +4,11 @@ import sys
 
 
 def _interrupted_early(signum, frame):  # noqa: ARG001 - signal handler signature
-    # Ctrl-C before main() runs: nothing has been created yet, so stop at once, quietly.
-    sys.stderr.write("interrupted\n")
+    # Ctrl-C before main() runs: nothing has been created yet, so stop at once, in one line.
+    run = sys.argv[1:2] == ["run"]
+    sys.stderr.write(
+        "interrupted; rerun the same command to resume the study\n" if run else "interrupted\n"
+    )
     os._exit(130)
 
 

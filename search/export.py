@@ -32,7 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import SearchError
-from search.programs import PROGRAM
+from search.programs import PROGRAM, program_source
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
 
@@ -105,15 +105,7 @@ def export_trial(
     t = find_trial(study, number)
     rec = t.user_attrs["record"]
     src = artifact_dir(t, study_dir=Path(study_dir))
-    measured_src = src / Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx").name
-    if not measured_src.is_file():
-        raise ExportError(f"trial {number}: the measured file {measured_src} is missing")
-    expected = (rec.get("measurement") or {}).get("size_bytes")
-    if expected is not None and measured_src.stat().st_size != expected:
-        raise ExportError(
-            f"trial {number}: {measured_src} has {measured_src.stat().st_size} bytes but the "
-            f"measured file had {expected}; it changed after measurement, rerun the trial"
-        )
+    measured_src = measured_source(src, rec, number=number)
     program = program_source(src, rec, number=number)  # checked before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,34 +141,22 @@ def onnx_input(onnx_path: Path) -> dict[str, Any]:
     return {"name": inp.name, "shape": dims, "dtype": str(dtype)}
 
 
-def program_source(src: Path, rec: dict[str, Any], *, number: int) -> Path | None:
-    """The trial's ``model.pt2`` in ``src`` (checked, never loaded); None, with a note on
-    stderr, when the trial has none.
+def measured_source(src: Path, rec: dict[str, Any], *, number: int) -> Path:
+    """The ONNX file the trial was measured on, in ``src``, as large as it was then.
 
     Raises:
-        ExportError: the file differs from the one the trial recorded (size or sha256).
+        ExportError: the file is missing or its size changed after measurement.
     """
-    program, info = src / PROGRAM, rec.get("program") or {}
-    if not program.is_file():
-        if (src / "model.pt").is_file():
-            why = (
-                "its model was saved as a pickle (model.pt) by an older version, and export "
-                "does not load pickles (they can run code)"
-            )
-        else:
-            why = info.get("error") or "the trial saved none"
-        print(
-            f"note: no {PROGRAM} for trial {number}: {why}; python reproduce.py reruns the "
-            "trial and writes one",
-            file=sys.stderr,
-        )
-        return None
-    if info.get("sha256") and _sha256(program) != info["sha256"]:
+    measured = src / Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx").name
+    if not measured.is_file():
+        raise ExportError(f"trial {number}: the measured file {measured} is missing")
+    expected = (rec.get("measurement") or {}).get("size_bytes")
+    if expected is not None and measured.stat().st_size != expected:
         raise ExportError(
-            f"trial {number}: {program} is not the file the trial wrote (sha256 differs); "
-            "rerun the trial"
+            f"trial {number}: {measured} has {measured.stat().st_size} bytes but the "
+            f"measured file had {expected}; it changed after measurement, rerun the trial"
         )
-    return program
+    return measured
 
 
 def versions() -> dict[str, str]:

@@ -17,16 +17,24 @@ never loads a program it did not just create; it copies them.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.checks import disk_problem
+from search.errors import SearchError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 PROGRAM = "model.pt2"
+
+
+class ProgramError(SearchError):
+    """A trial's program is not the file the trial wrote."""
+
+
 MAX_BATCH = 4096
 TOLERANCE = 1e-4
 
@@ -77,3 +85,33 @@ def try_save_program(model: nn.Module, example_input: torch.Tensor, path: Path) 
             raise
         first = (str(e).strip().splitlines() or [""])[0][:200]
         return {"error": f"{type(e).__name__}: {first}"}
+
+
+def program_source(src: Path, rec: dict[str, Any], *, number: int) -> Path | None:
+    """The trial's ``model.pt2`` in ``src`` (checked, never loaded); None, with a note on
+    stderr, when the trial has none.
+
+    Raises:
+        ProgramError: the file differs from the one the trial recorded (its sha256).
+    """
+    program, info = src / PROGRAM, rec.get("program") or {}
+    if not program.is_file():
+        if (src / "model.pt").is_file():
+            why = (
+                "its model was saved as a pickle (model.pt) by an older version, and export "
+                "does not load pickles (they can run code)"
+            )
+        else:
+            why = info.get("error") or "the trial saved none"
+        print(
+            f"note: no {PROGRAM} for trial {number}: {why}; python reproduce.py reruns the "
+            "trial and writes one",
+            file=sys.stderr,
+        )
+        return None
+    if info.get("sha256") and hashlib.sha256(program.read_bytes()).hexdigest() != info["sha256"]:
+        raise ProgramError(
+            f"trial {number}: {program} is not the file the trial wrote (sha256 differs); "
+            "rerun the trial"
+        )
+    return program

@@ -89,6 +89,11 @@ def write_files(w: Path) -> None:
     good = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 0, 1]}
     for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (cifar / f).write_bytes(pickle.dumps(_Evil() if f == "data_batch_1" else good))
+    (w / "cifar_good").mkdir()
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (w / "cifar_good" / f).write_bytes(pickle.dumps(good))
+    torch.save(_Evil(), w / "weights_evil.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), w / "weights_linear.pt")
     (w / "cifar_partial").mkdir()
     (w / "cifar_partial" / "data_batch_1").write_bytes(pickle.dumps(good))
     torch.save(torch.nn.Linear(2, 2), w / "weights_module.pt")

@@ -18,7 +18,7 @@ STUDY = ["--study", "s", "--results-dir", "{w}/studies"]
 EXPORT = ["export", *STUDY, "--out", "{w}/out"]
 AGENT = ["agent", "--port", "0"]
 BENCH = ["bench", *TINY, "--out", "{w}/bench"]
-TOKEN = {"SEARCH_AGENT_TOKEN": "a-long-enough-token"}
+CIFAR = ["cifar10", "--model", "resnet18", "--data", "{w}/cifar_good"]
 
 CASES = [
     # the command line itself (argparse)
@@ -120,6 +120,32 @@ CASES = [
         [*RUN[:2], "imagefolder", "--model", "resnet18", "--data", "{w}/empty", *RUN[3:]],
         "no images",
     ),
+    ("model-unknown", [*RUN[:2], *CIFAR[:2], "resnet1800", *CIFAR[3:], *RUN[3:]], "torchvision"),
+    (
+        "weights-missing",
+        [*RUN[:2], *CIFAR, "--weights", "{w}/nope.pt", *RUN[3:]],
+        "does not exist",
+    ),
+    (
+        "weights-garbage",
+        [*RUN[:2], *CIFAR, "--weights", "{w}/weights_garbage.pt", *RUN[3:]],
+        "cannot read weights",
+    ),  # fmt: skip
+    (
+        "weights-pickled-module",
+        [*RUN[:2], *CIFAR, "--weights", "{w}/weights_module.pt", *RUN[3:]],
+        "cannot read weights",
+    ),  # fmt: skip
+    (
+        "weights-run-code",
+        [*RUN[:2], *CIFAR, "--weights", "{w}/weights_evil.pt", *RUN[3:]],
+        "cannot read weights",
+    ),  # fmt: skip
+    (
+        "weights-other-model",
+        [*RUN[:2], *CIFAR, "--weights", "{w}/weights_linear.pt", *RUN[3:]],
+        "do not fit",
+    ),  # fmt: skip
     # study storage and results folder
     ("storage-not-a-url", [*RUN, "--storage", "not-a-url"], "cannot open storage"),
     ("storage-no-driver", [*RUN, "--storage", "mysql://u:p@127.0.0.1:1/db"], "driver"),
