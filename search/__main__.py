@@ -1,19 +1,9 @@
-import os
+"""``python -m search``: the command line. ``search/__init__.py`` has already made Ctrl-C one
+line from its first statement on (see ``_interrupted_early``)."""
+
 import signal
-import sys
 
-
-def _interrupted_early(signum, frame):  # noqa: ARG001 - signal handler signature
-    # Ctrl-C before main() runs: nothing has been created yet, so stop at once, in one line.
-    run = sys.argv[1:2] == ["run"]
-    sys.stderr.write(
-        "interrupted; rerun the same command to resume the study\n" if run else "interrupted\n"
-    )
-    os._exit(130)
-
-
-signal.signal(signal.SIGINT, _interrupted_early)
-from search.cli import main  # noqa: E402 - the handler must be in place first
+from search.cli import main
 
 code = main()
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: no traceback at exit

@@ -376,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def interrupted() -> str:
         args = state.get("args")
-        return COMMANDS[args.command].interrupted if args else "interrupted"
+        if args is not None:
+            return COMMANDS[args.command].interrupted
+        words = sys.argv[1:] if argv is None else argv  # Ctrl-C while the arguments are read
+        return INTERRUPTED if words[:1] == ["run"] else "interrupted"
 
     def folder() -> Path | None:
         args = state.get("args")

@@ -70,15 +70,20 @@ def test_ctrl_c_caught_inside_string_code_still_exits_130(tmp_path):
     assert err.strip().splitlines() == [HINT]
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.15, 0.4])
+@pytest.mark.parametrize("delay", [0.02, 0.05, 0.15, 0.4])
 def test_ctrl_c_in_the_first_moments_is_one_line(tmp_path, delay):
+    """From the first statement of search/__init__.py on, Ctrl-C is one line and exit 130.
+    Before it, while the interpreter starts (site, .pth files) and runpy reads the package (a
+    few tens of ms, more under load), CPython answers on its own: none of our code ran yet."""
     (tmp_path / "sleepy.py").write_text(SLEEPY)
     proc = _start(tmp_path / "sleepy.py", tmp_path / "res")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=60)[1]
+    if "KeyboardInterrupt" in err and str(REPO / "search") not in err:
+        return  # the interrupt came before the package's first statement: Python's own answer
     lines = [line for line in err.strip().splitlines() if line != "ready"]
-    assert proc.returncode == 130 and lines in (["interrupted"], [HINT]), err
+    assert proc.returncode == 130 and lines == [HINT], err
     assert "Traceback" not in err
 
 
