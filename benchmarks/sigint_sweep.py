@@ -87,8 +87,11 @@ def one_run(i: int, delay: float, *, results: Path, ignored: bool, trials: int) 
     lines = err.strip().splitlines()
     last = lines[-1] if lines else ""
     state = study_state(results / "sweep" / "study.db")
+    # A Ctrl-C before the package's first statement (interpreter start-up, a few tens of ms)
+    # is answered by CPython itself; counted apart, never as clean.
+    before_our_code = "KeyboardInterrupt" in err and str(REPO / "search") not in err
     clean = (
-        (rc == 130 and last in (HINT, "interrupted") or rc == 0)
+        (rc == 130 and last == HINT and lines.count(HINT) == 1 or rc == 0)
         and "Traceback" not in err
         and bool(state["ok"])
     )
@@ -101,6 +104,7 @@ def one_run(i: int, delay: float, *, results: Path, ignored: bool, trials: int) 
         "last_line": last,
         "traceback": "Traceback" in err,
         "study": state,
+        "before_our_code": before_our_code,
         "clean": clean,
     }
 
