@@ -87,6 +87,7 @@ def one_run(i: int, delay: float, *, results: Path, ignored: bool, trials: int) 
     lines = err.strip().splitlines()
     last = lines[-1] if lines else ""
     state = study_state(results / "sweep" / "study.db")
+    results.mkdir(parents=True, exist_ok=True)
     # A Ctrl-C before the package's first statement (interpreter start-up, a few tens of ms)
     # is answered by CPython itself; counted apart, never as clean.
     before_our_code = "KeyboardInterrupt" in err and str(REPO / "search") not in err
@@ -95,6 +96,8 @@ def one_run(i: int, delay: float, *, results: Path, ignored: bool, trials: int) 
         and "Traceback" not in err
         and bool(state["ok"])
     )
+    if not clean:  # keep the evidence
+        (results / f"unclean-{i}.log").write_text(err)
     return {
         "run": i,
         "delay_s": delay,

@@ -109,8 +109,10 @@ def disk_problem(error: BaseException) -> str | None:
             return os.strerror(e.errno).lower()
         text = str(e).lower()
         if isinstance(e, sqlite3.OperationalError) or "sqlite" in type(e).__module__:
-            if "disk is full" in text or "disk i/o error" in text:
+            if "disk is full" in text:
                 return "no space left on device"
+            if "disk i/o error" in text:
+                return "disk I/O error"
             if "readonly database" in text:
                 return "read-only database"
         if "database or disk is full" in text or "no space left on device" in text:

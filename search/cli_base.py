@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from search import interrupts
 from search.errors import SearchError
 
 EXIT_USAGE = 2
@@ -61,14 +60,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def listen_for_ctrl_c() -> None:
-    """Let Ctrl-C (SIGINT) raise ``KeyboardInterrupt`` whatever the parent set.
+    """Let Ctrl-C (SIGINT) raise ``KeyboardInterrupt`` whatever the parent set, and deliver it
+    again if something swallows it (:mod:`search.interrupts`).
 
     A process started with SIGINT ignored (a background job of a shell script, some CI runners
     and process managers) inherits that, and Python then leaves it ignored: a study could not
-    be stopped with Ctrl-C or ``kill -INT``. Only the main thread may set a handler.
+    be stopped with Ctrl-C or ``kill -INT``.
     """
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts.install()
 
 
 def run_guarded(
@@ -83,18 +82,27 @@ def run_guarded(
 
     try:
         return run()
+    except KeyboardInterrupt:
+        return _stopped(interrupted())
     except SearchError as e:
+        if interrupts.requested():  # an error made of a Ctrl-C (a C extension converted it)
+            return _stopped(interrupted())
         _say(f"error: {e}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        _say(interrupted())
-        return EXIT_INTERRUPTED
     except Exception as e:
+        if interrupts.requested():
+            return _stopped(interrupted())
         problem = disk_full(e, Path(folder() or "."))
         if problem is None:
             raise
         _say(f"error: {problem}")
         return EXIT_USAGE
+
+
+def _stopped(line: str) -> int:
+    interrupts.handled()
+    _say(line)
+    return EXIT_INTERRUPTED
 
 
 def _say(line: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search import interrupts
 from search.checks import check_study_name, disk_problem, preflight
 from search.config import Profile, Space
 from search.errors import AgentError, ProviderError, SearchError
@@ -268,13 +269,15 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     except (KeyboardInterrupt, AgentError, ProviderError) as e:
         # Interrupted, or the target (not the trial) failed: agent down, provider fallback.
         # Later trials would fail the same way: stop, and let a rerun redo this trial.
+        if isinstance(e, KeyboardInterrupt):
+            interrupts.handled()  # seen: the way out is known, no need to deliver it again
         trial.set_user_attr("fail_reason", _stop_reason(e))
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
-        if disk_problem(e):  # a full disk fails every later trial too: stop, redo on rerun
-            _stop_for_disk(study, trial, e)
+        if disk_problem(e) or interrupts.requested():  # a full disk or a converted Ctrl-C:
+            _stop_for_disk(study, trial, e)  # stop, and redo this trial on the rerun
             raise
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         trial.set_user_attr("fail_reason", reason)
@@ -287,10 +290,10 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
 
 
 def _stop_for_disk(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:
-    """Mark ``trial`` interrupted by a full disk, if the storage can still be written; if not,
-    the next run finds it RUNNING with its process gone and marks it the same way."""
+    """Mark ``trial`` interrupted (by a full disk or Ctrl-C), if the storage can still be
+    written; if not, the next run finds it RUNNING with its process gone and marks it so."""
     try:
-        trial.set_user_attr("fail_reason", f"stopped: {disk_problem(e)}")
+        trial.set_user_attr("fail_reason", f"stopped: {disk_problem(e) or 'interrupted'}")
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
     except Exception:  # noqa: BLE001, S110 - the storage is on the full disk too

@@ -35,6 +35,29 @@ def make_task(*, seed, cache_dir):
 """
 
 
+# A Ctrl-C that something swallows (a __del__, a library's broad except) or turns into another
+# error (a C extension being imported) must still end the run.
+SWALLOWS = """\
+import sys, time
+def make_task(*, seed, cache_dir):
+    print("ready", file=sys.stderr, flush=True)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pass
+    time.sleep(60)
+"""
+CONVERTS = """\
+import sys, time
+def make_task(*, seed, cache_dir):
+    print("ready", file=sys.stderr, flush=True)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed")
+"""
+
+
 def _start(task: Path, results: Path, *, ignore_sigint: bool = False) -> subprocess.Popen:
     args = [sys.executable, "-m", "search", "run", "--task", f"{task}:make_task", *TINY]
     return subprocess.Popen(
@@ -60,6 +83,17 @@ def test_ctrl_c_during_start_up_ends_the_run_with_the_resume_hint(tmp_path, igno
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [HINT]
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("task", [SWALLOWS, CONVERTS], ids=["swallowed", "converted"])
+def test_a_swallowed_or_converted_ctrl_c_still_ends_the_run(tmp_path, task):
+    (tmp_path / "task.py").write_text(task)
+    proc = _start(tmp_path / "task.py", tmp_path / "res")
+    assert proc.stderr.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]  # re-delivered within REDELIVER_S (10 s)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [HINT]
 
 
 def test_ctrl_c_caught_inside_string_code_still_exits_130(tmp_path):
