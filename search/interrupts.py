@@ -12,19 +12,29 @@ with a traceback. So the handler here also remembers the request, and:
 - lets the command line and the study ask :func:`requested`, so an error that is really a
   converted Ctrl-C is treated as one.
 
+The kernel may hand a process's SIGINT to any of its threads (torch's and ONNX Runtime's worker
+threads among them). Python then only sets a flag, and a main thread blocked in a system call
+(a sleep, a socket read from the agent, a wait for a child process) would not notice until that
+call returns. A small watcher thread, woken through ``signal.set_wakeup_fd``, pokes the main
+thread with SIGURG (its default action is to ignore it) so the call is interrupted at once.
+
 It also replaces an inherited "ignore SIGINT" (a background job of a shell script): Python
 leaves that in place, and Ctrl-C or ``kill -INT`` would then never reach the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import sys
 import threading
 from typing import Any
 
 REDELIVER_S = 10.0
 _state = {"requested": False, "handled": False}
+_watcher: list[threading.Thread] = []
+_WAKE = signal.SIGURG  # delivered to the main thread only, to interrupt a blocking call
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -46,14 +56,43 @@ def _unraisable(unraisable: Any) -> None:
         sys.__unraisablehook__(unraisable)
 
 
+def _watch(sock: socket.socket, main: int) -> None:
+    """Wake the main thread whenever SIGINT or the re-delivery alarm arrives (on any thread)."""
+    while True:
+        try:
+            data = sock.recv(64)
+        except OSError:
+            return
+        if not data:
+            return
+        if signal.SIGINT in data or signal.SIGALRM in data:
+            with contextlib.suppress(OSError, ValueError):
+                signal.pthread_kill(main, _WAKE)
+
+
+def _start_watcher() -> None:
+    if _watcher:
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.signal(_WAKE, lambda signum, frame: None)  # only interrupts the blocking call
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    main = threading.main_thread().ident
+    thread = threading.Thread(target=_watch, args=(reader, main), name="ctrl-c", daemon=True)
+    thread.start()
+    _watcher.append(thread)
+    _watcher.append(writer)  # type: ignore[arg-type] - kept open for the process's life
+
+
 def install() -> None:
-    """Make SIGINT raise ``KeyboardInterrupt`` (re-delivered until handled). Main thread only;
-    a no-op elsewhere (signal handlers can only be set there)."""
+    """Make SIGINT raise ``KeyboardInterrupt`` (re-delivered until handled, promptly whatever
+    thread receives it). Main thread only; a no-op elsewhere (handlers can only be set there)."""
     if threading.current_thread() is threading.main_thread():
         _state.update(requested=False, handled=False)
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.signal(signal.SIGINT, _on_sigint)
         sys.unraisablehook = _unraisable
+        _start_watcher()
 
 
 def requested() -> bool:

@@ -58,6 +58,15 @@ def make_task(*, seed, cache_dir):
 """
 
 
+def _finish(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The process's stderr once it ended; on a timeout, kill it and fail showing its stderr."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"still running {timeout} s after Ctrl-C: {proc.communicate()[1][-3000:]}")
+
+
 def _start(task: Path, results: Path, *, ignore_sigint: bool = False) -> subprocess.Popen:
     args = [sys.executable, "-m", "search", "run", "--task", f"{task}:make_task", *TINY]
     return subprocess.Popen(
@@ -79,7 +88,7 @@ def test_ctrl_c_during_start_up_ends_the_run_with_the_resume_hint(tmp_path, igno
     proc = _start(tmp_path / "sleepy.py", tmp_path / "res", ignore_sigint=ignore_sigint)
     assert proc.stderr.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1]
+    err = _finish(proc)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [HINT]
     assert not (tmp_path / "res").exists()
@@ -91,7 +100,7 @@ def test_a_swallowed_or_converted_ctrl_c_still_ends_the_run(tmp_path, task):
     proc = _start(tmp_path / "task.py", tmp_path / "res")
     assert proc.stderr.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1]  # re-delivered within REDELIVER_S (10 s)
+    err = _finish(proc)  # re-delivered within REDELIVER_S (10 s)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [HINT]
 
@@ -99,7 +108,7 @@ def test_a_swallowed_or_converted_ctrl_c_still_ends_the_run(tmp_path, task):
 def test_ctrl_c_caught_inside_string_code_still_exits_130(tmp_path):
     (tmp_path / "in_exec.py").write_text(IN_EXEC)
     proc = _start(tmp_path / "in_exec.py", tmp_path / "res")
-    err = proc.communicate(timeout=60)[1]
+    err = _finish(proc)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [HINT]
 
@@ -113,7 +122,7 @@ def test_ctrl_c_in_the_first_moments_is_one_line(tmp_path, delay):
     proc = _start(tmp_path / "sleepy.py", tmp_path / "res")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1]
+    err = _finish(proc)
     if "KeyboardInterrupt" in err and str(REPO / "search") not in err:
         return  # the interrupt came before the package's first statement: Python's own answer
     lines = [line for line in err.strip().splitlines() if line != "ready"]
