@@ -19,6 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search import interrupts
+from search.checks import check_study_name, disk_problem, preflight
 from search.config import Profile, Space
 from search.errors import AgentError, ProviderError, SearchError
 from search.objectives import DIRECTIONS, OBJECTIVES
@@ -44,6 +46,9 @@ class StudySpec:
     seed: int = 0
     # Keyword options for the task factory (model, weights, data, ...); part of the settings.
     task_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_study_name(self.study_name)  # a name, not a path: the study stays in results_dir
 
     @property
     def study_dir(self) -> Path:
@@ -156,6 +161,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     from search.references import ensure_baseline, ensure_quantization
     from search.tasks import load_task
 
+    preflight(spec)  # folder, free space, space vs profile: before anything is created
     # Checks providers and architecture where the measurement runs (here or on the agent) before
     # anything is created, so a profile that cannot be measured stops with exit 2 and no study.
     profile = spec.profile
@@ -263,11 +269,16 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     except (KeyboardInterrupt, AgentError, ProviderError) as e:
         # Interrupted, or the target (not the trial) failed: agent down, provider fallback.
         # Later trials would fail the same way: stop, and let a rerun redo this trial.
+        if isinstance(e, KeyboardInterrupt):
+            interrupts.handled()  # seen: the way out is known, no need to deliver it again
         trial.set_user_attr("fail_reason", _stop_reason(e))
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
+        if disk_problem(e) or interrupts.requested():  # a full disk or a converted Ctrl-C:
+            _stop_for_disk(study, trial, e)  # stop, and redo this trial on the rerun
+            raise
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
@@ -276,6 +287,17 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     finally:
         bars.hide()
     _tell_complete(study, trial, spec, ctx, cfg=cfg, result=result, started=started)
+
+
+def _stop_for_disk(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:
+    """Mark ``trial`` interrupted (by a full disk or Ctrl-C), if the storage can still be
+    written; if not, the next run finds it RUNNING with its process gone and marks it so."""
+    try:
+        trial.set_user_attr("fail_reason", f"stopped: {disk_problem(e) or 'interrupted'}")
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001, S110 - the storage is on the full disk too
+        pass
 
 
 def _stop_reason(e: BaseException) -> str:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from search.compress import distill as kd
 from search.compress.calibration import calibrate
 from search.compress.lowrank import lowrank_step
@@ -26,6 +24,7 @@ from search.compress.prune import prune_step
 from search.compress.quantize import is_quantized, needs_calibration, quantize_step
 from search.config import TrialConfig
 from search.context import Context, measurement_record, model_size, score
+from search.programs import PROGRAM, try_save_program
 
 
 @dataclass
@@ -68,7 +67,8 @@ def run_trial(
     record["val_history"] = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
     with timer.step("export"):
         onnx_path = export_onnx(student, ctx.task.example_input, out_dir / "model.onnx")
-        torch.save(student, out_dir / "model.pt")
+    with timer.step("program"):  # the torch model as data (model.pt2), never as a pickle
+        record["program"] = try_save_program(student, ctx.task.example_input, out_dir / PROGRAM)
     measured, record["quantize"] = _quantize(cfg, ctx=ctx, onnx_path=onnx_path, timer=timer)
     with timer.step("kernels"):
         record["kernels"] = ctx.kernel_report(measured, out_dir / "model.opt.onnx")

@@ -51,21 +51,45 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'search.tasks' has no attribute {name!r}")
 
 
+def _same_file(module: Any, path: Path) -> bool:
+    where = getattr(module, "__file__", None)
+    return bool(where) and Path(where).resolve() == path.resolve()
+
+
 def _import(module_name: str, spec: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name).expanduser()
         if not path.is_file():
             raise TaskError(f"task {spec!r}: file {path} does not exist")
+        if path.stem in sys.modules and not _same_file(sys.modules[path.stem], path):
+            raise TaskError(
+                f"task {spec!r}: the file name {path.name} shadows the module {path.stem!r} "
+                "that is already imported; rename the file"
+            )
         mod_spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
         sys.modules[path.stem] = module
-        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except BaseException:
+            del sys.modules[path.stem]  # a half-imported module must not be found next time
+            raise
         return module
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         # The `search` console script does not put the working directory on the path, but
         # `--task my_module:make_task` means the user's module next to them.
         sys.path.insert(0, str(Path.cwd()))
     return importlib.import_module(module_name)
+
+
+def _where(e: BaseException) -> str:
+    """``at file.py:line: Type: first line of the message`` for an exception ``e``."""
+    frames = traceback.extract_tb(e.__traceback__)
+    # The user's code, not importlib's: the last frame outside the import machinery.
+    user = [f for f in frames if "importlib" not in f.filename] or frames
+    at = f"at {Path(user[-1].filename).name}:{user[-1].lineno}: " if user else ""
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{at}{type(e).__name__}: {first}"
 
 
 def resolve_factory(spec: str) -> Callable[..., Task]:
@@ -80,8 +104,17 @@ def resolve_factory(spec: str) -> Callable[..., Task]:
     module_name, func_name = target.rsplit(":", 1)
     try:
         module = _import(module_name, spec)
+    except TaskError:
+        raise
     except ImportError as e:
         raise TaskError(f"task {spec!r}: cannot import module {module_name!r}: {e}") from None
+    except SyntaxError as e:
+        where = f"{Path(e.filename or module_name).name}:{e.lineno}"
+        raise TaskError(
+            f"task {spec!r}: cannot import {module_name}: SyntaxError at {where}: {e.msg}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while it was imported
+        raise TaskError(f"task {spec!r}: importing {module_name} failed {_where(e)}") from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"task {spec!r}: module {module_name!r} has no function {func_name!r}")
@@ -116,12 +149,7 @@ def load_task(
     except SearchError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's factory failing is the user's to fix
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise TaskError(
-            f"task {spec!r} failed to load at {Path(where.filename).name}:{where.lineno}: "
-            f"{type(e).__name__}: {first}"
-        ) from None
+        raise TaskError(f"task {spec!r} failed to load {_where(e)}") from None
     if not isinstance(task, Task):
         raise TaskError(f"task {spec!r}: the factory returned {type(task).__name__}, not a Task")
     return task
