@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from search.errors import SearchError
+from search.workers import add_store_argument, add_worker_arguments, start, worker_settings
 
 EXIT_USAGE = 2
 
@@ -76,10 +77,11 @@ class Run(Command):
             "profile's agent; 'local' measures on this machine",
         )
         _study_args(parser)
+        add_worker_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
-        from search.study import StudySpec, run_study
+        from search.study import StudySpec
         from search.tasks import task_and_options, task_slug
 
         # Validate everything before anything is created on disk.
@@ -104,9 +106,10 @@ class Run(Command):
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
+            worker=worker_settings(args),
         )
-        run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
-        return 0
+        progress = not args.no_progress and sys.stderr.isatty()
+        return start(spec, args, trials=trials, progress=progress)
 
 
 class Report(Command):
@@ -157,12 +160,12 @@ def _load_study(args: argparse.Namespace):
     if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
         raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.study import _storage  # the same one-line errors for a bad URL or driver
+    from search.storage import open_storage, redact_url  # one line, no password
 
     try:
-        return optuna.load_study(study_name=args.study, storage=_storage(storage))
+        return optuna.load_study(study_name=args.study, storage=open_storage(storage))
     except KeyError:
-        raise SearchError(f"no study {args.study!r} in {storage}") from None
+        raise SearchError(f"no study {args.study!r} in {redact_url(storage)}") from None
 
 
 class Export(Command):
@@ -178,6 +181,7 @@ class Export(Command):
             "--pick", metavar="RULE", help="export the trial a rule picks (see report --pick)"
         )
         parser.add_argument("--out", type=Path, required=True, help="folder to write")
+        add_store_argument(parser, "the study's artifact store as this machine reaches it")
 
     def run(self, args: argparse.Namespace) -> int:
         from search.export import export_trial
@@ -206,6 +210,7 @@ class Export(Command):
             out_dir=args.out,
             study_dir=args.results_dir / args.study,
             command="python -m search " + " ".join(sys.argv[1:]),
+            artifacts=args.artifacts,
         )
         for path in paths.values():
             print(path)

@@ -54,16 +54,31 @@ def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
     return t
 
 
-def artifact_dir(trial: FrozenTrial, *, study_dir: Path) -> Path:
-    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``."""
+def artifact_dir(
+    trial: FrozenTrial,
+    *,
+    study_dir: Path,
+    study: optuna.Study | None = None,
+    artifacts: str | None = None,
+) -> Path:
+    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``,
+    else downloaded there from the study's artifact store (``artifacts`` overrides where this
+    machine reaches it; see :mod:`search.artifacts`)."""
     rec = trial.user_attrs["record"]
+    local = study_dir / "artifacts" / str(trial.number)
     # The record holds the path as the run saw it, which may be relative to another directory.
-    for cand in (Path(rec.get("artifacts", "")), study_dir / "artifacts" / str(trial.number)):
+    for cand in (Path(rec.get("artifacts", "")), local):
         if str(cand) not in ("", ".") and (cand / "model.onnx").is_file():
             return cand
+    if study is not None and trial.user_attrs.get("files"):
+        from search.artifacts import fetch_trial
+
+        return fetch_trial(study, trial, local, override=artifacts)
+    where = f" on host {trial.user_attrs['host']}" if trial.user_attrs.get("host") else ""
     raise ExportError(
-        f"trial {trial.number}: no artifacts at {study_dir / 'artifacts' / str(trial.number)}; "
-        "pass --results-dir where the study's artifacts/ folder lives"
+        f"trial {trial.number}: no artifacts at {local} (it ran{where}, in "
+        f"{rec.get('artifacts', '?')}, and kept no copy in an artifact store); pass "
+        "--results-dir where the study's artifacts/ folder lives"
     )
 
 
@@ -74,6 +89,7 @@ def export_trial(
     out_dir: Path,
     study_dir: Path,
     command: str = "",
+    artifacts: str | None = None,
 ) -> dict[str, Path]:
     """Write trial ``number``'s files into ``out_dir`` (see the module docstring).
 
@@ -83,6 +99,8 @@ def export_trial(
         out_dir: The folder to write; created if missing.
         study_dir: ``results/<study>``, where the trial's artifacts live.
         command: The command line that ran this export, recorded in ``trial.json``.
+        artifacts: Where this machine reaches the study's artifact store, when it is not
+            where the study recorded it.
 
     Returns:
         The written files by role: ``measured``, ``float_onnx`` (when the measured file is
@@ -91,7 +109,7 @@ def export_trial(
     """
     t = find_trial(study, number)
     rec = t.user_attrs["record"]
-    src = artifact_dir(t, study_dir=Path(study_dir))
+    src = artifact_dir(t, study_dir=Path(study_dir), study=study, artifacts=artifacts)
     measured_src = src / Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx").name
     if not measured_src.is_file():
         raise ExportError(f"trial {number}: the measured file {measured_src} is missing")
