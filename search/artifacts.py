@@ -74,15 +74,16 @@ def open_store(where: str, *, create: bool = False) -> Any:
 
 
 def study_store(study: optuna.Study, *, override: str | None, default: Path) -> Any:
-    """The store of ``study``: ``override`` (``--artifacts``), else the one it recorded, else
-    ``default`` (recorded now, so every later worker uses the same)."""
-    if override:
-        return open_store(override, create=True)
+    """The store of ``study``: ``override`` (``--artifacts``, where this machine reaches it),
+    else the one the study recorded. A study without one records ``override`` or ``default``
+    now (creating the folder), so every later worker finds it; later workers never create a
+    folder (a missing mount would otherwise fill a local one that no other machine sees)."""
     recorded = study.user_attrs.get("artifact_store")
     if recorded:
-        return open_store(recorded)
-    store = open_store(str(default), create=True)
-    study.set_user_attr("artifact_store", location(str(default)))
+        return open_store(override or recorded)
+    where = override or str(default)
+    store = open_store(where, create=True)
+    study.set_user_attr("artifact_store", location(where))
     return store
 
 
