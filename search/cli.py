@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from search.errors import SearchError
-from search.workers import add_store_argument, add_worker_arguments, start, worker_settings
+from search.workers import add_store_argument, add_worker_arguments, run_workers, worker_settings
 
 EXIT_USAGE = 2
 
@@ -81,7 +81,7 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
-        from search.study import StudySpec
+        from search.study import StudySpec, run_study
         from search.tasks import task_and_options, task_slug
 
         # Validate everything before anything is created on disk.
@@ -92,9 +92,10 @@ class Run(Command):
         trials = args.trials if args.trials is not None else space.search.trials
         if trials < 1:
             raise SearchError(f"--trials must be at least 1, but got {trials}")
+        if args.workers > 1:  # N copies of this command here, each loading its own task
+            return run_workers(args.workers, sys.argv[1:], threads=worker_settings(args).threads)
         # Only the factory and its option names are checked here; run_study loads the task
-        # (model, weights, data) before it opens the study, so bad weights or data fail before
-        # any study exists.
+        # (model, weights, data) before it opens the study, so bad input creates no study.
         options = {k: getattr(args, k) for k in ("model", "weights", "data")}
         task, options = task_and_options(args.task, **options)
         spec = StudySpec(
@@ -108,8 +109,8 @@ class Run(Command):
             seed=args.seed,
             worker=worker_settings(args),
         )
-        progress = not args.no_progress and sys.stderr.isatty()
-        return start(spec, args, trials=trials, progress=progress)
+        run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
+        return 0
 
 
 class Report(Command):
@@ -161,7 +162,6 @@ def _load_study(args: argparse.Namespace):
         raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from search.storage import open_storage, redact_url  # one line, no password
-
     try:
         return optuna.load_study(study_name=args.study, storage=open_storage(storage))
     except KeyError:

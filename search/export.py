@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import SearchError
+from search.storage import redact_text
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
 
@@ -235,7 +236,7 @@ def trial_info(
             "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
             "and varies from run to run",
         },
-        "exported_with": command or " ".join(sys.argv),
+        "exported_with": redact_text(command or " ".join(sys.argv)),  # no storage password
     }
 
 

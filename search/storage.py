@@ -70,6 +70,14 @@ def redact_url(url: str) -> str:
         return url.split("://", 1)[0] + "://***" if "://" in url else "***"
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a command line, say) with every URL in it shown by :func:`redact_url`."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
 def _passwords(url: str) -> list[str]:
     """Every spelling of the URL's password that a message could contain, longest first."""
     from sqlalchemy.engine import make_url

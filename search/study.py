@@ -148,9 +148,12 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
 
     # Checks providers and architecture where the measurement runs (here or on the agent) before
     # anything is created, so a profile that cannot be measured stops with exit 2 and no study.
-    profile = spec.profile
+    profile, cpu = spec.profile, CpuLock()
     target = open_target(
-        profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env
+        profile.measure_spec(),
+        agent=profile.agent,
+        token_env=profile.agent_token_env,
+        timing=cpu.timing,  # latency timed here is noise while another worker here trains
     )
     settings = spec.worker
     storage = None
@@ -165,7 +168,6 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         if note := registry.sharing_note():
             console.print(note)
         _note_timing_threads(profile, threads)
-        cpu = CpuLock()
         joined = join_study(
             spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=open_study
         )
@@ -271,7 +273,7 @@ def _one_trial(
         trial.set_user_attr("config", cfg.to_dict())
         bars.show(trial.number, 0, total=cfg.distill.epochs)
         out_dir = spec.study_dir / "artifacts" / str(trial.number)
-        on_epoch = _early_stop(trial, spec, ctx, bars)
+        on_epoch = _early_stop(trial, spec, ctx, bars, cpu=joined.cpu)
         result = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch)
     except optuna.TrialPruned as e:
         trial.set_user_attr("fail_reason", f"stopped early: {e}")
@@ -304,11 +306,12 @@ def _stop_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _early_stop(trial: optuna.Trial, spec: StudySpec, ctx: Any, bars: _Bars) -> Any:
+def _early_stop(trial: optuna.Trial, spec: StudySpec, ctx: Any, bars: _Bars, *, cpu: Any) -> Any:
     """``on_epoch`` of one trial: record its validation metric, stop it when hopeless."""
     stop, base_val = spec.space.early_stop, ctx.baseline_val
 
     def on_epoch(epoch: int, val: float) -> None:
+        cpu.release()  # training paused: another worker here may time (the next batch waits)
         trial.set_user_attr("val_history", [*trial.user_attrs.get("val_history", []), val])
         bars.show(trial.number, epoch)
         if epoch >= stop.min_epochs and val < base_val - stop.max_accuracy_drop:

@@ -66,27 +66,18 @@ class _Worker:
 
         task = self.load()
         latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
-        local = not self.spec.profile.agent
         ctx: Context
 
         def measure(path: Path) -> Any:
-            # Timing here is noise while another worker on this host trains: hold the lock.
-            with self.cpu.timing() if local else _nothing():
-                return self.target.measure(
-                    path, eval_inputs=ctx.eval_inputs, latency_input=latency_input
-                )
+            return self.target.measure(
+                path, eval_inputs=ctx.eval_inputs, latency_input=latency_input
+            )
 
         spec = self.spec
         ctx = Context.build(
             task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure
         )
         return ctx
-
-
-def _nothing() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def join_study(

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import IO, Any
+from typing import IO
 
 from search.errors import SearchError
 from search.threads import WorkerSettings
@@ -104,16 +104,6 @@ def _relay(stream: IO[str], prefix: str) -> None:
         sys.stdout.flush()
 
 
-def start(spec: Any, args: argparse.Namespace, *, trials: int, progress: bool) -> int:
-    """One worker here (:func:`search.study.run_study`), or ``--workers N`` of them."""
-    if args.workers > 1:  # the same command N times on this machine
-        return run_workers(args.workers, sys.argv[1:], threads=args.threads)
-    from search import study
-
-    study.run_study(spec, trials=trials, progress=progress)
-    return 0
-
-
 def run_workers(workers: int, argv: list[str], *, threads: int | None) -> int:
     """Start ``workers`` local workers running ``argv`` and wait for them; the first non-zero
     exit code, else 0. Ctrl-C and SIGTERM reach every worker."""
@@ -128,7 +118,9 @@ def run_workers(workers: int, argv: list[str], *, threads: int | None) -> int:
         relay.start()
         procs.append(p)
         relays.append(relay)
-    print(f"started {workers} workers: {' '.join(cmd[1:])}", file=sys.stderr)
+    from search.storage import redact_text
+
+    print(f"started {workers} workers: {redact_text(' '.join(cmd[1:]))}", file=sys.stderr)
 
     def forward(signum: int, _frame: object) -> None:
         for p in procs:

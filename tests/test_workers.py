@@ -101,6 +101,7 @@ def test_three_workers_on_postgresql_share_one_study(pg_url, tmp_path):
     assert retry.params == dead.params and is_counted(retry)
     assert retry.user_attrs["pid"] != victim.pid and retry.user_attrs["retry_of"] == killed
 
+    assert "searchpw" not in logs and "search:***@127.0.0.1" in logs  # the spawner's line
     # One setup: teacher trained once (the others downloaded it), one baseline, one pass.
     assert logs.count("trained in") == 1, logs
     assert logs.count("baseline: accuracy") == 1, logs
@@ -128,6 +129,7 @@ def test_three_workers_on_postgresql_share_one_study(pg_url, tmp_path):
     files = trials[chosen].user_attrs["files"]
     measured = Path(trials[chosen].user_attrs["record"]["measured_onnx"]).name
     assert _sha(out / measured) == files[measured]["sha256"]
+    assert not [p for p in out.iterdir() if b"searchpw" in p.read_bytes()]
 
 
 def test_two_workers_started_together_on_a_new_sqlite_study_both_join(tmp_path):
