@@ -130,6 +130,9 @@ def download(files: dict[str, Any], store: Any, out_dir: Path) -> dict[str, Path
         ArtifactError: a file is not in the store or differs from what was uploaded.
     """
     out_dir = Path(out_dir)
+    for name in files:  # names come from the storage: never write outside out_dir
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ArtifactError(f"refusing artifact name {name!r}: not a plain relative path")
     out_dir.mkdir(parents=True, exist_ok=True)
     done = {}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".download-") as tmp:

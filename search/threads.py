@@ -13,7 +13,8 @@ off cores that another worker is training on.
   while a model is timed. Latency timed while another process trains is noise (measured here:
   p90 4.9 ms quiet, 16.8 ms beside a trainer, 8.8 ms under this lock; p50 unchanged).
 
-All locks live in one folder per host (``$SEARCH_LOCK_DIR``, default ``/tmp/search-locks``).
+All locks live in one folder per host and user (``$SEARCH_LOCK_DIR``, default
+``/tmp/search-locks-<uid>``, mode 700).
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ class WorkerSettings:
 
 
 def lock_dir() -> Path:
-    """This host's lock folder (created on first use)."""
-    path = Path(os.environ.get("SEARCH_LOCK_DIR") or Path(tempfile.gettempdir()) / "search-locks")
-    path.mkdir(parents=True, exist_ok=True)
+    """This host's lock folder for this user (created on first use, private to the user)."""
+    default = Path(tempfile.gettempdir()) / f"search-locks-{os.getuid()}"
+    path = Path(os.environ.get("SEARCH_LOCK_DIR") or default)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 

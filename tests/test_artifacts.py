@@ -124,3 +124,10 @@ def test_a_worker_gets_the_study_teacher_or_is_refused(study, tmp_path):
         artifacts.check_task(study, other_teacher, cache_dir=other)
     with pytest.raises(TaskError, match="task data .* differs"):
         artifacts.check_task(study, {**digests, "data": "e" * 64}, cache_dir=other)
+
+
+def test_names_from_the_storage_cannot_write_outside_the_folder(tmp_path):
+    store = artifacts.open_store(str(tmp_path / "store"), create=True)
+    for name in ("../evil.pt", "/tmp/evil.pt"):
+        with pytest.raises(ArtifactError, match="not a plain relative path"):
+            artifacts.download({name: {"artifact_id": "x", "sha256": ""}}, store, tmp_path / "o")

@@ -115,6 +115,9 @@ def test_three_workers_on_postgresql_share_one_study(pg_url, tmp_path):
     seed = attrs["quantize_seed"]
     seeded = [t for t in trials if t.system_attrs.get("fixed_params") == seed and is_counted(t)]
     assert len(seeded) == 1
+    # Workers that start together draw different parameters (the sampler is seeded per trial).
+    drawn = [tuple(sorted(t.params.items())) for t in trials if is_counted(t)]
+    assert len(set(drawn)) == len(drawn)
 
     # Another machine: neither worker's disk, only the storage and the shared store.
     for w in ("w1", "w2"):
