@@ -126,9 +126,18 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-def storage_exists(url: str) -> bool:
-    """False only for a SQLite file that is not there yet (opening it would create it)."""
+def storage_exists(url: str, *, default: bool = False) -> bool:
+    """False only for a SQLite file that is not there yet (opening it would create it).
+
+    Raises:
+        StorageError: the folder of that file does not exist (unless ``default``: the study's
+            own folder, created with the study).
+    """
     path = sqlite_path(url)
+    if path is not None and not default and not path.parent.is_dir():
+        raise StorageError(
+            f"cannot open storage {redact_url(url)}: folder {path.parent} does not exist"
+        )
     return path is None or path.is_file()
 
 

@@ -157,7 +157,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     )
     settings = spec.worker
     storage = None
-    if storage_exists(spec.storage_url):  # a bad URL fails now, not after the teacher trained
+    if storage_exists(spec.storage_url, default=spec.storage is None):  # bad URLs fail now
         storage = open_storage(
             spec.storage_url, heartbeat_s=settings.heartbeat_s, grace_s=settings.grace_s
         )

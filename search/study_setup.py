@@ -102,7 +102,8 @@ def join_study(
     settings = spec.worker
     if storage is None:  # a new local study: check the task before anything is created
         worker.load()
-        spec.study_dir.mkdir(parents=True, exist_ok=True)
+        if spec.storage is None:  # the default file lies in the study's folder
+            spec.study_dir.mkdir(parents=True, exist_ok=True)
         storage = open_storage(
             spec.storage_url, heartbeat_s=settings.heartbeat_s, grace_s=settings.grace_s
         )
