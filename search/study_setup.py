@@ -135,6 +135,7 @@ def _set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined:
     from search.tasks.teacher import teacher_files
 
     spec = worker.spec
+    _fetch_recorded_teacher(worker, storage)  # a setup taken over from a worker that died
     task = worker.load()
     study = worker.opener(spec, create=True, metric=task.metric_name, storage=storage)
     store = study_store(study, override=spec.worker.artifacts, default=spec.study_dir / "store")
@@ -154,13 +155,23 @@ def _set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined:
     return Joined(study=study, store=store, ctx=ctx, cpu=worker.cpu)
 
 
+def _fetch_recorded_teacher(worker: _Worker, storage: optuna.storages.RDBStorage) -> None:
+    """Download the study's teacher, if it has one, before this worker loads its task."""
+    spec = worker.spec
+    if worker.task is not None or spec.study_name not in optuna.get_all_study_names(storage):
+        return
+    study = optuna.load_study(study_name=spec.study_name, storage=storage)
+    if "teacher" in study.user_attrs:
+        store = study_store(study, override=spec.worker.artifacts, default=spec.study_dir)
+        fetch_teacher(study, store, spec.results_dir)
+
+
 def _join_set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined:
     """Join a study another worker set up: its teacher, checked digests, the same device."""
     spec = worker.spec
     study = worker.opener(spec, create=True, storage=storage)  # refuses other settings
     store = study_store(study, override=spec.worker.artifacts, default=spec.study_dir / "store")
-    if worker.task is None:
-        fetch_teacher(study, store, spec.results_dir)
+    _fetch_recorded_teacher(worker, storage)
     check_task(study, task_digests(worker.load()), cache_dir=spec.results_dir)
     _check_same_device(study.user_attrs["baseline"], worker.target, spec.study_name)
     return Joined(study=study, store=store, ctx=worker.context(), cpu=worker.cpu)
