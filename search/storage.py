@@ -23,8 +23,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import random
 import re
 import time
@@ -149,11 +147,9 @@ def _creation_lock(url: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    from search.threads import lock_dir
+    from search.threads import host_lock
 
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    with open(lock_dir() / f"sqlite-{key}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when f closes
+    with host_lock("sqlite", str(path.resolve())):
         yield
 
 

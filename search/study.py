@@ -65,7 +65,8 @@ class StudySpec:
 
 
 def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
-    # Resuming with the same seed would replay the first random suggestions; shift it.
+    # Shifted by the trial's number: a resumed study or a second worker does not replay the
+    # same random suggestions, and a study run by one worker repeats with its seed.
     s = seed + n_existing
     settings = space.search
     if settings.sampler == "nsga2":
@@ -204,7 +205,6 @@ def _run_trials(
 ) -> None:
     """Ask, run and tell until ``trials`` are counted; the report is rewritten after each."""
     from search.progress import console, study_progress
-    from search.report import write_outputs
 
     todo = max(trials - counted(study.get_trials(deepcopy=False)), 0)
     if todo == 0:
@@ -229,10 +229,19 @@ def _run_trials(
                     _one_trial(study, trial, spec, joined, _Bars(bars, epochs))
                 joined.cpu.release()  # idle: let other workers on this host time
                 bars.advance(overall)
-                write_outputs(study, spec.study_dir, html=False)
+                _write_outputs(study, spec.study_dir, html=False)
     finally:
         signal.signal(signal.SIGTERM, old_handler)
-        write_outputs(study, spec.study_dir, html=True)
+        _write_outputs(study, spec.study_dir, html=True)
+
+
+def _write_outputs(study: optuna.Study, study_dir: Path, *, html: bool) -> None:
+    """The report files, written by one worker of this host at a time (they may share them)."""
+    from search.report import write_outputs
+    from search.threads import host_lock
+
+    with host_lock("report", str(Path(study_dir).resolve())):
+        write_outputs(study, study_dir, html=html)
 
 
 @dataclass

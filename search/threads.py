@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -55,6 +56,15 @@ def lock_dir() -> Path:
     path = Path(os.environ.get("SEARCH_LOCK_DIR") or default)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def host_lock(kind: str, key: str) -> Iterator[None]:
+    """An exclusive lock on this host for ``key`` (a path, say), held for the block."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    with open(lock_dir() / f"{kind}-{digest}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when f closes
+        yield
 
 
 def cores() -> int:

@@ -7,11 +7,8 @@ and the second worker then loads the cached file. The files used are remembered
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,15 +27,6 @@ def teacher_files() -> dict[str, Path]:
     return dict(_USED)
 
 
-@contextlib.contextmanager
-def _training_lock(path: Path) -> Iterator[None]:
-    from search.threads import lock_dir
-
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    with open(lock_dir() / f"teacher-{key}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when f closes
-        yield
-
 
 def load_or_train(
     *,
@@ -56,7 +44,9 @@ def load_or_train(
     path = Path(cache_dir) / "teachers" / f"{key}.pt"
     model = build()
     if not path.is_file():
-        with _training_lock(path):
+        from search.threads import host_lock
+
+        with host_lock("teacher", str(path.resolve())):
             if not path.is_file():  # another worker may have trained it meanwhile
                 settings = {"epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
                 return _train(key=key, path=path, build=build, train=train, val=val, **settings)
