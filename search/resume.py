@@ -142,10 +142,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count toward the requested number (:func:`search.distributed.is_counted`)."""
-    from search.distributed import counted
-
-    return counted(study.get_trials(deepcopy=False))
