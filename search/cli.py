@@ -20,6 +20,7 @@ from search.cli_base import (
     run_guarded,
 )
 from search.errors import SearchError
+from search.workers import add_store_argument, add_worker_arguments, run_workers, worker_settings
 
 __all__ = ["EXIT_USAGE", "COMMANDS", "build_parser", "main"]
 
@@ -111,6 +112,7 @@ class Run(Command):
             "profile's agent; 'local' measures on this machine",
         )
         _study_args(parser)
+        add_worker_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
@@ -123,9 +125,10 @@ class Run(Command):
             profile = profile.with_agent(None if args.agent == "local" else args.agent)
         space = load_space(args.space)
         trials = args.trials if args.trials is not None else space.search.trials
+        if args.workers > 1:  # N copies of this command here, each loading its own task
+            return run_workers(args.workers, sys.argv[1:], threads=worker_settings(args).threads)
         # Only the factory and its option names are checked here; run_study loads the task
-        # (model, weights, data) before it opens the study, so bad weights or data fail before
-        # any study exists.
+        # (model, weights, data) before it opens the study, so bad input creates no study.
         options = {k: getattr(args, k) for k in ("model", "weights", "data")}
         task, options = task_and_options(args.task, **options)
         name = args.study or f"{task_slug(task, options)}-{profile.name}"
@@ -140,6 +143,7 @@ class Run(Command):
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
+            worker=worker_settings(args),
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
         return 0
@@ -193,12 +197,11 @@ def _load_study(args: argparse.Namespace):
     if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
         raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.study import _storage  # the same one-line errors for a bad URL or driver
-
+    from search.storage import open_storage, redact_url  # one line, no password
     try:
-        return optuna.load_study(study_name=args.study, storage=_storage(storage))
+        return optuna.load_study(study_name=args.study, storage=open_storage(storage))
     except KeyError:
-        raise SearchError(f"no study {args.study!r} in {storage}") from None
+        raise SearchError(f"no study {args.study!r} in {redact_url(storage)}") from None
 
 
 class Export(Command):
@@ -217,6 +220,7 @@ class Export(Command):
         parser.add_argument(
             "--force", action="store_true", help="write into --out even if it holds files"
         )
+        add_store_argument(parser, "the study's artifact store as this machine reaches it")
 
     def run(self, args: argparse.Namespace) -> int:
         from search.checks import check_out_dir
@@ -248,6 +252,7 @@ class Export(Command):
             study_dir=args.results_dir / args.study,
             command="python -m search " + " ".join(sys.argv[1:]),
             force=args.force,
+            artifacts=args.artifacts,
         )
         for path in paths.values():
             print(path)

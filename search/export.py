@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import SearchError
 from search.programs import PROGRAM, program_source
+from search.storage import redact_text
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
 
@@ -58,16 +59,31 @@ def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
     return t
 
 
-def artifact_dir(trial: FrozenTrial, *, study_dir: Path) -> Path:
-    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``."""
+def artifact_dir(
+    trial: FrozenTrial,
+    *,
+    study_dir: Path,
+    study: optuna.Study | None = None,
+    artifacts: str | None = None,
+) -> Path:
+    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``,
+    else downloaded there from the study's artifact store (``artifacts`` overrides where this
+    machine reaches it; see :mod:`search.artifacts`)."""
     rec = trial.user_attrs["record"]
+    local = study_dir / "artifacts" / str(trial.number)
     # The record holds the path as the run saw it, which may be relative to another directory.
-    for cand in (Path(rec.get("artifacts", "")), study_dir / "artifacts" / str(trial.number)):
+    for cand in (Path(rec.get("artifacts", "")), local):
         if str(cand) not in ("", ".") and (cand / "model.onnx").is_file():
             return cand
+    if study is not None and trial.user_attrs.get("files"):
+        from search.artifacts import fetch_trial
+
+        return fetch_trial(study, trial, local, override=artifacts)
+    where = f" on host {trial.user_attrs['host']}" if trial.user_attrs.get("host") else ""
     raise ExportError(
-        f"trial {trial.number}: no artifacts at {study_dir / 'artifacts' / str(trial.number)}; "
-        "pass --results-dir where the study's artifacts/ folder lives"
+        f"trial {trial.number}: no artifacts at {local} (it ran{where}, in "
+        f"{rec.get('artifacts', '?')}, and kept no copy in an artifact store); pass "
+        "--results-dir where the study's artifacts/ folder lives"
     )
 
 
@@ -79,6 +95,7 @@ def export_trial(
     study_dir: Path,
     command: str = "",
     force: bool = False,
+    artifacts: str | None = None,
 ) -> dict[str, Path]:
     """Write trial ``number``'s files into ``out_dir`` (see the module docstring).
 
@@ -89,6 +106,8 @@ def export_trial(
         study_dir: ``results/<study>``, where the trial's artifacts live.
         command: The command line that ran this export, recorded in ``trial.json``.
         force: Write into ``out_dir`` even when it holds files (export's own are replaced).
+        artifacts: Where this machine reaches the study's artifact store, when it is not
+            where the study recorded it.
 
     Returns:
         The written files by role: ``measured``, ``float_onnx`` (when the measured file is
@@ -104,7 +123,7 @@ def export_trial(
     check_out_dir(Path(out_dir), force=force)
     t = find_trial(study, number)
     rec = t.user_attrs["record"]
-    src = artifact_dir(t, study_dir=Path(study_dir))
+    src = artifact_dir(t, study_dir=Path(study_dir), study=study, artifacts=artifacts)
     measured_src = measured_source(src, rec, number=number)
     program = program_source(src, rec, number=number)  # checked before anything is written
     out = Path(out_dir)
@@ -214,7 +233,7 @@ def trial_info(
             "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
             "and varies from run to run",
         },
-        "exported_with": command or " ".join(sys.argv),
+        "exported_with": redact_text(command or " ".join(sys.argv)),  # no storage password
     }
 
 
