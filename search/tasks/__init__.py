@@ -51,9 +51,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'search.tasks' has no attribute {name!r}")
 
 
-def _same_file(module: Any, path: Path) -> bool:
+_TASK_FILES: set[str] = set()  # module names this process gave to task files it loaded
+
+
+def _replaceable(module: Any, path: Path) -> bool:
+    """Whether ``module`` (already in ``sys.modules`` under ``path``'s stem) may be replaced by
+    the task file ``path``: it is that file, or another task file loaded here (an API user may
+    run studies on two ``task.py`` files), never a library's module."""
     where = getattr(module, "__file__", None)
-    return bool(where) and Path(where).resolve() == path.resolve()
+    same = bool(where) and Path(where).resolve() == path.resolve()
+    return same or module.__name__ in _TASK_FILES
 
 
 def _import(module_name: str, spec: str) -> Any:
@@ -61,7 +68,7 @@ def _import(module_name: str, spec: str) -> Any:
         path = Path(module_name).expanduser()
         if not path.is_file():
             raise TaskError(f"task {spec!r}: file {path} does not exist")
-        if path.stem in sys.modules and not _same_file(sys.modules[path.stem], path):
+        if path.stem in sys.modules and not _replaceable(sys.modules[path.stem], path):
             raise TaskError(
                 f"task {spec!r}: the file name {path.name} shadows the module {path.stem!r} "
                 "that is already imported; rename the file"
@@ -74,6 +81,7 @@ def _import(module_name: str, spec: str) -> Any:
         except BaseException:
             del sys.modules[path.stem]  # a half-imported module must not be found next time
             raise
+        _TASK_FILES.add(path.stem)
         return module
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         # The `search` console script does not put the working directory on the path, but
