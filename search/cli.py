@@ -62,6 +62,9 @@ class Run(Command):
         parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
         parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
         parser.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 python folder")
+        parser.add_argument(
+            "--image-size", type=int, metavar="PX", help="image tasks: side of the square input "
+            "images are resized and cropped to (default 224, 32 for CIFAR-10)")  # fmt: skip
         parser.add_argument("--space", default="default", help="search space name or YAML path")
         parser.add_argument(
             "--trials", type=int, default=None, help="finished trials wanted (default: space's)"
@@ -93,7 +96,7 @@ class Run(Command):
         # Only the factory and its option names are checked here; run_study loads the task
         # (model, weights, data) before it opens the study, so bad weights or data fail before
         # any study exists.
-        options = {k: getattr(args, k) for k in ("model", "weights", "data")}
+        options = {k: getattr(args, k) for k in ("model", "weights", "data", "image_size")}
         task, options = task_and_options(args.task, **options)
         spec = StudySpec(
             task=task,

@@ -6,6 +6,7 @@ profile's first batch size. Everything else a trial measured is in its user attr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -152,6 +153,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
 
     from search.context import Context
     from search.measure.target import open_target
+    from search.model_checks import check_model
     from search.progress import console
     from search.references import ensure_baseline, ensure_quantization
     from search.tasks import load_task
@@ -169,7 +171,10 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     task = load_task(
         spec.task, seed=spec.seed, cache_dir=spec.results_dir, options=spec.task_options
     )
+    checked = check_model(task, spec.space)  # export, groups, pruning dry run: before any study
     study = open_study(spec, create=True, metric=task.metric_name)
+    checked.store(study)
+    spec = dataclasses.replace(spec, space=checked.space)  # groups that fit the model
     stale = fail_stale_trials(study)
     if stale:
         console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
@@ -180,7 +185,12 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
 
     ctx = Context.build(
-        task=task, space=spec.space, profile=profile, seed=spec.seed, measure=measure
+        task=task,
+        space=spec.space,
+        profile=profile,
+        seed=spec.seed,
+        measure=measure,
+        prune_plan=checked.prune_plan,
     )
     references = spec.study_dir / "artifacts" / "baseline"
     baseline = ensure_baseline(study, ctx, references)
@@ -242,7 +252,7 @@ class _Bars:
 def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> None:
     """Ask for one trial, run it, and tell Optuna how it ended (failures are recorded)."""
     from search.progress import console
-    from search.trial import run_trial
+    from search.trial import failure_reason, run_trial
 
     trial = study.ask()
     trial.set_user_attr("host", socket.gethostname())
@@ -268,7 +278,7 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
         study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
-        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        reason = failure_reason(e)  # the step, and the layer or file:line
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
         console.print(f"trial {trial.number}: failed: {reason}")

@@ -74,6 +74,13 @@ class QuantizeSpace(Strict):
         calibration: Calibration methods to search (ONNX Runtime's MinMax, Entropy, Percentile).
         activations: Activation types to search (signedness and 8/16 bits).
         weights: Weight signedness to search.
+        unmatched_groups: What a group that matches no layer of the model means: ``error`` (one
+            line before the study, naming the pattern), or ``derive``: when not every group
+            matches, precision groups are derived from the model's own structure instead
+            (:mod:`search.compress.derive_groups`; the default space's groups are the digits
+            ResNet's, so any other model gets its own).
+        derived_groups: How many groups to derive (stem and classifier apart, the rest
+            balanced by MACs).
         ungrouped: What happens to nodes no group matches when anything is quantized.
         calibration_samples: Calibration inputs taken from the task's calibration split.
         sensitivity: Run the one-off per-group sensitivity pass that seeds the search.
@@ -86,6 +93,8 @@ class QuantizeSpace(Strict):
     calibration: list[CalibMethod] = Field(["minmax"], min_length=1)
     activations: list[Activations] = Field(["uint8"], min_length=1)
     weights: list[Signedness] = Field(["signed"], min_length=1)
+    unmatched_groups: Literal["error", "derive"] = "error"
+    derived_groups: int = Field(5, ge=1, le=32)
     ungrouped: Literal["quantize", "float"] = "quantize"
     calibration_samples: int = Field(128, ge=1)
     sensitivity: bool = True
@@ -93,6 +102,11 @@ class QuantizeSpace(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> QuantizeSpace:
+        if not self.groups:
+            raise ValueError(
+                "groups is empty, so no layer would ever be quantized; name at least one group "
+                "(all: ['*'] is one choice for every layer), or search precisions: [float]"
+            )
         for group, patterns in self.groups.items():
             if not patterns:
                 raise ValueError(f"group {group!r} needs at least one layer name pattern")
@@ -203,13 +217,27 @@ class QuantizeResult:
     layer_types: dict[str, str]  # weight name -> float / int8 / uint8 / int4 / int16 ...
     groups: dict[str, str | None]  # node name -> group
     excluded: list[str]
+    kept_float: dict[str, str] = field(default_factory=dict)  # group -> why it stayed float
+    weight_groups: dict[str, str | None] = field(default_factory=dict)  # weight -> group
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "layer_types": self.layer_types,
             "excluded_nodes": len(self.excluded),
+            "kept_float": dict(self.kept_float),
         }
+
+
+def _weight_groups(model: Any, owner: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Weight name -> the group of the layer that reads it."""
+    inits = {i.name for i in model.graph.initializer}
+    out: dict[str, str | None] = {}
+    for node in model.graph.node:
+        weight = weight_name(node, inits)
+        if weight is not None:
+            out[weight] = owner.get(node.name)
+    return out
 
 
 def _qtype(bits: str, signed: bool) -> Any:
@@ -276,9 +304,14 @@ def half_only(
     model = onnx.load(str(onnx_path))
     name_nodes(model)
     owner = assign_groups(model, groups)
+    weights = _weight_groups(model, owner)
     model = _half(model, out_path, owner, plan)
     return QuantizeResult(
-        path=Path(out_path), layer_types=layer_types(model), groups=owner, excluded=[]
+        path=Path(out_path),
+        layer_types=layer_types(model),
+        groups=owner,
+        excluded=[],
+        weight_groups=weights,
     )
 
 
@@ -328,35 +361,11 @@ def quantize(
     )
     q = _half(onnx.load(str(out_path)), out_path, owner, plan)
     return QuantizeResult(
-        path=Path(out_path), layer_types=layer_types(q), groups=owner, excluded=excluded
-    )
-
-
-def quantize_step(
-    onnx_path: Path,
-    cfg: QuantizeConfig,
-    *,
-    space: QuantizeSpace,
-    calibration: Calibration | None,
-    out_path: Path,
-    int8_runs: bool,
-) -> QuantizeResult:
-    """The trial's step: write ``cfg``'s plan of ``onnx_path`` to ``out_path``.
-
-    ``calibration`` is None for plans without integer precisions (fp16 groups only). Nodes
-    outside every group follow the space's ``ungrouped`` only where the profile runs int8
-    (``int8_runs``); elsewhere they stay float.
-    """
-    if calibration is None:
-        return half_only(onnx_path, out_path, plan=cfg.precision, groups=space.groups)
-    return quantize(
-        calibration,
-        out_path,
-        plan=cfg.precision,
-        groups=space.groups,
-        activations=cfg.activations,  # type: ignore[arg-type]
-        weights=cfg.weights,  # type: ignore[arg-type]
-        ungrouped=space.ungrouped if int8_runs else "float",
+        path=Path(out_path),
+        layer_types=layer_types(q),
+        groups=owner,
+        excluded=excluded,
+        weight_groups=_weight_groups(model, owner),
     )
 
 
