@@ -155,8 +155,8 @@ def table(records: list[dict[str, Any]], *, mem_gb: float, max_params: float) ->
         "",
         *[f"- {r['model']}: {len(r['left_alone'])}: {_why(r['left_alone'], 3)}" for r in alone],
         "",
-        "| model | px | params M: base -> pruned -> low-rank | left alone (why) | low-rank layers | "
-        "ORT vs torch b1/b3 | int8 kernels | groups ran | s | verdict |",
+        "| model | px | params M: base -> pruned -> low-rank | left alone (why) | "
+        "low-rank layers | ORT vs torch b1/b3 | int8 kernels | groups ran | s | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *[_row(r) for r in records],
     ]  # fmt: skip
