@@ -212,12 +212,26 @@ def calibrate(
             calibrate_method=getattr(CalibrationMethod, METHODS[method]),
         )
         # The histogram calibrators print progress to stdout; keep the study's console clean.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), quiet_logging():
             reader = _Reader(input_name, inputs, equal_batch(len(inputs)))
             calibrator.collect_data(reader)
             save_tensors_data(calibrator.compute_data(), ranges)
         del calibrator
     return Calibration(pre, ranges, method, key, computed=True, notes=notes)
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """ONNX Runtime's quantization tools log warnings on the root logger ("Axis 1 is
+    out-of-range for weight 'norm.weight'") for every trial; hold them back for the call."""
+    import logging
+
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def calib_enum(method: str) -> Any:

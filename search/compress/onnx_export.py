@@ -18,6 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +33,8 @@ from torch import nn
 
 OPSET = 21  # opset 21 lets int4 and int8 weights mix in standard Q/DQ nodes
 TOLERANCE = 1e-3  # max |ORT - torch| relative to max(1, max |torch|)
-_LOGGERS = ("torch.onnx", "torch._guards", "torch._dynamo", "torch.export")
+_LOGGERS = ("torch.onnx", "torch._guards", "torch._dynamo", "torch.export", "torch.fx")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ExportError(RuntimeError):
@@ -50,16 +55,26 @@ class ExportResult:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporters log and warn at length (guard errors even when the export succeeds)."""
+    """The exporters log, warn and print at length (guard errors even when the export
+    succeeds; the TorchScript exporter's C++ side dumps graphs to the process's stdout), so
+    file descriptors 1 and 2 point at a scratch file for the duration."""
     loggers = [logging.getLogger(n) for n in _LOGGERS]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
             lg.setLevel(logging.CRITICAL)
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(sink.fileno(), 1), os.dup2(sink.fileno(), 2)
         try:
-            yield
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
         finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
 
@@ -119,7 +134,7 @@ def verify(
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # a batch the file refuses is reported by the check itself
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     out: dict[int, float] = {}
@@ -159,7 +174,21 @@ def _attempt(
 
 
 def _first(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:200]
+    """The line that says what went wrong: the torch.onnx errors open with generic advice and
+    name the cause under "Exception summary" (``<class '...DispatchError'>: No ONNX function
+    found for ...``) and the user's line under "The following call raised this error"."""
+    lines = [_ANSI.sub("", line).strip() for line in str(e).strip().splitlines()] or [""]
+    cause = next((ln for ln in lines if ln.startswith("<class '")), None)
+    if cause is None:
+        return lines[0][:200]
+    kind, _, msg = cause.partition(">: ")
+    text = f"{kind.rsplit('.', 1)[-1].rstrip(chr(39))}: {msg}"[:200]
+    call = next((i for i, ln in enumerate(lines) if ln.startswith("The following call")), None)
+    if call is not None and call + 1 < len(lines) and lines[call + 1].startswith("File "):
+        where = lines[call + 1].split('"')
+        if len(where) >= 3:
+            text += f" at {Path(where[1]).name}:{where[2].split(',')[1].split()[-1]}"
+    return text
 
 
 def export_with_report(
@@ -185,7 +214,10 @@ def export_with_report(
             )
         except Exception as e:  # noqa: BLE001 - try the next way, report all at the end
             what = str(e) if isinstance(e, ExportError) else f"{type(e).__name__}: {_first(e)}"
-            notes.append(f"{exporter} exporter at batch {batch}: {what}")
+            if notes and notes[-1].endswith(f": {what}"):  # the same reason at another batch
+                notes[-1] = notes[-1].replace(": ", f" and {batch}: ", 1)
+            else:
+                notes.append(f"{exporter} exporter at batch {batch}: {what}")
             continue
         result.notes = notes
         return result

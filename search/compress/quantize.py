@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from search.compress.calibration import METHODS, CalibMethod, Calibration, calib_enum
-from search.compress.groups import (
-    WEIGHTED_OPS,
-    assign_groups,
-    layer_types,
-    name_nodes,
-    weight_name,
+from search.compress.calibration import (
+    METHODS,
+    CalibMethod,
+    Calibration,
+    calib_enum,
+    quiet_logging,
 )
+from search.compress.groups import assign_groups, layer_types, name_nodes
+from search.compress.quantize_nodes import node_plan, qtype, weight_groups
 from search.errors import ConfigError
 from search.schema import Strict
 
@@ -229,31 +230,6 @@ class QuantizeResult:
         }
 
 
-def _weight_groups(model: Any, owner: Mapping[str, str | None]) -> dict[str, str | None]:
-    """Weight name -> the group of the layer that reads it."""
-    inits = {i.name for i in model.graph.initializer}
-    out: dict[str, str | None] = {}
-    for node in model.graph.node:
-        weight = weight_name(node, inits)
-        if weight is not None:
-            out[weight] = owner.get(node.name)
-    return out
-
-
-def _qtype(bits: str, signed: bool) -> Any:
-    from onnxruntime.quantization import QuantType
-
-    return getattr(QuantType, f"Q{'' if signed else 'U'}Int{bits}")
-
-
-def _weight_axis(node: Any) -> int:
-    axis = WEIGHTED_OPS[node.op_type]
-    if axis is not None:
-        return axis
-    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-    return 0 if trans_b else 1
-
-
 def is_quantized(plan: Mapping[str, str]) -> bool:
     """Whether any group of ``plan`` asks for a precision other than float (fp16 included)."""
     return any(p != "float" for p in plan.values())
@@ -304,7 +280,7 @@ def half_only(
     model = onnx.load(str(onnx_path))
     name_nodes(model)
     owner = assign_groups(model, groups)
-    weights = _weight_groups(model, owner)
+    weights = weight_groups(model, owner)
     model = _half(model, out_path, owner, plan)
     return QuantizeResult(
         path=Path(out_path),
@@ -343,56 +319,28 @@ def quantize(
     signed = weights == "signed"
     model = onnx.load(str(calibration.model))
     owner = assign_groups(model, groups)
-    excluded, overrides = _node_plan(model, owner, plan, ungrouped=ungrouped, signed=signed)
-    quantize_static(
-        str(calibration.model),
-        str(out_path),
-        calibration_data_reader=None,
-        calibration_cache_path=str(calibration.ranges),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=_qtype(
-            activations.lstrip("u").removeprefix("int"), not activations.startswith("u")
-        ),
-        weight_type=_qtype("8", signed),
-        calibrate_method=calib_enum(calibration.method),
-        nodes_to_exclude=excluded,
-        extra_options={"TensorQuantOverrides": overrides} if overrides else {},
-    )
+    excluded, overrides = node_plan(model, owner, plan, ungrouped=ungrouped, signed=signed)
+    with quiet_logging():  # the quantizer warns on the root logger for each LayerNorm
+        quantize_static(
+            str(calibration.model),
+            str(out_path),
+            calibration_data_reader=None,
+            calibration_cache_path=str(calibration.ranges),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=qtype(
+                activations.lstrip("u").removeprefix("int"), not activations.startswith("u")
+            ),
+            weight_type=qtype("8", signed),
+            calibrate_method=calib_enum(calibration.method),
+            nodes_to_exclude=excluded,
+            extra_options={"TensorQuantOverrides": overrides} if overrides else {},
+        )
     q = _half(onnx.load(str(out_path)), out_path, owner, plan)
     return QuantizeResult(
         path=Path(out_path),
         layer_types=layer_types(q),
         groups=owner,
         excluded=excluded,
-        weight_groups=_weight_groups(model, owner),
+        weight_groups=weight_groups(model, owner),
     )
-
-
-def _node_plan(
-    model: Any,
-    owner: Mapping[str, str | None],
-    plan: Mapping[str, str],
-    *,
-    ungrouped: str,
-    signed: bool,
-) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
-    """Nodes to leave out of quantization (float and fp16 groups) and the tensor overrides
-    that give int4/int16 groups their weight type."""
-    inits = {i.name for i in model.graph.initializer}
-    excluded, overrides = [], {}
-    for node in model.graph.node:
-        group = owner[node.name]
-        precision = (
-            plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
-        )
-        if precision in ("float", "fp16"):
-            if not node.name:
-                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
-            excluded.append(node.name)
-            continue
-        weight = weight_name(node, inits)
-        if weight is not None and precision in ("int4", "int16"):
-            qtype = _qtype(precision.removeprefix("int"), signed)
-            overrides[weight] = [{"quant_type": qtype, "axis": _weight_axis(node)}]
-    return excluded, overrides
