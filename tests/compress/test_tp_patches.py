@@ -28,29 +28,25 @@ USED = (
     ("torch_pruning.pruner.algorithms.base_pruner", "BasePruner._get_channel_groups"),
 )
 # sha256 of the source of each, torch-pruning 1.6.0 (= 1.6.1: the same code).
+_IM, _GR = "torch_pruning.dependency.index_mapping", "torch_pruning.dependency.graph"
+_SI, _BP = "torch_pruning.dependency.shape_infer", "torch_pruning.pruner.algorithms.base_pruner"
 CHECKED = {
-    ("torch_pruning.dependency.index_mapping", "update_concat_index_mapping"): "85d0106aa53f5783",
-    ("torch_pruning.dependency.index_mapping", "update_split_index_mapping"): "a00a30c44d0a2966",
-    ("torch_pruning.dependency.index_mapping", "update_reshape_index_mapping"): "26114b1b6c49ebf2",
-    ("torch_pruning.dependency.index_mapping", "update_unbind_index_mapping"): "eea8964c5d52dae2",
-    ("torch_pruning.dependency.index_mapping", "update_expand_index_mapping"): "9479a14016ee0f48",
-    ("torch_pruning.dependency.index_mapping", "update_slice_index_mapping"): "f3df12cddbb63bac",
-    ("torch_pruning.dependency.index_mapping", "_FlattenIndexMapping.__call__"): "76cbf7256f4cda7e",
-    ("torch_pruning.dependency.graph", "DependencyGraph.build_dependency"): "884b30d48392c771",
-    ("torch_pruning.dependency.graph", "DependencyGraph.get_all_groups"): "323d921e01e364f7",
-    ("torch_pruning.dependency.shape_infer", "infer_in_channels_recursively"): "a896722bf2d643be",
-    ("torch_pruning.dependency.shape_infer", "infer_out_channels_recursively"): "f6e13d95acd1784a",
-    ("torch_pruning.dependency.index_mapping", "update_index_mapping"): "dbadfad5a25ee156",
-    (
-        "torch_pruning.dependency.graph",
-        "DependencyGraph._detect_unwrapped_parameters",
-    ): "279ffd9d5575a427",
-    ("torch_pruning.pruner.algorithms.base_pruner", "BasePruner.step"): "c83679501c0b018e",
-    ("torch_pruning.pruner.algorithms.base_pruner", "BasePruner._prune"): "d2f3a3dca73e20b7",
-    (
-        "torch_pruning.pruner.algorithms.base_pruner",
-        "BasePruner._get_channel_groups",
-    ): "6ac17db1a7fde51b",
+    (_IM, "update_concat_index_mapping"): "85d0106aa53f5783",
+    (_IM, "update_split_index_mapping"): "a00a30c44d0a2966",
+    (_IM, "update_reshape_index_mapping"): "26114b1b6c49ebf2",
+    (_IM, "update_unbind_index_mapping"): "eea8964c5d52dae2",
+    (_IM, "update_expand_index_mapping"): "9479a14016ee0f48",
+    (_IM, "update_slice_index_mapping"): "f3df12cddbb63bac",
+    (_IM, "_FlattenIndexMapping.__call__"): "76cbf7256f4cda7e",
+    (_IM, "update_index_mapping"): "dbadfad5a25ee156",
+    (_GR, "DependencyGraph.build_dependency"): "884b30d48392c771",
+    (_GR, "DependencyGraph.get_all_groups"): "323d921e01e364f7",
+    (_GR, "DependencyGraph._detect_unwrapped_parameters"): "279ffd9d5575a427",
+    (_SI, "infer_in_channels_recursively"): "a896722bf2d643be",
+    (_SI, "infer_out_channels_recursively"): "f6e13d95acd1784a",
+    (_BP, "BasePruner.step"): "c83679501c0b018e",
+    (_BP, "BasePruner._prune"): "d2f3a3dca73e20b7",
+    (_BP, "BasePruner._get_channel_groups"): "6ac17db1a7fde51b",
 }
 
 
