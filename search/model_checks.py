@@ -24,6 +24,7 @@ was exported.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -214,11 +215,12 @@ def _memory_budget() -> int:
 
 def _say(checks: ModelChecks) -> None:
     """Print once what the study takes from the model (derived groups, layers left alone)."""
+    say = functools.partial(console.print, markup=False, highlight=False)  # reasons hold [..]
     for note in checks.notes + checks.export.get("notes", []):
-        console.print(f"note: {note}")
+        say(f"note: {note}")
     plan = checks.prune_plan
     if plan.error:
-        console.print(
+        say(
             f"pruning: nothing of this model can be pruned ({plan.error}); prune ratio fixed "
             "at 0, the other techniques are searched"
         )
@@ -230,9 +232,9 @@ def _say(checks: ModelChecks) -> None:
     if not alone:
         return
     n = sum(len(v) for v in alone.values())
-    console.print(f"pruning leaves {n} layer(s) alone (recorded in every trial):")
+    say(f"pruning leaves {n} layer(s) alone (recorded in every trial):")
     for why, names in list(alone.items())[:5]:
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-        console.print(f"  {', '.join(names[:3])}{more}: {why}")
+        say(f"  {', '.join(names[:3])}{more}: {why}")
     if len(alone) > 5:
-        console.print(f"  ... {len(alone) - 5} more reason(s); see the study's 'model' record")
+        say(f"  ... {len(alone) - 5} more reason(s); see the study's 'model' record")

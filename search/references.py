@@ -157,7 +157,7 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
         refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir)
     store(study, quantization=refs)
     for note in refs.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, highlight=False)
     name = ctx.task.metric_name
     if refs.int8:
         i8 = refs.int8

@@ -64,7 +64,7 @@ def run_child(name: str, *, max_params: float, mem_gb: float, timeout_s: float) 
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             return {"model": name, "verdict": "FAIL", "failed_step": "child",
-                    "reason": f"timeout after {timeout_s:.0f} s"}  # fmt: skip
+                    "reason": f"timeout after {timeout_s:g} s"}  # fmt: skip
         text = Path(out.name).read_text()
     if text:
         return json.loads(text)
