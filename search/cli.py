@@ -95,6 +95,9 @@ class Run(Command):
         parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
         parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
         parser.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 python folder")
+        parser.add_argument(
+            "--image-size", type=int, metavar="PX", help="image tasks: side of the square input "
+            "images are resized and cropped to (default 224, 32 for CIFAR-10)")  # fmt: skip
         parser.add_argument("--space", default="default", help="search space name or YAML path")
         parser.add_argument(
             "--trials",
@@ -129,7 +132,7 @@ class Run(Command):
             return run_workers(args.workers, sys.argv[1:], threads=worker_settings(args).threads)
         # Only the factory and its option names are checked here; run_study loads the task
         # (model, weights, data) before it opens the study, so bad input creates no study.
-        options = {k: getattr(args, k) for k in ("model", "weights", "data")}
+        options = {k: getattr(args, k) for k in ("model", "weights", "data", "image_size")}
         task, options = task_and_options(args.task, **options)
         name = args.study or f"{task_slug(task, options)}-{profile.name}"
         if args.study is None:
@@ -198,6 +201,7 @@ def _load_study(args: argparse.Namespace):
         raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from search.storage import open_storage, redact_url  # one line, no password
+
     try:
         return optuna.load_study(study_name=args.study, storage=open_storage(storage))
     except KeyError:

@@ -42,13 +42,27 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     then had a ``device`` key (first in the dump; nothing read it): every value it could take
     is tried."""
     words = dict.fromkeys(_WORDS, True)
-    space_json = space.model_dump_json(exclude={**words, "search": {"trials"}})
+    space_json = space.model_dump_json(exclude={**words, **_later_defaults(space)})
     profile_json = profile.model_dump_json(exclude={**words, "agent": True})
     devices = ("cpu", "cuda", "arm", "jetson")
     return {
         "space_digest": {_sha(space_json)},
         "profile_digest": {_sha(f'{{"device":"{d}",{profile_json[1:]}') for d in devices},
     }
+
+
+# Space fields added after version-1 digests were written: left out of the version-1 dump while
+# they hold their defaults, so studies recorded then still match.
+_LATER = {"quantize": ("unmatched_groups", "derived_groups")}
+
+
+def _later_defaults(space: Space) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"search": {"trials"}}
+    for section, names in _LATER.items():
+        part = getattr(space, section)
+        defaults = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
+        out.setdefault(section, set()).update(defaults)
+    return out
 
 
 def check_settings(

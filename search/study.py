@@ -6,6 +6,7 @@ profile's first batch size. Everything else a trial measured is in its user attr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -182,6 +183,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=open_study
         )
         study = joined.study
+        spec = dataclasses.replace(spec, space=joined.ctx.space)  # groups fitted to the model
         stale = fail_stale_trials(study)
         if stale:
             console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
@@ -258,7 +260,7 @@ def _one_trial(
 ) -> None:
     """Run one asked trial and tell Optuna how it ended (failures are recorded)."""
     from search.progress import console
-    from search.trial import run_trial
+    from search.trial import failure_reason, run_trial
 
     retry_of = start_attempt(study, trial)
     if retry_of is not None:
@@ -290,7 +292,7 @@ def _one_trial(
         if disk_problem(e) or interrupts.requested():  # a full disk or a converted Ctrl-C:
             _stop_for_disk(study, trial, e)  # stop, and redo this trial on the rerun
             raise
-        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        reason = failure_reason(e)  # the step, and the layer or file:line
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
         console.print(f"trial {trial.number}: failed: {reason}")

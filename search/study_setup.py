@@ -26,6 +26,7 @@ from search.storage import open_storage
 
 if TYPE_CHECKING:
     from search.context import Context
+    from search.model_checks import ModelChecks
     from search.tasks import Task
     from search.threads import CpuLock
 
@@ -50,6 +51,15 @@ class _Worker:
     threads: int
     opener: Callable[..., optuna.Study]  # search.study.open_study
     task: Task | None = None
+    checked: ModelChecks | None = None
+
+    def check(self) -> ModelChecks:
+        """The model checks (export, groups, pruning dry run), once, before a study is used."""
+        from search.model_checks import check_model
+
+        if self.checked is None:
+            self.checked = check_model(self.load(), self.spec.space)
+        return self.checked
 
     def load(self) -> Task:
         from search.tasks import load_task
@@ -64,7 +74,7 @@ class _Worker:
     def context(self) -> Context:
         from search.context import Context
 
-        task = self.load()
+        task, checked = self.load(), self.check()
         latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
         ctx: Context
 
@@ -75,7 +85,12 @@ class _Worker:
 
         spec = self.spec
         ctx = Context.build(
-            task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure
+            task=task,
+            space=checked.space,  # groups fitted to the model
+            profile=spec.profile,
+            seed=spec.seed,
+            measure=measure,
+            prune_plan=checked.prune_plan,
         )
         return ctx
 
@@ -100,8 +115,8 @@ def join_study(
     """
     worker = _Worker(spec=spec, target=target, cpu=cpu, threads=threads, opener=opener)
     settings = spec.worker
-    if storage is None:  # a new local study: check the task before anything is created
-        worker.load()
+    if storage is None:  # a new local study: check task and model before anything is created
+        worker.check()
         if spec.storage is None:  # the default file lies in the study's folder
             spec.study_dir.mkdir(parents=True, exist_ok=True)
         storage = open_storage(
@@ -136,8 +151,9 @@ def _set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined:
 
     spec = worker.spec
     _fetch_recorded_teacher(worker, storage)  # a setup taken over from a worker that died
-    task = worker.load()
+    task, checked = worker.load(), worker.check()
     study = worker.opener(spec, create=True, metric=task.metric_name, storage=storage)
+    checked.store(study)
     store = study_store(study, override=spec.worker.artifacts, default=spec.study_dir / "store")
     digests = task_digests(task)
     if "teacher" in study.user_attrs:  # set up by an earlier version's claim, or resumed
@@ -169,9 +185,10 @@ def _fetch_recorded_teacher(worker: _Worker, storage: optuna.storages.RDBStorage
 def _join_set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined:
     """Join a study another worker set up: its teacher, checked digests, the same device."""
     spec = worker.spec
+    _fetch_recorded_teacher(worker, storage)
+    worker.check()  # this worker's model passes the checks before it joins
     study = worker.opener(spec, create=True, storage=storage)  # refuses other settings
     store = study_store(study, override=spec.worker.artifacts, default=spec.study_dir / "store")
-    _fetch_recorded_teacher(worker, storage)
     check_task(study, task_digests(worker.load()), cache_dir=spec.results_dir)
     _check_same_device(study.user_attrs["baseline"], worker.target, spec.study_name)
     return Joined(study=study, store=store, ctx=worker.context(), cpu=worker.cpu)

@@ -194,20 +194,28 @@ def read_task_file(path: Path) -> tuple[str, dict[str, Any]]:
 
 
 def task_and_options(
-    task: str | None, *, model: str | None, weights: str | None, data: str | None
+    task: str | None,
+    *,
+    model: str | None,
+    weights: str | None,
+    data: str | None,
+    image_size: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The task spec and factory options from ``--task`` (or its YAML file) and the
-    ``--model``/``--weights``/``--data`` flags, which override the file's; checked against the
-    factory's signature (the task itself is not loaded).
+    ``--model``/``--weights``/``--data``/``--image-size`` flags, which override the file's;
+    checked against the factory's signature (the task itself is not loaded).
 
     Raises:
-        TaskError: an unknown task, an unreadable task file, an option the factory does not take.
+        TaskError: an unknown task, an unreadable task file, an option the factory does not
+            take, an image size below 1.
     """
     spec = task or ("vision" if data else "digits")
     options: dict[str, Any] = {}
     if spec.endswith((".yaml", ".yml")):
         spec, options = read_task_file(Path(spec))
-    flags = {"model": model, "weights": weights, "data": data}
+    if image_size is not None and image_size < 1:
+        raise TaskError(f"--image-size must be a positive number of pixels, got {image_size}")
+    flags = {"model": model, "weights": weights, "data": data, "image_size": image_size}
     options.update({k: v for k, v in flags.items() if v is not None})
     check_options(resolve_factory(spec), spec, options)
     return spec, options
