@@ -189,9 +189,6 @@ def calibrate(
     ranges are computed once per float model and reused by every precision variant of it.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
-    from onnxruntime.quantization.calibrate import save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if method not in METHODS:
         raise ConfigError(f"unknown calibration method {method!r}: use one of {list(METHODS)}")
@@ -204,6 +201,49 @@ def calibrate(
     if ranges.is_file():
         return Calibration(pre, ranges, method, key, computed=False, notes=notes)
     input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    batch, chunked = equal_batch(len(inputs)), False
+    while True:
+        try:
+            where = {"method": method, "out": ranges}
+            _collect(pre, input_name, inputs, batch=batch, chunked=chunked, **where)
+            break
+        except Exception as e:  # noqa: BLE001 - only ONNX Runtime's "cannot allocate" is retried
+            if (chunked and batch == 1) or not _out_of_memory(e):
+                raise
+            # Calibrating makes every intermediate tensor a graph output, and one collect_data
+            # call keeps them all until it ends: a large model at full resolution can exhaust
+            # memory. Then one call per batch (ranges and histograms merge across calls), and
+            # smaller equal batches until one fits.
+            batch = equal_batch(len(inputs), largest=batch // 2) if chunked else batch
+            chunked = True
+    if chunked:
+        notes = (*notes, f"calibrated {batch} inputs at a time: more ran out of memory")
+    return Calibration(pre, ranges, method, key, computed=True, notes=notes)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ONNX Runtime (or numpy) failed to allocate memory."""
+    text = str(e)
+    markers = ("bfc_arena", "Failed to allocate", "bad_alloc")
+    return isinstance(e, MemoryError) or any(m in text for m in markers)
+
+
+def _collect(
+    pre: Path,
+    input_name: str,
+    inputs: np.ndarray,
+    *,
+    batch: int,
+    chunked: bool,
+    method: str,
+    out: Path,
+) -> None:
+    """Run ONNX Runtime's calibrator over ``inputs`` in equal batches (one ``collect_data``
+    call, or one call per batch when ``chunked``); write the ranges to ``out``."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
     with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
         calibrator = create_calibrator(
             pre,
@@ -213,11 +253,12 @@ def calibrate(
         )
         # The histogram calibrators print progress to stdout; keep the study's console clean.
         with contextlib.redirect_stdout(io.StringIO()), quiet_logging():
-            reader = _Reader(input_name, inputs, equal_batch(len(inputs)))
-            calibrator.collect_data(reader)
-            save_tensors_data(calibrator.compute_data(), ranges)
+            chunks = range(0, len(inputs), batch) if chunked else [0]
+            for i in chunks:
+                part = inputs[i : i + batch] if chunked else inputs
+                calibrator.collect_data(_Reader(input_name, part, batch))
+            save_tensors_data(calibrator.compute_data(), out)
         del calibrator
-    return Calibration(pre, ranges, method, key, computed=True, notes=notes)
 
 
 @contextlib.contextmanager

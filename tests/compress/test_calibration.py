@@ -86,3 +86,57 @@ def test_a_group_that_cannot_be_quantized_stays_float_with_the_reason(tmp_path):
     assert q.layer_types["features.6.weight"] == "float"
     assert q.layer_types["features.0.weight"] == "int8"
     assert q.to_dict()["kept_float"] == q.kept_float
+
+
+OOM_CHILD = """
+import resource, sys
+from pathlib import Path
+import numpy as np, torch
+from torch import nn
+from search.compress.calibration import calibrate
+from search.compress.onnx_export import export_onnx
+
+out, method = Path(sys.argv[1]), sys.argv[2]
+conv = lambda i: [nn.Conv2d(i, 32, 3, padding=1), nn.ReLU()]
+model = nn.Sequential(*conv(3), *conv(32), *conv(32), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(32, 4)).eval()
+export_onnx(model, torch.randn(1, 3, 256, 256), out / "m.onnx")
+inputs = np.random.default_rng(0).random((32, 3, 256, 256), dtype=np.float32)
+# About 50 MB of intermediate tensors per input: all 32 in one collect_data call need 1.6 GB.
+vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+          if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, vm + 2**30))
+print(calibrate(out / "m.onnx", inputs, method=method, cache_dir=out / "cache").notes[-1])
+"""
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_calibration_that_runs_out_of_memory_goes_on_in_smaller_batches(method, tmp_path):
+    """Under a 1 GB address-space limit (a child process), calibrating 32 inputs of 256x256 in
+    one call fails to allocate; the calibration goes on one smaller batch per call and says so."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", OOM_CHILD, str(tmp_path), method],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "inputs at a time: more ran out of memory" in proc.stdout
+
+
+def test_one_call_per_batch_gives_the_same_minmax_ranges(tmp_path):
+    """The fallback's chunked collection merges ranges across calls: MinMax ranges identical."""
+    from search.compress.calibration import _collect, _preprocessed
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    export_onnx(model, torch.randn(1, 3, 8, 8), tmp_path / "m.onnx")
+    (tmp_path / "cache").mkdir()
+    pre, _ = _preprocessed(tmp_path / "m.onnx", tmp_path / "cache")
+    name = onnx.load(str(pre)).graph.input[0].name
+    x = np.random.default_rng(0).normal(size=(12, 3, 8, 8)).astype(np.float32)
+    _collect(pre, name, x, batch=12, chunked=False, method="minmax", out=tmp_path / "one.json")
+    _collect(pre, name, x, batch=3, chunked=True, method="minmax", out=tmp_path / "four.json")
+    one = json.loads((tmp_path / "one.json").read_text())
+    four = json.loads((tmp_path / "four.json").read_text())
+    assert one == four
