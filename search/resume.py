@@ -8,6 +8,7 @@ checked the version-1 way and then upgraded.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -18,8 +19,18 @@ from optuna.trial import TrialState
 
 from search.config import Profile, Space
 from search.errors import SearchError
+from search.measure.spec import MeasureSettings
 
 DIGEST_VERSION = 2
+_LATER_MEASURE = (
+    "paired_rounds",
+    "paired_runs",
+    "noise_threshold",
+    "max_repeats",
+    "busy_threshold",
+    "confirm_rounds",
+)
+_MEASURE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MeasureSettings)}
 _WORDS = ("name", "path", "description")  # where a file lies and what it says in words
 
 
@@ -42,7 +53,10 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     is tried."""
     words = dict.fromkeys(_WORDS, True)
     space_json = space.model_dump_json(exclude={**words, "search": {"trials"}})
-    profile_json = profile.model_dump_json(exclude={**words, "agent": True})
+    # Measure settings added since (issue 15) were not in a version-1 dump; at their defaults
+    # they leave it as it was, set otherwise they are other content.
+    later = {k for k in _LATER_MEASURE if getattr(profile.measure, k) == _MEASURE_DEFAULTS[k]}
+    profile_json = profile.model_dump_json(exclude={**words, "agent": True, "measure": later})
     devices = ("cpu", "cuda", "arm", "jetson")
     return {
         "space_digest": {_sha(space_json)},
@@ -130,3 +144,29 @@ def finished_count(study: optuna.Study) -> int:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
     )
+
+
+# How a study's objectives are scored. Version 2 (issue 15): ``accuracy`` on the validation
+# split (``test_accuracy`` beside it) and latency paired with the baseline. A study scored
+# before then (test-split accuracy, latency measured alone) cannot take new trials: their
+# objectives would not compare with its old ones.
+SCORING = {
+    "version": 2,
+    "accuracy": "validation split",
+    "latency": "relative to the baseline, timed interleaved, x the baseline's p50",
+}
+
+
+def check_scoring(study: optuna.Study) -> bool:
+    """Raise :class:`SearchError` when ``study`` was scored the old way and has results; True
+    when it has no scoring recorded yet (a new study: the caller records :data:`SCORING`)."""
+    recorded = study.user_attrs.get("scoring")
+    if recorded is not None:
+        return False
+    if "baseline" in study.user_attrs or study.get_trials(deepcopy=False):
+        raise SearchError(
+            f"study {study.study_name!r} was scored before paired latency and validation-split "
+            "objectives, so new trials would not compare with its old ones: report or export it "
+            "as it is, or start a new study with --study NAME"
+        )
+    return True

@@ -23,6 +23,8 @@ from search.config import Profile, Space
 from search.errors import AgentError, ProviderError, SearchError
 from search.objectives import DIRECTIONS, OBJECTIVES
 from search.resume import (
+    SCORING,
+    check_scoring,
     check_settings,
     content_digests,
     fail_stale_trials,
@@ -97,11 +99,14 @@ def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSa
     )
 
 
-def open_study(spec: StudySpec, *, create: bool, metric: str | None = None) -> optuna.Study:
+def open_study(
+    spec: StudySpec, *, create: bool, metric: str | None = None, scored: bool = False
+) -> optuna.Study:
     """Load the study, or create it when ``create``; refuse a study made with other settings.
 
     ``metric`` (the task's metric name, e.g. ``accuracy``) is kept as the study user attribute
-    ``metric`` for the report's labels.
+    ``metric`` for the report's labels. With ``scored`` (a run that will add trials) a study
+    scored the old way is refused before anything is written (:func:`search.resume.check_scoring`).
     """
     if create and spec.storage is None:
         spec.study_dir.mkdir(parents=True, exist_ok=True)
@@ -120,12 +125,15 @@ def open_study(spec: StudySpec, *, create: bool, metric: str | None = None) -> o
     )
     if not create:
         return study
+    if scored and check_scoring(study):
+        study.set_user_attr("scoring", SCORING)
     old = study.user_attrs.get("settings")
     if old is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
             study.set_metric_names(list(OBJECTIVES))
         study.set_user_attr("settings", spec.settings())
+        study.set_user_attr("scoring", SCORING)
         # The files themselves, for reproducing; not compared on resume (a path may move).
         study.set_user_attr("sources", {"space": spec.space.path, "profile": spec.profile.path})
     else:
@@ -150,10 +158,11 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     """Run trials until the study holds ``trials`` finished ones; returns the study."""
     import torch
 
+    from search.confirm import confirm_after_run, save_latency_input
     from search.context import Context
     from search.measure.target import open_target
     from search.progress import console
-    from search.references import ensure_baseline, ensure_quantization
+    from search.references import ensure_baseline, ensure_quantization, pair_with_baseline
     from search.tasks import load_task
 
     # Checks providers and architecture where the measurement runs (here or on the agent) before
@@ -169,7 +178,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     task = load_task(
         spec.task, seed=spec.seed, cache_dir=spec.results_dir, options=spec.task_options
     )
-    study = open_study(spec, create=True, metric=task.metric_name)
+    study = open_study(spec, create=True, metric=task.metric_name, scored=True)
     stale = fail_stale_trials(study)
     if stale:
         console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
@@ -177,17 +186,25 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
 
     def measure(path: Path) -> Any:
-        return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
+        # Paired with the baseline once it is measured (ensure_baseline sets ctx.reference).
+        return target.measure(
+            path, eval_inputs=ctx.eval_inputs, latency_input=latency_input, reference=ctx.reference
+        )
 
     ctx = Context.build(
         task=task, space=spec.space, profile=profile, seed=spec.seed, measure=measure
     )
     references = spec.study_dir / "artifacts" / "baseline"
     baseline = ensure_baseline(study, ctx, references)
+    pair_with_baseline(ctx, baseline, references)
+    save_latency_input(references, latency_input)  # for confirmations later (report --confirm)
     _check_same_device(baseline, target, spec.study_name)
     ensure_quantization(study, ctx, references)
     study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
+    if not task.has_test_split:
+        console.print("note: this task has no separate test split; no test figure is reported")
     _run_trials(study, spec, ctx, trials=trials, progress=progress)
+    confirm_after_run(study, profile=profile, study_dir=spec.study_dir)
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
     return study
 
@@ -314,6 +331,7 @@ def _tell_complete(
 ) -> None:
     """Store the record and budgets of a finished trial, tell Optuna, print one line."""
     from search.progress import console
+    from search.report.console import load_note, test_note
 
     rec = result.record
     trial.set_user_attr("record", json.loads(json.dumps(rec, default=str)))
@@ -328,10 +346,10 @@ def _tell_complete(
     speed = baseline["latency_p50_ms"] / result.latency_ms if result.latency_ms else float("nan")
     console.print(
         f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
-        f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
-        f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune.ratio:.2f}, "
-        f"{cfg.distill.epochs} epoch(s), {kernels} layer kernel(s), "
-        f"{time.perf_counter() - started:.1f} s"
+        f"({result.accuracy - baseline['accuracy']:+.4f}){test_note(rec)}, p50 "
+        f"{result.latency_ms:.3f} ms ({speed:.2f}x), {rec['size_mb']:.2f} MB, prune "
+        f"{cfg.prune.ratio:.2f}, {cfg.distill.epochs} epoch(s), {kernels} layer kernel(s), "
+        f"{time.perf_counter() - started:.1f} s{load_note(rec)}"
     )
 
 

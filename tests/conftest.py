@@ -43,7 +43,8 @@ def quick_profile(name: str = "cpu", **update: object):
 
 
 def local_measure(profile, eval_inputs, latency_input=None):
-    """``measure(path)`` on this machine as ``profile`` says, like a study's context uses."""
+    """``measure(path)`` on this machine as ``profile`` says, like a study's context uses;
+    ``eval_inputs`` are the context's (validation, then test where the task has one)."""
     from search.measure.target import LocalTarget
 
     target = LocalTarget(profile.measure_spec())
