@@ -113,22 +113,7 @@ def confirm_front(study: optuna.Study, *, spec: MeasureSpec, study_dir: Path) ->
         rounds=settings.confirm_rounds,
     )
     scale = float(baseline["latency_scale_ms"])
-    trials = {
-        n: {
-            "latency_p50_ms": p.relative * scale,
-            "latency_ci_ms": [p.ci_low * scale, p.ci_high * scale],
-            "latency_relative": p.relative,
-            "relative_ci": [p.ci_low, p.ci_high],
-            "spread": p.spread,
-            "noisy": p.spread > settings.noise_threshold,
-            "measured_p50_ms": p.candidate_p50_ms,
-            "study_p50_ms": front[n].values[1],
-            "accuracy": front[n].values[0],
-        }
-        for n, p in paired.items()
-    }
-    for n, row in trials.items():
-        row["on_front"] = not any(_dominates(other, row) for m, other in trials.items() if m != n)
+    trials = _rows(paired, front, scale=scale, threshold=settings.noise_threshold)
     confirmed = {
         "rounds": next(iter(paired.values())).rounds if paired else 0,
         "runs_per_round": settings.paired_runs,
@@ -141,6 +126,29 @@ def confirm_front(study: optuna.Study, *, spec: MeasureSpec, study_dir: Path) ->
     }
     study.set_user_attr("confirmed", confirmed)
     return confirmed
+
+
+def _rows(
+    paired: dict[str, Any], front: dict[str, FrozenTrial], *, scale: float, threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Each confirmed trial's figures, and whether it is still on the front among them."""
+    trials = {
+        n: {
+            "latency_p50_ms": p.relative * scale,
+            "latency_ci_ms": [p.ci_low * scale, p.ci_high * scale],
+            "latency_relative": p.relative,
+            "relative_ci": [p.ci_low, p.ci_high],
+            "spread": p.spread,
+            "noisy": p.spread > threshold,
+            "measured_p50_ms": p.candidate_p50_ms,
+            "study_p50_ms": front[n].values[1],
+            "accuracy": front[n].values[0],
+        }
+        for n, p in paired.items()
+    }
+    for n, row in trials.items():
+        row["on_front"] = not any(_dominates(other, row) for m, other in trials.items() if m != n)
+    return trials
 
 
 def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -193,3 +201,41 @@ def confirm_after_run(study: optuna.Study, *, profile: Any, study_dir: Path) -> 
     for line in summary_lines(confirmed):
         console.print(line)
     write_outputs(study, study_dir, html=True)
+
+
+def study_profile(study: optuna.Study) -> Any:
+    """The profile a study was run with: the file it was created from where it still exists,
+    else the built-in profile of that name.
+
+    Raises:
+        SearchError: neither can be found, or the study's profile digest no longer matches.
+    """
+    from search.config import load_profile
+    from search.resume import content_digests
+
+    settings = study.user_attrs.get("settings") or {}
+    source = (study.user_attrs.get("sources") or {}).get("profile")
+    name = source if source and Path(source).is_file() else settings.get("profile")
+    if not name:
+        raise SearchError(f"study {study.study_name!r} records no profile to measure with")
+    profile = load_profile(name)
+    recorded = settings.get("profile_digest")
+    if settings.get("digest_version") == 2 and recorded:
+        from search.config import Space
+
+        if content_digests(Space(), profile)["profile_digest"] != recorded:
+            raise SearchError(
+                f"profile {name} has changed since study {study.study_name!r} was run: "
+                "confirming with other measure settings would not compare"
+            )
+    if profile.agent:
+        raise SearchError(
+            f"profile {name} is measured through an agent; --confirm measures on this machine"
+        )
+    return profile
+
+
+def confirm_study(study: optuna.Study, *, study_dir: Path) -> str:
+    """``report --confirm``: confirm the front with the study's own profile; what it found."""
+    spec = study_profile(study).measure_spec()
+    return "\n".join(summary_lines(confirm_front(study, spec=spec, study_dir=study_dir)))

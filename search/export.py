@@ -199,6 +199,7 @@ def trial_info(
         "baseline": {
             k: v for k, v in (study.user_attrs.get("baseline") or {}).items() if k != "measurement"
         },
+        "confirmed": confirmed_figures(study, t.number),
         "measured_file": files["measured"].name,
         "input": input_info,
         "profile": _profile(settings),
@@ -219,6 +220,17 @@ def trial_info(
         },
         "exported_with": command or " ".join(sys.argv),
     }
+
+
+def confirmed_figures(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """Trial ``number``'s figures from the front's confirmation (``search.confirm``) with how
+    it was measured, or None when it was not confirmed."""
+    confirmed = study.user_attrs.get("confirmed") or {}
+    row = (confirmed.get("trials") or {}).get(str(number))
+    if row is None:
+        return None
+    keys = ("at", "rounds", "runs_per_round", "clock", "load", "baseline_measured_p50_ms")
+    return {**row, **{k: confirmed.get(k) for k in keys}}
 
 
 def _profile(settings: dict[str, Any]) -> dict[str, Any]:
