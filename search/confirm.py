@@ -199,7 +199,7 @@ def confirm_after_run(study: optuna.Study, *, profile: Any, study_dir: Path) -> 
     with console.status("confirming the front: Pareto trials and baseline, interleaved"):
         confirmed = confirm_front(study, spec=profile.measure_spec(), study_dir=study_dir)
     for line in summary_lines(confirmed):
-        console.print(line)
+        console.print(line, markup=False)
     write_outputs(study, study_dir, html=True)
 
 

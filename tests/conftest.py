@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,3 +54,19 @@ def local_measure(profile, eval_inputs, latency_input=None):
     target = LocalTarget(profile.measure_spec())
     latency = eval_inputs[:1] if latency_input is None else latency_input
     return lambda path: target.measure(path, eval_inputs=eval_inputs, latency_input=latency)
+
+
+@contextmanager
+def cores_loaded(processes: int = 4):
+    """``processes`` busy-looping Python processes, started here and killed on exit."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)
+    ]
+    try:
+        time.sleep(0.5)  # let the scheduler spread them over the cores
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

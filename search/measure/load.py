@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 _STAT = Path("/proc/stat")
+MIN_WINDOW_S = 0.25
 _LOADAVG = Path("/proc/loadavg")
 
 
@@ -36,7 +37,7 @@ class Load:
     Attributes:
         loadavg: 1-, 5- and 15-minute load averages at the end of the window (None: unknown).
         cores: Cores ``/proc/stat`` accounts for.
-        seconds: Wall time of the window.
+        seconds: Wall time of the window (at least ``MIN_WINDOW_S``).
         other_cpu: Share (0-1) of all cores' time that other processes used in the window.
         busy: ``other_cpu`` above the threshold (None: unknown).
         threshold: The threshold ``busy`` was judged by.
@@ -117,6 +118,9 @@ class LoadWatch:
         tb: TracebackType | None,
     ) -> None:
         wall0, busy0, own0 = self._start
+        # /proc/stat counts 10 ms ticks: too coarse to judge a shorter window, so a short one is
+        # stretched by sleeping (other processes' use goes on being counted; ours stops).
+        time.sleep(max(MIN_WINDOW_S - (time.perf_counter() - wall0), 0.0))
         wall, busy1, own = time.perf_counter() - wall0, _busy_seconds(), _own_seconds() - own0
         other = busy = None
         cores = busy1[1] if busy1 else os.cpu_count() or 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from search.report.collect import TEXT_COLUMNS, ReportData, front_table
@@ -40,4 +41,5 @@ def load_note(rec: dict[str, Any]) -> str:
         notes.append(
             f"noisy: +-{paired.get('spread', 0.0):.1%} after {paired.get('attempts')} tries"
         )
-    return "".join(f" [{n}]" for n in notes)
+    # Escaped: rich would read "[busy: ...]" as a markup tag and drop it.
+    return "".join(escape(f" [{n}]") for n in notes)

@@ -3,10 +3,7 @@ repeats of a noisy measurement, and (slow) its stability while other processes l
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,22 +13,7 @@ from search.measure import MeasureSettings, MeasureSpec, ProviderSpec, measure_o
 from search.measure.latency import Rounds, time_interleaved
 from search.measure.load import LoadWatch
 from search.measure.paired import median_ci, relative_latency, time_paired
-
-
-@contextmanager
-def cores_loaded(processes: int = 4):
-    """``processes`` busy-looping Python processes, started here and killed on exit."""
-    procs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)
-    ]
-    try:
-        time.sleep(0.5)  # let the scheduler spread them over the cores
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
+from tests.conftest import cores_loaded
 
 
 def test_median_interval_uses_binomial_ranks():
