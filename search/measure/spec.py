@@ -75,9 +75,10 @@ class MeasureSettings:
     ``paired_rounds`` rounds of ``paired_runs`` runs of each. Its spread is the half-width of
     the 95 % confidence interval of the relative latency, as a share of it; above
     ``noise_threshold`` the rounds are repeated (pooled) at most ``max_repeats`` more times, and
-    a measurement still above it is marked noisy. The default 0.05 lies above what a quiet
-    2-core machine gives (about 0.01-0.02) and below what a loaded one does; a difference of 5 %
-    is also about the smallest latency difference worth ranking trials by. The machine counts
+    a measurement still above it is marked noisy. The default 0.05 lies above what the shared
+    2-core development machine gave without extra load (0.01-0.04 for tiny and small ResNets)
+    and below what it gave with four busy processes added (0.04-0.12); a difference of 5 % is
+    also about the smallest latency difference worth ranking trials by. The machine counts
     as busy when other processes used more than ``busy_threshold`` of all cores' time during
     the measurement (:mod:`search.measure.load`): 0.10 is more than system daemons use and less
     than one other busy thread on a machine of up to 8 cores. ``confirm_rounds`` is how many
