@@ -15,7 +15,9 @@ another device or through an agent, whose numbers it could not compare with.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +185,16 @@ def summary_lines(confirmed: dict[str, Any]) -> list[str]:
     return lines
 
 
-def confirm_after_run(study: optuna.Study, *, profile: Any, study_dir: Path) -> None:
+def confirm_after_run(
+    study: optuna.Study,
+    *,
+    profile: Any,
+    study_dir: Path,
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> None:
     """At the end of ``run``: confirm the front, print what changed, rewrite the report.
 
+    ``timing()`` is held while measuring (the host's lock: no worker here trains meanwhile).
     A profile measured through an agent is not confirmed (the confirmation measures here).
     """
     from search.progress import console
@@ -196,7 +205,8 @@ def confirm_after_run(study: optuna.Study, *, profile: Any, study_dir: Path) -> 
         return
     if not study.best_trials:
         return
-    with console.status("confirming the front: Pareto trials and baseline, interleaved"):
+    lock = timing() if timing is not None else contextlib.nullcontext()
+    with lock, console.status("confirming the front: Pareto trials and baseline, interleaved"):
         confirmed = confirm_front(study, spec=profile.measure_spec(), study_dir=study_dir)
     for line in summary_lines(confirmed):
         console.print(line, markup=False)
@@ -239,3 +249,14 @@ def confirm_study(study: optuna.Study, *, study_dir: Path) -> str:
     """``report --confirm``: confirm the front with the study's own profile; what it found."""
     spec = study_profile(study).measure_spec()
     return "\n".join(summary_lines(confirm_front(study, spec=spec, study_dir=study_dir)))
+
+
+def confirmed_figures(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """Trial ``number``'s figures from the front's confirmation (``search.confirm``) with how
+    it was measured, or None when it was not confirmed."""
+    confirmed = study.user_attrs.get("confirmed") or {}
+    row = (confirmed.get("trials") or {}).get(str(number))
+    if row is None:
+        return None
+    keys = ("at", "rounds", "runs_per_round", "clock", "load", "baseline_measured_p50_ms")
+    return {**row, **{k: confirmed.get(k) for k in keys}}

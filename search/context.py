@@ -9,6 +9,7 @@ validation metric (the objective), the test metric, paired latency, load and noi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from search.compress import distill as kd
 from search.compress.prune import count_macs, count_params
 from search.config import Profile, Space
+from search.errors import TaskError
 from search.measure.kernels import kernel_report
 from search.measure.measurement import Measurement
 from search.tasks import Task, stack
@@ -27,7 +29,28 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from search.compress.prune_plan import PrunePlan
+
 MeasureFn = Callable[[Path], Measurement]
+
+
+class MetricError(TaskError):
+    """The task's metric returned something that is not a finite number."""
+
+
+def checked_metric(value: Any, name: str, where: str) -> float:
+    """``value`` as a float, or a one-line :class:`MetricError` naming the metric and where it
+    was computed."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise MetricError(
+            f"the task's metric {name!r} returned {value!r} on {where}, not a finite number: "
+            "fix the metric (e.g. a class missing from the split gives 0/0)"
+        )
+    return number
 
 
 @dataclass
@@ -53,13 +76,22 @@ class Context:
     baseline_val: float
     base_size: dict[str, int] = field(default_factory=dict)  # params/MACs of the base model
     calib_inputs: np.ndarray | None = None  # quantization calibration inputs, fixed per study
+    # The study's pruning dry run (left-alone layers); None plans in each trial, unbounded.
+    prune_plan: PrunePlan | None = None
     test_labels: np.ndarray | None = None
     reference: Path | None = None
     latency_scale_ms: float | None = None
 
     @classmethod
     def build(
-        cls, *, task: Task, space: Space, profile: Profile, seed: int, measure: MeasureFn
+        cls,
+        *,
+        task: Task,
+        space: Space,
+        profile: Profile,
+        seed: int,
+        measure: MeasureFn,
+        prune_plan: PrunePlan | None = None,
     ) -> Context:
         """Compute the study's fixed data once: teacher logits over the training split, the
         validation (and test) split as arrays, the calibration inputs and the base model's
@@ -82,10 +114,15 @@ class Context:
             teacher_logits=teacher_logits,
             eval_inputs=inputs,
             eval_labels=y_val.numpy(),
-            baseline_val=kd.evaluate(task.model, task.val, task.metric),
+            baseline_val=checked_metric(
+                kd.evaluate(task.model, task.val, task.metric),
+                task.metric_name,
+                "the validation split (the uncompressed model)",
+            ),
             # The base model never changes: count its parameters and MACs once, not per trial.
             base_size=model_size(task.model, task.example_input),
             calib_inputs=x_calib.numpy(),
+            prune_plan=prune_plan,
             test_labels=test_labels,
         )
 
@@ -107,17 +144,24 @@ def model_size(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
 def score(path: Path, ctx: Context) -> tuple[float, Measurement]:
     """Measure ``path`` and compute the task metric on the validation split (the objective)
-    from the ONNX Runtime outputs."""
+    from the ONNX Runtime outputs.
+
+    Raises:
+        MetricError: the metric is not a finite number.
+    """
     measurement = ctx.measure(path)
-    n_val = len(ctx.eval_labels)
-    return ctx.task.metric(measurement.outputs[:n_val], ctx.eval_labels), measurement
+    task, n_val = ctx.task, len(ctx.eval_labels)
+    metric = task.metric(measurement.outputs[:n_val], ctx.eval_labels)
+    where = f"the validation split of {path.name}"
+    return checked_metric(metric, task.metric_name, where), measurement
 
 
 def metric_on_test(ctx: Context, m: Measurement) -> float | None:
     """The task metric of ``m``'s outputs on the test split; None without a test split."""
     if ctx.test_labels is None:
         return None
-    return ctx.task.metric(m.outputs[len(ctx.eval_labels) :], ctx.test_labels)
+    metric = ctx.task.metric(m.outputs[len(ctx.eval_labels) :], ctx.test_labels)
+    return checked_metric(metric, ctx.task.metric_name, "the test split")
 
 
 def measurement_record(metric: float, m: Measurement, ctx: Context) -> dict[str, Any]:

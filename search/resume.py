@@ -8,6 +8,7 @@ checked the version-1 way and then upgraded.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -22,15 +23,6 @@ from search.errors import SearchError
 from search.measure.spec import MeasureSettings
 
 DIGEST_VERSION = 2
-_LATER_MEASURE = (
-    "paired_rounds",
-    "paired_runs",
-    "noise_threshold",
-    "max_repeats",
-    "busy_threshold",
-    "confirm_rounds",
-)
-_MEASURE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MeasureSettings)}
 _WORDS = ("name", "path", "description")  # where a file lies and what it says in words
 
 
@@ -52,7 +44,7 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     then had a ``device`` key (first in the dump; nothing read it): every value it could take
     is tried."""
     words = dict.fromkeys(_WORDS, True)
-    space_json = space.model_dump_json(exclude={**words, "search": {"trials"}})
+    space_json = space.model_dump_json(exclude={**words, **_later_defaults(space)})
     # Measure settings added since (issue 15) were not in a version-1 dump; at their defaults
     # they leave it as it was, set otherwise they are other content.
     later = {k for k in _LATER_MEASURE if getattr(profile.measure, k) == _MEASURE_DEFAULTS[k]}
@@ -62,6 +54,29 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
         "space_digest": {_sha(space_json)},
         "profile_digest": {_sha(f'{{"device":"{d}",{profile_json[1:]}') for d in devices},
     }
+
+
+# Space fields added after version-1 digests were written: left out of the version-1 dump while
+# they hold their defaults, so studies recorded then still match.
+_LATER = {"quantize": ("unmatched_groups", "derived_groups")}
+_LATER_MEASURE = (
+    "paired_rounds",
+    "paired_runs",
+    "noise_threshold",
+    "max_repeats",
+    "busy_threshold",
+    "confirm_rounds",
+)
+_MEASURE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MeasureSettings)}
+
+
+def _later_defaults(space: Space) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"search": {"trials"}}
+    for section, names in _LATER.items():
+        part = getattr(space, section)
+        defaults = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
+        out.setdefault(section, set()).update(defaults)
+    return out
 
 
 def check_settings(
@@ -109,7 +124,12 @@ def _ignoring_words(model: Any) -> Any:
 
 
 def fail_stale_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted')."""
+    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted') and
+    retry each once with the same parameters, as the heartbeat check does for any host.
+
+    Immediate on this host (no grace period), and it also catches a worker killed before its
+    first heartbeat, which Optuna's check never calls stale.
+    """
     host = socket.gethostname()
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -117,11 +137,27 @@ def fail_stale_trials(study: optuna.Study) -> int:
         if t.user_attrs.get("host") != host or pid is None or _alive(pid):
             continue
         storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
-        storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
-        storage.set_trial_user_attr(tid, "interrupted", True)
-        storage.set_trial_state_values(tid, TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
+            storage.set_trial_user_attr(tid, "interrupted", True)
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker's heartbeat check failed it first (and retries it)
+        _retry(study, t)
         failed += 1
     return failed
+
+
+def _retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    """Enqueue ``t`` again through the storage's stale-trial callback, without this attempt's
+    failure marks (the callback copies the user attributes it is given)."""
+    from search.distributed import ATTEMPT_ATTRS
+
+    callback = getattr(study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()  # noqa: SLF001
+    if callback is not None:
+        clean = copy.deepcopy(t)
+        clean.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in ATTEMPT_ATTRS}
+        callback(study, clean)
 
 
 def _alive(pid: int) -> bool:
@@ -136,16 +172,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count toward the requested number: all ended ones but interrupted ones."""
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-    )
-
-
 # How a study's objectives are scored. Version 2 (issue 15): ``accuracy`` on the validation
 # split (``test_accuracy`` beside it) and latency paired with the baseline. A study scored
 # before then (test-split accuracy, latency measured alone) cannot take new trials: their
@@ -157,16 +183,18 @@ SCORING = {
 }
 
 
-def check_scoring(study: optuna.Study) -> bool:
-    """Raise :class:`SearchError` when ``study`` was scored the old way and has results; True
-    when it has no scoring recorded yet (a new study: the caller records :data:`SCORING`)."""
-    recorded = study.user_attrs.get("scoring")
-    if recorded is not None:
-        return False
+def record_scoring(study: optuna.Study, *, refuse_old: bool) -> None:
+    """Record :data:`SCORING` with a study that has no results yet; leave a study scored the
+    old way (a baseline or trials, no scoring recorded) as it is, or with ``refuse_old`` raise
+    :class:`SearchError` (before anything is written)."""
+    if study.user_attrs.get("scoring") is not None:
+        return
     if "baseline" in study.user_attrs or study.get_trials(deepcopy=False):
-        raise SearchError(
-            f"study {study.study_name!r} was scored before paired latency and validation-split "
-            "objectives, so new trials would not compare with its old ones: report or export it "
-            "as it is, or start a new study with --study NAME"
-        )
-    return True
+        if refuse_old:
+            raise SearchError(
+                f"study {study.study_name!r} was scored before paired latency and validation-"
+                "split objectives, so new trials would not compare with its old ones: report or "
+                "export it as it is, or start a new study with --study NAME"
+            )
+        return
+    study.set_user_attr("scoring", SCORING)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,3 +72,57 @@ def cores_loaded(processes: int = 4):
             p.kill()
         for p in procs:
             p.wait()
+
+
+# ------------------------------------------------- a real PostgreSQL for the distributed tests
+
+
+PG_URL_ENV = "SEARCH_TEST_PG_URL"
+
+
+def _no_postgres(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the PostgreSQL tests: {why}", pytrace=False)
+    pytest.skip(f"no PostgreSQL server: {why} (apt-get install postgresql, or set {PG_URL_ENV})")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A PostgreSQL server: ``$SEARCH_TEST_PG_URL`` if set, else a throwaway one started from
+    Debian's binaries; skipped without one, except under CI (``$CI`` set), where it fails."""
+    if url := os.environ.get(PG_URL_ENV):
+        yield url
+        return
+    try:
+        import psycopg  # noqa: F401 - the driver SQLAlchemy 2.1 picks for postgresql://
+    except ImportError:
+        _no_postgres("psycopg is not installed (pip install -e '.[postgres]')")
+    from tests import pg
+
+    bin_dir = pg.find_bin_dir()
+    if bin_dir is None:
+        _no_postgres("no initdb found")
+    try:
+        server = pg.start(bin_dir)
+    except RuntimeError as e:
+        _no_postgres(str(e))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the server for one test (studies never collide), dropped after."""
+    import re
+
+    import sqlalchemy as sa
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield pg_server_url.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()

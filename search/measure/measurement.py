@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,7 @@ def measure_onnx(
     latency_input: np.ndarray,
     device_label: str = "",
     reference: Path | str | None = None,
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Measurement:
     """Run ``path`` as ``spec`` says: outputs over ``eval_inputs``, then latency at each of the
     spec's batch sizes (``latency_input`` repeated: the same input every trial), then peak
@@ -78,6 +81,9 @@ def measure_onnx(
     latency and its interval, ``extra["noisy"]`` whether its spread stayed above the profile's
     ``noise_threshold`` after the repeats. Either way ``extra["load"]`` says how busy the machine
     was while latency was timed (:class:`~search.measure.load.Load`).
+
+    ``timing()`` is held around the latency runs only (a study's host lock, so that no other
+    worker here trains meanwhile).
 
     Raises:
         ProviderError: a provider is missing, or the session fell back from one.
@@ -90,14 +96,15 @@ def measure_onnx(
     extra: dict[str, Any] = {"measured_by": "local"}
     settings = spec.measure
     cpu = cpu_timed(spec)
-    with LoadWatch(threshold=settings.busy_threshold) as watch:
-        if reference is None:
-            latency = [measure_latency(session, feed, settings, cpu=cpu) for feed in feeds]
-        else:
-            first, extra["paired"] = _paired(session, reference, feeds[0], spec)
-            extra["noisy"] = extra["paired"]["spread"] > settings.noise_threshold
-            rest = [measure_latency(session, f, settings, cpu=cpu) for f in feeds[1:]]
-            latency = [first, *rest]
+    with timing() if timing is not None else contextlib.nullcontext():
+        with LoadWatch(threshold=settings.busy_threshold) as watch:
+            if reference is None:
+                latency = [measure_latency(session, feed, settings, cpu=cpu) for feed in feeds]
+            else:
+                first, extra["paired"] = _paired(session, reference, feeds[0], spec)
+                extra["noisy"] = extra["paired"]["spread"] > settings.noise_threshold
+                rest = [measure_latency(session, f, settings, cpu=cpu) for f in feeds[1:]]
+                latency = [first, *rest]
     assert watch.load is not None
     extra["load"] = watch.load.to_dict()
     memory = measure_peak_memory(path, feed=feeds[0], spec=spec)
