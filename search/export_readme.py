@@ -27,7 +27,8 @@ def _measurements(info: dict[str, Any]) -> str:
 {fmt(m.get("test_accuracy"), ".4f")} | {fmt(b.get("test_accuracy"), ".4f")} |
 | {metric} ({split}, ONNX Runtime) | {fmt(m.get("accuracy"), ".4f")} | \
 {fmt(b.get("accuracy"), ".4f")} |
-| latency p50 / p90 (ms, batch {batch}) | {fmt(m.get("latency_p50_ms"), ".3f")} / \
+| latency p50 (paired) / p90 as measured (ms, batch {batch}) | \
+{fmt(m.get("latency_p50_ms"), ".3f")} / \
 {fmt(m.get("latency_p90_ms"), ".3f")} | {fmt(b.get("latency_p50_ms"), ".3f")} / \
 {fmt(b.get("latency_p90_ms"), ".3f")} |
 | peak inference memory (MB) | {fmt(m.get("peak_memory_mb"), ".1f")} | \
