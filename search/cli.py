@@ -168,26 +168,29 @@ class Report(Command):
             "from the baseline), accurate-within:5ms (p50 latency budget), knee",
         )
         parser.add_argument("--no-png", action="store_true", help="skip the PNG copies")
+        parser.add_argument("--confirm", action="store_true", help="re-measure the front first")
 
     def run(self, args: argparse.Namespace) -> int:
         from rich.console import Console
 
+        from search.confirm import confirm_study
         from search.report import build_report, pareto_table, parse_rule, write_report
 
         for rule in args.pick:
             parse_rule(rule)  # a typo fails before any work
         study = _load_study(args)
+        if args.confirm:  # the Pareto trials and the baseline, interleaved (search.confirm)
+            print(confirm_study(study, study_dir=args.results_dir / args.study), file=sys.stderr)
         data = build_report(study, picks=args.pick)
         out = Console(width=None if sys.stdout.isatty() else 140)
-        out.print(pareto_table(data))
+        out.print(pareto_table(data), *(f"note: {n}" for n in data.notes), sep="\n")
         for p in data.picks:
             chosen = f"trial {p.trial}" if p.trial is not None else "no trial"
             out.print(f"{p.rule}: {chosen} ({p.reason})")
         paths, notes = write_report(data, args.results_dir / args.study, png=not args.no_png)
         for note in notes:
             print(note, file=sys.stderr)
-        for path in paths.values():
-            print(path)
+        print(*paths.values(), sep="\n")
         return 0
 
 

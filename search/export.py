@@ -202,6 +202,8 @@ def trial_info(
     command: str,
 ) -> dict[str, Any]:
     """The JSON-ready description of an exported trial."""
+    from search.confirm import confirmed_figures
+
     rec = t.user_attrs["record"]
     settings = study.user_attrs.get("settings") or {}
     metrics = {k: v for k, v in rec.items() if k not in ("config", "artifacts", "onnx")}
@@ -215,6 +217,7 @@ def trial_info(
         "baseline": {
             k: v for k, v in (study.user_attrs.get("baseline") or {}).items() if k != "measurement"
         },
+        "confirmed": confirmed_figures(study, t.number),
         "measured_file": files["measured"].name,
         "input": input_info,
         "profile": _profile(settings),

@@ -17,13 +17,22 @@ def _measurements(info: dict[str, Any]) -> str:
     lat = (m.get("measurement", {}).get("latency") or [{}])[0]
     batch = lat.get("batch_size", "?")
     metric = info.get("metric", "accuracy")
+    # Studies scored before validation-split selection kept only the test-split figure.
+    split, test = "test split", ""
+    if "test_accuracy" in m:
+        split = "validation split, selected on"
+        test = (
+            f"| {metric} (test split, ONNX Runtime: the figure to quote) | "
+            f"{fmt(m.get('test_accuracy'), '.4f')} | {fmt(b.get('test_accuracy'), '.4f')} |\n"
+        )
     return f"""# Trial {info["trial"]} of study `{info["study"]}`
 
 | | this trial | baseline |
 |---|---|---|
-| {metric} (test split, ONNX Runtime) | {fmt(m.get("accuracy"), ".4f")} | \
+{test}| {metric} ({split}, ONNX Runtime) | {fmt(m.get("accuracy"), ".4f")} | \
 {fmt(b.get("accuracy"), ".4f")} |
-| latency p50 / p90 (ms, batch {batch}) | {fmt(m.get("latency_p50_ms"), ".3f")} / \
+| latency p50 (paired) / p90 as measured (ms, batch {batch}) | \
+{fmt(m.get("latency_p50_ms"), ".3f")} / \
 {fmt(m.get("latency_p90_ms"), ".3f")} | {fmt(b.get("latency_p50_ms"), ".3f")} / \
 {fmt(b.get("latency_p90_ms"), ".3f")} |
 | peak inference memory (MB) | {fmt(m.get("peak_memory_mb"), ".1f")} | \
@@ -31,9 +40,34 @@ def _measurements(info: dict[str, Any]) -> str:
 | file size (MB) | {fmt(m.get("size_mb"), ".3f")} | {fmt(b.get("size_mb"), ".3f")} |
 
 Measured on {m.get("measurement", {}).get("device", "?")} with ONNX Runtime \
-{m.get("measurement", {}).get("onnxruntime", "?")}. Full record: `trial.json`.
+{m.get("measurement", {}).get("onnxruntime", "?")}. {_latency_words(info)}Full record: \
+`trial.json`.
 
 """
+
+
+def _latency_words(info: dict[str, Any]) -> str:
+    """How the p50 was measured (paired, confirmed, under load), for the README."""
+    m, c = info["measurements"], info.get("confirmed")
+    words = ""
+    if m.get("latency_relative") is not None:
+        words += (
+            f"The p50 is paired: timed interleaved with the baseline, "
+            f"{m['latency_relative']:.3f}x "
+            f"its latency (as measured: {fmt(m.get('latency_measured_p50_ms'), '.3f')} ms). "
+        )
+    if m.get("busy"):
+        words += "Other processes used the cores while it was measured. "
+    if c:
+        low, high = c.get("latency_ci_ms") or (None, None)
+        words += (
+            f"Confirmed at {c.get('at', '?')} over {c.get('rounds')} interleaved rounds: p50 "
+            f"{fmt(c.get('latency_p50_ms'), '.3f')} ms (95 % interval {fmt(low, '.3f')}-"
+            f"{fmt(high, '.3f')})"
+            + ("" if c.get("on_front") else ", no longer on the Pareto front")
+            + ". "
+        )
+    return words
 
 
 def _has_program(info: dict[str, Any]) -> bool:

@@ -19,7 +19,8 @@ from search.compress.calibration import calibrate
 from search.compress.onnx_export import export_onnx
 from search.compress.quantize import INTEGER_PRECISIONS, quantize
 from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
-from search.context import Context, measurement_record, score
+from search.context import Context, latency_scale, measurement_record, score
+from search.measure.load import describe_load
 from search.measure.measurement import run_batches
 from search.measure.runtime import create_session
 from search.progress import console
@@ -46,9 +47,22 @@ def export_float(ctx: Context, out_dir: Path) -> Path:
 
 
 def measure_baseline(ctx: Context, path: Path) -> dict[str, Any]:
-    """The float baseline's record: measured like a trial, plus its validation metric."""
+    """The float baseline's record: measured like a trial (alone: it is the reference), plus
+    the PyTorch model's validation metric (``val_accuracy``).
+
+    Its ``latency_scale_ms`` (:func:`~search.context.latency_scale`) is the p50 every trial's
+    relative latency is multiplied by, and also its ``latency_p50_ms``, so a speedup over the
+    baseline is exactly ``1 / relative latency``.
+    """
     metric, m = score(path, ctx)
-    return {**measurement_record(metric, m), "val_accuracy": ctx.baseline_val}
+    scale = latency_scale(m)
+    record = measurement_record(metric, m, ctx)
+    return {
+        **record,
+        "latency_p50_ms": scale,
+        "latency_scale_ms": scale,
+        "val_accuracy": ctx.baseline_val,
+    }
 
 
 def quantization_references(
@@ -108,7 +122,7 @@ def _uniform_int8(
     )
     metric, m = score(q.path, ctx)
     return {
-        **measurement_record(metric, m),
+        **measurement_record(metric, m, ctx),
         "quantize": {**q.to_dict(), "calibration": calib.key, "activations": activations},
         "kernels": ctx.kernel_report(q.path, out_dir / "model.int8.opt.onnx"),
         "measured_onnx": str(q.path),
@@ -130,18 +144,38 @@ def _validation_metric(ctx: Context) -> Any:
 
 
 def ensure_baseline(study: optuna.Study, ctx: Context, out_dir: Path) -> dict[str, Any]:
-    """The study's baseline record, measured (and stored) when the study has none yet."""
+    """The study's baseline record, measured (and stored) when the study has none yet.
+
+    A baseline measured while the machine was busy gets a warning: its absolute figures are
+    inflated, the paired (relative) ones are not. :func:`pair_with_baseline` then points
+    ``ctx`` at it.
+    """
     if "baseline" not in study.user_attrs:
         with console.status("measuring the uncompressed baseline"):
             baseline = measure_baseline(ctx, export_float(ctx, out_dir))
         study.set_user_attr("baseline", baseline)
         console.print(
-            f"baseline: {ctx.task.metric_name} {baseline['accuracy']:.4f}, p50 "
-            f"{baseline['latency_p50_ms']:.3f} ms (cv {baseline['latency_cv']:.1%}), "
+            f"baseline: {ctx.task.metric_name} {baseline['accuracy']:.4f} (validation), p50 "
+            f"{baseline['latency_measured_p50_ms']:.3f} ms (cv {baseline['latency_cv']:.1%}), "
             f"{baseline['size_mb']:.2f} MB, on "
             f"{', '.join(baseline['measurement']['providers'])}"
         )
+        load = baseline["measurement"].get("load") or {}
+        console.print(f"machine: {describe_load(load)}")
+        if load.get("busy"):
+            console.print(
+                "warning: the machine was busy while the baseline was measured: its absolute "
+                "latency is inflated; trials are paired with it, so speedups stay comparable"
+            )
     return study.user_attrs["baseline"]
+
+
+def pair_with_baseline(ctx: Context, baseline: dict[str, Any], out_dir: Path) -> None:
+    """From now on ``ctx`` measures every file paired with the baseline's (exported again
+    where a resumed study's file is gone: the same teacher gives the same file) and scales the
+    relative latencies by the baseline's ``latency_scale_ms``."""
+    ctx.reference = export_float(ctx, out_dir)
+    ctx.latency_scale_ms = baseline.get("latency_scale_ms")
 
 
 def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> None:

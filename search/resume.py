@@ -9,6 +9,7 @@ checked the version-1 way and then upgraded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 import socket
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 
 from search.config import Profile, Space
 from search.errors import SearchError
+from search.measure.spec import MeasureSettings
 
 DIGEST_VERSION = 2
 _WORDS = ("name", "path", "description")  # where a file lies and what it says in words
@@ -43,7 +45,10 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     is tried."""
     words = dict.fromkeys(_WORDS, True)
     space_json = space.model_dump_json(exclude={**words, **_later_defaults(space)})
-    profile_json = profile.model_dump_json(exclude={**words, "agent": True})
+    # Measure settings added since (issue 15) were not in a version-1 dump; at their defaults
+    # they leave it as it was, set otherwise they are other content.
+    later = {k for k in _LATER_MEASURE if getattr(profile.measure, k) == _MEASURE_DEFAULTS[k]}
+    profile_json = profile.model_dump_json(exclude={**words, "agent": True, "measure": later})
     devices = ("cpu", "cuda", "arm", "jetson")
     return {
         "space_digest": {_sha(space_json)},
@@ -54,6 +59,15 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
 # Space fields added after version-1 digests were written: left out of the version-1 dump while
 # they hold their defaults, so studies recorded then still match.
 _LATER = {"quantize": ("unmatched_groups", "derived_groups")}
+_LATER_MEASURE = (
+    "paired_rounds",
+    "paired_runs",
+    "noise_threshold",
+    "max_repeats",
+    "busy_threshold",
+    "confirm_rounds",
+)
+_MEASURE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MeasureSettings)}
 
 
 def _later_defaults(space: Space) -> dict[str, set[str]]:
@@ -156,3 +170,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# How a study's objectives are scored. Version 2 (issue 15): ``accuracy`` on the validation
+# split (``test_accuracy`` beside it) and latency paired with the baseline. A study scored
+# before then (test-split accuracy, latency measured alone) cannot take new trials: their
+# objectives would not compare with its old ones.
+SCORING = {
+    "version": 2,
+    "accuracy": "validation split",
+    "latency": "relative to the baseline, timed interleaved, x the baseline's p50",
+}
+
+
+def record_scoring(study: optuna.Study, *, refuse_old: bool) -> None:
+    """Record :data:`SCORING` with a study that has no results yet; leave a study scored the
+    old way (a baseline or trials, no scoring recorded) as it is, or with ``refuse_old`` raise
+    :class:`SearchError` (before anything is written)."""
+    if study.user_attrs.get("scoring") is not None:
+        return
+    if "baseline" in study.user_attrs or study.get_trials(deepcopy=False):
+        if refuse_old:
+            raise SearchError(
+                f"study {study.study_name!r} was scored before paired latency and validation-"
+                "split objectives, so new trials would not compare with its old ones: report or "
+                "export it as it is, or start a new study with --study NAME"
+            )
+        return
+    study.set_user_attr("scoring", SCORING)

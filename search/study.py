@@ -7,6 +7,7 @@ profile's first batch size. Everything else a trial measured is in its user attr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import signal
 import time
@@ -95,14 +96,16 @@ def open_study(
     create: bool,
     metric: str | None = None,
     storage: optuna.storages.BaseStorage | None = None,
+    scored: bool = False,
 ) -> optuna.Study:
     """Load the study, or create it when ``create``; refuse a study made with other settings.
 
     ``metric`` (the task's metric name, e.g. ``accuracy``) is kept as the study user attribute
     ``metric`` for the report's labels. ``storage``: an opened storage (default: open
-    ``spec.storage_url``).
+    ``spec.storage_url``). ``scored``: refuse a study scored the old way (a run adds trials).
     """
     from search.claims import is_claim_study
+    from search.resume import record_scoring
 
     if create and spec.storage is None:
         spec.study_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,7 @@ def open_study(
     )
     if not create:
         return study
+    record_scoring(study, refuse_old=scored)  # before anything else is written
     old = study.user_attrs.get("settings")
     if old is None:
         with warnings.catch_warnings():
@@ -150,6 +154,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
     """Run trials until the study holds ``trials`` counted ones, with any number of workers on
     the same storage (:mod:`search.distributed`); returns the study."""
+    from search.confirm import confirm_after_run
     from search.measure.target import open_target
     from search.progress import console
     from search.storage import storage_exists
@@ -179,8 +184,9 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         if note := registry.sharing_note():
             console.print(note)
         _note_timing_threads(profile, threads)
+        opener = functools.partial(open_study, scored=True)  # refuses old-scored studies
         joined = join_study(
-            spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=open_study
+            spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=opener
         )
         study = joined.study
         spec = dataclasses.replace(spec, space=joined.ctx.space)  # groups fitted to the model
@@ -193,6 +199,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             _run_trials(study, spec, joined, trials=trials, progress=progress)
         finally:
             cpu.release()
+        confirm_after_run(study, profile=profile, study_dir=spec.study_dir, timing=cpu.timing)
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
     return study
 
@@ -353,6 +360,7 @@ def _tell_complete(
     """Store the record, files and budgets of a finished trial, tell Optuna, print one line."""
     from search.artifacts import ArtifactError, upload_trial
     from search.progress import console
+    from search.report.console import load_note, test_note
 
     ctx, rec = joined.ctx, result.record
     try:
@@ -376,10 +384,10 @@ def _tell_complete(
     speed = baseline["latency_p50_ms"] / result.latency_ms if result.latency_ms else float("nan")
     console.print(
         f"trial {trial.number}: {ctx.task.metric_name} {result.accuracy:.4f} "
-        f"({result.accuracy - baseline['accuracy']:+.4f}), p50 {result.latency_ms:.3f} ms "
-        f"({speed:.2f}x), {rec['size_mb']:.2f} MB, prune {cfg.prune.ratio:.2f}, "
-        f"{cfg.distill.epochs} epoch(s), {kernels} layer kernel(s), "
-        f"{time.perf_counter() - started:.1f} s"
+        f"({result.accuracy - baseline['accuracy']:+.4f}){test_note(rec)}, p50 "
+        f"{result.latency_ms:.3f} ms ({speed:.2f}x), {rec['size_mb']:.2f} MB, prune "
+        f"{cfg.prune.ratio:.2f}, {cfg.distill.epochs} epoch(s), {kernels} layer kernel(s), "
+        f"{time.perf_counter() - started:.1f} s{load_note(rec)}"
     )
 
 

@@ -79,8 +79,12 @@ class _Worker:
         ctx: Context
 
         def measure(path: Path) -> Any:
+            # Paired with the baseline once it is measured (pair_with_baseline sets it).
             return self.target.measure(
-                path, eval_inputs=ctx.eval_inputs, latency_input=latency_input
+                path,
+                eval_inputs=ctx.eval_inputs,
+                latency_input=latency_input,
+                reference=ctx.reference,
             )
 
         spec = self.spec
@@ -166,9 +170,23 @@ def _set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined:
         )
     ctx = worker.context()
     references = spec.study_dir / "artifacts" / "baseline"
-    _check_same_device(ensure_baseline(study, ctx, references), worker.target, spec.study_name)
+    baseline = ensure_baseline(study, ctx, references)
+    _check_same_device(baseline, worker.target, spec.study_name)
+    _pair(ctx, baseline, references)
     ensure_quantization(study, ctx, references)
     return Joined(study=study, store=store, ctx=ctx, cpu=worker.cpu)
+
+
+def _pair(ctx: Context, baseline: dict[str, Any], references: Path) -> None:
+    """Every later measurement is paired with the baseline (:mod:`search.measure.paired`);
+    the latency input is kept for confirmations (``report --confirm``)."""
+    from search.confirm import save_latency_input
+    from search.references import pair_with_baseline
+
+    pair_with_baseline(ctx, baseline, references)
+    save_latency_input(references, ctx.task.example_input.numpy())
+    if not ctx.task.has_test_split:
+        console.print("note: this task has no separate test split; no test figure is reported")
 
 
 def _fetch_recorded_teacher(worker: _Worker, storage: optuna.storages.RDBStorage) -> None:
@@ -191,7 +209,9 @@ def _join_set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined
     store = study_store(study, override=spec.worker.artifacts, default=spec.study_dir / "store")
     check_task(study, task_digests(worker.load()), cache_dir=spec.results_dir)
     _check_same_device(study.user_attrs["baseline"], worker.target, spec.study_name)
-    return Joined(study=study, store=store, ctx=worker.context(), cpu=worker.cpu)
+    ctx = worker.context()
+    _pair(ctx, study.user_attrs["baseline"], spec.study_dir / "artifacts" / "baseline")
+    return Joined(study=study, store=store, ctx=ctx, cpu=worker.cpu)
 
 
 def _requeue_seed_once(

@@ -122,7 +122,7 @@ def run_trial(
         metric, measurement = score(measured, ctx)
     record = {
         "config": cfg.to_dict(),
-        **measurement_record(metric, measurement),
+        **measurement_record(metric, measurement, ctx),
         **record,
         "timings_s": timer.seconds,
         "artifacts": str(out_dir),
@@ -130,7 +130,8 @@ def run_trial(
         "measured_onnx": str(measured),
     }
     (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
-    return TrialResult(accuracy=metric, latency_ms=measurement.latency[0].p50_ms, record=record)
+    # The objectives: validation metric, paired latency (see measurement_record).
+    return TrialResult(accuracy=metric, latency_ms=record["latency_p50_ms"], record=record)
 
 
 def _compress(cfg: TrialConfig, *, ctx: Context, timer: _Timer) -> tuple[Any, dict[str, Any]]:

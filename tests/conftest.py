@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,12 +63,29 @@ def quick_profile(name: str = "cpu", **update: object):
 
 
 def local_measure(profile, eval_inputs, latency_input=None):
-    """``measure(path)`` on this machine as ``profile`` says, like a study's context uses."""
+    """``measure(path)`` on this machine as ``profile`` says, like a study's context uses;
+    ``eval_inputs`` are the context's (validation, then test where the task has one)."""
     from search.measure.target import LocalTarget
 
     target = LocalTarget(profile.measure_spec())
     latency = eval_inputs[:1] if latency_input is None else latency_input
     return lambda path: target.measure(path, eval_inputs=eval_inputs, latency_input=latency)
+
+
+@contextmanager
+def cores_loaded(processes: int = 4):
+    """``processes`` busy-looping Python processes, started here and killed on exit."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)
+    ]
+    try:
+        time.sleep(0.5)  # let the scheduler spread them over the cores
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 # ------------------------------------------------- a real PostgreSQL for the distributed tests

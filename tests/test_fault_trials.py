@@ -40,17 +40,12 @@ def _trial(name: str, tmp_path):
         space=checks.space,
         profile=profile,
         seed=0,
-        measure=local_measure(profile, stack_inputs(task)),
+        measure=print,  # replaced below, once the context's inputs are known
         prune_plan=checks.prune_plan,
     )
+    ctx.measure = local_measure(profile, ctx.eval_inputs)  # validation, then test inputs
     cfg = checks.space.sample(optuna.create_study().ask(), profile)
     return checks, run_trial(cfg, ctx=ctx, out_dir=tmp_path / name).record
-
-
-def stack_inputs(task):
-    from search.tasks import stack
-
-    return stack(task.test)[0].numpy()
 
 
 def _lstm(checks, rec) -> None:

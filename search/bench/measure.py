@@ -8,12 +8,11 @@ of load slows every candidate alike, and the ratios hold.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from search.measure.latency import LatencyStats, summarize
+from search.measure.latency import LatencyStats, make_runner, summarize, time_interleaved
 from search.measure.runtime import create_session
 from search.measure.spec import MeasureSpec
 
@@ -48,19 +47,11 @@ def measure_interleaved(
     one = np.asarray(example_input[:1], dtype=np.float32)
     feed_value = np.repeat(one, bs, axis=0)
     sessions = {name: create_session(path, spec) for name, path in paths.items()}
-    feeds = {name: {s.get_inputs()[0].name: feed_value} for name, s in sessions.items()}
-    for name, session in sessions.items():
-        for _ in range(warmup_runs):
-            session.run(None, feeds[name])
-    names = list(sessions)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        # Rotate the order so no candidate always runs right after the same neighbour.
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            session, feed, out = sessions[name], feeds[name], times[name]
-            for _ in range(runs_per_round):
-                t0 = time.perf_counter_ns()
-                session.run(None, feed)
-                out.append((time.perf_counter_ns() - t0) / 1e6)
-    return {name: summarize(np.array(t), bs) for name, t in times.items()}
+    runners = {
+        name: make_runner(s, {s.get_inputs()[0].name: feed_value}) for name, s in sessions.items()
+    }
+    # The study's paired runs and confirmation use the same loop (search.measure.latency).
+    times = time_interleaved(
+        runners, rounds=rounds, runs_per_round=runs_per_round, warmup_runs=warmup_runs
+    )
+    return {name: summarize(np.concatenate(t.wall), bs) for name, t in times.items()}

@@ -9,7 +9,8 @@ HEAD   /v1/blobs/<sha256>      200 if the agent already holds that upload, else 
 PUT    /v1/blobs/<sha256>      an ONNX file (``?kind=onnx``) or a .npy array (``?kind=npy``)
 GET    /v1/blobs/<sha256>      a stored array (the outputs of a measurement)
 DELETE /v1/blobs/<sha256>      forget an upload (the client drops each model after measuring)
-POST   /v1/measure             JSON naming the model, inputs and profile; returns the summary
+POST   /v1/measure             JSON naming the model, inputs, profile (and a reference model to
+                               pair latency with); returns the summary
 ====== ======================= ==========================================================
 
 Every request must carry ``Authorization: Bearer <token>``; any other is answered 401 before
@@ -151,14 +152,16 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
 
     def measure(self, request: dict[str, Any]) -> dict[str, Any]:
         paths = {}
-        for key in ("model", "eval_inputs", "latency_input"):
+        optional = ("reference",) if request.get("reference") is not None else ()
+        for key in ("model", "eval_inputs", "latency_input", *optional):
             sha = request.get(key)
             path = (
                 self.blob(sha)
                 if isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha)
                 else None
             )
-            if path is None or path.suffix != (".onnx" if key == "model" else ".npy"):
+            onnx_key = key in ("model", "reference")
+            if path is None or path.suffix != (".onnx" if onnx_key else ".npy"):
                 raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
             paths[key] = path
         try:
@@ -173,6 +176,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
                 eval_inputs=np.load(paths["eval_inputs"], allow_pickle=False),
                 latency_input=np.load(paths["latency_input"], allow_pickle=False),
                 device_label=self.settings.label,
+                reference=paths.get("reference"),
             )
         first = m.latency[0]
         print(

@@ -171,9 +171,16 @@ class AgentClient:
         return sha
 
     def measure(
-        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
+        self,
+        path: Path | str,
+        *,
+        eval_inputs: np.ndarray,
+        latency_input: np.ndarray,
+        reference: Path | str | None = None,
     ) -> Measurement:
-        """Measure ``path`` on the agent as the spec says (see :meth:`connect`)."""
+        """Measure ``path`` on the agent as the spec says (see :meth:`connect`); with
+        ``reference`` (kept on the agent between calls) its latency is paired with that file's
+        there."""
         if self.spec is None:
             raise ValueError("connect() the client to a spec before measuring")
         model = self.upload(Path(path).read_bytes(), "onnx")
@@ -183,6 +190,8 @@ class AgentClient:
             "latency_input": self._array(latency_input),
             "profile": self.spec.to_json(),
         }
+        if reference is not None:
+            request["reference"] = self.upload(Path(reference).read_bytes(), "onnx")
         body = json.dumps(request).encode()
         status, data = self._request("POST", "/v1/measure", body, ctype="application/json")
         summary = json.loads(self._checked(status, data, f"to measure {Path(path).name}"))

@@ -12,8 +12,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from search.measure.latency import LatencyStats, measure_latency
+from search.measure.latency import (
+    LatencyStats,
+    cpu_timed,
+    make_runner,
+    measure_latency,
+    summarize,
+)
+from search.measure.load import LoadWatch
 from search.measure.memory import MemoryStats, measure_peak_memory
+from search.measure.paired import time_paired
 from search.measure.runtime import create_session, describe_device
 from search.measure.spec import MeasureSpec
 
@@ -61,11 +69,18 @@ def measure_onnx(
     eval_inputs: np.ndarray,
     latency_input: np.ndarray,
     device_label: str = "",
+    reference: Path | str | None = None,
     timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Measurement:
     """Run ``path`` as ``spec`` says: outputs over ``eval_inputs``, then latency at each of the
     spec's batch sizes (``latency_input`` repeated: the same input every trial), then peak
     memory at the first batch size in a fresh child process.
+
+    With ``reference`` (the study's baseline file) the first batch size is timed interleaved
+    with it (:func:`~search.measure.paired.time_paired`): ``extra["paired"]`` holds the relative
+    latency and its interval, ``extra["noisy"]`` whether its spread stayed above the profile's
+    ``noise_threshold`` after the repeats. Either way ``extra["load"]`` says how busy the machine
+    was while latency was timed (:class:`~search.measure.load.Load`).
 
     ``timing()`` is held around the latency runs only (a study's host lock, so that no other
     worker here trains meanwhile).
@@ -77,14 +92,22 @@ def measure_onnx(
     name = session.get_inputs()[0].name
     outputs = run_batches(session, eval_inputs.astype(np.float32, copy=False))
     one = latency_input[:1].astype(np.float32, copy=False)
+    feeds = [{name: np.repeat(one, bs, axis=0)} for bs in spec.batch_sizes]
+    extra: dict[str, Any] = {"measured_by": "local"}
+    settings = spec.measure
+    cpu = cpu_timed(spec)
     with timing() if timing is not None else contextlib.nullcontext():
-        latency = [
-            measure_latency(session, {name: np.repeat(one, bs, axis=0)}, spec.measure)
-            for bs in spec.batch_sizes
-        ]
-    memory = measure_peak_memory(
-        path, feed={name: np.repeat(one, spec.batch_sizes[0], axis=0)}, spec=spec
-    )
+        with LoadWatch(threshold=settings.busy_threshold) as watch:
+            if reference is None:
+                latency = [measure_latency(session, feed, settings, cpu=cpu) for feed in feeds]
+            else:
+                first, extra["paired"] = _paired(session, reference, feeds[0], spec)
+                extra["noisy"] = extra["paired"]["spread"] > settings.noise_threshold
+                rest = [measure_latency(session, f, settings, cpu=cpu) for f in feeds[1:]]
+                latency = [first, *rest]
+    assert watch.load is not None
+    extra["load"] = watch.load.to_dict()
+    memory = measure_peak_memory(path, feed=feeds[0], spec=spec)
     return Measurement(
         outputs=outputs,
         latency=latency,
@@ -93,5 +116,27 @@ def measure_onnx(
         providers=session.get_providers(),
         onnxruntime=ort.__version__,
         device=describe_device(device_label),
-        extra={"measured_by": "local"},
+        extra=extra,
     )
+
+
+def _paired(
+    session: Any, reference: Path | str, feed: dict[str, np.ndarray], spec: MeasureSpec
+) -> tuple[LatencyStats, dict[str, Any]]:
+    """The candidate's latency stats over its interleaved runs, and its paired record."""
+    ref_session = create_session(reference, spec)
+    ref_feed = {ref_session.get_inputs()[0].name: next(iter(feed.values()))}
+    runners = {
+        "candidate": make_runner(session, feed),
+        "reference": make_runner(ref_session, ref_feed),
+    }
+    clock = "cpu" if cpu_timed(spec) else "wall"
+    times, paired, _ = time_paired(
+        runners, reference="reference", settings=spec.measure, clock=clock
+    )
+    batch = int(next(iter(feed.values())).shape[0])
+    mine = times["candidate"]
+    stats = summarize(
+        np.concatenate(mine.wall), batch, np.concatenate(mine.cpu) if clock == "cpu" else None
+    )
+    return stats, paired["candidate"].to_dict()

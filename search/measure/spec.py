@@ -74,7 +74,22 @@ class Threads:
 @dataclass(frozen=True)
 class MeasureSettings:
     """How latency is measured: warm-up by count and time, repeats by count and time; how many
-    runs the peak-memory child makes."""
+    runs the peak-memory child makes; how a trial is paired with the baseline and when its
+    measurement counts as noisy or the machine as busy.
+
+    A trial is timed interleaved with the study's baseline (:mod:`search.measure.paired`):
+    ``paired_rounds`` rounds of ``paired_runs`` runs of each. Its spread is the half-width of
+    the 95 % confidence interval of the relative latency, as a share of it; above
+    ``noise_threshold`` the rounds are repeated (pooled) at most ``max_repeats`` more times, and
+    a measurement still above it is marked noisy. The default 0.05 lies above what the shared
+    2-core development machine gave without extra load (0.01-0.04 for tiny and small ResNets)
+    and below what it gave with four busy processes added (0.04-0.12); a difference of 5 % is
+    also about the smallest latency difference worth ranking trials by. The machine counts
+    as busy when other processes used more than ``busy_threshold`` of all cores' time during
+    the measurement (:mod:`search.measure.load`): 0.10 is more than system daemons use and less
+    than one other busy thread on a machine of up to 8 cores. ``confirm_rounds`` is how many
+    rounds the front's confirmation times every Pareto trial and the baseline.
+    """
 
     __pydantic_config__ = _PYDANTIC
 
@@ -84,8 +99,20 @@ class MeasureSettings:
     min_seconds: float = 1.0
     max_runs: int = 10000
     memory_runs: int = 5
+    paired_rounds: int = 30
+    paired_runs: int = 5
+    noise_threshold: float = 0.05
+    max_repeats: int = 2
+    busy_threshold: float = 0.10
+    confirm_rounds: int = 60
 
     def __post_init__(self) -> None:
+        _within(self.paired_rounds, 1, 10**5, "paired_rounds")
+        _within(self.paired_runs, 1, 10**4, "paired_runs")
+        _within(self.noise_threshold, 0.0, 10.0, "noise_threshold")
+        _within(self.max_repeats, 0, 20, "max_repeats")
+        _within(self.busy_threshold, 0.0, 1.0, "busy_threshold")
+        _within(self.confirm_rounds, 1, 10**5, "confirm_rounds")
         # Upper bounds keep a request to the agent from occupying it for days.
         _within(self.warmup_runs, 0, 10**6, "warmup_runs")
         _within(self.warmup_seconds, 0.0, 600.0, "warmup_seconds")

@@ -25,8 +25,16 @@ class Target(Protocol):
     device: str
 
     def measure(
-        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
-    ) -> Measurement: ...
+        self,
+        path: Path | str,
+        *,
+        eval_inputs: np.ndarray,
+        latency_input: np.ndarray,
+        reference: Path | str | None = None,
+    ) -> Measurement:
+        """Measure ``path``; with ``reference`` its latency is paired with that file's
+        (:func:`~search.measure.measurement.measure_onnx`)."""
+        ...
 
 
 class LocalTarget:
@@ -46,13 +54,19 @@ class LocalTarget:
         self.device = describe_device()
 
     def measure(
-        self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
+        self,
+        path: Path | str,
+        *,
+        eval_inputs: np.ndarray,
+        latency_input: np.ndarray,
+        reference: Path | str | None = None,
     ) -> Measurement:
         return measure_onnx(
             path,
             spec=self.spec,
             eval_inputs=eval_inputs,
             latency_input=latency_input,
+            reference=reference,
             timing=self.timing,
         )
 

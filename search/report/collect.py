@@ -20,17 +20,31 @@ from optuna.trial import FrozenTrial, TrialState
 from search.formatting import fmt, is_number
 from search.objectives import OBJECTIVES
 from search.report.hypervolume import hypervolume
+from search.report.notes import confirmation_note, measurement_notes, row_notes
 from search.report.picking import Pick, candidates, pick
 from search.report.quantization import precision_summary, quantization_summary, sensitivity_rows
 
 COLUMNS = [
     "accuracy",
+    "test_accuracy",
     "latency_p50_ms",
+    "latency_measured_p50_ms",
+    "latency_relative",
     "latency_p90_ms",
     "latency_cv",
+    "busy",
+    "noisy",
     "peak_memory_mb",
     "size_mb",
 ]
+# What the front's confirmation (search.confirm) measured, per trial; empty where it did not.
+CONFIRMED = {
+    "confirmed_p50_ms": "latency_p50_ms",
+    "confirmed_relative": "latency_relative",
+    "confirmed_spread": "spread",
+    "confirmed_noisy": "noisy",
+    "confirmed_front": "on_front",
+}
 
 
 def collect(study: optuna.Study) -> pd.DataFrame:
@@ -39,8 +53,21 @@ def collect(study: optuna.Study) -> pd.DataFrame:
     """
     base = study.user_attrs.get("baseline") or {}
     pareto = {t.number for t in study.best_trials} if _has_complete(study) else set()
-    rows = [_row(t, base, t.number in pareto) for t in study.get_trials(deepcopy=False)]
+    confirmed = (study.user_attrs.get("confirmed") or {}).get("trials") or {}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = _row(t, base, t.number in pareto)
+        rows.append({**row, **_confirmed_columns(confirmed.get(str(t.number)))})
     return pd.DataFrame(rows)
+
+
+def _confirmed_columns(found: dict[str, Any] | None) -> dict[str, Any]:
+    """A trial's confirmed figures (p50 and its interval in ms, relative latency, spread,
+    noisy, still on the front), or None in each column when it was not confirmed."""
+    found = found or {}
+    out = {col: found.get(key) for col, key in CONFIRMED.items()}
+    low, high = found.get("latency_ci_ms") or (None, None)
+    return {**out, "confirmed_ci_low_ms": low, "confirmed_ci_high_ms": high}
 
 
 def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]:
@@ -99,6 +126,8 @@ class ReportData:
     hv_reference: tuple[float, float] = (0.0, 0.0)
     sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
     quantization: pd.DataFrame = field(default_factory=pd.DataFrame)
+    confirmed: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def pareto(self) -> pd.DataFrame:
@@ -130,7 +159,10 @@ def build_report(study: optuna.Study, *, picks: Sequence[str] = ()) -> ReportDat
         metric=metric,
         sensitivity=sensitivity_rows(study.user_attrs.get("sensitivity")),
         quantization=quantization_summary(study),
+        confirmed=study.user_attrs.get("confirmed") or {},
     )
+    data.notes = measurement_notes(trials, baseline, metric)
+    data.notes += [n for n in [confirmation_note(data.confirmed)] if n]
     data.picks = [pick(trials, rule, baseline=baseline, metric=metric) for rule in picks]
     data.importances, data.importance_note = importances(study)
     data.hypervolume, data.hv_reference = hypervolume_history(trials, baseline)
@@ -199,7 +231,7 @@ def hypervolume_history(
 
 
 # Left-aligned in every table the report renders; the other columns are numbers.
-TEXT_COLUMNS = ("model", "precision", "picked by")
+TEXT_COLUMNS = ("model", "precision", "notes", "picked by")
 
 
 def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
@@ -208,29 +240,42 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     Returns:
         Column names and rows of formatted cells; when the study has a baseline, the first row
         is it (its first cell is ``"baseline"``). Numbers missing from a record show as ``-``.
+        ``test`` (the test-split metric) shows when any trial has one, ``confirmed p50 ms``
+        (with its interval) when the front was confirmed; ``notes`` marks trials measured
+        under load (busy), noisy ones and those off the front after confirmation.
     """
-    columns = ["trial", data.metric, "vs baseline", "p50 ms", "speedup", "peak MB", "size MB"]
-    columns += ["precision", "picked by"]
+    trials = data.trials
+    test = "test_accuracy" in trials and trials.test_accuracy.notna().any()
+    confirmed = bool(data.confirmed)
+    columns = ["trial", data.metric, "vs baseline"] + (["test"] if test else [])
+    columns += ["p50 ms", "speedup"] + (["confirmed p50 ms"] if confirmed else [])
+    columns += ["peak MB", "size MB", "precision", "notes", "picked by"]
     rows: list[list[str]] = []
     b = data.baseline
     if b:
         rows.append(
-            ["baseline", fmt(b.get("accuracy"), ".4f"), "", fmt(b.get("latency_p50_ms"), ".3f")]
-            + ["1.00x", fmt(b.get("peak_memory_mb"), ".1f"), fmt(b.get("size_mb"), ".2f")]
-            + [precision_summary(b), ""]
+            ["baseline", fmt(b.get("accuracy"), ".4f"), ""]
+            + ([fmt(b.get("test_accuracy"), ".4f")] if test else [])
+            + [fmt(b.get("latency_p50_ms"), ".3f"), "1.00x"]
+            + ([fmt(b.get("latency_p50_ms"), ".3f")] if confirmed else [])
+            + [fmt(b.get("peak_memory_mb"), ".1f"), fmt(b.get("size_mb"), ".2f")]
+            + [precision_summary(b), "busy" if b.get("busy") else "", ""]
         )
     for _, r in data.pareto.iterrows():
         rows.append(
-            [
-                str(r.trial),
-                fmt(r.accuracy, ".4f"),
-                fmt(r.accuracy_change, "+.2%"),
-                fmt(r.latency_p50_ms, ".3f"),
-                fmt(r.speedup, ".2f", "x"),
-                fmt(r.peak_memory_mb, ".1f"),
-                fmt(r.size_mb, ".2f"),
-                str(r.precision),
-                ", ".join(data.picked_by(int(r.trial))),
-            ]
+            [str(r.trial), fmt(r.accuracy, ".4f"), fmt(r.accuracy_change, "+.2%")]
+            + ([fmt(r.test_accuracy, ".4f")] if test else [])
+            + [fmt(r.latency_p50_ms, ".3f"), fmt(r.speedup, ".2f", "x")]
+            + ([_confirmed_cell(r)] if confirmed else [])
+            + [fmt(r.peak_memory_mb, ".1f"), fmt(r.size_mb, ".2f"), str(r.precision)]
+            + [row_notes(r), ", ".join(data.picked_by(int(r.trial)))]
         )
     return columns, rows
+
+
+def _confirmed_cell(r: Any) -> str:
+    """``0.412 [0.405, 0.420]``: the confirmed p50 and its 95 % interval, or ``-``."""
+    if not is_number(r.get("confirmed_p50_ms")):
+        return "-"
+    low, high = r.get("confirmed_ci_low_ms"), r.get("confirmed_ci_high_ms")
+    return f"{fmt(r.confirmed_p50_ms, '.3f')} [{fmt(low, '.3f')}, {fmt(high, '.3f')}]"

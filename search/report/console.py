@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from rich.markup import escape
 from rich.table import Table
 
 from search.report.collect import TEXT_COLUMNS, ReportData, front_table
@@ -16,3 +19,27 @@ def pareto_table(data: ReportData) -> Table:
     for i, row in enumerate(rows):
         table.add_row(*row, style="dim" if i == 0 and data.baseline else None)
     return table
+
+
+def test_note(rec: dict[str, Any]) -> str:
+    """`` (test 0.9500)`` for a trial's console line; nothing without a test figure."""
+    test = rec.get("test_accuracy")
+    return f" (test {test:.4f})" if test is not None else ""
+
+
+def load_note(rec: dict[str, Any]) -> str:
+    """`` [busy: ...]`` / `` [noisy: ...]`` for a trial's console line when its latency was
+    measured under load or stayed noisy after its repeats; nothing otherwise."""
+    from search.measure.load import describe_load
+
+    measurement = rec.get("measurement") or {}
+    notes = []
+    if rec.get("busy"):
+        notes.append(f"busy: {describe_load(measurement.get('load') or {})}")
+    if rec.get("noisy"):
+        paired = measurement.get("paired") or {}
+        notes.append(
+            f"noisy: +-{paired.get('spread', 0.0):.1%} after {paired.get('attempts')} tries"
+        )
+    # Escaped: rich would read "[busy: ...]" as a markup tag and drop it.
+    return "".join(escape(f" [{n}]") for n in notes)

@@ -91,7 +91,8 @@ def _header(data: ReportData) -> str:
         )
     if data.budgets:
         lines.append("<br>budgets: " + ", ".join(_budget(k, v) for k, v in data.budgets.items()))
-    return "".join(lines) + "</p>"
+    notes = "".join(f"<li>{_e(n[0].upper() + n[1:])}.</li>" for n in data.notes)
+    return "".join(lines) + "</p>" + (f"<ul class='note'>{notes}</ul>" if notes else "")
 
 
 def _budget(key: str, value: float) -> str:

@@ -29,14 +29,20 @@ class Task:
         model: The trained base model; it is the frozen teacher and the start of every student.
         train: Fine-tuning data; items are ``(input, label)``. Labels may be ``-1`` when unknown,
             then distillation uses only the teacher's soft labels.
-        val: Data for per-epoch validation (early stopping).
-        test: Data the exported ONNX model is scored on.
+        val: Held-out data the search selects on: per-epoch validation (early stopping), the
+            sensitivity pass and the ``accuracy`` objective of each exported ONNX file. It must
+            not overlap ``train``.
+        test: Data the exported ONNX file is scored on for the figure to quote
+            (``test_accuracy``); the search never selects on it.
         calibration: Inputs for quantization calibration (items as in ``train``).
         example_input: One input with batch size 1, used for export and latency.
         metric: ``metric(outputs, labels) -> float`` to maximize; top-1 accuracy by default.
         metric_name: What the metric is called in reports.
         ignored_layers: Names of modules that must keep their output size (classifier heads).
         key: Identifies model architecture, data and seed in cache keys.
+        separate_test: False when ``test`` is not data of its own (an image folder with a val/
+            folder but no test/ folder): then no test figure is reported, and the report says
+            why. ``test is val`` means the same.
     """
 
     name: str
@@ -50,6 +56,12 @@ class Task:
     metric_name: str = "accuracy"
     ignored_layers: list[str] = field(default_factory=list)
     key: str = ""
+    separate_test: bool = True
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether ``test`` is data of its own, apart from ``val``."""
+        return self.separate_test and self.test is not self.val
 
 
 def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -177,6 +177,8 @@ def make_vision_task(
     size, labelled = splits["train"].size, bool(classes)
     n = len(classes) if labelled else num_classes
     net, arch = _model(model, weights=weights, num_classes=n, image_size=size)
+    # An image folder without test/ scores on val/ twice: no test figure of its own.
+    separate_test = splits["test"] is not splits["val"]
     splits = {k: _limit(v, limit, seed + i) for i, (k, v) in enumerate(splits.items())}
     metric_name = "accuracy"
     if not labelled:
@@ -198,6 +200,7 @@ def make_vision_task(
         example_input=example,
         metric_name=metric_name,
         key=key,
+        separate_test=separate_test,
     )
 
 

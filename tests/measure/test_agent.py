@@ -224,9 +224,11 @@ def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monke
         assert m["providers"] == ["CPUExecutionProvider"]
         assert m["onnxruntime"]
         assert m["latency"][0]["runs"] >= 10
+        assert m["paired"]["relative"] > 0  # paired with the baseline, on the agent
     assert study.user_attrs["baseline"]["measurement"]["device"].endswith(LABEL)
-    # The inputs were uploaded once and kept; each model and its outputs were dropped after use.
-    assert sorted(p.suffix for p in store.iterdir()) == [".npy", ".npy"]
+    # The inputs and the baseline (the reference) were uploaded once and kept; each model and
+    # its outputs were dropped after use.
+    assert sorted(p.suffix for p in store.iterdir()) == [".npy", ".npy", ".onnx"]
     # Resuming it measured elsewhere (here, without the agent's label) is refused before a trial.
     local = profile.model_validate({**profile.model_dump(), "agent": None})
     with pytest.raises(SearchError, match="was measured on"):

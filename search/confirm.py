@@ -1,0 +1,262 @@
+"""Confirmation of the front: the Pareto trials and the baseline re-measured side by side.
+
+A trial reaches the front on one measurement; a lucky one (a quiet second, a preempted
+baseline) can put it there. :func:`confirm_front` times every Pareto trial's measured file and
+the baseline interleaved over ``confirm_rounds`` rounds (the profile's measure settings; the
+same loop and pairing as a trial's, :func:`~search.measure.paired.time_paired`), then asks
+which trials are still non-dominated on (validation metric, confirmed latency). The result is
+kept as the study user attribute ``confirmed``; the report, ``pareto.csv`` and the export's
+``trial.json`` show it. Only trials on the front are re-measured: one that the confirmation
+would have promoted from behind it is not found this way.
+
+The confirmation measures on this machine. It refuses, with one line, a study measured on
+another device or through an agent, whose numbers it could not compare with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.errors import SearchError
+from search.measure.latency import cpu_timed, make_runner
+from search.measure.paired import time_paired
+from search.measure.runtime import create_session, describe_device
+from search.measure.spec import MeasureSpec
+
+LATENCY_INPUT = "latency_input.npy"
+
+
+def save_latency_input(references: Path, array: np.ndarray) -> None:
+    """Keep the study's fixed latency input beside the baseline, for later confirmations."""
+    references.mkdir(parents=True, exist_ok=True)
+    path = references / LATENCY_INPUT
+    if not path.is_file():
+        np.save(path, np.asarray(array, dtype=np.float32), allow_pickle=False)
+
+
+def _latency_input(references: Path, session: Any, batch: int) -> np.ndarray:
+    """The study's latency input (no pickle: plain array), or a seeded normal array of the
+    model's input shape for a study that kept none."""
+    path = references / LATENCY_INPUT
+    if path.is_file():
+        one = np.load(path, allow_pickle=False)[:1]
+    else:
+        dims = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+        one = np.random.default_rng(0).standard_normal(dims).astype(np.float32)[:1]
+    return np.repeat(one, batch, axis=0)
+
+
+def _measured_file(t: FrozenTrial, study_dir: Path) -> Path | None:
+    rec = t.user_attrs.get("record") or {}
+    name = Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx")
+    for cand in (name, study_dir / "artifacts" / str(t.number) / name.name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _check_here(study: optuna.Study) -> None:
+    """Refuse a study whose numbers this machine cannot be compared with."""
+    before = (study.user_attrs.get("baseline") or {}).get("measurement", {}).get("device")
+    here = describe_device()
+    if before and before != here:
+        raise SearchError(
+            f"study {study.study_name!r} was measured on '{before}', not on this machine "
+            f"('{here}'): confirm it where it was measured"
+        )
+    if "latency_scale_ms" not in (study.user_attrs.get("baseline") or {}):
+        raise SearchError(
+            f"study {study.study_name!r} was measured before paired latency: it has no baseline "
+            "scale to confirm against; start a new study to get confirmed figures"
+        )
+
+
+def confirm_front(study: optuna.Study, *, spec: MeasureSpec, study_dir: Path) -> dict[str, Any]:
+    """Re-measure the Pareto trials and the baseline interleaved; keep and return the result.
+
+    Returns:
+        The ``confirmed`` study attribute: ``rounds``, ``runs_per_round``, ``clock``, ``load``,
+        ``baseline_measured_p50_ms``, ``at`` (UTC) and ``trials``: trial number (as text) ->
+        ``latency_p50_ms`` (relative x the baseline's scale, as the objective),
+        ``latency_ci_ms``, ``latency_relative``, ``relative_ci``, ``spread``, ``noisy``,
+        ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before) and ``on_front``.
+
+    Raises:
+        SearchError: the study was measured elsewhere or before paired latency, or the
+            baseline's file is missing.
+    """
+    _check_here(study)
+    baseline = study.user_attrs["baseline"]
+    references = Path(study_dir) / "artifacts" / "baseline"
+    if not (references / "model.onnx").is_file():
+        raise SearchError(f"no baseline file at {references / 'model.onnx'}; pass --results-dir")
+    front = {str(t.number): t for t in study.best_trials}
+    paths = {n: _measured_file(t, Path(study_dir)) for n, t in front.items()}
+    missing = sorted(n for n, p in paths.items() if p is None)
+    sessions = {"baseline": create_session(references / "model.onnx", spec)}
+    sessions.update({n: create_session(p, spec) for n, p in paths.items() if p is not None})
+    feed = _latency_input(references, sessions["baseline"], spec.batch_sizes[0])
+    runners = {n: make_runner(s, {s.get_inputs()[0].name: feed}) for n, s in sessions.items()}
+    clock = "cpu" if cpu_timed(spec) else "wall"
+    settings = spec.measure
+    times, paired, load = time_paired(
+        runners,
+        reference="baseline",
+        settings=settings,
+        clock=clock,
+        rounds=settings.confirm_rounds,
+    )
+    scale = float(baseline["latency_scale_ms"])
+    trials = _rows(paired, front, scale=scale, threshold=settings.noise_threshold)
+    confirmed = {
+        "rounds": next(iter(paired.values())).rounds if paired else 0,
+        "runs_per_round": settings.paired_runs,
+        "clock": clock,
+        "load": load.to_dict(),
+        "baseline_measured_p50_ms": float(np.median(np.concatenate(times["baseline"].wall))),
+        "missing": missing,
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "trials": trials,
+    }
+    study.set_user_attr("confirmed", confirmed)
+    return confirmed
+
+
+def _rows(
+    paired: dict[str, Any], front: dict[str, FrozenTrial], *, scale: float, threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Each confirmed trial's figures, and whether it is still on the front among them."""
+    trials = {
+        n: {
+            "latency_p50_ms": p.relative * scale,
+            "latency_ci_ms": [p.ci_low * scale, p.ci_high * scale],
+            "latency_relative": p.relative,
+            "relative_ci": [p.ci_low, p.ci_high],
+            "spread": p.spread,
+            "noisy": p.spread > threshold,
+            "measured_p50_ms": p.candidate_p50_ms,
+            "study_p50_ms": front[n].values[1],
+            "accuracy": front[n].values[0],
+        }
+        for n, p in paired.items()
+    }
+    for n, row in trials.items():
+        row["on_front"] = not any(_dominates(other, row) for m, other in trials.items() if m != n)
+    return trials
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is at least as accurate and as fast as ``b``, and better in one."""
+    acc_a, acc_b = a["accuracy"], b["accuracy"]
+    lat_a, lat_b = a["latency_p50_ms"], b["latency_p50_ms"]
+    return acc_a >= acc_b and lat_a <= lat_b and (acc_a > acc_b or lat_a < lat_b)
+
+
+def summary_lines(confirmed: dict[str, Any]) -> list[str]:
+    """What the confirmation found, one line a trial, for the console."""
+    from search.measure.load import describe_load
+
+    lines = [
+        f"confirmed the front: {len(confirmed['trials'])} trial(s) and the baseline over "
+        f"{confirmed['rounds']} interleaved rounds; {describe_load(confirmed['load'])}"
+    ]
+    for n, row in sorted(confirmed["trials"].items(), key=lambda kv: kv[1]["latency_p50_ms"]):
+        low, high = row["latency_ci_ms"]
+        flags = "" if row["on_front"] else "  off the front after confirmation"
+        flags += "  noisy" if row["noisy"] else ""
+        lines.append(
+            f"  trial {n}: p50 {row['latency_p50_ms']:.3f} ms [{low:.3f}, {high:.3f}] "
+            f"(study {row['study_p50_ms']:.3f} ms){flags}"
+        )
+    if confirmed.get("missing"):
+        lines.append(
+            f"  not re-measured (files missing): trials {', '.join(confirmed['missing'])}"
+        )
+    if confirmed["load"].get("busy"):
+        lines.append("warning: the machine was busy during the confirmation")
+    return lines
+
+
+def confirm_after_run(
+    study: optuna.Study,
+    *,
+    profile: Any,
+    study_dir: Path,
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> None:
+    """At the end of ``run``: confirm the front, print what changed, rewrite the report.
+
+    ``timing()`` is held while measuring (the host's lock: no worker here trains meanwhile).
+    A profile measured through an agent is not confirmed (the confirmation measures here).
+    """
+    from search.progress import console
+    from search.report import write_outputs
+
+    if profile.agent:
+        console.print("front not confirmed: confirmation measures here, not through the agent")
+        return
+    if not study.best_trials:
+        return
+    lock = timing() if timing is not None else contextlib.nullcontext()
+    with lock, console.status("confirming the front: Pareto trials and baseline, interleaved"):
+        confirmed = confirm_front(study, spec=profile.measure_spec(), study_dir=study_dir)
+    for line in summary_lines(confirmed):
+        console.print(line, markup=False)
+    write_outputs(study, study_dir, html=True)
+
+
+def study_profile(study: optuna.Study) -> Any:
+    """The profile a study was run with: the file it was created from where it still exists,
+    else the built-in profile of that name.
+
+    Raises:
+        SearchError: neither can be found, or the study's profile digest no longer matches.
+    """
+    from search.config import load_profile
+    from search.resume import content_digests
+
+    settings = study.user_attrs.get("settings") or {}
+    source = (study.user_attrs.get("sources") or {}).get("profile")
+    name = source if source and Path(source).is_file() else settings.get("profile")
+    if not name:
+        raise SearchError(f"study {study.study_name!r} records no profile to measure with")
+    profile = load_profile(name)
+    recorded = settings.get("profile_digest")
+    if settings.get("digest_version") == 2 and recorded:
+        from search.config import Space
+
+        if content_digests(Space(), profile)["profile_digest"] != recorded:
+            raise SearchError(
+                f"profile {name} has changed since study {study.study_name!r} was run: "
+                "confirming with other measure settings would not compare"
+            )
+    if profile.agent:
+        raise SearchError(
+            f"profile {name} is measured through an agent; --confirm measures on this machine"
+        )
+    return profile
+
+
+def confirm_study(study: optuna.Study, *, study_dir: Path) -> str:
+    """``report --confirm``: confirm the front with the study's own profile; what it found."""
+    spec = study_profile(study).measure_spec()
+    return "\n".join(summary_lines(confirm_front(study, spec=spec, study_dir=study_dir)))
+
+
+def confirmed_figures(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """Trial ``number``'s figures from the front's confirmation (``search.confirm``) with how
+    it was measured, or None when it was not confirmed."""
+    confirmed = study.user_attrs.get("confirmed") or {}
+    row = (confirmed.get("trials") or {}).get(str(number))
+    if row is None:
+        return None
+    keys = ("at", "rounds", "runs_per_round", "clock", "load", "baseline_measured_p50_ms")
+    return {**row, **{k: confirmed.get(k) for k in keys}}

@@ -1,0 +1,86 @@
+"""What the report says about how its numbers were measured: split, pairing, load, noise,
+confirmation (plain words, computed here; the page and the console only show them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from search.formatting import fmt, is_number
+
+
+def measurement_notes(trials: pd.DataFrame, baseline: dict[str, Any], metric: str) -> list[str]:
+    """Sentences on the split the objective used, the paired latency, trials measured under
+    load or noisy, and the front's confirmation."""
+    notes = [_split_note(baseline, metric)] if baseline else []
+    scale = baseline.get("latency_scale_ms")
+    if is_number(scale):
+        clock = (baseline.get("measurement", {}).get("latency") or [{}])[0]
+        kind = "thread CPU time" if clock.get("cpu_p50_ms") is not None else "wall time"
+        notes.append(
+            "p50 ms is paired: each trial was timed interleaved with the baseline, and its "
+            f"latency relative to the baseline ({kind}) is multiplied by the baseline's p50 of "
+            f"{fmt(scale, '.3f')} ms, so trials measured under different loads compare; the p50 "
+            "as measured is in trials.csv (latency_measured_p50_ms)"
+        )
+    if baseline.get("busy"):
+        notes.append(
+            "the baseline was measured while other processes used the cores: its absolute "
+            "latency is inflated (speedups are paired and are not)"
+        )
+    done = trials[trials.state == "COMPLETE"] if not trials.empty else trials
+    for flag, words in (
+        ("busy", "measured while other processes used the cores (marked busy)"),
+        ("noisy", "still noisy after their repeats (marked noisy)"),
+    ):
+        if flag in done and len(done):
+            n = sum(_flag(v) for v in done[flag])
+            if n:
+                notes.append(f"{n} of {len(done)} completed trials were {words}")
+    return notes
+
+
+def _split_note(baseline: dict[str, Any], metric: str) -> str:
+    if "test_accuracy" not in baseline:
+        return (
+            f"this study was scored before validation-split selection: its {metric} is on the "
+            "test split, which the search selected on, so it is optimistic"
+        )
+    if baseline["test_accuracy"] is None:
+        return (
+            f"this task has no separate test split: {metric} is on the validation split the "
+            "search selected on, and no test figure is reported"
+        )
+    return (
+        f"{metric} (the objective) is on the validation split; test {metric}, on the held-out "
+        "test split, is the figure to quote"
+    )
+
+
+def confirmation_note(confirmed: dict[str, Any]) -> str:
+    """One sentence on the front's confirmation, or '' when there was none."""
+    if not confirmed:
+        return ""
+    rows = confirmed.get("trials") or {}
+    off = sorted((n for n, r in rows.items() if not r.get("on_front")), key=int)
+    busy = " while the machine was busy" if (confirmed.get("load") or {}).get("busy") else ""
+    fell = f"; off the front after it: trial(s) {', '.join(off)}" if off else "; all stayed on it"
+    return (
+        f"the front was confirmed at {confirmed.get('at', '?')}{busy}: {len(rows)} trial(s) and "
+        f"the baseline re-measured interleaved over {confirmed.get('rounds')} rounds{fell}"
+    )
+
+
+def row_notes(r: Any) -> str:
+    """``busy``, ``noisy``, ``off front (confirmed)`` for one trial row of the front table."""
+    words = [w for w in ("busy", "noisy") if _flag(r.get(w))]
+    front = r.get("confirmed_front")
+    if front is not None and not pd.isna(front) and not bool(front):
+        words.append("off front (confirmed)")
+    return ", ".join(words)
+
+
+def _flag(value: Any) -> bool:
+    """True for a set flag; False for False, None and NaN (a CSV cell or a missing key)."""
+    return value is not None and not pd.isna(value) and bool(value)
