@@ -16,9 +16,10 @@ from typing import Any
 import optuna
 
 from search.compress.calibration import calibrate
+from search.compress.encoding import lowest_precision
 from search.compress.onnx_export import export_onnx
 from search.compress.quantize import quantize
-from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
+from search.compress.sensitivity import seed_params, sensitivity_pass
 from search.context import Context, measurement_record, score
 from search.measure.measurement import run_batches
 from search.measure.runtime import create_session
@@ -80,7 +81,12 @@ def quantization_references(
             evaluate=_validation_metric(ctx),
             out_dir=out_dir / "sensitivity",
         )
-        refs.seed = seed_params(refs.sensitivity, choices=choices, tolerance=space.tolerance)
+        refs.seed = seed_params(
+            refs.sensitivity,
+            choices=choices,
+            tolerance=space.tolerance,
+            encoding=space.encoding,
+        )
     if int8 or (int8 is None and "int8" in profile.precisions.layer):
         q = quantize(
             calib,

@@ -29,6 +29,7 @@ from search.resume import (
     finished_count,
     legacy_digests,
 )
+from search.samplers import build_sampler
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class StudySpec:
     seed: int = 0
     # Keyword options for the task factory (model, weights, data, ...); part of the settings.
     task_options: dict[str, Any] = field(default_factory=dict)
+    # Seed of the sampler alone when set (the benchmark's repeats: same task, teacher and
+    # training seed, another sampler seed); None: ``seed``.
+    sampler_seed: int | None = None
 
     @property
     def study_dir(self) -> Path:
@@ -62,6 +66,8 @@ class StudySpec:
             "profile": self.profile.name,
             "seed": self.seed,
         }
+        if self.sampler_seed is not None:
+            settings["sampler_seed"] = self.sampler_seed
         if self.task_options:
             settings["task_options"] = {k: str(v) for k, v in sorted(self.task_options.items())}
         return {**settings, **content_digests(self.space, self.profile)}
@@ -80,21 +86,6 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
 def _engine_kwargs(url: str) -> dict[str, Any]:
     # SQLite under concurrent writers (a second worker, the dashboard) needs a patient lock.
     return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-
-
-def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
-    # Resuming with the same seed would replay the first random suggestions; shift it.
-    s = seed + n_existing
-    settings = space.search
-    if settings.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s)
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s)
-    return optuna.samplers.TPESampler(
-        seed=s,
-        n_startup_trials=settings.startup_trials,
-        multivariate=True,
-    )
 
 
 def open_study(spec: StudySpec, *, create: bool, metric: str | None = None) -> optuna.Study:
@@ -186,7 +177,8 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     baseline = ensure_baseline(study, ctx, references)
     _check_same_device(baseline, target, spec.study_name)
     ensure_quantization(study, ctx, references)
-    study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
+    seed = spec.seed if spec.sampler_seed is None else spec.sampler_seed
+    study.sampler = build_sampler(spec.space.search, seed=seed, n_existing=len(study.trials))
     _run_trials(study, spec, ctx, trials=trials, progress=progress)
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
     return study
