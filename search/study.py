@@ -129,6 +129,13 @@ def open_study(spec: StudySpec, *, create: bool, metric: str | None = None) -> o
     return study
 
 
+def _threads() -> int:
+    """torch threads: ``$OMP_NUM_THREADS`` when set (several jobs sharing a machine), else
+    every CPU."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1
+
+
 class _Terminated(KeyboardInterrupt):
     pass
 
@@ -155,7 +162,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     )
     if spec.storage is not None:
         _storage(spec.storage)  # a bad URL fails now, not after the teacher has trained
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(_threads())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = load_task(
         spec.task, seed=spec.seed, cache_dir=spec.results_dir, options=spec.task_options

@@ -175,6 +175,9 @@ def _pm(s: dict[str, Any], fmt: str, unit: str = "") -> str:
 def _header(data: dict[str, Any]) -> list[str]:
     base, pct = data["baseline"], data["max_drop"] * 100
     seeds = ", ".join(map(str, data["sampler_seeds"]))
+    done = data.get("seeds_done", data["sampler_seeds"])
+    if len(done) < len(data["sampler_seeds"]):
+        seeds += f" (PARTIAL: only seed(s) {', '.join(map(str, done))} done)"
     return [
         f"# Benchmark: {data['task']} on {data['profile']}",
         "",

@@ -117,8 +117,9 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
 
     from search.bench.report import summarize_runs, write_bench
     from search.progress import console
+    from search.study import _threads
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(_threads())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(spec.out_dir)
     work = out / "work"
@@ -129,7 +130,8 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     prune_run, records = prune_alone(spec, ctx, work)
     runs += [prune_run, sequential(ctx, prune_run, records)]
     n, n_random = spec.trials, spec.random_factor * spec.trials
-    for seed in range(spec.seed, spec.seed + spec.seeds):
+    seeds = list(range(spec.seed, spec.seed + spec.seeds))
+    for i, seed in enumerate(seeds):
         rand = run_study_method(spec, method="random", trials=n_random, seed=seed, refs=refs)
         runs += [
             prefix(rand, n, f"random@{n}"),
@@ -137,16 +139,18 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
         ]
         for method in spec.methods:
             runs.append(run_study_method(spec, method=method, trials=n, seed=seed, refs=refs))
-    latency = _remeasure(spec, ctx, runs)
-    extra = {
-        "teacher_load_s": teacher_s,
-        "total_wall_s": time.perf_counter() - started,
-        "task_key": ctx.task.key,
-        "load_average": os.getloadavg(),
-    }
-    data = summarize_runs(runs, latency=latency, spec=spec, extra=extra)
-    paths = write_bench(data, out)
-    console.print(f"bench: wrote {', '.join(str(p) for p in paths.values())}")
+        # Written after every seed, so a bench stopped early still leaves its finished seeds.
+        extra = {
+            "teacher_load_s": teacher_s,
+            "total_wall_s": time.perf_counter() - started,
+            "task_key": ctx.task.key,
+            "load_average": os.getloadavg(),
+            "seeds_done": seeds[: i + 1],
+        }
+        latency = _remeasure(spec, ctx, runs)
+        data = summarize_runs(runs, latency=latency, spec=spec, extra=extra)
+        paths = write_bench(data, out)
+        console.print(f"bench: wrote {', '.join(str(p) for p in paths.values())}")
     return data
 
 
