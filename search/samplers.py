@@ -4,7 +4,7 @@
 - ``gp``: Gaussian-process Bayesian optimisation (:class:`optuna.samplers.GPSampler`): log
   expected hypervolume improvement for several objectives, the profile's budgets as constraints
   (set per trial with ``Trial.set_constraint``), random search for the first ``startup_trials``.
-  It needs ``torch`` and ``scipy`` (both dependencies of this package). Parameters that exist
+  It needs ``torch`` and ``scipy`` (both are dependencies of this package). Parameters that exist
   only in some trials (low-rank ``kind``/``rank_ratio`` when ``apply`` is searched) fall outside
   the GP's intersection space and are sampled at random, as Optuna documents.
 - ``nsga2``: the genetic algorithm NSGA-II (its population needs far more trials than a budget
