@@ -38,8 +38,11 @@ def build_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``settings.sampler`` names, seeded with ``seed + n_existing``.
 
-    Resuming a study with the same seed would replay the first random suggestions, so the seed
-    is shifted by the number of trials the study already holds.
+    The study builds one per trial with ``n_existing`` the trial's number: a resumed study or a
+    second worker does not replay the same random suggestions, and a study run by one worker
+    repeats with its seed. The samplers keep no state between trials that matters: they read
+    the finished trials from the storage (GPSampler's cached kernel parameters only speed up
+    its next fit).
 
     Raises:
         ValueError: for a name not in :data:`SAMPLERS` (the space's schema rejects it first).

@@ -113,13 +113,13 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     Returns the plain data written to ``bench.json``.
     """
     import optuna
-    import torch
 
     from search.bench.report import summarize_runs, write_bench
     from search.progress import console
-    from search.study import _threads
+    from search.threads import apply_threads, resolve_threads
 
-    torch.set_num_threads(_threads())
+    # $OMP_NUM_THREADS when set, else every CPU this process may use (taskset, cgroups).
+    apply_threads(resolve_threads(None))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(spec.out_dir)
     work = out / "work"
