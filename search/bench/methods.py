@@ -209,7 +209,8 @@ def sequential(ctx: Any, prune_run: MethodRun, records: list[dict[str, Any]]) ->
     model of ``prune_run``: the pipeline a user builds by hand; its cost includes the pruning
     and distillation it starts from."""
     from search.compress.calibration import calibrate
-    from search.compress.quantize import QuantizeConfig, quantize_step
+    from search.compress.quantize import QuantizeConfig
+    from search.compress.quantize_step import quantize_step
     from search.context import measurement_record, score
     from search.progress import console
 
