@@ -379,10 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors are one line and exit 2, Ctrl-C one line and exit 130."""
-    listen_for_ctrl_c()
     state: dict[str, argparse.Namespace] = {}
 
     def run() -> int:
+        listen_for_ctrl_c()  # inside the guard: until here the early handler exits cleanly
         state["args"] = args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args)
 

@@ -88,11 +88,11 @@ def install() -> None:
     """Make SIGINT raise ``KeyboardInterrupt`` (re-delivered until handled, promptly whatever
     thread receives it). Main thread only; a no-op elsewhere (handlers can only be set there)."""
     if threading.current_thread() is threading.main_thread():
+        _start_watcher()  # first: a Ctrl-C meanwhile still meets the handler in place
         _state.update(requested=False, handled=False)
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.signal(signal.SIGINT, _on_sigint)
         sys.unraisablehook = _unraisable
-        _start_watcher()
 
 
 def requested() -> bool:

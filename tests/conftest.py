@@ -13,6 +13,20 @@ REPO = Path(__file__).parent.parent
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Host locks and the worker registry of this test session only (children inherit it):
+    another test run, or a study of the developer's, on the same machine is not "another
+    worker" of these tests (it would add a note to stderr and share the timing lock)."""
+    old = os.environ.get("SEARCH_LOCK_DIR")
+    os.environ["SEARCH_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
+    yield
+    if old is None:
+        os.environ.pop("SEARCH_LOCK_DIR", None)
+    else:
+        os.environ["SEARCH_LOCK_DIR"] = old
+
+
 @pytest.fixture
 def tiny_space() -> Path:
     return DATA / "tiny_space.yaml"
