@@ -298,7 +298,8 @@ class Profiles(Command):
 
 
 class Bench(Command):
-    """Benchmark: float, int8 alone, pruning alone, random and joint search on one budget."""
+    """Benchmark: float, int8 alone, pruning alone, sequential (prune + KD, then int8), random
+    and joint search on one budget, over several sampler seeds."""
 
     name = "bench"
 
@@ -313,18 +314,19 @@ class Bench(Command):
         )
         parser.add_argument("--space", default="default", help="joint search space (YAML)")
         parser.add_argument(
-            "--trials", type=_count(1), default=15, help="N: joint-search trials; random gets 2N"
+            "--trials", type=_count(1), default=15, help="N: joint-search trials; random gets 3N"
         )
-        parser.add_argument(
-            "--samplers", default="tpe", help="joint samplers, comma-separated: tpe,nsga2"
-        )
+        more = "joint methods besides the space's default: tpe,gp,nsga2[-ordinal],..."
+        parser.add_argument("--samplers", default="tpe", help=more)
+        parser.add_argument("--seeds", type=_count(1), default=3, help="sampler seeds per method")
         parser.add_argument(
             "--ratios", default="0.3,0.5,0.7", help="fixed ratios of pruning alone"
         )
         parser.add_argument(
             "--rounds", type=_count(1), default=20, help="interleaved latency rounds"
         )
-        parser.add_argument("--seed", type=_seed, default=0, help="seed of splits and samplers")
+        seed = "seed of splits, teacher, training; first sampler seed"
+        parser.add_argument("--seed", type=_seed, default=0, help=seed)
         parser.add_argument(
             "--out", type=Path, default=None, help="output folder (results/bench/<task>-<hw>)"
         )
@@ -351,6 +353,7 @@ class Bench(Command):
             trials=args.trials,
             out_dir=args.out or Path("results") / "bench" / f"{slug}-{profile.name}",
             seed=args.seed,
+            seeds=args.seeds,
             samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()),
             ratios=ratios,
             rounds=args.rounds,

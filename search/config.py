@@ -52,7 +52,7 @@ class EarlyStopSpace(Strict):
 class SearchSettings(Strict):
     """How the study samples: the Optuna sampler, and the default number of trials."""
 
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"  # see search/samplers.py
     trials: int = Field(20, ge=1)
     startup_trials: int = Field(6, ge=1)
 
@@ -79,11 +79,21 @@ class Space(Strict):
         The order (quantize, prune, distill, lowrank) is the order the parameters were always
         suggested in, so seeded samplers replay earlier studies.
         """
-        quantize = self.quantize.sample(trial, profile.precisions if profile else None)
+        order = _sensitivity_order(trial) if self.quantize.encoding == "ordinal" else None
+        support = profile.precisions if profile else None
+        quantize = self.quantize.sample(trial, support, order=order)
         prune = self.prune.sample(trial)
         distill = self.distill.sample(trial)
         lowrank = self.lowrank.sample(trial)
         return TrialConfig(prune=prune, lowrank=lowrank, distill=distill, quantize=quantize)
+
+
+def _sensitivity_order(trial: Any) -> list[str] | None:
+    """The study's sensitivity order (most sensitive group first), if it has one; a
+    ``FixedTrial`` has no study."""
+    study = getattr(trial, "study", None)
+    sensitivity = study.user_attrs.get("sensitivity") if study is not None else None
+    return list(sensitivity["order"]) if sensitivity else None
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from typing import Any
 import optuna
 
 from search.compress.calibration import calibrate
+from search.compress.encoding import lowest_precision
 from search.compress.onnx_export import export_onnx
 from search.compress.quantize import INTEGER_PRECISIONS, quantize
-from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
+from search.compress.sensitivity import seed_params, sensitivity_pass
 from search.context import Context, latency_scale, measurement_record, score
 from search.measure.load import describe_load
 from search.measure.measurement import run_batches
@@ -100,7 +101,12 @@ def quantization_references(
             evaluate=_validation_metric(ctx),
             out_dir=out_dir / "sensitivity",
         )
-        refs.seed = seed_params(refs.sensitivity, choices=choices, tolerance=space.tolerance)
+        refs.seed = seed_params(
+            refs.sensitivity,
+            choices=choices,
+            tolerance=space.tolerance,
+            encoding=space.encoding,
+        )
     if want_int8 and calib is not None:
         refs.int8 = _uniform_int8(ctx, calib, out_dir, activations=activations, weights=weights)
     return refs

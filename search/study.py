@@ -26,6 +26,7 @@ from search.distributed import counted, next_trial, start_attempt
 from search.errors import AgentError, ProviderError, SearchError
 from search.objectives import DIRECTIONS, OBJECTIVES
 from search.resume import check_settings, content_digests, fail_stale_trials, legacy_digests
+from search.samplers import build_sampler
 from search.storage import open_storage, redact_url
 from search.threads import WorkerSettings
 
@@ -46,6 +47,9 @@ class StudySpec:
     seed: int = 0
     # Keyword options for the task factory (model, weights, data, ...); part of the settings.
     task_options: dict[str, Any] = field(default_factory=dict)
+    # Seed of the sampler alone when set (the benchmark's repeats: same task, teacher and
+    # training seed, another sampler seed); None: ``seed``.
+    sampler_seed: int | None = None
     # How this worker runs (threads, artifact store, heartbeat); not part of the settings.
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
@@ -69,25 +73,11 @@ class StudySpec:
             "profile": self.profile.name,
             "seed": self.seed,
         }
+        if self.sampler_seed is not None:
+            settings["sampler_seed"] = self.sampler_seed
         if self.task_options:
             settings["task_options"] = {k: str(v) for k, v in sorted(self.task_options.items())}
         return {**settings, **content_digests(self.space, self.profile)}
-
-
-def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
-    # Shifted by the trial's number: a resumed study or a second worker does not replay the
-    # same random suggestions, and a study run by one worker repeats with its seed.
-    s = seed + n_existing
-    settings = space.search
-    if settings.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s)
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s)
-    return optuna.samplers.TPESampler(
-        seed=s,
-        n_startup_trials=settings.startup_trials,
-        multivariate=True,
-    )
 
 
 def open_study(
@@ -243,7 +233,10 @@ def _run_trials(
                 trial, beat = got
                 with beat:
                     # Seeded by trial number: reproducible, and distinct across workers.
-                    study.sampler = _sampler(spec.space, spec.seed, trial.number)
+                    seed = spec.seed if spec.sampler_seed is None else spec.sampler_seed
+                    study.sampler = build_sampler(
+                        spec.space.search, seed=seed, n_existing=trial.number
+                    )
                     _one_trial(study, trial, spec, joined, TrialBars(bars, epochs))
                 joined.cpu.release()  # idle: let other workers on this host time
                 bars.advance(overall)

@@ -47,7 +47,7 @@ def test_prune_ratio_must_lie_below_one(tmp_path, high):
 
 
 def test_unknown_literal_lists_allowed_values(tmp_path):
-    with pytest.raises(ConfigError, match="'tpe', 'nsga2' or 'random'"):
+    with pytest.raises(ConfigError, match="'tpe', 'gp', 'nsga2' or 'random'"):
         load_space(str(_write(tmp_path, "search: {sampler: grid}\n")))
 
 

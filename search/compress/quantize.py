@@ -28,6 +28,7 @@ from search.compress.calibration import (
     calib_enum,
     quiet_logging,
 )
+from search.compress.encoding import ORDINAL_PARAM, Encoding, lowest_precision, ordinal_plan
 from search.compress.groups import assign_groups, layer_types, name_nodes
 from search.compress.quantize_nodes import node_plan, qtype, weight_groups
 from search.errors import ConfigError
@@ -87,6 +88,7 @@ class QuantizeSpace(Strict):
         sensitivity: Run the one-off per-group sensitivity pass that seeds the search.
         tolerance: Accuracy drop a group may show in the sensitivity pass and still be quantized
             in the seeded trial.
+        encoding: ``categorical`` or ``ordinal`` plan parameters (:mod:`.encoding`).
     """
 
     groups: dict[str, list[str]] = {"all": ["*"]}
@@ -100,6 +102,7 @@ class QuantizeSpace(Strict):
     calibration_samples: int = Field(128, ge=1)
     sensitivity: bool = True
     tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    encoding: Encoding = "categorical"
 
     @model_validator(mode="after")
     def _check(self) -> QuantizeSpace:
@@ -155,24 +158,34 @@ class QuantizeSpace(Strict):
         return out
 
     def sample(
-        self, trial: optuna.Trial, support: PrecisionSupport | None = None
+        self, trial: optuna.Trial, support: PrecisionSupport | None = None, *, order: Any = None
     ) -> QuantizeConfig:
-        """This trial's plan: Optuna parameters ``calibration``, ``activations``, ``weights``
-        and ``precision_<group>`` over what ``support`` (the profile's) runs; a single choice
-        is no parameter.
+        """This trial's plan over what ``support`` (the profile's) runs: Optuna parameters
+        ``calibration``, ``activations``, ``weights``, and ``precision_<group>`` (categorical)
+        or ``quantized_groups`` (ordinal; ``order``: the sensitivity order, most sensitive
+        first); a single choice is no parameter.
 
         Raises:
             ConfigError: when nothing the space asks for is supported for some parameter.
         """
+        ordinal = self.encoding == "ordinal"
         picked: dict[str, str] = {}
         for name, choices in self.choices(support).items():
             if name == "weights":
                 choices = [w for w in choices if pair_supported(picked["activations"], w)]
+            if ordinal and name.startswith("precision_"):
+                picked[name] = lowest_precision(choices) or "float"
+                continue
             picked[name] = (
                 choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
             )
+        precision = {g: picked[f"precision_{g}"] for g in self.groups}
+        low = next((p for p in precision.values() if p != "float"), None)
+        if ordinal and low is not None:
+            k = trial.suggest_int(ORDINAL_PARAM, 0, len(self.groups))
+            precision = ordinal_plan(k, groups=list(self.groups), order=order, precision=low)
         return QuantizeConfig(
-            precision={g: picked[f"precision_{g}"] for g in self.groups},
+            precision=precision,
             calibration=picked["calibration"],
             activations=picked["activations"],
             weights=picked["weights"],
@@ -208,8 +221,6 @@ class QuantizeConfig:
 
 
 # ------------------------------------------------------------------------------- quantization
-
-
 @dataclass(frozen=True)
 class QuantizeResult:
     """The quantized file and the type each weighted layer really carries in it."""

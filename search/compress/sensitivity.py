@@ -16,16 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from search.compress.calibration import Calibration
+from search.compress.encoding import BY_BITS, ordinal_seed
 from search.compress.quantize import QuantizeSpace, half_only, quantize
-
-# Lower index = fewer bits (fp16 before int16: on GPUs it is the next step after int8); the
-# sensitivity pass uses the lowest one the profile allows.
-_BY_BITS = ["int4", "int8", "fp16", "int16"]
-
-
-def lowest_precision(choices: list[str]) -> str | None:
-    """The quantized precision with the fewest bits among ``choices`` (None if only float)."""
-    return next((p for p in _BY_BITS if p in choices), None)
 
 
 def sensitivity_pass(
@@ -87,15 +79,22 @@ def sensitivity_pass(
 
 
 def seed_params(
-    sensitivity: Mapping[str, Any], *, choices: Mapping[str, list[str]], tolerance: float
-) -> dict[str, str]:
+    sensitivity: Mapping[str, Any],
+    *,
+    choices: Mapping[str, list[str]],
+    tolerance: float,
+    encoding: str = "categorical",
+) -> dict[str, Any]:
     """Optuna params of one seeded trial: groups within ``tolerance`` at the pass's precision.
 
     A group that lost more accuracy gets the next wider quantized precision it may use, else
-    float. Only searched parameters (more than one choice) are returned.
+    float. Only searched parameters (more than one choice) are returned. Under the ordinal
+    encoding the one parameter is the number of groups within ``tolerance``.
     """
+    if encoding == "ordinal":
+        return ordinal_seed(sensitivity, tolerance=tolerance)
     low = sensitivity["precision"]
-    params: dict[str, str] = {}
+    params: dict[str, Any] = {}
     for group, info in sensitivity["groups"].items():
         name = f"precision_{group}"
         options = choices.get(name, [])
@@ -104,6 +103,6 @@ def seed_params(
         if info["drop"] <= tolerance and low in options:
             params[name] = low
             continue
-        wider = [p for p in _BY_BITS[_BY_BITS.index(low) + 1 :] if p in options]
+        wider = [p for p in BY_BITS[BY_BITS.index(low) + 1 :] if p in options]
         params[name] = wider[0] if wider else "float"
     return params

@@ -182,12 +182,10 @@ def tiny_task(*, seed: int, cache_dir):
     )
 
 
-@pytest.mark.slow
-def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
+def _tiny_spec(tmp_path, **update):
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    from search.bench import BenchSpec, run_bench
+    from search.bench import BenchSpec
     from search.config import load_space
     from tests.conftest import quick_profile
 
@@ -199,24 +197,111 @@ def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
             )
         }
     )
-    profile = quick_profile("cpu")
-    spec = BenchSpec(
-        task="test_bench:tiny_task",
-        space=space,
-        profile=profile,
-        trials=1,
-        out_dir=tmp_path / "bench",
-        ratios=(0.5,),
-        rounds=2,
+    args = {
+        "task": "test_bench:tiny_task",
+        "space": space,
+        "profile": quick_profile("cpu"),
+        "trials": 1,
+        "out_dir": tmp_path / "bench",
+        "ratios": (0.5,),
+        "rounds": 2,
+        **update,
+    }
+    return BenchSpec(**args), Path(__file__).parent
+
+
+@pytest.mark.slow
+def test_sequential_is_the_pruned_model_then_uniform_int8(tmp_path, monkeypatch):
+    import onnx
+
+    from search.bench.methods import prune_alone, sequential
+    from search.bench.run import _context
+
+    spec, here = _tiny_spec(tmp_path, ratios=(0.5,))
+    monkeypatch.syspath_prepend(str(here))
+    ctx, _ = _context(spec, tmp_path / "studies")
+    prune_run, records = prune_alone(spec, ctx, tmp_path / "work")
+    run = sequential(ctx, prune_run, records)
+    assert run.name == "sequential" and len(run.points) == 1
+    point, pruned = run.points[0], prune_run.points[0]
+    assert point.label == "prune 0.5 + int8" and point.extra["params"] == {"prune_ratio": 0.5}
+    # The same pruned, distilled model, now with every layer group in int8 QDQ.
+    ops = [n.op_type for n in onnx.load(point.extra["onnx"]).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert point.size_bytes < pruned.size_bytes and 0.0 <= point.accuracy <= 1.0
+    assert run.wall_s >= prune_run.wall_s  # its cost includes the pruning and distillation
+
+
+def test_multi_seed_summary_gives_mean_and_spread():
+    from search.bench.summary import aggregate, mean_curve, stats, targets
+
+    assert stats([0.2, 0.4, 0.6]) == pytest.approx(
+        {"mean": 0.4, "std": 0.2, "min": 0.2, "max": 0.6, "n": 3, "of": 3}
     )
+    one = stats([float("nan"), 2.0])
+    assert (one["mean"], one["std"], one["n"], one["of"]) == (2.0, 0.0, 1, 2)
+    assert mean_curve([[(1, 0.1), (3, 0.3)], [(2, 0.2)]], 3) == pytest.approx([0.05, 0.15, 0.25])
+
+    def row(method, seed, hv, speed):
+        return {
+            "method": method,
+            "title": method,
+            "seed": seed,
+            "trials": 3,
+            "hypervolume": hv,
+            "best_speedup": speed,
+            "best_size_reduction": 1.0,
+            "wall_s": 10.0,
+            "hv_history": [(1, hv)] if seed is not None else [],
+        }
+
+    rows = [
+        row("int8", None, 0.1, 2.0),
+        row("prune", None, 0.2, 3.0),
+        row("sequential", None, 0.3, 4.0),
+        row("random@9", 0, 0.3, 4.0),
+        row("random@9", 1, 0.5, float("nan")),  # no point within the drop: the float model
+        row("gp", 0, 0.4, 5.0),
+        row("gp", 1, 0.6, 7.0),
+    ]
+    methods = {m["method"]: m for m in aggregate(rows)}
+    assert list(methods) == ["int8", "prune", "sequential", "random@9", "gp"]
+    gp = methods["gp"]
+    assert gp["seeds"] == [0, 1] and gp["hypervolume"]["mean"] == pytest.approx(0.5)
+    assert gp["hypervolume"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert methods["random@9"]["best_speedup"]["mean"] == pytest.approx(2.5)
+    got = {t["target"]: t for t in targets(methods.values(), joint=["gp"], random_n=9)}
+    assert got["gp: best speedup / sequential's"]["value"] == pytest.approx(1.5)
+    assert got["gp: best speedup / sequential's"]["met"]
+    assert got["gp: best speedup / best single technique's"]["value"] == pytest.approx(2.0)
+    assert got["gp: hypervolume / random@9's"]["value"] == pytest.approx(1.25)
+    assert got["gp: hypervolume / sequential's"]["value"] == pytest.approx(0.5 / 0.3)
+    slow = [row("sequential", None, 0.3, 4.0), row("gp", 0, 0.2, 4.4)]
+    low = {t["target"]: t for t in targets(aggregate(slow), joint=["gp"], random_n=9)}
+    assert not low["gp: best speedup / sequential's"]["met"]
+    assert not low["gp: hypervolume / sequential's"]["met"]
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
+    from search.bench import run_bench
+
+    spec, here = _tiny_spec(tmp_path, seeds=2, samplers=("gp-ordinal",))
+    monkeypatch.syspath_prepend(str(here))
     data = run_bench(spec)
     names = [m["method"] for m in data["methods"]]
-    assert names == ["float", "int8", "prune", "random@1", "random@2", "tpe"]
+    expected = ["float", "int8", "prune", "sequential", "random@1", "random@3", "tpe"]
+    assert names == [*expected, "gp-ordinal"] and data["default"] == "tpe"
+    runs = [(r["method"], r["seed"]) for r in data["runs"]]
+    assert runs.count(("tpe", 0)) == 1 and runs.count(("tpe", 1)) == 1
+    seeded = ("random@1", "random@3", "tpe", "gp-ordinal")
+    assert all(m["hypervolume"]["of"] == (1 + (m["method"] in seeded)) for m in data["methods"])
     assert (tmp_path / "bench" / "bench.md").read_text().count("|") > 20
     assert (tmp_path / "bench" / "bench.html").stat().st_size > 1000
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
-    assert saved["methods"][0]["hypervolume"] == 0.0  # the baseline alone adds nothing
-    assert all(m["wall_s"] >= 0 for m in saved["methods"])
+    assert saved["methods"][0]["hypervolume"]["mean"] == 0.0  # the baseline alone adds nothing
+    assert all(r["wall_s"] >= 0 for r in saved["runs"])
+    assert any(r["hv_time_history"] for r in saved["runs"] if r["method"] == "tpe")
 
 
 def test_bench_cli_rejects_bad_flags_with_one_line(capsys):

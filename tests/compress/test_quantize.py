@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from search.compress.calibration import calibrate
+from search.compress.encoding import lowest_precision
 from search.compress.groups import assign_groups
 from search.compress.onnx_export import export_onnx
 from search.compress.quantize import (
@@ -21,7 +22,7 @@ from search.compress.quantize import (
     needs_calibration,
     quantize,
 )
-from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
+from search.compress.sensitivity import seed_params, sensitivity_pass
 from search.config import Profile, Space, TrialConfig
 from search.errors import ConfigError
 from search.measure import run_batches

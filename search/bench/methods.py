@@ -1,0 +1,254 @@
+"""The benchmark's methods, each run into a :class:`MethodRun` of measured points.
+
+- ``prune``: torch-pruning alone at fixed ratios, each distilled with the largest budget a joint
+  trial can get;
+- ``sequential``: what an engineer builds by hand with two tools in a row: the ``prune`` models
+  (pruned and distilled), then ONNX Runtime's uniform int8 static QDQ of each;
+- studies: ``random`` and the joint samplers through the public pipeline
+  (:func:`search.study.run_study`), one study per method and sampler seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.bench.metrics import Point
+from search.compress.distill import DistillConfig
+from search.compress.prune import PruneConfig
+from search.config import Space, TrialConfig
+
+
+@dataclass
+class MethodRun:
+    """One method's measured points, its cost, and the per-step time split of its trials.
+
+    ``seed`` is the sampler seed of a study (None: a method without a sampler). ``base`` holds
+    the study's own baseline measurement, which its hypervolume history is normalized by.
+    """
+
+    name: str
+    trials: int
+    wall_s: float
+    points: list[Point] = field(default_factory=list)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    base: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
+    durations: list[float] = field(default_factory=list)
+
+
+def measured_onnx(record: dict[str, Any]) -> Path:
+    """The ONNX file a trial was scored on: the quantized one when the trial made one."""
+    return Path(record["measured_onnx"])
+
+
+def method_space(space: Space, method: str) -> Space:
+    """``space`` searched the way ``method`` says: ``<sampler>`` (categorical precision plan)
+    or ``<sampler>-ordinal`` (:mod:`search.compress.encoding`)."""
+    sampler, _, encoding = method.partition("-")
+    search = space.search.model_copy(update={"sampler": sampler})
+    quantize = space.quantize.model_copy(update={"encoding": encoding or "categorical"})
+    return space.model_copy(update={"search": search, "quantize": quantize})
+
+
+def default_method(space: Space) -> str:
+    """The method name of the space's own sampler and encoding (the default search)."""
+    suffix = "-ordinal" if space.quantize.encoding == "ordinal" else ""
+    return f"{space.search.sampler}{suffix}"
+
+
+def step_split(records: list[dict[str, Any]], durations: list[float]) -> dict[str, float]:
+    """Mean seconds per trial step; ``other`` is the study's own overhead around the steps."""
+    if not records:
+        return {}
+    steps: dict[str, list[float]] = {}
+    for rec in records:
+        for k, v in rec.get("timings_s", {}).items():
+            steps.setdefault(k, []).append(float(v))
+    out = {k: float(np.mean(v)) for k, v in steps.items()}
+    if durations:
+        out["other"] = max(0.0, float(np.mean(durations)) - sum(out.values()))
+        out["trial"] = float(np.mean(durations))
+    return out
+
+
+def study_points(study: Any) -> tuple[list[Point], list[dict[str, Any]], list[float]]:
+    """The completed trials as points (``extra["elapsed_s"]``: seconds from the start of the
+    study's first trial to the end of this one, failed and stopped trials included), their
+    records and durations."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    t0 = min(starts) if starts else None
+    points, records, durations = [], [], []
+    for t in trials:
+        if t.state != TrialState.COMPLETE:
+            continue
+        rec = t.user_attrs["record"]
+        path = measured_onnx(rec)
+        elapsed = (t.datetime_complete - t0).total_seconds() if t0 else 0.0
+        points.append(
+            Point(
+                accuracy=float(rec["accuracy"]),
+                latency_ms=float(rec["latency_p50_ms"]),
+                size_bytes=os.path.getsize(path),
+                label=f"trial {t.number}",
+                order=t.number + 1,
+                extra={"onnx": str(path), "params": dict(t.params), "elapsed_s": elapsed},
+            )
+        )
+        records.append(rec)
+        durations.append(float(t.user_attrs.get("duration_s", 0.0)))
+    return points, records, durations
+
+
+def run_study_method(
+    spec: Any, *, method: str, trials: int, seed: int, refs: dict[str, Any]
+) -> MethodRun:
+    """One study of ``method`` with sampler seed ``seed``, from the benchmark's references."""
+    from search.progress import console
+    from search.references import store
+    from search.study import StudySpec, open_study, run_study
+
+    studies_dir = Path(spec.out_dir) / "studies"
+    name = f"{method}-seed{seed}"
+    shutil.rmtree(studies_dir / name, ignore_errors=True)  # a benchmark starts fresh
+    console.print(f"[bold]bench: {method} search, {trials} trials, sampler seed {seed}[/bold]")
+    study_spec = StudySpec(
+        task=spec.task,
+        space=method_space(spec.space, method),
+        profile=spec.profile,
+        study_name=name,
+        results_dir=studies_dir,
+        seed=spec.seed,
+        sampler_seed=seed,
+    )
+    start = time.perf_counter()
+    # Reuse the references measured once for the whole benchmark: run_study measures them only
+    # when the study has none. The seeded trial follows the method's encoding.
+    quantization = refs["quantization"].get(method_space(spec.space, method).quantize.encoding)
+    store(
+        open_study(study_spec, create=True), baseline=refs["baseline"], quantization=quantization
+    )
+    study = run_study(study_spec, trials=trials, progress=False)
+    points, records, durations = study_points(study)
+    base = study.user_attrs["baseline"]
+    return MethodRun(
+        name=method,
+        trials=trials,
+        wall_s=time.perf_counter() - start,
+        points=points,
+        step_seconds=step_split(records, durations),
+        base={"accuracy": base["accuracy"], "latency_ms": base["latency_p50_ms"]},
+        seed=seed,
+        durations=durations,
+    )
+
+
+def prefix(run: MethodRun, n: int, name: str) -> MethodRun:
+    """The first ``n`` trials of a study, as if it had stopped there (random search of N is
+    the start of random search of 3N: its suggestions do not depend on the results)."""
+    kept = [p for p in run.points if p.order <= n]
+    wall = max((p.extra.get("elapsed_s", 0.0) for p in kept), default=0.0)
+    return MethodRun(name=name, trials=n, wall_s=wall, points=kept, base=run.base, seed=run.seed)
+
+
+def prune_alone(spec: Any, ctx: Any, work: Path) -> tuple[MethodRun, list[dict[str, Any]]]:
+    """torch-pruning at each fixed ratio, fine-tuned with the joint space's largest KD budget;
+    the run and the trial records (their float ONNX files feed ``sequential``)."""
+    from search.progress import console
+    from search.trial import run_trial
+
+    d, p = spec.space.distill, spec.space.prune
+    # The same distillation budget a joint trial can get at most; the other KD settings are the
+    # pipeline's defaults and the middle of the space's learning-rate range.
+    distill = DistillConfig(
+        epochs=d.epochs.high, lr=math.sqrt(d.lr.low * d.lr.high), batch_size=d.batch_size
+    )
+    start = time.perf_counter()
+    points, records, durations = [], [], []
+    for i, ratio in enumerate(spec.ratios, start=1):
+        prune = PruneConfig(
+            ratio=ratio, importance=p.importance, max_layer_ratio=p.max_layer_ratio
+        )
+        t0 = time.perf_counter()
+        result = run_trial(
+            TrialConfig(prune=prune, distill=distill), ctx=ctx, out_dir=work / f"prune-{ratio:g}"
+        )
+        durations.append(time.perf_counter() - t0)
+        rec = result.record
+        points.append(
+            _point(rec, label=f"prune {ratio:g}", order=i, params={"prune_ratio": ratio})
+        )
+        records.append(rec)
+        console.print(
+            f"bench: prune {ratio:g}: accuracy {result.accuracy:.4f}, "
+            f"p50 {result.latency_ms:.3f} ms, {durations[-1]:.1f} s"
+        )
+    run = MethodRun(
+        name="prune",
+        trials=len(spec.ratios),
+        wall_s=time.perf_counter() - start,
+        points=points,
+        step_seconds=step_split(records, durations),
+        durations=durations,
+    )
+    return run, records
+
+
+def sequential(ctx: Any, prune_run: MethodRun, records: list[dict[str, Any]]) -> MethodRun:
+    """Uniform int8 static QDQ (ONNX Runtime, MinMax calibration) of each pruned and distilled
+    model of ``prune_run``: the pipeline a user builds by hand; its cost includes the pruning
+    and distillation it starts from."""
+    from search.compress.calibration import calibrate
+    from search.compress.quantize import QuantizeConfig
+    from search.compress.quantize_step import quantize_step
+    from search.context import measurement_record, score
+    from search.progress import console
+
+    start = time.perf_counter()
+    space = ctx.space.quantize
+    plan = QuantizeConfig(precision=dict.fromkeys(space.groups, "int8"))
+    points = []
+    for prev, rec in zip(prune_run.points, records, strict=True):
+        src = Path(rec["onnx"])
+        calib = calibrate(src, ctx.calib_inputs, method="minmax", cache_dir=src.parent / "calib")
+        q = quantize_step(
+            src,
+            plan,
+            space=space,
+            calibration=calib,
+            out_path=src.parent / "model.int8.q.onnx",
+            int8_runs=True,
+        )
+        metric, m = score(q.path, ctx)
+        out = {**measurement_record(metric, m), "measured_onnx": str(q.path)}
+        label = f"{prev.label} + int8"
+        points.append(_point(out, label=label, order=prev.order, params=prev.extra["params"]))
+        console.print(f"bench: {label}: accuracy {metric:.4f}, p50 {out['latency_p50_ms']:.3f} ms")
+    return MethodRun(
+        name="sequential",
+        trials=len(points),
+        wall_s=prune_run.wall_s + time.perf_counter() - start,
+        points=points,
+    )
+
+
+def _point(rec: dict[str, Any], *, label: str, order: int, params: dict[str, Any]) -> Point:
+    path = measured_onnx(rec)
+    return Point(
+        accuracy=float(rec["accuracy"]),
+        latency_ms=float(rec["latency_p50_ms"]),
+        size_bytes=os.path.getsize(path),
+        label=label,
+        order=order,
+        extra={"onnx": str(path), "params": params},
+    )
