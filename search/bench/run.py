@@ -177,6 +177,7 @@ def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
     """The trials' shared context, measured on this machine, and the teacher's load time."""
     from search.context import Context
     from search.measure.target import LocalTarget
+    from search.model_checks import check_model
     from search.tasks import load_task
 
     target = LocalTarget(spec.profile.measure_spec())  # checks the providers before any work
@@ -188,8 +189,14 @@ def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
     def measure(path: Path) -> Any:
         return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
 
+    checked = check_model(task, spec.space)  # groups fitted to the model, as a study's are
     ctx = Context.build(
-        task=task, space=spec.space, profile=spec.profile, seed=spec.seed, measure=measure
+        task=task,
+        space=checked.space,
+        profile=spec.profile,
+        seed=spec.seed,
+        measure=measure,
+        prune_plan=checked.prune_plan,
     )
     return ctx, teacher_s
 
