@@ -69,6 +69,13 @@ class Run(Command):
         parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampler")
         parser.add_argument("--no-progress", action="store_true", help="no live progress bars")
         parser.add_argument(
+            "--train-device",
+            default="auto",
+            metavar="DEVICE",
+            help="where torch trains the teacher and distills students: auto (CUDA when torch "
+            "sees it, else the CPU), cpu, cuda or cuda:N; measuring follows --hw (default: auto)",
+        )
+        parser.add_argument(
             "--agent",
             default=None,
             metavar="URL",
@@ -79,10 +86,13 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
+        from search.device import check_name
         from search.study import StudySpec, run_study
         from search.tasks import task_and_options, task_slug
 
-        # Validate everything before anything is created on disk.
+        # Validate everything before anything is created on disk (run_study checks that the
+        # training device exists before it loads the task or opens the study).
+        check_name(args.train_device)
         profile = load_profile(args.hw)
         if args.agent is not None:
             profile = profile.with_agent(None if args.agent == "local" else args.agent)
@@ -104,6 +114,7 @@ class Run(Command):
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
+            train_device=args.train_device,
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
         return 0

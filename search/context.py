@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from search.students import StudentStore
+
 MeasureFn = Callable[[Path], Measurement]
 
 
@@ -44,6 +46,9 @@ class Context:
     baseline_val: float
     base_size: dict[str, int] = field(default_factory=dict)  # params/MACs of the base model
     calib_inputs: np.ndarray | None = None  # quantization calibration inputs, fixed per study
+    # Distilled students shared by trials that differ only in their precision plan (None: every
+    # trial distills its own; see search.students).
+    students: StudentStore | None = None
 
     @classmethod
     def build(

@@ -29,6 +29,7 @@ from search.resume import (
     finished_count,
     legacy_digests,
 )
+from search.students import StudentStore, enqueue_plans, same_plan_as
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class StudySpec:
     seed: int = 0
     # Keyword options for the task factory (model, weights, data, ...); part of the settings.
     task_options: dict[str, Any] = field(default_factory=dict)
+    # Where torch trains (auto, cpu, cuda, cuda:N); not a setting: a study may resume elsewhere.
+    train_device: str = "auto"
 
     @property
     def study_dir(self) -> Path:
@@ -147,7 +150,19 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
-    """Run trials until the study holds ``trials`` finished ones; returns the study."""
+    """Run trials until the study holds ``trials`` finished ones; returns the study.
+
+    Raises:
+        DeviceError: ``spec.train_device`` names a CUDA device torch does not see (before any
+            work: no study is created).
+    """
+    from search.device import resolve, use
+
+    with use(resolve(spec.train_device)):
+        return _run_study(spec, trials=trials, progress=progress)
+
+
+def _run_study(spec: StudySpec, *, trials: int, progress: bool) -> optuna.Study:
     import torch
 
     from search.context import Context
@@ -186,6 +201,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     baseline = ensure_baseline(study, ctx, references)
     _check_same_device(baseline, target, spec.study_name)
     ensure_quantization(study, ctx, references)
+    ctx.students = StudentStore.for_study(spec.study_dir / "students", ctx)
     study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
     _run_trials(study, spec, ctx, trials=trials, progress=progress)
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
@@ -251,10 +267,11 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     try:
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
+        _skip_same_plan(study, trial, cfg)
         bars.show(trial.number, 0, total=cfg.distill.epochs)
         out_dir = spec.study_dir / "artifacts" / str(trial.number)
         on_epoch = _early_stop(trial, spec, ctx, bars)
-        result = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch)
+        result = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch, number=trial.number)
     except optuna.TrialPruned as e:
         trial.set_user_attr("fail_reason", f"stopped early: {e}")
         study.tell(trial, state=TrialState.PRUNED)
@@ -276,6 +293,16 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     finally:
         bars.hide()
     _tell_complete(study, trial, spec, ctx, cfg=cfg, result=result, started=started)
+    if result.record.get("student") and not result.record.get("reused_student"):
+        enqueue_plans(study, trial, space=spec.space, profile=spec.profile)
+
+
+def _skip_same_plan(study: optuna.Study, trial: optuna.Trial, cfg: Any) -> None:
+    """Stop a trial enqueued for a student whose sampled plan that student has already been
+    measured with: it would measure the very same file again."""
+    twin = same_plan_as(study, trial, cfg.quantize.to_dict())
+    if twin is not None:
+        raise optuna.TrialPruned(f"same precision plan as trial {twin} on the same student")
 
 
 def _stop_reason(e: BaseException) -> str:
