@@ -23,6 +23,7 @@ from torch.utils.data import Subset, TensorDataset
 
 from search.errors import TaskError
 from search.tasks.base import Task, stack
+from search.tasks.decoded import decode_once
 from search.tasks.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -155,6 +156,7 @@ def make_vision_task(
     num_classes: int | None = None,
     limit: int | None = None,
     name: str | None = None,
+    cache_dir: Path | None = None,
 ) -> Task:
     """Build a :class:`Task` from a model (torchvision name or module) and an image folder.
 
@@ -170,6 +172,8 @@ def make_vision_task(
         num_classes: Needed only for unlabeled data when no checkpoint tells it.
         limit: Use at most this many images per split (seeded), to try a search quickly.
         name: Task name in reports (default ``<layout>-<model>``).
+        cache_dir: Where decoded images too large for memory are memory-mapped
+            (:func:`search.tasks.decoded.decode_once`); None keeps them in memory.
     """
     splits, classes, layout = _splits(
         Path(data).expanduser(), layout=layout, seed=seed, size=image_size, mean=mean, std=std
@@ -178,6 +182,8 @@ def make_vision_task(
     n = len(classes) if labelled else num_classes
     net, arch = _model(model, weights=weights, num_classes=n, image_size=size)
     splits = {k: _limit(v, limit, seed + i) for i, (k, v) in enumerate(splits.items())}
+    # Decoded and resized once here, not in every epoch of every trial.
+    splits = {k: decode_once(v, cache_dir=cache_dir) for k, v in splits.items()}
     metric_name = "accuracy"
     if not labelled:
         # No labels: score students by agreement with the user's model, the only ground truth.
@@ -259,9 +265,10 @@ def make_task(
     *, seed: int, cache_dir: Path, model: str = "", data: str = "", **options: Any
 ) -> Task:
     """Built-in ``vision`` task: ``model`` and ``data`` are required options."""
-    del cache_dir  # the user's model is already trained: nothing to cache
     if not model or not data:
         raise TaskError("the vision tasks need --model NAME and --data DIR (and --weights PATH)")
+    # The user's model is already trained; only decoded images too large for memory are cached.
+    options.setdefault("cache_dir", cache_dir)
     return make_vision_task(model=model, data=data, seed=seed, **options)
 
 
