@@ -228,18 +228,32 @@ def enqueue_plans(study: optuna.Study, trial: optuna.Trial, *, space: Space, pro
     return max(0, wanted - already)
 
 
+def effective_plan(quantize: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config's ``quantize`` part that changes the measured file: the precision
+    per group, plus calibration, activation and weight types only when some group is
+    quantized to integers (an all-float plan ignores them; fp16 needs no calibration)."""
+    from search.compress.quantize import needs_calibration
+
+    plan = dict(quantize.get("precision") or {})
+    if not needs_calibration(plan):
+        return {"precision": plan}
+    keep = ("precision", "calibration", "activations", "weights")
+    return {k: quantize.get(k) for k in keep}
+
+
 def same_plan_as(study: optuna.Study, trial: optuna.Trial, plan: dict[str, Any]) -> int | None:
     """The number of an earlier trial that measured the same precision plan (``plan``: the
     quantize part of a config) on the same student as ``trial``, if any.
 
     Only trials enqueued for a student (``student_of``) are checked: they share the student, so
-    an identical plan would measure the very same file again.
+    the same :func:`effective_plan` would measure the very same file again.
     """
     source = trial.user_attrs.get("student_of")
     if source is None:
         return None
     from optuna.trial import TrialState
 
+    mine = effective_plan(plan)
     for t in study.get_trials(deepcopy=False):
         if t.number == trial.number:
             continue
@@ -247,6 +261,6 @@ def same_plan_as(study: optuna.Study, trial: optuna.Trial, plan: dict[str, Any])
             continue
         if t.state != TrialState.COMPLETE:
             continue
-        if (t.user_attrs.get("config") or {}).get("quantize") == plan:
+        if effective_plan((t.user_attrs.get("config") or {}).get("quantize") or {}) == mine:
             return t.number
     return None

@@ -12,7 +12,13 @@ from optuna.trial import TrialState
 from search.compress.distill import DistillConfig
 from search.compress.prune import PruneConfig
 from search.config import TrialConfig, load_profile, load_space
-from search.students import StudentStore, enqueue_plans, same_plan_as, tensor_digest
+from search.students import (
+    StudentStore,
+    effective_plan,
+    enqueue_plans,
+    same_plan_as,
+    tensor_digest,
+)
 from search.study import StudySpec, run_study
 from search.tasks.models import ResNet
 
@@ -103,6 +109,12 @@ def test_a_plan_already_measured_on_the_student_is_found():
     second = study.ask()
     assert same_plan_as(study, second, {"precision": {"all": "int8"}}) == first.number
     assert same_plan_as(study, second, {"precision": {"all": "float"}}) is None
+    # Calibration settings do not change an all-float file: still the same plan.
+    first_float = {"precision": {"all": "float"}, "calibration": "minmax"}
+    assert effective_plan(first_float) == effective_plan({**first_float, "calibration": "entropy"})
+    assert effective_plan({"precision": {"all": "int8"}, "calibration": "minmax"}) != (
+        effective_plan({"precision": {"all": "int8"}, "calibration": "entropy"})
+    )
     unrelated = study.ask()
     unrelated.set_user_attr("student_of", None)
     assert same_plan_as(study, unrelated, {"precision": {"all": "int8"}}) is None
@@ -128,7 +140,8 @@ def test_a_trial_reusing_a_student_skips_distillation_and_measures_another_plan(
     assert "load_student" in b["timings_s"]
     assert b["config"]["prune"] == a["config"]["prune"]
     assert b["config"]["distill"] == a["config"]["distill"]
-    assert b["config"]["quantize"] != a["config"]["quantize"]  # another precision plan
+    # Another precision plan: one that changes the measured file.
+    assert effective_plan(b["config"]["quantize"]) != effective_plan(a["config"]["quantize"])
     assert b["val_history"] == a["val_history"]
     assert a["train_device"] == b["train_device"] == "cpu"
     # Same student, same float export: the reusing trial measured a file made from it.
