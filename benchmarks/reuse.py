@@ -1,13 +1,14 @@
 """Does reusing distilled students pay? The same study with 1, 2, 3... precision plans per student.
 
 Runs one study per ``plans_per_student`` value (1 = every trial distills its own student) with
-the same task, space, profile and seed, then compares them at equal wall time: each study is cut
-at the total trial time of the fastest one (the trials that had ended by then), every point that
+the same task, space, profile and seed: the first value's study runs ``--trials`` trials, each
+other one as many trials as end within the same total trial time. Then they are compared at
+equal trial time: each study is cut at the total trial time of the fastest one, every point that
 could be on a front is re-measured interleaved with the float baseline (the benchmark's
 :func:`search.bench.measure.measure_interleaved`), and the bench's normalized hypervolume
 (:func:`search.bench.metrics.hypervolume`, reference 5 points below the baseline) is computed.
 
-    nice python benchmarks/reuse.py --trials 20 --plans 1,2,3      # digits, default space, cpu
+    nice python benchmarks/reuse.py --trials 20 --plans 2,1      # digits, default space, cpu
 
 Writes ``<out>/reuse.json`` and prints a table: trials, distillations, seconds, hypervolume.
 """
@@ -48,7 +49,11 @@ def _trials(study: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _run(args: argparse.Namespace, plans: int, studies: Path) -> dict[str, Any]:
+def _run(
+    args: argparse.Namespace, plans: int, studies: Path, budget_s: float | None = None
+) -> dict[str, Any]:
+    """One study of ``args.trials`` trials, or (with ``budget_s``) of as many trials as end
+    within ``budget_s`` seconds of trial time: it is run one trial further at a time."""
     from search.config import load_profile, load_space
     from search.study import StudySpec, run_study
 
@@ -66,7 +71,15 @@ def _run(args: argparse.Namespace, plans: int, studies: Path) -> dict[str, Any]:
         train_device=args.train_device,
     )
     start = time.perf_counter()
-    study = run_study(spec, trials=args.trials, progress=False)
+    if budget_s is None:
+        study = run_study(spec, trials=args.trials, progress=False)
+    else:
+        n = 1
+        while True:
+            study = run_study(spec, trials=n, progress=False)
+            if sum(t["seconds"] for t in _trials(study)) >= budget_s or n >= 3 * args.trials:
+                break
+            n += 1
     base = study.user_attrs["baseline"]
     return {
         "plans": plans,
@@ -158,14 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", default="default")
     parser.add_argument("--hw", default="cpu")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--plans", default="1,2,3", help="plans_per_student values to compare")
+    parser.add_argument(
+        "--plans",
+        default="2,1",
+        help="plans_per_student values: the first runs --trials trials, the others as many as "
+        "end in the same trial time",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds")
     parser.add_argument("--train-device", default="auto")
     parser.add_argument("--out", default="results/bench/reuse")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    runs = [_run(args, int(k), out / "studies") for k in args.plans.split(",")]
+    first, *others = (int(k) for k in args.plans.split(","))
+    runs = [_run(args, first, out / "studies")]
+    # The others only need to run as long as the first one's trials took (equal trial time).
+    budget = sum(t["seconds"] for t in runs[0]["trials"])
+    runs += [_run(args, k, out / "studies", budget_s=budget) for k in others]
     rows = _score(runs, args)
     (out / "reuse.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     print(f"equal trial time: {rows[0]['budget_s']} s; float p50 {rows[0]['float_p50_ms']:.3f} ms")

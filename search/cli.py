@@ -68,13 +68,9 @@ class Run(Command):
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampler")
         parser.add_argument("--no-progress", action="store_true", help="no live progress bars")
-        parser.add_argument(
-            "--train-device",
-            default="auto",
-            metavar="DEVICE",
-            help="where torch trains the teacher and distills students: auto (CUDA when torch "
-            "sees it, else the CPU), cpu, cuda or cuda:N; measuring follows --hw (default: auto)",
-        )
+        from search.device import add_argument as add_device_argument
+
+        add_device_argument(parser)
         parser.add_argument(
             "--agent",
             default=None,
@@ -86,13 +82,10 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
-        from search.device import check_name
         from search.study import StudySpec, run_study
         from search.tasks import task_and_options, task_slug
 
-        # Validate everything before anything is created on disk (run_study checks that the
-        # training device exists before it loads the task or opens the study).
-        check_name(args.train_device)
+        # Validate everything before anything is created on disk.
         profile = load_profile(args.hw)
         if args.agent is not None:
             profile = profile.with_agent(None if args.agent == "local" else args.agent)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -46,6 +47,28 @@ def check_name(name: str) -> None:
     """
     if not _PATTERN.match(name):
         raise DeviceError(f"--train-device must be {CHOICES}, but got {name!r}")
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """``--train-device`` on a command's parser; a malformed name is an argparse error (exit
+    2). Whether the device exists is checked by :func:`resolve` when the study starts, before
+    any work."""
+
+    def checked(name: str) -> str:
+        try:
+            check_name(name)
+        except DeviceError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return name
+
+    parser.add_argument(
+        "--train-device",
+        default="auto",
+        type=checked,
+        metavar="DEVICE",
+        help="where torch trains the teacher and distills students: auto (CUDA when torch "
+        "sees it, else the CPU), cpu, cuda or cuda:N; measuring follows --hw (default: auto)",
+    )
 
 
 def resolve(name: str, *, say: Any = print) -> torch.device:

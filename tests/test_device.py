@@ -82,3 +82,11 @@ def test_cuda_training_runs_in_mixed_precision_and_comes_back_to_the_cpu():
     assert logits.device.type == "cpu" and torch.isfinite(logits).all()
     with pytest.raises(device.DeviceError, match="CUDA device"):
         device.resolve(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_a_malformed_name_on_the_command_line_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--train-device", "gpu", "--results-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

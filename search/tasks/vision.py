@@ -172,8 +172,7 @@ def make_vision_task(
         num_classes: Needed only for unlabeled data when no checkpoint tells it.
         limit: Use at most this many images per split (seeded), to try a search quickly.
         name: Task name in reports (default ``<layout>-<model>``).
-        cache_dir: Where decoded images too large for memory are memory-mapped
-            (:func:`search.tasks.decoded.decode_once`); None keeps them in memory.
+        cache_dir: Where images decoded once but too large for memory are memory-mapped.
     """
     splits, classes, layout = _splits(
         Path(data).expanduser(), layout=layout, seed=seed, size=image_size, mean=mean, std=std
@@ -182,7 +181,6 @@ def make_vision_task(
     n = len(classes) if labelled else num_classes
     net, arch = _model(model, weights=weights, num_classes=n, image_size=size)
     splits = {k: _limit(v, limit, seed + i) for i, (k, v) in enumerate(splits.items())}
-    # Decoded and resized once here, not in every epoch of every trial.
     splits = {k: decode_once(v, cache_dir=cache_dir) for k, v in splits.items()}
     metric_name = "accuracy"
     if not labelled:
