@@ -228,6 +228,28 @@ def enqueue_plans(study: optuna.Study, trial: optuna.Trial, *, space: Space, pro
     return max(0, wanted - already)
 
 
+def replan(study: optuna.Study, trial: optuna.Trial, *, space: Space, profile: Any) -> bool:
+    """Enqueue another plan for the student of ``trial`` (enqueued for it, but given a plan the
+    student was already measured with), at most ``plans_per_student`` times per student, so a
+    sampler that repeats itself costs trials that do no work but not the student's plans.
+    Returns whether one was enqueued."""
+    source = trial.user_attrs.get("student_of")
+    if source is None:
+        return False
+    repeats = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("student_of") == source
+        and t.user_attrs.get("same_plan_as") is not None
+    )
+    if repeats >= space.distill.plans_per_student:
+        return False
+    names = quantize_params(space, profile)
+    fixed = {k: v for k, v in trial.params.items() if k not in names}
+    study.enqueue_trial(fixed, user_attrs={"student_of": source})
+    return True
+
+
 def effective_plan(quantize: dict[str, Any]) -> dict[str, Any]:
     """The part of a config's ``quantize`` part that changes the measured file: the precision
     per group, plus calibration, activation and weight types only when some group is

@@ -29,7 +29,7 @@ from search.resume import (
     finished_count,
     legacy_digests,
 )
-from search.students import StudentStore, enqueue_plans, same_plan_as
+from search.students import StudentStore, enqueue_plans, replan, same_plan_as
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     try:
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
-        _skip_same_plan(study, trial, cfg)
+        _skip_same_plan(study, trial, spec, cfg)
         bars.show(trial.number, 0, total=cfg.distill.epochs)
         out_dir = spec.study_dir / "artifacts" / str(trial.number)
         on_epoch = _early_stop(trial, spec, ctx, bars)
@@ -297,11 +297,13 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
         enqueue_plans(study, trial, space=spec.space, profile=spec.profile)
 
 
-def _skip_same_plan(study: optuna.Study, trial: optuna.Trial, cfg: Any) -> None:
+def _skip_same_plan(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, cfg: Any) -> None:
     """Stop a trial enqueued for a student whose sampled plan that student has already been
-    measured with: it would measure the very same file again."""
+    measured with (it would measure the very same file again); the student gets another try."""
     twin = same_plan_as(study, trial, cfg.quantize.to_dict())
     if twin is not None:
+        trial.set_user_attr("same_plan_as", twin)
+        replan(study, trial, space=spec.space, profile=spec.profile)
         raise optuna.TrialPruned(f"same precision plan as trial {twin} on the same student")
 
 

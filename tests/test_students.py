@@ -16,6 +16,7 @@ from search.students import (
     StudentStore,
     effective_plan,
     enqueue_plans,
+    replan,
     same_plan_as,
     tensor_digest,
 )
@@ -148,3 +149,19 @@ def test_a_trial_reusing_a_student_skips_distillation_and_measures_another_plan(
     art = tmp_path / "reuse" / "artifacts"
     assert (art / "0" / "model.onnx").read_bytes() == (art / "1" / "model.onnx").read_bytes()
     assert (tmp_path / "reuse" / "students" / a["student"] / "state.pt").is_file()
+
+
+def test_a_repeated_plan_gives_the_student_another_try_a_bounded_number_of_times(tmp_path):
+    space, profile = _space(tmp_path), load_profile("cpu")  # plans_per_student: 2
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    first = study.ask()
+    study.tell(first, [0.5, 1.0])
+    study.enqueue_trial({}, user_attrs={"student_of": first.number})
+    tries = []
+    for _ in range(3):
+        again = study.ask()  # the enqueued trial, then the one replan enqueued
+        assert again.user_attrs.get("student_of") == first.number or tries[-1] is False
+        again.set_user_attr("same_plan_as", first.number)
+        tries.append(replan(study, again, space=space, profile=profile))
+        study.tell(again, state=TrialState.PRUNED)
+    assert tries == [True, False, False]  # two repeats in all: the student's plan count
