@@ -6,8 +6,33 @@ the measurement agent can run where torch is not installed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import sys
+
+
+def _interrupted_early(signum, frame):  # noqa: ANN001, ARG001 - a signal handler
+    # Ctrl-C before main() runs: nothing has been created yet, so stop at once, in one line.
+    import os
+
+    run = sys.argv[1:2] == ["run"]
+    sys.stderr.write(
+        "interrupted; rerun the same command to resume the study\n" if run else "interrupted\n"
+    )
+    os._exit(130)
+
+
+def _run_as_main() -> bool:
+    """Whether this process is ``python [options] -m search ...`` (not ``import search``)."""
+    argv = getattr(sys, "orig_argv", [])
+    return "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["search"]
+
+
+if _run_as_main():  # the earliest moment our code runs: Ctrl-C is one line from here on
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupted_early)
+
+import importlib  # noqa: E402 - after the handler: these imports take a while under load
+from typing import Any  # noqa: E402
 
 __version__ = "0.1.0"
 

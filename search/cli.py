@@ -9,27 +9,60 @@ import argparse
 import sys
 from pathlib import Path
 
+from search.checks import check_study_name
+from search.cli_agent import Agent
+from search.cli_base import (
+    EXIT_USAGE,
+    INTERRUPTED,
+    Command,
+    OneLineParser,
+    listen_for_ctrl_c,
+    run_guarded,
+)
+from search.device import add_argument as add_device_argument
 from search.errors import SearchError
+from search.workers import add_store_argument, add_worker_arguments, run_workers, worker_settings
 
-EXIT_USAGE = 2
+__all__ = ["EXIT_USAGE", "COMMANDS", "build_parser", "main"]
 
 
-class Command:
-    """Base class: ``add_arguments`` declares flags, ``run`` does the work and returns a code."""
+def _count(low: int):
+    """An argparse type: an integer of at least ``low``."""
 
-    name = ""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        pass
+    return parse
 
-    def run(self, args: argparse.Namespace) -> int:
-        raise NotImplementedError
+
+def _seed(text: str) -> int:
+    value = _count(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32, got {value}")
+    return value
+
+
+def _name(text: str) -> str:
+    try:
+        return check_study_name(text, flag="")
+    except SearchError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a study name: letters, digits and . _ - + = only, no / or .. "
+            "(the folder is --results-dir)"
+        ) from None
 
 
 def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--study",
         default=None,
+        type=_name,
         help="study name (default: <task>-<hw>); results go to results/<study>/",
     )
     parser.add_argument(
@@ -47,6 +80,7 @@ class Run(Command):
     """Run (or resume) a compression search: prune, distill, export and measure each trial."""
 
     name = "run"
+    interrupted = INTERRUPTED
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         from search.tasks import BUILTIN
@@ -62,14 +96,18 @@ class Run(Command):
         parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
         parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
         parser.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 python folder")
+        parser.add_argument(
+            "--image-size", type=int, metavar="PX", help="image tasks: side of the square input "
+            "images are resized and cropped to (default 224, 32 for CIFAR-10)")  # fmt: skip
         parser.add_argument("--space", default="default", help="search space name or YAML path")
         parser.add_argument(
-            "--trials", type=int, default=None, help="finished trials wanted (default: space's)"
+            "--trials",
+            type=_count(1),
+            default=None,
+            help="finished trials wanted (default: space's)",
         )
-        parser.add_argument("--seed", type=int, default=0, help="seed of splits and sampler")
+        parser.add_argument("--seed", type=_seed, default=0, help="seed of splits and sampler")
         parser.add_argument("--no-progress", action="store_true", help="no live progress bars")
-        from search.device import add_argument as add_device_argument
-
         add_device_argument(parser)
         parser.add_argument(
             "--agent",
@@ -79,6 +117,7 @@ class Run(Command):
             "profile's agent; 'local' measures on this machine",
         )
         _study_args(parser)
+        add_worker_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import load_profile, load_space
@@ -91,22 +130,25 @@ class Run(Command):
             profile = profile.with_agent(None if args.agent == "local" else args.agent)
         space = load_space(args.space)
         trials = args.trials if args.trials is not None else space.search.trials
-        if trials < 1:
-            raise SearchError(f"--trials must be at least 1, but got {trials}")
+        if args.workers > 1:  # N copies of this command here, each loading its own task
+            return run_workers(args.workers, sys.argv[1:], threads=worker_settings(args).threads)
         # Only the factory and its option names are checked here; run_study loads the task
-        # (model, weights, data) before it opens the study, so bad weights or data fail before
-        # any study exists.
-        options = {k: getattr(args, k) for k in ("model", "weights", "data")}
+        # (model, weights, data) before it opens the study, so bad input creates no study.
+        options = {k: getattr(args, k) for k in ("model", "weights", "data", "image_size")}
         task, options = task_and_options(args.task, **options)
+        name = args.study or f"{task_slug(task, options)}-{profile.name}"
+        if args.study is None:
+            check_study_name(name, flag="the default study name (task and profile name)")
         spec = StudySpec(
             task=task,
             task_options=options,
             space=space,
             profile=profile,
-            study_name=args.study or f"{task_slug(task, options)}-{profile.name}",
+            study_name=name,
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
+            worker=worker_settings(args),
             train_device=args.train_device,
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
@@ -161,12 +203,12 @@ def _load_study(args: argparse.Namespace):
     if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
         raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.study import _storage  # the same one-line errors for a bad URL or driver
+    from search.storage import open_storage, redact_url  # one line, no password
 
     try:
-        return optuna.load_study(study_name=args.study, storage=_storage(storage))
+        return optuna.load_study(study_name=args.study, storage=open_storage(storage))
     except KeyError:
-        raise SearchError(f"no study {args.study!r} in {storage}") from None
+        raise SearchError(f"no study {args.study!r} in {redact_url(storage)}") from None
 
 
 class Export(Command):
@@ -177,18 +219,24 @@ class Export(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _study_args(parser)
         which = parser.add_mutually_exclusive_group(required=True)
-        which.add_argument("--trial", type=int, help="trial number to export")
+        which.add_argument("--trial", type=_count(0), help="trial number to export")
         which.add_argument(
             "--pick", metavar="RULE", help="export the trial a rule picks (see report --pick)"
         )
-        parser.add_argument("--out", type=Path, required=True, help="folder to write")
+        parser.add_argument("--out", type=Path, required=True, help="new or empty folder to write")
+        parser.add_argument(
+            "--force", action="store_true", help="write into --out even if it holds files"
+        )
+        add_store_argument(parser, "the study's artifact store as this machine reaches it")
 
     def run(self, args: argparse.Namespace) -> int:
+        from search.checks import check_out_dir
         from search.export import export_trial
         from search.report import parse_rule
 
         if args.pick:
             parse_rule(args.pick)
+        check_out_dir(args.out, force=args.force)  # before the study is even opened
         study = _load_study(args)
         number = args.trial
         if args.pick:
@@ -210,73 +258,11 @@ class Export(Command):
             out_dir=args.out,
             study_dir=args.results_dir / args.study,
             command="python -m search " + " ".join(sys.argv[1:]),
+            force=args.force,
+            artifacts=args.artifacts,
         )
         for path in paths.values():
             print(path)
-        return 0
-
-
-class Agent(Command):
-    """Serve measurements on this machine (the target) for studies that run elsewhere.
-
-    Needs only this package, onnxruntime and numpy. Requests must carry the token; the token
-    crosses the network in clear text, so use a trusted network or an SSH tunnel.
-    """
-
-    name = "agent"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-        parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
-        parser.add_argument(
-            "--token", default=None, help="shared secret (default: $SEARCH_AGENT_TOKEN)"
-        )
-        parser.add_argument(
-            "--max-upload-mb", type=float, default=256.0, help="largest accepted upload"
-        )
-        parser.add_argument("--work-dir", type=Path, default=None, help="where uploads live")
-        parser.add_argument(
-            "--describe",
-            default="",
-            metavar="TEXT",
-            help="added to the device description, e.g. 'MAXN power mode, fan on'",
-        )
-
-    def run(self, args: argparse.Namespace) -> int:
-        import os
-
-        from search.measure.agent import AgentSettings, serve
-
-        token = args.token or os.environ.get("SEARCH_AGENT_TOKEN", "")
-        try:
-            server = serve(
-                AgentSettings(
-                    token=token,
-                    host=args.host,
-                    port=args.port,
-                    max_upload_bytes=int(args.max_upload_mb * 2**20),
-                    work_dir=args.work_dir,
-                    label=args.describe,
-                )
-            )
-        except OSError as e:
-            raise SearchError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
-        info = server.info
-        print(
-            f"agent listening on {server.url} | onnxruntime {info['onnxruntime']} | "
-            f"{', '.join(info['providers'])} | {info['device']}",
-            flush=True,
-        )
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
-            print(
-                "note: plain HTTP: the token and models cross the network unencrypted; use a "
-                "trusted network or an SSH tunnel (ssh -L 8765:127.0.0.1:8765 target)",
-                file=sys.stderr,
-            )
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
         return 0
 
 
@@ -327,7 +313,7 @@ class Bench(Command):
         )
         parser.add_argument("--space", default="default", help="joint search space (YAML)")
         parser.add_argument(
-            "--trials", type=int, default=15, help="N: joint-search trials; random gets 2N"
+            "--trials", type=_count(1), default=15, help="N: joint-search trials; random gets 2N"
         )
         parser.add_argument(
             "--samplers", default="tpe", help="joint samplers, comma-separated: tpe,nsga2"
@@ -335,14 +321,17 @@ class Bench(Command):
         parser.add_argument(
             "--ratios", default="0.3,0.5,0.7", help="fixed ratios of pruning alone"
         )
-        parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds")
-        parser.add_argument("--seed", type=int, default=0, help="seed of splits and samplers")
+        parser.add_argument(
+            "--rounds", type=_count(1), default=20, help="interleaved latency rounds"
+        )
+        parser.add_argument("--seed", type=_seed, default=0, help="seed of splits and samplers")
         parser.add_argument(
             "--out", type=Path, default=None, help="output folder (results/bench/<task>-<hw>)"
         )
 
     def run(self, args: argparse.Namespace) -> int:
         from search.bench import BenchSpec, run_bench
+        from search.checks import check_writable
         from search.config import load_profile, load_space
         from search.tasks import resolve_factory, task_slug
 
@@ -366,6 +355,7 @@ class Bench(Command):
             ratios=ratios,
             rounds=args.rounds,
         )
+        check_writable(spec.out_dir, what="the benchmark")
         run_bench(spec)
         return 0
 
@@ -376,7 +366,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="search", description="Hardware-aware compression search for PyTorch models."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,12 +378,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    """Run one command; user errors are one line and exit 2, Ctrl-C one line and exit 130."""
+    listen_for_ctrl_c()
+    state: dict[str, argparse.Namespace] = {}
+
+    def run() -> int:
+        state["args"] = args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args)
-    except SearchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume the study", file=sys.stderr)
-        return 130
+
+    def interrupted() -> str:
+        args = state.get("args")
+        if args is not None:
+            return COMMANDS[args.command].interrupted
+        words = sys.argv[1:] if argv is None else argv  # Ctrl-C while the arguments are read
+        return INTERRUPTED if words[:1] == ["run"] else "interrupted"
+
+    def folder() -> Path | None:
+        args = state.get("args")
+        return getattr(args, "results_dir", None) or getattr(args, "out", None)
+
+    return run_guarded(run, interrupted=interrupted, folder=folder)

@@ -229,6 +229,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML is UTF-8 text)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -277,6 +279,8 @@ def format_validation_error(path: Path, model: type[BaseModel], err: ValidationE
         allowed = ", ".join(_allowed_keys(model, loc))
         return f"{path}: unknown key '{key}'; allowed keys here: {allowed}"
     msg = first["msg"].removeprefix("Value error, ")
+    if not loc:  # a check of the whole file: the message names its keys
+        return f"{path}: {msg}"
     if first["type"] == "literal_error":
         return f"{path}: {key}: {msg}"
     value = first.get("input")

@@ -8,6 +8,7 @@ baseline's validation metric). :func:`score` measures a file and computes the ta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from search.compress import distill as kd
 from search.compress.prune import count_macs, count_params
 from search.config import Profile, Space
+from search.errors import TaskError
 from search.measure.kernels import kernel_report
 from search.measure.measurement import Measurement
 from search.tasks import Task, stack
@@ -26,9 +28,29 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from search.compress.prune_plan import PrunePlan
     from search.students import StudentStore
 
 MeasureFn = Callable[[Path], Measurement]
+
+
+class MetricError(TaskError):
+    """The task's metric returned something that is not a finite number."""
+
+
+def checked_metric(value: Any, name: str, where: str) -> float:
+    """``value`` as a float, or a one-line :class:`MetricError` naming the metric and where it
+    was computed."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise MetricError(
+            f"the task's metric {name!r} returned {value!r} on {where}, not a finite number: "
+            "fix the metric (e.g. a class missing from the split gives 0/0)"
+        )
+    return number
 
 
 @dataclass
@@ -46,13 +68,22 @@ class Context:
     baseline_val: float
     base_size: dict[str, int] = field(default_factory=dict)  # params/MACs of the base model
     calib_inputs: np.ndarray | None = None  # quantization calibration inputs, fixed per study
+    # The study's pruning dry run (left-alone layers); None plans in each trial, unbounded.
+    prune_plan: PrunePlan | None = None
     # Distilled students shared by trials that differ only in their precision plan (None: every
     # trial distills its own; see search.students).
     students: StudentStore | None = None
 
     @classmethod
     def build(
-        cls, *, task: Task, space: Space, profile: Profile, seed: int, measure: MeasureFn
+        cls,
+        *,
+        task: Task,
+        space: Space,
+        profile: Profile,
+        seed: int,
+        measure: MeasureFn,
+        prune_plan: PrunePlan | None = None,
     ) -> Context:
         """Compute the study's fixed data once: teacher logits over the training split, the
         test split as arrays, the calibration inputs and the base model's size."""
@@ -69,10 +100,15 @@ class Context:
             teacher_logits=teacher_logits,
             eval_inputs=x_test.numpy(),
             eval_labels=y_test.numpy(),
-            baseline_val=kd.evaluate(task.model, task.val, task.metric),
+            baseline_val=checked_metric(
+                kd.evaluate(task.model, task.val, task.metric),
+                task.metric_name,
+                "the validation split (the uncompressed model)",
+            ),
             # The base model never changes: count its parameters and MACs once, not per trial.
             base_size=model_size(task.model, task.example_input),
             calib_inputs=x_calib.numpy(),
+            prune_plan=prune_plan,
         )
 
     def kernel_report(self, path: Path, out_path: Path) -> dict[str, Any]:
@@ -92,9 +128,15 @@ def model_size(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
 
 def score(path: Path, ctx: Context) -> tuple[float, Measurement]:
-    """Measure ``path`` and compute the task metric from the ONNX Runtime outputs."""
+    """Measure ``path`` and compute the task metric from the ONNX Runtime outputs.
+
+    Raises:
+        MetricError: the metric is not a finite number.
+    """
     measurement = ctx.measure(path)
-    return ctx.task.metric(measurement.outputs, ctx.eval_labels), measurement
+    task = ctx.task
+    metric = task.metric(measurement.outputs, ctx.eval_labels)
+    return checked_metric(metric, task.metric_name, f"the test split of {path.name}"), measurement
 
 
 def measurement_record(metric: float, m: Measurement) -> dict[str, Any]:

@@ -19,10 +19,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from search.errors import SearchError
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 CHOICES = "auto, cpu, cuda or cuda:N"
 _PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+T = TypeVar("T")
 _current: list[torch.device] = []  # the device set by use(); empty means the CPU
 _said: set[str] = set()  # fallback notes already given in this process
 
@@ -109,6 +111,19 @@ def resolve(name: str, *, say: Any = print) -> torch.device:
             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
         )
     return torch.device("cuda", index)
+
+
+def on_spec_device(run: Callable[..., T]) -> Callable[..., T]:
+    """Decorate ``run(spec, ...)`` to train on ``spec.train_device`` (:func:`resolve`, then
+    :func:`use`): a CUDA device torch does not see raises :class:`DeviceError` before ``run``
+    starts any work."""
+
+    @functools.wraps(run)
+    def wrapper(spec: Any, *args: Any, **kwargs: Any) -> T:
+        with use(resolve(spec.train_device)):
+            return run(spec, *args, **kwargs)
+
+    return wrapper
 
 
 @contextmanager

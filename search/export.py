@@ -4,12 +4,15 @@ What lands in the output folder:
 
 - the measured ONNX file, byte for byte (``model.q.onnx`` for a quantized trial, else
   ``model.onnx``), plus the float ``model.onnx`` beside it when the measured file is another;
-- ``model.pt2``: the float compressed model as a ``torch.export`` program. It loads with torch
-  alone (``torch.export.load(path).module()``): no study, no ``search`` package, no model class;
-- ``model_module.pt``: the same model as a pickled ``nn.Module`` for further fine-tuning; loading
-  it needs the model's class importable (``torch.load(path, weights_only=False)``);
+- ``model.pt2``: the float compressed model as a ``torch.export`` program, as the trial wrote
+  it (:mod:`search.programs`). It loads with torch alone (``torch.export.load(path).module()``),
+  for inference or fine-tuning: no study, no ``search`` package, no model class;
 - ``trial.json``: configuration, measurements, profile, package versions, reproduction steps;
 - ``reproduce.py`` and ``README.md``.
+
+Export loads nothing that could run code: it copies the files, reads the ONNX graph's input
+(protobuf) and the study (JSON in the storage). Trials written before ``model.pt2`` existed kept a
+pickled ``model.pt``; export does not load it (a pickle can run code) and ships no program.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import SearchError
+from search.programs import PROGRAM, program_source
+from search.storage import redact_text
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
 
@@ -54,16 +59,31 @@ def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
     return t
 
 
-def artifact_dir(trial: FrozenTrial, *, study_dir: Path) -> Path:
-    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``."""
+def artifact_dir(
+    trial: FrozenTrial,
+    *,
+    study_dir: Path,
+    study: optuna.Study | None = None,
+    artifacts: str | None = None,
+) -> Path:
+    """Where the trial's files are: the recorded folder, else ``<study_dir>/artifacts/<n>``,
+    else downloaded there from the study's artifact store (``artifacts`` overrides where this
+    machine reaches it; see :mod:`search.artifacts`)."""
     rec = trial.user_attrs["record"]
+    local = study_dir / "artifacts" / str(trial.number)
     # The record holds the path as the run saw it, which may be relative to another directory.
-    for cand in (Path(rec.get("artifacts", "")), study_dir / "artifacts" / str(trial.number)):
+    for cand in (Path(rec.get("artifacts", "")), local):
         if str(cand) not in ("", ".") and (cand / "model.onnx").is_file():
             return cand
+    if study is not None and trial.user_attrs.get("files"):
+        from search.artifacts import fetch_trial
+
+        return fetch_trial(study, trial, local, override=artifacts)
+    where = f" on host {trial.user_attrs['host']}" if trial.user_attrs.get("host") else ""
     raise ExportError(
-        f"trial {trial.number}: no artifacts at {study_dir / 'artifacts' / str(trial.number)}; "
-        "pass --results-dir where the study's artifacts/ folder lives"
+        f"trial {trial.number}: no artifacts at {local} (it ran{where}, in "
+        f"{rec.get('artifacts', '?')}, and kept no copy in an artifact store); pass "
+        "--results-dir where the study's artifacts/ folder lives"
     )
 
 
@@ -74,6 +94,8 @@ def export_trial(
     out_dir: Path,
     study_dir: Path,
     command: str = "",
+    force: bool = False,
+    artifacts: str | None = None,
 ) -> dict[str, Path]:
     """Write trial ``number``'s files into ``out_dir`` (see the module docstring).
 
@@ -83,24 +105,27 @@ def export_trial(
         out_dir: The folder to write; created if missing.
         study_dir: ``results/<study>``, where the trial's artifacts live.
         command: The command line that ran this export, recorded in ``trial.json``.
+        force: Write into ``out_dir`` even when it holds files (export's own are replaced).
+        artifacts: Where this machine reaches the study's artifact store, when it is not
+            where the study recorded it.
 
     Returns:
         The written files by role: ``measured``, ``float_onnx`` (when the measured file is
-        quantized), ``checkpoint``, ``module``,
-        ``json``, ``reproduce``, ``readme``.
+        quantized), ``checkpoint`` (when the trial has a program), ``json``, ``reproduce``,
+        ``readme``.
+
+    Raises:
+        ExportError: the trial is not complete, its files are missing or changed.
+        SearchError: ``out_dir`` holds files and ``force`` is not set.
     """
+    from search.checks import check_out_dir
+
+    check_out_dir(Path(out_dir), force=force)
     t = find_trial(study, number)
     rec = t.user_attrs["record"]
-    src = artifact_dir(t, study_dir=Path(study_dir))
-    measured_src = src / Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx").name
-    if not measured_src.is_file():
-        raise ExportError(f"trial {number}: the measured file {measured_src} is missing")
-    expected = (rec.get("measurement") or {}).get("size_bytes")
-    if expected is not None and measured_src.stat().st_size != expected:
-        raise ExportError(
-            f"trial {number}: {measured_src} has {measured_src.stat().st_size} bytes but the "
-            f"measured file had {expected}; it changed after measurement, rerun the trial"
-        )
+    src = artifact_dir(t, study_dir=Path(study_dir), study=study, artifacts=artifacts)
+    measured_src = measured_source(src, rec, number=number)
+    program = program_source(src, rec, number=number)  # checked before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"measured": out / measured_src.name}
@@ -108,10 +133,10 @@ def export_trial(
     if measured_src.name != "model.onnx":
         paths["float_onnx"] = out / "model.onnx"
         shutil.copy2(src / "model.onnx", paths["float_onnx"])
-    paths["module"] = out / "model_module.pt"
-    shutil.copy2(src / "model.pt", paths["module"])
-    paths["checkpoint"] = out / "model.pt2"
-    input_info = save_program(src / "model.pt", src / "model.onnx", paths["checkpoint"])
+    input_info = onnx_input(src / "model.onnx")
+    if program is not None:  # copied, never loaded (see search.programs)
+        paths["checkpoint"] = out / PROGRAM
+        shutil.copy2(program, paths["checkpoint"])
     paths["reproduce"] = out / "reproduce.py"
     paths["reproduce"].write_text(reproduce_script(study, t))
     info = trial_info(study, t, input_info=input_info, files=paths, command=command)
@@ -135,31 +160,22 @@ def onnx_input(onnx_path: Path) -> dict[str, Any]:
     return {"name": inp.name, "shape": dims, "dtype": str(dtype)}
 
 
-def save_program(module_path: Path, float_onnx: Path, out: Path) -> dict[str, Any]:
-    """Save the pickled module at ``module_path`` as a ``torch.export`` program at ``out``.
+def measured_source(src: Path, rec: dict[str, Any], *, number: int) -> Path:
+    """The ONNX file the trial was measured on, in ``src``, as large as it was then.
 
-    The example input takes its shape from the float ONNX file's input; the batch dimension
-    stays dynamic. The program is checked against the module before it is kept.
+    Raises:
+        ExportError: the file is missing or its size changed after measurement.
     """
-    import torch
-
-    info = onnx_input(float_onnx)
-    model = torch.load(module_path, weights_only=False, map_location="cpu").eval()
-    # Batch 2: torch.export specializes an example dimension of size 1 to a constant.
-    shape = [2 if isinstance(d, str) else d for d in info["shape"]]
-    dynamic = {
-        i: torch.export.Dim("batch", min=1, max=4096)
-        for i, d in enumerate(info["shape"])
-        if isinstance(d, str)
-    }
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    program = torch.export.export(model, (x,), dynamic_shapes=(dynamic or None,))
-    torch.export.save(program, out)
-    with torch.no_grad():
-        diff = (torch.export.load(out).module()(x) - model(x)).abs().max().item()
-    if diff > 1e-4:
-        raise ExportError(f"the exported program differs from the model by {diff:.2g}")
-    return info
+    measured = src / Path(rec.get("measured_onnx") or rec.get("onnx") or "model.onnx").name
+    if not measured.is_file():
+        raise ExportError(f"trial {number}: the measured file {measured} is missing")
+    expected = (rec.get("measurement") or {}).get("size_bytes")
+    if expected is not None and measured.stat().st_size != expected:
+        raise ExportError(
+            f"trial {number}: {measured} has {measured.stat().st_size} bytes but the "
+            f"measured file had {expected}; it changed after measurement, rerun the trial"
+        )
+    return measured
 
 
 def versions() -> dict[str, str]:
@@ -217,7 +233,7 @@ def trial_info(
             "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
             "and varies from run to run",
         },
-        "exported_with": command or " ".join(sys.argv),
+        "exported_with": redact_text(command or " ".join(sys.argv)),  # no storage password
     }
 
 
@@ -338,6 +354,12 @@ def study_command(
     return run_arguments(settings, name, sources).command()
 
 
+def _doc(text: str) -> str:
+    """``text`` safe inside a triple-quoted docstring: a study's settings come from its storage,
+    which may have been made elsewhere, and must not be able to end the string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
 def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
     """A Python script that reruns ``t``'s parameters as the only trial of a new study.
 
@@ -348,10 +370,11 @@ def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
         study.user_attrs.get("settings") or {}, study.study_name, study.user_attrs.get("sources")
     )
     args = dataclasses.replace(whole, study=f"{study.study_name}-trial{t.number}")
-    return f'''"""Rerun trial {t.number} of study {study.study_name!r} as trial 0 of a new study.
+    name, command = _doc(repr(study.study_name)), _doc(whole.command())
+    return f'''"""Rerun trial {t.number} of study {name} as trial 0 of a new study.
 
 Run from the repository root of the search project: python {{this folder}}/reproduce.py
-The whole study: {whole.command()}
+The whole study: {command}
 """
 
 from pathlib import Path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -37,3 +39,24 @@ def study_progress(*, disable: bool = False) -> Progress:
         transient=False,
         disable=disable,
     )
+
+
+@dataclass
+class TrialBars:
+    """The progress display and its epoch bar, as one trial updates them."""
+
+    progress: Any
+    epochs: Any
+
+    def show(self, number: int, epoch: int, total: int | None = None) -> None:
+        update = {"total": total} if total is not None else {}
+        self.progress.update(
+            self.epochs,
+            completed=epoch,
+            visible=True,
+            description=f"trial {number} epoch {epoch}",
+            **update,
+        )
+
+    def hide(self) -> None:
+        self.progress.update(self.epochs, visible=False)

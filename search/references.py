@@ -17,7 +17,7 @@ import optuna
 
 from search.compress.calibration import calibrate
 from search.compress.onnx_export import export_onnx
-from search.compress.quantize import quantize
+from search.compress.quantize import INTEGER_PRECISIONS, quantize
 from search.compress.sensitivity import lowest_precision, seed_params, sensitivity_pass
 from search.context import Context, measurement_record, score
 from search.measure.measurement import run_batches
@@ -34,6 +34,7 @@ class QuantizationReferences:
     sensitivity: dict[str, Any] | None = None
     int8: dict[str, Any] | None = None
     seed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # fallbacks taken, to say once
 
 
 def export_float(ctx: Context, out_dir: Path) -> Path:
@@ -63,16 +64,21 @@ def quantization_references(
     space, profile = ctx.space.quantize, ctx.profile
     choices = space.choices(profile.precisions)
     activations, weights = choices["activations"][0], choices["weights"][0]
-    calib = calibrate(
-        onnx_path, ctx.calib_inputs, method="minmax", cache_dir=out_dir / "calibration"
-    )
     refs = QuantizationReferences()
     low = lowest_precision(sorted({c for g in space.groups for c in choices[f"precision_{g}"]}))
+    want_int8 = int8 or (int8 is None and "int8" in profile.precisions.layer)
     # The pass scores each variant in a local session; a profile measured through an agent may
     # not run here at all, so it goes without (the seeded trial then is not added).
-    if low is not None and space.sensitivity and not profile.agent:
+    sensitivity = low is not None and space.sensitivity and not profile.agent
+    calib = None
+    if want_int8 or (sensitivity and low in INTEGER_PRECISIONS):  # fp16 needs no calibration
+        calib = calibrate(
+            onnx_path, ctx.calib_inputs, method="minmax", cache_dir=out_dir / "calibration"
+        )
+        refs.notes = list(calib.notes)
+    if sensitivity:
         refs.sensitivity = sensitivity_pass(
-            calib,
+            calib or onnx_path,
             space=space,
             precision=low,
             activations=activations,
@@ -81,24 +87,32 @@ def quantization_references(
             out_dir=out_dir / "sensitivity",
         )
         refs.seed = seed_params(refs.sensitivity, choices=choices, tolerance=space.tolerance)
-    if int8 or (int8 is None and "int8" in profile.precisions.layer):
-        q = quantize(
-            calib,
-            out_dir / "model.int8.q.onnx",
-            plan=dict.fromkeys(space.groups, "int8"),
-            groups=space.groups,
-            activations=activations,  # type: ignore[arg-type]
-            weights=weights,  # type: ignore[arg-type]
-            ungrouped="quantize",
-        )
-        metric, m = score(q.path, ctx)
-        refs.int8 = {
-            **measurement_record(metric, m),
-            "quantize": {**q.to_dict(), "calibration": calib.key, "activations": activations},
-            "kernels": ctx.kernel_report(q.path, out_dir / "model.int8.opt.onnx"),
-            "measured_onnx": str(q.path),
-        }
+    if want_int8 and calib is not None:
+        refs.int8 = _uniform_int8(ctx, calib, out_dir, activations=activations, weights=weights)
     return refs
+
+
+def _uniform_int8(
+    ctx: Context, calib: Any, out_dir: Path, *, activations: str, weights: str
+) -> dict[str, Any]:
+    """Every group at int8, measured like any trial."""
+    groups = ctx.space.quantize.groups
+    q = quantize(
+        calib,
+        out_dir / "model.int8.q.onnx",
+        plan=dict.fromkeys(groups, "int8"),
+        groups=groups,
+        activations=activations,  # type: ignore[arg-type]
+        weights=weights,  # type: ignore[arg-type]
+        ungrouped="quantize",
+    )
+    metric, m = score(q.path, ctx)
+    return {
+        **measurement_record(metric, m),
+        "quantize": {**q.to_dict(), "calibration": calib.key, "activations": activations},
+        "kernels": ctx.kernel_report(q.path, out_dir / "model.int8.opt.onnx"),
+        "measured_onnx": str(q.path),
+    }
 
 
 def _validation_metric(ctx: Context) -> Any:
@@ -142,6 +156,8 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
     with console.status("quantization references: per-layer sensitivity, uniform int8"):
         refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir)
     store(study, quantization=refs)
+    for note in refs.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     name = ctx.task.metric_name
     if refs.int8:
         i8 = refs.int8

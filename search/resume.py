@@ -8,6 +8,7 @@ checked the version-1 way and then upgraded.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import socket
@@ -41,13 +42,27 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     then had a ``device`` key (first in the dump; nothing read it): every value it could take
     is tried."""
     words = dict.fromkeys(_WORDS, True)
-    space_json = space.model_dump_json(exclude={**words, "search": {"trials"}})
+    space_json = space.model_dump_json(exclude={**words, **_later_defaults(space)})
     profile_json = profile.model_dump_json(exclude={**words, "agent": True})
     devices = ("cpu", "cuda", "arm", "jetson")
     return {
         "space_digest": {_sha(space_json)},
         "profile_digest": {_sha(f'{{"device":"{d}",{profile_json[1:]}') for d in devices},
     }
+
+
+# Space fields added after version-1 digests were written: left out of the version-1 dump while
+# they hold their defaults, so studies recorded then still match.
+_LATER = {"quantize": ("unmatched_groups", "derived_groups")}
+
+
+def _later_defaults(space: Space) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"search": {"trials"}}
+    for section, names in _LATER.items():
+        part = getattr(space, section)
+        defaults = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
+        out.setdefault(section, set()).update(defaults)
+    return out
 
 
 def check_settings(
@@ -95,7 +110,12 @@ def _ignoring_words(model: Any) -> Any:
 
 
 def fail_stale_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted')."""
+    """Mark RUNNING trials whose process on this host has ended as FAIL ('interrupted') and
+    retry each once with the same parameters, as the heartbeat check does for any host.
+
+    Immediate on this host (no grace period), and it also catches a worker killed before its
+    first heartbeat, which Optuna's check never calls stale.
+    """
     host = socket.gethostname()
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -103,11 +123,27 @@ def fail_stale_trials(study: optuna.Study) -> int:
         if t.user_attrs.get("host") != host or pid is None or _alive(pid):
             continue
         storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
-        storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
-        storage.set_trial_user_attr(tid, "interrupted", True)
-        storage.set_trial_state_values(tid, TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
+            storage.set_trial_user_attr(tid, "interrupted", True)
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker's heartbeat check failed it first (and retries it)
+        _retry(study, t)
         failed += 1
     return failed
+
+
+def _retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    """Enqueue ``t`` again through the storage's stale-trial callback, without this attempt's
+    failure marks (the callback copies the user attributes it is given)."""
+    from search.distributed import ATTEMPT_ATTRS
+
+    callback = getattr(study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()  # noqa: SLF001
+    if callback is not None:
+        clean = copy.deepcopy(t)
+        clean.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in ATTEMPT_ATTRS}
+        callback(study, clean)
 
 
 def _alive(pid: int) -> bool:
@@ -120,13 +156,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count toward the requested number: all ended ones but interrupted ones."""
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-    )

@@ -72,10 +72,18 @@ class Student:
     trial: int | None
     val_history: list[float] = field(default_factory=list)
     distill_s: float | None = None
+    program_info: dict[str, Any] = field(default_factory=dict)  # the record's ``program``
 
     @property
     def onnx(self) -> Path:
         return self.folder / "model.onnx"
+
+    @property
+    def program(self) -> Path:
+        """The student as a ``torch.export`` program (absent when it could not be made)."""
+        from search.programs import PROGRAM
+
+        return self.folder / PROGRAM
 
     @property
     def calib_dir(self) -> Path:
@@ -156,6 +164,7 @@ class StudentStore:
             trial=info.get("trial"),
             val_history=list(info.get("val_history", [])),
             distill_s=info.get("distill_s"),
+            program_info=dict(info.get("program") or {}),
         )
 
     def save(
@@ -167,10 +176,13 @@ class StudentStore:
         trial: int | None,
         val_history: list[float],
         distill_s: float | None,
+        program: dict[str, Any] | None = None,
     ) -> Student:
         """Store a freshly distilled student (atomically: a crash leaves no half entry, and of
         two workers storing the same digest the first one wins)."""
         import torch
+
+        from search.programs import PROGRAM
 
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=self.root))
@@ -179,7 +191,11 @@ class StudentStore:
                 {k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "state.pt"
             )
             shutil.copy2(onnx_path, tmp / "model.onnx")
-            info = {"trial": trial, "val_history": val_history, "distill_s": distill_s}
+            saved = Path(onnx_path).parent / PROGRAM
+            if saved.is_file():  # the torch.export program written next to the export
+                shutil.copy2(saved, tmp / saved.name)
+            info = {"trial": trial, "val_history": val_history, "distill_s": distill_s,
+                    "program": program or {}}  # fmt: skip
             (tmp / "student.json").write_text(json.dumps(info, indent=2))
             os.rename(tmp, self.root / digest)
         except OSError:
@@ -286,3 +302,32 @@ def same_plan_as(study: optuna.Study, trial: optuna.Trial, plan: dict[str, Any])
         if effective_plan((t.user_attrs.get("config") or {}).get("quantize") or {}) == mine:
             return t.number
     return None
+
+
+def skip_same_plan(
+    study: optuna.Study, trial: optuna.Trial, *, space: Space, profile: Any, cfg: TrialConfig
+) -> None:
+    """Stop a trial enqueued for a student whose sampled plan that student was already measured
+    with (it would measure the very same file again); the student gets another try
+    (:func:`replan`).
+
+    Raises:
+        optuna.TrialPruned: naming the trial that measured the same plan.
+    """
+    import optuna
+
+    twin = same_plan_as(study, trial, cfg.quantize.to_dict())
+    if twin is not None:
+        trial.set_user_attr("same_plan_as", twin)
+        replan(study, trial, space=space, profile=profile)
+        raise optuna.TrialPruned(f"same precision plan as trial {twin} on the same student")
+
+
+def after_trial(
+    study: optuna.Study, trial: optuna.Trial, record: dict[str, Any], *, space: Space, profile: Any
+) -> int:
+    """After a completed trial: when it distilled a new student, enqueue its further plans
+    (:func:`enqueue_plans`); returns how many were enqueued."""
+    if not record.get("student") or record.get("reused_student"):
+        return 0
+    return enqueue_plans(study, trial, space=space, profile=profile)

@@ -6,30 +6,32 @@ profile's first batch size. Everything else a trial measured is in its user attr
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import signal
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
+from search import interrupts
+from search.checks import check_study_name, disk_problem, preflight
 from search.config import Profile, Space
+from search.device import on_spec_device
+from search.distributed import counted, next_trial, start_attempt
 from search.errors import AgentError, ProviderError, SearchError
 from search.objectives import DIRECTIONS, OBJECTIVES
-from search.resume import (
-    check_settings,
-    content_digests,
-    fail_stale_trials,
-    finished_count,
-    legacy_digests,
-)
-from search.students import StudentStore, enqueue_plans, replan, same_plan_as
+from search.resume import check_settings, content_digests, fail_stale_trials, legacy_digests
+from search.storage import open_storage, redact_url
+from search.students import after_trial, skip_same_plan
+from search.threads import WorkerSettings
+
+if TYPE_CHECKING:
+    from search.progress import TrialBars
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,12 @@ class StudySpec:
     seed: int = 0
     # Keyword options for the task factory (model, weights, data, ...); part of the settings.
     task_options: dict[str, Any] = field(default_factory=dict)
-    # Where torch trains (auto, cpu, cuda, cuda:N); not a setting: a study may resume elsewhere.
-    train_device: str = "auto"
+    train_device: str = "auto"  # auto, cpu, cuda[:N]: not a setting (a study may move)
+    # How this worker runs (threads, artifact store, heartbeat); not part of the settings.
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    def __post_init__(self) -> None:
+        check_study_name(self.study_name)  # a name, not a path: the study stays in results_dir
 
     @property
     def study_dir(self) -> Path:
@@ -70,23 +76,9 @@ class StudySpec:
         return {**settings, **content_digests(self.space, self.profile)}
 
 
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
-    except Exception as e:  # noqa: BLE001 - any failure to open storage is the user's to fix
-        why = str(e).splitlines()[0]
-        if "DB access module" in why:
-            why = "its database driver is not installed (PostgreSQL: pip install -e '.[postgres]')"
-        raise SearchError(f"cannot open storage {url}: {why}") from None
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    # SQLite under concurrent writers (a second worker, the dashboard) needs a patient lock.
-    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-
-
 def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSampler:
-    # Resuming with the same seed would replay the first random suggestions; shift it.
+    # Shifted by the trial's number: a resumed study or a second worker does not replay the
+    # same random suggestions, and a study run by one worker repeats with its seed.
     s = seed + n_existing
     settings = space.search
     if settings.sampler == "nsga2":
@@ -100,19 +92,28 @@ def _sampler(space: Space, seed: int, n_existing: int) -> optuna.samplers.BaseSa
     )
 
 
-def open_study(spec: StudySpec, *, create: bool, metric: str | None = None) -> optuna.Study:
+def open_study(
+    spec: StudySpec,
+    *,
+    create: bool,
+    metric: str | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> optuna.Study:
     """Load the study, or create it when ``create``; refuse a study made with other settings.
 
     ``metric`` (the task's metric name, e.g. ``accuracy``) is kept as the study user attribute
-    ``metric`` for the report's labels.
+    ``metric`` for the report's labels. ``storage``: an opened storage (default: open
+    ``spec.storage_url``).
     """
+    from search.claims import is_claim_study
+
     if create and spec.storage is None:
         spec.study_dir.mkdir(parents=True, exist_ok=True)
-    storage = _storage(spec.storage_url)
-    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    storage = storage or open_storage(spec.storage_url)
+    names = [n for n in optuna.get_all_study_names(storage) if not is_claim_study(n)]
     if spec.study_name not in names and not create:
         raise SearchError(
-            f"no study {spec.study_name!r} in {spec.storage_url}; "
+            f"no study {spec.study_name!r} in {redact_url(spec.storage_url)}; "
             f"studies there: {', '.join(names) or 'none'}"
         )
     study = optuna.create_study(
@@ -149,128 +150,134 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated(f"signal {signum}")
 
 
+@on_spec_device  # trains on spec.train_device; a missing CUDA device fails before any work
 def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
-    """Run trials until the study holds ``trials`` finished ones; returns the study.
-
-    Raises:
-        DeviceError: ``spec.train_device`` names a CUDA device torch does not see (before any
-            work: no study is created).
-    """
-    from search.device import resolve, use
-
-    with use(resolve(spec.train_device)):
-        return _run_study(spec, trials=trials, progress=progress)
-
-
-def _run_study(spec: StudySpec, *, trials: int, progress: bool) -> optuna.Study:
-    import torch
-
-    from search.context import Context
+    """Run trials until the study holds ``trials`` counted ones, with any number of workers on
+    the same storage (:mod:`search.distributed`); returns the study."""
     from search.measure.target import open_target
     from search.progress import console
-    from search.references import ensure_baseline, ensure_quantization
-    from search.tasks import load_task
+    from search.storage import storage_exists
+    from search.study_setup import join_study
+    from search.threads import CpuLock, Paced, WorkerRegistry, apply_threads, resolve_threads
 
+    preflight(spec)  # folder, free space, space vs profile: before anything is created
     # Checks providers and architecture where the measurement runs (here or on the agent) before
     # anything is created, so a profile that cannot be measured stops with exit 2 and no study.
-    profile = spec.profile
+    profile, cpu = spec.profile, CpuLock()
     target = open_target(
-        profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env
+        profile.measure_spec(),
+        agent=profile.agent,
+        token_env=profile.agent_token_env,
+        timing=cpu.timing,  # latency timed here is noise while another worker here trains
     )
-    if spec.storage is not None:
-        _storage(spec.storage)  # a bad URL fails now, not after the teacher has trained
-    torch.set_num_threads(os.cpu_count() or 1)
+    settings = spec.worker
+    storage = None
+    if storage_exists(spec.storage_url, default=spec.storage is None):  # bad URLs fail now
+        storage = open_storage(
+            spec.storage_url, heartbeat_s=settings.heartbeat_s, grace_s=settings.grace_s
+        )
+    threads = resolve_threads(settings.threads)
+    apply_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = load_task(
-        spec.task, seed=spec.seed, cache_dir=spec.results_dir, options=spec.task_options
-    )
-    study = open_study(spec, create=True, metric=task.metric_name)
-    stale = fail_stale_trials(study)
-    if stale:
-        console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
-
-    latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
-
-    def measure(path: Path) -> Any:
-        return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
-
-    ctx = Context.build(
-        task=task, space=spec.space, profile=profile, seed=spec.seed, measure=measure
-    )
-    references = spec.study_dir / "artifacts" / "baseline"
-    baseline = ensure_baseline(study, ctx, references)
-    _check_same_device(baseline, target, spec.study_name)
-    ensure_quantization(study, ctx, references)
-    ctx.students = StudentStore.for_study(spec.study_dir / "students", ctx)
-    study.sampler = _sampler(spec.space, spec.seed, len(study.trials))
-    _run_trials(study, spec, ctx, trials=trials, progress=progress)
+    with WorkerRegistry(threads=threads, study=spec.study_name) as registry:
+        if note := registry.sharing_note():
+            console.print(note)
+        _note_timing_threads(profile, threads)
+        joined = join_study(
+            spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=open_study
+        )
+        study = joined.study
+        spec = dataclasses.replace(spec, space=joined.ctx.space)  # groups fitted to the model
+        stale = fail_stale_trials(study)
+        if stale:
+            console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
+        # Training yields to latency timing of any worker on this host between batches.
+        joined.ctx.task.train = Paced(joined.ctx.task.train, cpu)
+        try:
+            _run_trials(study, spec, joined, trials=trials, progress=progress)
+        finally:
+            cpu.release()
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
     return study
 
 
-def _run_trials(
-    study: optuna.Study, spec: StudySpec, ctx: Any, *, trials: int, progress: bool
-) -> None:
-    """Ask, run and tell until ``trials`` are finished; the report is rewritten after each."""
-    from search.progress import console, study_progress
-    from search.report import write_outputs
+def _note_timing_threads(profile: Profile, threads: int) -> None:
+    """Say when the profile's ONNX Runtime threads exceed this worker's torch threads: they
+    describe the target, so every worker times with them (under the host's timing lock)."""
+    from search.progress import console
 
-    todo = max(trials - finished_count(study), 0)
+    intra = profile.threads.intra_op
+    if not profile.agent and (intra == 0 or intra > threads):
+        console.print(
+            f"note: latency is timed with the profile's ONNX Runtime threads "
+            f"({intra or 'all cores'}), more than this worker's --threads {threads}; no worker "
+            "on this machine trains while a model is timed"
+        )
+
+
+def _run_trials(
+    study: optuna.Study, spec: StudySpec, joined: Any, *, trials: int, progress: bool
+) -> None:
+    """Ask, run and tell until ``trials`` are counted; the report is rewritten after each."""
+    from search.progress import TrialBars, console, study_progress
+
+    todo = max(trials - counted(study.get_trials(deepcopy=False)), 0)
     if todo == 0:
         console.print(f"study {spec.study_name!r} already has {trials} finished trials")
+
+    def waiting(done: int, running: int) -> None:
+        console.print(
+            f"{done} of {trials} trials counted, {running} running on other workers: waiting "
+            f"(a dead worker's trial is retried after {spec.worker.grace_s} s)"
+        )
+
     old_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with study_progress(disable=not progress) as bars:
             overall = bars.add_task("trials", total=todo)
             epochs = bars.add_task("distillation", total=None, visible=False)
-            for _ in range(todo):
-                if finished_count(study) >= trials:  # other workers on a shared storage
-                    break
-                _one_trial(study, spec, ctx, _Bars(bars, epochs))
+            while (got := next_trial(study, trials, on_wait=waiting)) is not None:
+                trial, beat = got
+                with beat:
+                    # Seeded by trial number: reproducible, and distinct across workers.
+                    study.sampler = _sampler(spec.space, spec.seed, trial.number)
+                    _one_trial(study, trial, spec, joined, TrialBars(bars, epochs))
+                joined.cpu.release()  # idle: let other workers on this host time
                 bars.advance(overall)
-                write_outputs(study, spec.study_dir, html=False)
+                _write_outputs(study, spec.study_dir, html=False)
     finally:
         signal.signal(signal.SIGTERM, old_handler)
-        write_outputs(study, spec.study_dir, html=True)
+        _write_outputs(study, spec.study_dir, html=True)
 
 
-@dataclass
-class _Bars:
-    """The progress display and its epoch bar, as one trial updates them."""
+def _write_outputs(study: optuna.Study, study_dir: Path, *, html: bool) -> None:
+    """The report files, written by one worker of this host at a time (they may share them)."""
+    from search.report import write_outputs
+    from search.threads import host_lock
 
-    progress: Any
-    epochs: Any
-
-    def show(self, number: int, epoch: int, total: int | None = None) -> None:
-        update = {"total": total} if total is not None else {}
-        self.progress.update(
-            self.epochs,
-            completed=epoch,
-            visible=True,
-            description=f"trial {number} epoch {epoch}",
-            **update,
-        )
-
-    def hide(self) -> None:
-        self.progress.update(self.epochs, visible=False)
+    with host_lock("report", str(Path(study_dir).resolve())):
+        write_outputs(study, study_dir, html=html)
 
 
-def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> None:
-    """Ask for one trial, run it, and tell Optuna how it ended (failures are recorded)."""
+def _one_trial(
+    study: optuna.Study, trial: optuna.Trial, spec: StudySpec, joined: Any, bars: TrialBars
+) -> None:
+    """Run one asked trial and tell Optuna how it ended (failures are recorded)."""
     from search.progress import console
-    from search.trial import run_trial
+    from search.trial import failure_reason, run_trial
 
-    trial = study.ask()
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
+    retry_of = start_attempt(study, trial)
+    if retry_of is not None:
+        console.print(f"trial {trial.number}: retrying trial {retry_of} (its worker stopped)")
+    ctx = joined.ctx
     started = time.perf_counter()
     try:
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
-        _skip_same_plan(study, trial, spec, cfg)
+        skip_same_plan(study, trial, space=spec.space, profile=spec.profile, cfg=cfg)
         bars.show(trial.number, 0, total=cfg.distill.epochs)
         out_dir = spec.study_dir / "artifacts" / str(trial.number)
-        on_epoch = _early_stop(trial, spec, ctx, bars)
+        on_epoch = _early_stop(trial, spec, ctx, bars, cpu=joined.cpu)
         result = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch, number=trial.number)
     except optuna.TrialPruned as e:
         trial.set_user_attr("fail_reason", f"stopped early: {e}")
@@ -280,31 +287,36 @@ def _one_trial(study: optuna.Study, spec: StudySpec, ctx: Any, bars: _Bars) -> N
     except (KeyboardInterrupt, AgentError, ProviderError) as e:
         # Interrupted, or the target (not the trial) failed: agent down, provider fallback.
         # Later trials would fail the same way: stop, and let a rerun redo this trial.
+        if isinstance(e, KeyboardInterrupt):
+            interrupts.handled()  # seen: the way out is known, no need to deliver it again
         trial.set_user_attr("fail_reason", _stop_reason(e))
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
-        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if disk_problem(e) or interrupts.requested():  # a full disk or a converted Ctrl-C:
+            _stop_for_disk(study, trial, e)  # stop, and redo this trial on the rerun
+            raise
+        reason = failure_reason(e)  # the step, and the layer or file:line
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
         console.print(f"trial {trial.number}: failed: {reason}")
         return
     finally:
         bars.hide()
-    _tell_complete(study, trial, spec, ctx, cfg=cfg, result=result, started=started)
-    if result.record.get("student") and not result.record.get("reused_student"):
-        enqueue_plans(study, trial, space=spec.space, profile=spec.profile)
+    _tell_complete(study, trial, spec, joined, cfg=cfg, result=result, started=started)
+    after_trial(study, trial, result.record, space=spec.space, profile=spec.profile)
 
 
-def _skip_same_plan(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, cfg: Any) -> None:
-    """Stop a trial enqueued for a student whose sampled plan that student has already been
-    measured with (it would measure the very same file again); the student gets another try."""
-    twin = same_plan_as(study, trial, cfg.quantize.to_dict())
-    if twin is not None:
-        trial.set_user_attr("same_plan_as", twin)
-        replan(study, trial, space=spec.space, profile=spec.profile)
-        raise optuna.TrialPruned(f"same precision plan as trial {twin} on the same student")
+def _stop_for_disk(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:
+    """Mark ``trial`` interrupted (by a full disk or Ctrl-C), if the storage can still be
+    written; if not, the next run finds it RUNNING with its process gone and marks it so."""
+    try:
+        trial.set_user_attr("fail_reason", f"stopped: {disk_problem(e) or 'interrupted'}")
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001, S110 - the storage is on the full disk too
+        pass
 
 
 def _stop_reason(e: BaseException) -> str:
@@ -315,11 +327,14 @@ def _stop_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _early_stop(trial: optuna.Trial, spec: StudySpec, ctx: Any, bars: _Bars) -> Any:
+def _early_stop(
+    trial: optuna.Trial, spec: StudySpec, ctx: Any, bars: TrialBars, *, cpu: Any
+) -> Any:
     """``on_epoch`` of one trial: record its validation metric, stop it when hopeless."""
     stop, base_val = spec.space.early_stop, ctx.baseline_val
 
     def on_epoch(epoch: int, val: float) -> None:
+        cpu.release()  # training paused: another worker here may time (the next batch waits)
         trial.set_user_attr("val_history", [*trial.user_attrs.get("val_history", []), val])
         bars.show(trial.number, epoch)
         if epoch >= stop.min_epochs and val < base_val - stop.max_accuracy_drop:
@@ -335,16 +350,26 @@ def _tell_complete(
     study: optuna.Study,
     trial: optuna.Trial,
     spec: StudySpec,
-    ctx: Any,
+    joined: Any,
     *,
     cfg: Any,
     result: Any,
     started: float,
 ) -> None:
-    """Store the record and budgets of a finished trial, tell Optuna, print one line."""
+    """Store the record, files and budgets of a finished trial, tell Optuna, print one line."""
+    from search.artifacts import ArtifactError, upload_trial
     from search.progress import console
 
-    rec = result.record
+    ctx, rec = joined.ctx, result.record
+    try:
+        upload_trial(trial, joined.store, Path(rec["artifacts"]))  # before tell: attrs freeze
+    except Exception as e:
+        # The store is gone (unmounted, full, unreachable): later trials would fail the same
+        # way. Stop; a rerun redoes this trial.
+        trial.set_user_attr("fail_reason", f"upload to the artifact store: {e}")
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        raise ArtifactError(f"trial {trial.number}: cannot upload its files: {e}") from None
     trial.set_user_attr("record", json.loads(json.dumps(rec, default=str)))
     for key, value in _violations(rec, spec.profile).items():
         trial.set_constraint(key, value)  # samplers treat > 0 as infeasible
@@ -362,17 +387,6 @@ def _tell_complete(
         f"{cfg.distill.epochs} epoch(s), {kernels} layer kernel(s), "
         f"{time.perf_counter() - started:.1f} s"
     )
-
-
-def _check_same_device(baseline: dict[str, Any], target: Any, study_name: str) -> None:
-    """Refuse to resume a study on another machine: its numbers would not compare."""
-    before = baseline.get("measurement", {}).get("device")
-    if before and target.device and before != target.device:
-        raise SearchError(
-            f"study {study_name!r} was measured on '{before}', but this run measures on "
-            f"'{target.device}' ({target.where}): resume it on the same target or start a new "
-            "study with --study"
-        )
 
 
 def _violations(record: dict[str, Any], profile: Profile) -> dict[str, float]:

@@ -3,7 +3,9 @@ count kernels, measure.
 
 Each step is a plain function of its compression module with explicit inputs and outputs (and its
 own part of the :class:`~search.config.TrialConfig`); this module only wires them together, times
-them and records what each did.
+them and records what each did. A step that raises becomes a :class:`StepError` whose one-line
+message starts with the step (``prune: ...``, ``calibrate: ...``) and names the layer or the
+file:line where it failed; that is the trial's failure reason in ``trials.csv``.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from search.compress import distill as kd
+from search.compress.audit import group_labels, layer_kernels
 from search.compress.calibration import calibrate
 from search.compress.lowrank import lowrank_step
 from search.compress.onnx_export import export_onnx
 from search.compress.prune import prune_step
-from search.compress.quantize import is_quantized, needs_calibration, quantize_step
+from search.compress.quantize import is_quantized, needs_calibration
+from search.compress.quantize_step import quantize_step
 from search.config import TrialConfig
 from search.context import Context, measurement_record, model_size, score
-from search.device import current, describe
+from search.device import current as train_device
+from search.device import describe as describe_device
+from search.errors import AgentError, ProviderError
+from search.programs import PROGRAM, try_save_program
 from search.students import link_or_copy
 
 
@@ -39,15 +44,55 @@ class TrialResult:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+class StepError(RuntimeError):
+    """A step of a trial failed; the message is ``<step>: <Type>: <what> at <file:line>``."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        super().__init__(f"{step}: {describe(cause)}")
+
+
+# Raised through unchanged: a trial stopped early, or the target (not the trial) failed.
+_PASS_THROUGH: tuple[type[BaseException], ...] = (StepError, AgentError, ProviderError)
+
+
+def describe(e: BaseException) -> str:
+    """``Type: first line at file:line``; where the innermost frame is in a library, also the
+    innermost frame of the caller's own code (``(from my_model.py:23)``)."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
+    msg = (str(e).strip().splitlines() or [""])[0][:200]
+    if not frames:
+        return f"{type(e).__name__}: {msg}"
+    name = lambda f: f"{Path(f.filename).name}:{f.lineno}"  # noqa: E731
+    where = name(frames[-1])
+    if "site-packages" in frames[-1].filename:
+        own = [f for f in frames if "site-packages" not in f.filename]
+        where += f" (from {name(own[-1])})" if own else ""
+    return f"{type(e).__name__}: {msg} at {where}"
+
+
+def failure_reason(e: BaseException) -> str:
+    """The one-line reason a failed trial records: the step and what went wrong."""
+    return str(e) if isinstance(e, StepError) else describe(e)
+
+
 class _Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        import optuna
+
         start = time.perf_counter()
         try:
             yield
+        except (optuna.TrialPruned, *_PASS_THROUGH):
+            raise
+        except Exception as e:
+            raise StepError(name, e) from e
         finally:
             self.seconds[name] = round(time.perf_counter() - start, 3)
 
@@ -70,27 +115,17 @@ def run_trial(
     timer = _Timer()
     out_dir.mkdir(parents=True, exist_ok=True)
     student, record = _compress(cfg, ctx=ctx, timer=timer)
-    cached = _cached_student(cfg, ctx=ctx, record=record)
-    if cached is not None:  # distilled and exported by an earlier trial: reuse both
-        with timer.step("load_student"):
-            cached.load_into(student)
-            onnx_path = link_or_copy(cached.onnx, out_dir / "model.onnx")
-            torch.save(student, out_dir / "model.pt")
-        record["val_history"] = cached.val_history
-    else:
-        record["val_history"] = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
-        with timer.step("export"):
-            onnx_path = export_onnx(student, ctx.task.example_input, out_dir / "model.onnx")
-            torch.save(student, out_dir / "model.pt")
-        cached = _store_student(
-            student, ctx=ctx, record=record, onnx_path=onnx_path, timer=timer, number=number
-        )
+    onnx_path, cached = _student(
+        student, cfg, ctx=ctx, record=record, out_dir=out_dir, timer=timer, on_epoch=on_epoch,
+        number=number,
+    )  # fmt: skip
     calib_dir = cached.calib_dir if cached is not None else out_dir / "calib"
     measured, record["quantize"] = _quantize(
         cfg, ctx=ctx, onnx_path=onnx_path, timer=timer, calib_dir=calib_dir
     )
     with timer.step("kernels"):
         record["kernels"] = ctx.kernel_report(measured, out_dir / "model.opt.onnx")
+        record["ran"] = _ran(record, cfg, ctx)
     with timer.step("measure"):
         metric, measurement = score(measured, ctx)
     record = {
@@ -98,13 +133,47 @@ def run_trial(
         **measurement_record(metric, measurement),
         **record,
         "timings_s": timer.seconds,
-        "train_device": describe(current()),
+        "train_device": describe_device(train_device()),
         "artifacts": str(out_dir),
         "onnx": str(onnx_path),
         "measured_onnx": str(measured),
     }
     (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
     return TrialResult(accuracy=metric, latency_ms=measurement.latency[0].p50_ms, record=record)
+
+
+def _student(
+    student: Any,
+    cfg: TrialConfig,
+    *,
+    ctx: Context,
+    record: dict[str, Any],
+    out_dir: Path,
+    timer: _Timer,
+    on_epoch: Callable[[int, float], None] | None,
+    number: int | None,
+) -> tuple[Path, Any]:
+    """Distill and export ``student`` (then store it), or load a cached one and reuse its
+    export and program: the float ONNX file and the cached student (None without a store)."""
+    cached = _cached_student(cfg, ctx=ctx, record=record)
+    if cached is not None:  # distilled and exported by an earlier trial: reuse both
+        with timer.step("load_student"):
+            cached.load_into(student)
+            onnx_path = link_or_copy(cached.onnx, out_dir / "model.onnx")
+            if cached.program.is_file():
+                link_or_copy(cached.program, out_dir / PROGRAM)
+        record["val_history"] = cached.val_history
+        record["program"] = cached.program_info
+        return onnx_path, cached
+    record["val_history"] = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
+    with timer.step("export"):
+        onnx_path = export_onnx(student, ctx.task.example_input, out_dir / "model.onnx")
+    with timer.step("program"):  # the torch model as data (model.pt2), never as a pickle
+        record["program"] = try_save_program(student, ctx.task.example_input, out_dir / PROGRAM)
+    cached = _store_student(
+        student, ctx=ctx, record=record, onnx_path=onnx_path, timer=timer, number=number
+    )
+    return onnx_path, cached
 
 
 def _cached_student(cfg: TrialConfig, *, ctx: Context, record: dict[str, Any]) -> Any:
@@ -141,6 +210,7 @@ def _store_student(
         trial=number,
         val_history=record["val_history"],
         distill_s=timer.seconds.get("distill"),
+        program=record.get("program") or {},
     )
 
 
@@ -150,9 +220,13 @@ def _compress(cfg: TrialConfig, *, ctx: Context, timer: _Timer) -> tuple[Any, di
     task, x, round_to = ctx.task, ctx.task.example_input, ctx.profile.round_to
     sizes = {"base": dict(ctx.base_size) or model_size(task.model, x)}
     with timer.step("prune"):
-        ignored = task.ignored_layers or None
         student, pruning = prune_step(
-            task.model, cfg.prune, example_input=x, ignored_layers=ignored, round_to=round_to
+            task.model,
+            cfg.prune,
+            example_input=x,
+            ignored_layers=task.ignored_layers or None,
+            round_to=round_to,
+            plan=ctx.prune_plan,
         )
     sizes["prune"] = model_size(student, x)
     # After pruning (it needs the unfactorized graph), before distillation (which repairs what
@@ -224,4 +298,23 @@ def _quantize(
             out_path=onnx_path.parent / "model.q.onnx",
             int8_runs="int8" in ctx.profile.precisions.layer,
         )
-    return q.path, {"quantized": True, **q.to_dict(), "calibration": calib.key if calib else None}
+    notes = list(calib.notes) if calib else []
+    done = {"quantized": True, **q.to_dict(), "calibration": calib.key if calib else None}
+    done["weight_groups"], done["notes"] = q.weight_groups, notes
+    return q.path, done
+
+
+def _ran(record: dict[str, Any], cfg: TrialConfig, ctx: Context) -> dict[str, str]:
+    """Group -> what its layers ran at, from the optimized graph (:mod:`search.compress.audit`);
+    every group ``float`` when nothing was quantized; ``{}`` when the graph is not known."""
+    import onnx
+
+    quant, kernels = record["quantize"], record["kernels"]
+    weight_groups = quant.pop("weight_groups", {})
+    if not quant.get("quantized"):
+        return dict.fromkeys(ctx.space.quantize.groups, "float")
+    graph = kernels.get("optimized_graph")
+    if not graph:
+        return {}
+    ran = layer_kernels(onnx.load(graph, load_external_data=False), quant["layer_types"])
+    return group_labels(ran, weight_groups)

@@ -307,3 +307,92 @@ def test_readme_names_the_tasks_metric() -> None:
     text = readme(info)
     assert "| top-5 accuracy (test split, ONNX Runtime) | 0.9100 | 0.9300 |" in text
     assert "2.000 / - |" in text  # a missing number reads as -
+
+
+class _Marker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+def _shared_copy(root: Path, dest: Path) -> Path:
+    """The tiny study as someone else's folder, copied to ``dest``."""
+    import shutil
+
+    shutil.copytree(root / "results" / "tiny", dest / "tiny")
+    return dest
+
+
+@pytest.mark.slow
+def test_export_never_runs_code_from_a_study_folder(
+    tiny: tuple[optuna.Study, Path], tmp_path: Path, monkeypatch, capfd
+) -> None:
+    """rel-export-unpickles-artifacts: a study folder from elsewhere, whose recorded artifact
+    paths do not exist here. A replaced model.pt2 is refused and a pickled model.pt (the old
+    layout) is never loaded; nothing but the export folders is written."""
+    import pickle
+
+    import torch
+
+    from tests.bad_inputs import snapshot
+
+    _, root = tiny
+    marker = tmp_path / "PWNED_export"
+    changed = _shared_copy(root, tmp_path / "changed")
+    (changed / "tiny" / "artifacts" / "1" / "model.pt2").write_bytes(pickle.dumps(_Marker(marker)))
+    old = _shared_copy(root, tmp_path / "old")
+    (old / "tiny" / "artifacts" / "1" / "model.pt2").unlink()
+    (old / "tiny" / "artifacts" / "1" / "model.pt").write_bytes(pickle.dumps(_Marker(marker)))
+
+    def never(*args, **kwargs):
+        raise AssertionError("export loaded a file that could run code")
+
+    for owner, name in ((torch, "load"), (torch.export, "load"), (pickle, "load")):
+        monkeypatch.setattr(owner, name, never)
+    monkeypatch.setattr(pickle, "loads", never)
+    monkeypatch.chdir(tmp_path)
+    recorded = root / "results" / "tiny" / "artifacts"
+    recorded.rename(root / "results" / "tiny" / "elsewhere")  # as on another machine
+    before = snapshot(tmp_path)
+    try:
+        codes = []
+        for folder, out in ((changed, "o_changed"), (old, "o_old")):
+            storage = f"sqlite:///{folder / 'tiny' / 'study.db'}"
+            argv = ["export", "--study", "tiny", "--results-dir", str(folder)]
+            argv += ["--storage", storage, "--trial", "1", "--out", str(tmp_path / out)]
+            codes.append(main(argv))
+    finally:
+        (root / "results" / "tiny" / "elsewhere").rename(recorded)
+    err = capfd.readouterr().err
+    assert codes == [2, 0], err
+    assert "not the file the trial wrote" in err and "does not load pickles" in err
+    assert not marker.exists()
+    assert not (tmp_path / "o_changed").exists()
+    assert not (tmp_path / "o_old" / "model.pt2").exists()
+    assert "No PyTorch program" in (tmp_path / "o_old" / "README.md").read_text()
+    after = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("o_old")}
+    assert after == before
+
+
+@pytest.mark.slow
+def test_export_refuses_a_folder_with_files_unless_forced(
+    tiny: tuple[optuna.Study, Path], tmp_path: Path, capfd
+) -> None:
+    """rel-export-overwrites-user-files."""
+    _, root = tiny
+    out = tmp_path / "userdir"
+    out.mkdir()
+    (out / "README.md").write_text("my own notes - do not lose\n")
+    (out / "trial.json").write_text('{"mine": true}\n')
+    common = ["export", "--study", "tiny", "--results-dir", str(root / "results")]
+    common += ["--storage", f"sqlite:///{root / 'results' / 'tiny' / 'study.db'}", "--trial", "1"]
+    assert main([*common, "--out", str(out)]) == 2
+    assert "--force" in capfd.readouterr().err
+    assert (out / "README.md").read_text() == "my own notes - do not lose\n"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "trial.json"]
+    assert main([*common, "--out", str(out), "--force"]) == 0
+    assert json.loads((out / "trial.json").read_text())["trial"] == 1

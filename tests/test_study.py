@@ -78,6 +78,8 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
     first, second = study.trials
     assert first.state == TrialState.FAIL
     assert "boom: training data exploded on purpose" in first.user_attrs["fail_reason"]
+    assert first.user_attrs["fail_reason"].startswith("distill: RuntimeError: boom")  # the step
+    assert "tiny_task.py:" in first.user_attrs["fail_reason"]  # and where it was raised
     assert second.state == TrialState.COMPLETE
     csv = pd.read_csv(tmp_path / "f" / "trials.csv")
     assert "boom" in csv.loc[csv.trial == 0, "fail_reason"].item()
@@ -124,3 +126,7 @@ def test_killed_study_keeps_finished_trials_and_resumes(teacher_cache, tiny_spac
     interrupted = study.trials[killed_at]
     assert interrupted.state == TrialState.FAIL
     assert "interrupted" in interrupted.user_attrs["fail_reason"]
+    # Redone with the same parameters (when it had drawn them before the kill).
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_at]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == interrupted.params or not interrupted.params

@@ -250,13 +250,14 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     Returns the plain data written to ``bench.json``.
     """
     import optuna
-    import torch
 
     from search.bench.measure import measure_interleaved
     from search.bench.report import summarize_runs, write_bench
     from search.progress import console
+    from search.threads import apply_threads, resolve_threads
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    # $OMP_NUM_THREADS when set, else every CPU this process may use (taskset, cgroups).
+    apply_threads(resolve_threads(None))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out, studies_dir = Path(spec.out_dir), Path(spec.out_dir) / "studies"
     work = out / "work"

@@ -4,6 +4,20 @@ Calibration and quantization are separate calls, so one calibration (activation 
 float model, for one method and one set of inputs) is reused by every precision variant of that
 model: the trial's own plan, the sensitivity pass and the uniform-int8 reference.
 
+Two things in ONNX Runtime's tools would take a study down, and are worked around here:
+
+* ``quant_pre_process`` runs symbolic shape inference first, which raises "Incomplete symbolic
+  shape inference" on graphs it cannot follow (a Resize from ``nn.Upsample``; Swin V2); then
+  pre-processing runs again without it (``skip_symbolic_shape=True``: ONNX shape inference and
+  the graph clean-up still run) and :attr:`Calibration.notes` says so. The model it saves into
+  the working directory on that failure (``sym_shape_infer_temp.onnx`` and a ``<uuid>.data``
+  file, symbolic_shape_infer.py:3315, never removed) is removed.
+* The histogram calibrators (entropy, percentile) stack every batch of one ``collect_data`` call
+  with ``np.asarray`` (calibrate.py:931): batches of unequal size (32 + 16) fail with
+  "inhomogeneous shape". Inputs are fed in equal batches (the largest divisor of their number
+  up to 32), which give the same ranges as any other equal split (measured: 30+30, 20x3 and
+  60x1 identical on mobilenet_v2); only the time grows when the number has no good divisor.
+
 Example:
     >>> calib = calibrate("model.onnx", inputs, method="minmax", cache_dir=Path("calib"))
     >>> calib.computed  # False when the same model, inputs and method were calibrated before
@@ -14,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +54,7 @@ class Calibration:
     method: CalibMethod
     key: str
     computed: bool  # False when the ranges came from the cache
+    notes: tuple[str, ...] = ()  # fallbacks taken while pre-processing (say them once)
 
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -51,10 +67,16 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-class _Reader:
-    """ONNX Runtime CalibrationDataReader over a numpy batch, in fixed-size chunks."""
+def equal_batch(n: int, largest: int = 32) -> int:
+    """The largest batch size up to ``largest`` that divides ``n`` (60 -> 30, 48 -> 24, 61 -> 1):
+    equal batches are what the histogram calibrators can stack."""
+    return next(b for b in range(min(largest, max(n, 1)), 0, -1) if n % b == 0)
 
-    def __init__(self, name: str, inputs: np.ndarray, batch: int = 32) -> None:
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over a numpy batch, in equal chunks."""
+
+    def __init__(self, name: str, inputs: np.ndarray, batch: int) -> None:
         self._it: Iterator[dict[str, np.ndarray]] = iter(
             {name: inputs[i : i + batch]} for i in range(0, len(inputs), batch)
         )
@@ -98,6 +120,66 @@ def _restore_scopes(source: Path, pre: Path) -> None:
     onnx.save(model, str(pre))
 
 
+def preprocess(src: Path, dst: Path) -> list[str]:
+    """``quant_pre_process`` of ``src`` into ``dst``, without symbolic shape inference when that
+    fails; returns what fell back (one line each)."""
+    import time
+
+    from onnxruntime.quantization import quant_pre_process
+
+    started = time.time()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quant_pre_process(str(src), str(dst))
+        return []
+    except Exception as e:  # noqa: BLE001 - symbolic shape inference is optional
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        why = f"{type(e).__name__}: {first}"
+    finally:
+        _remove_shape_dump(started)
+    with contextlib.redirect_stdout(io.StringIO()):
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    return [f"quantization pre-processing ran without symbolic shape inference ({why})"]
+
+
+_SHAPE_DUMP = Path("sym_shape_infer_temp.onnx")
+
+
+def _remove_shape_dump(since: float) -> None:
+    """Remove the model that failed symbolic shape inference saves into the working directory
+    (symbolic_shape_infer.py:3315, a fixed name, weights in a ``<uuid>.data`` file beside it)."""
+    import onnx
+
+    if not _SHAPE_DUMP.is_file() or _SHAPE_DUMP.stat().st_mtime < since - 1:
+        return
+    with contextlib.suppress(Exception):
+        graph = onnx.load(str(_SHAPE_DUMP), load_external_data=False).graph
+        for init in graph.initializer:
+            for entry in init.external_data:
+                if entry.key == "location" and "/" not in entry.value:
+                    Path(entry.value).unlink(missing_ok=True)
+    _SHAPE_DUMP.unlink(missing_ok=True)
+
+
+def _preprocessed(onnx_path: Path, cache_dir: Path) -> tuple[Path, tuple[str, ...]]:
+    """The pre-processed model in the cache (made once per float model) and its notes."""
+    # The version tag keeps files pre-processed by older code (without scopes) out of use.
+    model_key = _digest(Path(onnx_path).read_bytes(), _PRE_VERSION)
+    pre = cache_dir / f"{model_key}.pre.onnx"
+    sidecar = pre.with_suffix(".json")
+    if not pre.is_file():
+        # Shape inference and graph clean-up that ONNX Runtime's quantizer expects; it keeps
+        # opset 21 (checked in tests), so int4 and int8 weights mix in standard Q/DQ nodes.
+        # Written under a temporary name: a crash never leaves a half-made file in the cache.
+        tmp = pre.with_suffix(f".{os.getpid()}.tmp")
+        notes = preprocess(Path(onnx_path), tmp)
+        _restore_scopes(Path(onnx_path), tmp)
+        sidecar.write_text(json.dumps({"notes": notes}))
+        tmp.replace(pre)
+    notes = json.loads(sidecar.read_text()).get("notes", []) if sidecar.is_file() else []
+    return pre, tuple(notes)
+
+
 def calibrate(
     onnx_path: Path | str, inputs: np.ndarray, *, method: CalibMethod, cache_dir: Path
 ) -> Calibration:
@@ -107,7 +189,7 @@ def calibrate(
     ranges are computed once per float model and reused by every precision variant of it.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator, quant_pre_process
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -116,21 +198,11 @@ def calibrate(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-    # The version tag keeps files pre-processed by older code (without scopes) out of use.
-    model_key = _digest(Path(onnx_path).read_bytes(), _PRE_VERSION)
-    pre = cache_dir / f"{model_key}.pre.onnx"
-    if not pre.is_file():
-        # Shape inference and graph clean-up that ONNX Runtime's quantizer expects; it keeps
-        # opset 21 (checked in tests), so int4 and int8 weights mix in standard Q/DQ nodes.
-        # Written under a temporary name: a crash never leaves a half-made file in the cache.
-        tmp = pre.with_suffix(f".{os.getpid()}.tmp")
-        quant_pre_process(str(onnx_path), str(tmp))
-        _restore_scopes(Path(onnx_path), tmp)
-        tmp.replace(pre)
+    pre, notes = _preprocessed(Path(onnx_path), cache_dir)
     key = _digest(pre.read_bytes(), inputs.tobytes(), str(inputs.shape).encode(), method.encode())
     ranges = cache_dir / f"{key}.{method}.calib.json"
     if ranges.is_file():
-        return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=False)
+        return Calibration(pre, ranges, method, key, computed=False, notes=notes)
     input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
         calibrator = create_calibrator(
@@ -140,11 +212,26 @@ def calibrate(
             calibrate_method=getattr(CalibrationMethod, METHODS[method]),
         )
         # The histogram calibrators print progress to stdout; keep the study's console clean.
-        with contextlib.redirect_stdout(io.StringIO()):
-            calibrator.collect_data(_Reader(input_name, inputs))
+        with contextlib.redirect_stdout(io.StringIO()), quiet_logging():
+            reader = _Reader(input_name, inputs, equal_batch(len(inputs)))
+            calibrator.collect_data(reader)
             save_tensors_data(calibrator.compute_data(), ranges)
         del calibrator
-    return Calibration(model=pre, ranges=ranges, method=method, key=key, computed=True)
+    return Calibration(pre, ranges, method, key, computed=True, notes=notes)
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """ONNX Runtime's quantization tools log warnings on the root logger ("Axis 1 is
+    out-of-range for weight 'norm.weight'") for every trial; hold them back for the call."""
+    import logging
+
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def calib_enum(method: str) -> Any:

@@ -106,3 +106,27 @@ def layer_types(model: Any) -> dict[str, str]:
             dtype = inits[dq.input[0]].data_type
             out[name] = onnx.TensorProto.DataType.Name(dtype).lower()
     return out
+
+
+# Layer ops of an exported float model that a precision group can act on.
+LAYER_OPS = {*WEIGHTED_OPS, "LSTM", "GRU", "RNN"}
+
+
+def layer_nodes(model: Any) -> list[Any]:
+    """The nodes of an exported float model that compute a layer with weights."""
+    inits = {i.name for i in model.graph.initializer}
+    return [
+        n for n in model.graph.node if n.op_type in LAYER_OPS and any(i in inits for i in n.input)
+    ]
+
+
+def owned_layers(model: Any, groups: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Group -> the names of the layer nodes it owns in ``model`` (first matching group wins,
+    as in quantization); a group that owns none would search a precision that does nothing."""
+    owner = assign_groups(model, groups)
+    out: dict[str, list[str]] = {g: [] for g in groups}
+    for node in layer_nodes(model):
+        group = owner.get(node.name)
+        if group is not None:
+            out[group].append(node.name)
+    return out

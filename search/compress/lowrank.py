@@ -1,9 +1,9 @@
 """Low-rank factorization by truncated SVD: one layer becomes two cheaper ones.
 
 * ``nn.Linear(n, m)`` -> ``Linear(n, r)`` then ``Linear(r, m)``.
-* ``nn.Conv2d`` k x k, **channel** SVD: a k x k conv with ``r`` filters, then a 1x1 conv.
+* ``nn.Conv1d/2d/3d``, **channel** SVD: a k-wide conv with ``r`` filters, then a 1-wide conv.
 * ``nn.Conv2d`` k x k, **spatial** SVD (Jaderberg et al., as in AIMET): a k x 1 conv with ``r``
-  filters, then a 1 x k conv. A 1x1 conv always gets channel SVD (it has no spatial extent).
+  filters, then a 1 x k conv. A 1x1 conv, a Conv1d and a Conv3d always get channel SVD.
 
 The rank of a layer is ``rank_ratio`` times its full rank. The factorized MACs are linear in the
 rank, so each layer has a break-even rank at which both forms cost the same; a layer is factorized
@@ -177,14 +177,15 @@ def _rank_cost(layer: nn.Module, kind: str, shapes: list[tuple[tuple, tuple]]) -
             before += rows * layer.in_features * layer.out_features
             per_rank += rows * (layer.in_features + layer.out_features)
             continue
-        n, out_ch, ho, wo = out_shape
-        in_ch, w_in = in_shape[1], in_shape[3]
-        kh, kw = layer.kernel_size
-        before += n * ho * wo * out_ch * in_ch * kh * kw
+        n, out_ch, positions = out_shape[0], out_shape[1], math.prod(out_shape[2:])
+        in_ch, k = in_shape[1], math.prod(layer.kernel_size)
+        before += n * positions * out_ch * in_ch * k
         if kind == "channel":
-            per_rank += n * ho * wo * (in_ch * kh * kw + out_ch)
+            per_rank += n * positions * (in_ch * k + out_ch)
         else:
             # The k x 1 half keeps the input width: its stride and padding act on height only.
+            ho, wo, w_in = out_shape[2], out_shape[3], in_shape[3]
+            kh, kw = layer.kernel_size
             per_rank += n * ho * w_in * in_ch * kh + n * ho * wo * out_ch * kw
     return before, per_rank
 
@@ -241,7 +242,9 @@ def factorize(
     groups: Sequence[tuple[Sequence[str], float]] = (),
     round_to: int | None = None,
 ) -> tuple[nn.Module, list[LayerRecord]]:
-    """Return a factorized copy of ``model`` and one :class:`LayerRecord` per Linear/Conv2d.
+    """Return a factorized copy of ``model`` and one :class:`LayerRecord` per Linear/ConvNd
+    (transposed convs, attention, recurrent and embedding layers the patterns select get a
+    record that says why they are not factorized).
 
     Args:
         model: Left unchanged.
@@ -256,9 +259,8 @@ def factorize(
 
     RANK_RATIO.check(rank_ratio, "rank_ratio")
     out = copy.deepcopy(model)
-    candidates = [
-        name for name, m in out.named_modules() if type(m) in (nn.Linear, nn.Conv2d) and name
-    ]
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    candidates = [name for name, m in out.named_modules() if type(m) in kinds and name]
     shapes = _layer_shapes(out, candidates, example_input)
     records: list[LayerRecord] = []
     for name in candidates:
@@ -271,7 +273,37 @@ def factorize(
         if new is not None:
             parent, _, child = name.rpartition(".")
             setattr(out.get_submodule(parent), child, new)
-    return out, records
+    return out, records + _not_candidates(model, layers)
+
+
+def _skip_reason(layer: nn.Module) -> str:
+    """Why a weighted layer that is not a Linear or a plain ConvNd is never factorized."""
+    from torch import nn
+
+    kind = type(layer).__name__
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        return f"{kind}: transposed convs are not factorized"
+    if isinstance(layer, nn.MultiheadAttention):
+        return f"{kind}: q/k/v share one packed in_proj weight (not factorized)"
+    if isinstance(layer, nn.RNNBase):
+        return f"{kind}: recurrent weights are not factorized"
+    if isinstance(layer, nn.Embedding | nn.EmbeddingBag):
+        return f"{kind}: a lookup table, not a product"
+    return ""
+
+
+def _not_candidates(model: nn.Module, layers: Sequence[str]) -> list[LayerRecord]:
+    """Records of the weighted layers of other types that the patterns select, with why."""
+    out = []
+    for name, m in model.named_modules():
+        reason = _skip_reason(m) if name and _matches(name, layers) else ""
+        if reason:
+            n = _params(m)
+            zeros = dict.fromkeys(("rank", "full_rank", "break_even_rank"), 0)
+            macs = {"macs_before": 0, "macs_after": 0, "params_before": n, "params_after": n}
+            record = LayerRecord(name, type(m).__name__, "", **zeros, **macs, skipped=reason)
+            out.append(record)
+    return out
 
 
 def _plan(

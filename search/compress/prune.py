@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from search.compress.prune_plan import PrunePlan
+
 # torch and torch-pruning are imported inside the functions: config.py imports this module for
 # PruneSpace, and loading a space must stay cheap and possible without torch.
 
@@ -118,6 +120,20 @@ def default_ignored(model: nn.Module, example_input: torch.Tensor | None = None)
     return _last_executed(model, example_input)
 
 
+def ignored_names(
+    model: nn.Module, example_input: torch.Tensor, ignored_layers: list[str] | None
+) -> list[str]:
+    """The layers that keep their output size: ``ignored_layers``, or the output layer when
+    None (:func:`default_ignored`).
+
+    Raises:
+        ConfigError: a name that is no module of ``model`` (one line, with examples).
+    """
+    names = default_ignored(model, example_input) if ignored_layers is None else ignored_layers
+    _modules(model, names)
+    return names
+
+
 def prune(model: nn.Module, **options: Any) -> nn.Module:
     """Return a pruned copy of ``model``; options and details as :func:`prune_with_report`."""
     return prune_with_report(model, **options)[0]
@@ -130,8 +146,10 @@ def prune_step(
     example_input: torch.Tensor,
     ignored_layers: list[str] | None,
     round_to: int | None,
+    plan: PrunePlan | None = None,
 ) -> tuple[nn.Module, PruneReport]:
-    """The trial's step: :func:`prune_with_report` with the trial's :class:`PruneConfig`."""
+    """The trial's step: :func:`prune_with_report` with the trial's :class:`PruneConfig` and the
+    study's dry-run ``plan``."""
     return prune_with_report(
         model,
         ratio=cfg.ratio,
@@ -140,6 +158,7 @@ def prune_step(
         round_to=round_to,
         importance=cfg.importance,
         max_layer_ratio=cfg.max_layer_ratio,
+        plan=plan,
     )
 
 
@@ -152,116 +171,76 @@ def prune_with_report(
     round_to: int | None = 8,
     importance: str = "l2",
     max_layer_ratio: float = 0.9,
+    plan: PrunePlan | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Return a pruned copy of ``model`` with about ``ratio`` of its channels removed, and a
     report of the layers left alone and why.
 
-    Channels are ranked globally by group magnitude (L1 or L2 over every coupled layer).
-    ``round_to`` keeps channel counts multiples of the target's preferred vector width:
-    unaligned counts can run slower than the unpruned model. Residual adds, depthwise and
-    grouped convs and squeeze-excitation gates are coupled by the dependency graph; attention
-    layers keep their head count (head widths shrink evenly); parameters outside standard layers
-    (position embeddings, class tokens) are pruned along their channel dimension.
+    Channels are ranked globally by group magnitude (L1 or L2 over every coupled layer);
+    ``round_to`` keeps channel counts multiples of the target's vector width. Residual adds,
+    concats, splits, grouped convs, gates, attention heads and single-layer LSTMs are coupled
+    by the dependency graph (:mod:`search.compress.prune_plan`); what the library cannot cut
+    correctly (channel shuffles, ``F.glu``, layers written by hand, a group that fails the dry
+    run) is left alone with the reason.
+
+    ``plan`` is the study's dry run (:func:`~search.compress.prune_plan.plan_pruning`); without
+    one it is made here, unbounded. A plan with an ``error`` (nothing can be pruned) returns an
+    unchanged copy.
+
+    Raises:
+        ConfigError: ``ratio`` outside [0, 1), or an ignored layer that does not exist.
+        PruneError: a cut failed although the plan allowed it (names the layers).
     """
-    import torch
     import torch_pruning as tp
 
+    from search.compress import prune_plan as pp
+
     PRUNE_RATIO.check(ratio, "prune ratio")
-    pruned = copy.deepcopy(model).eval()
-    names = default_ignored(pruned, example_input) if ignored_layers is None else ignored_layers
-    plan = plan_pruning(pruned, ignored_layers=names)
-    if ratio == 0.0:
-        return pruned, plan.report
-    with torch.no_grad():
-        expected = pruned(example_input).shape
-    pruner = tp.pruner.MetaPruner(
-        pruned,
-        example_input,
-        importance=tp.importance.GroupMagnitudeImportance(p=_IMPORTANCE[importance]),
-        pruning_ratio=ratio,
-        max_pruning_ratio=max_layer_ratio,
-        global_pruning=True,
-        ignored_layers=_modules(pruned, list(plan.report.left_alone)),
-        round_to=round_to,
-        num_heads=plan.num_heads,
-        unwrapped_parameters=plan.unwrapped,
-        # torch-pruning 1.6.1 declares these as mutable defaults and writes into them; fresh
-        # dicts keep one trial's modules from leaking into (and staying alive in) the next.
-        in_channel_groups={},
-        out_channel_groups={},
+    names = ignored_names(model, example_input, ignored_layers)
+    if plan is None and ratio > 0.0:
+        plan = pp.plan_pruning(model, example_input, ignored_layers=names, ratio=max(ratio, 0.5))
+    report = PruneReport(
+        left_alone={**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})},
+        unwrapped=[name for name, _, _ in pp.unwrapped_parameters(model)],
     )
-    pruner.step()
-    with torch.no_grad():
-        got = pruned.eval()(example_input).shape
+    if plan is None or ratio == 0.0 or plan.error:
+        return copy.deepcopy(model).eval(), report
+    expected = _output_shape(model, example_input)
+    pruned = pp.prune_with_plan(
+        model,
+        example_input,
+        ratio=ratio,
+        plan=pp.PrunePlan(left_alone=report.left_alone),
+        importance=tp.importance.GroupMagnitudeImportance(p=_IMPORTANCE[importance]),
+        max_pruning_ratio=max_layer_ratio,
+        round_to=round_to,
+    )
+    got = _output_shape(pruned, example_input)
     if got != expected:
         raise RuntimeError(
-            f"pruning changed the output shape from {tuple(expected)} to {tuple(got)}; "
+            f"pruning changed the output shape from {expected} to {got}; "
             "list the output layer in the task's ignored_layers"
         )
-    return pruned, plan.report
+    return pruned, report
+
+
+def _output_shape(model: nn.Module, example_input: torch.Tensor) -> tuple[int, ...]:
+    import torch
+
+    with torch.no_grad():
+        return tuple(model.eval()(example_input).shape)
 
 
 @dataclass
 class PruneReport:
-    """What pruning did not touch: ``left_alone`` maps a module name to the reason."""
+    """What pruning did not touch: ``left_alone`` maps a module name to the reason (naming the
+    op that forced it); ``unwrapped`` names parameters outside standard layers."""
 
     left_alone: dict[str, str] = field(default_factory=dict)
     unwrapped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {"left_alone": dict(self.left_alone), "unwrapped_parameters": list(self.unwrapped)}
-
-
-@dataclass
-class _Plan:
-    report: PruneReport
-    num_heads: dict[nn.Module, int]
-    unwrapped: list[tuple[nn.Parameter, int]]
-
-
-# Linear layers that project queries, keys and values, by the names common implementations use.
-_QKV_NAMES = ("qkv", "in_proj", "query", "key", "value", "q_proj", "k_proj", "v_proj")
-
-
-def plan_pruning(model: nn.Module, *, ignored_layers: list[str]) -> _Plan:
-    """Decide what torch-pruning must be told about ``model`` before it may cut channels."""
-    import torch_pruning as tp
-    from torch import nn
-
-    report = PruneReport()
-    _modules(model, ignored_layers)  # a clear error for a misspelt name
-    for name in ignored_layers:
-        report.left_alone[name] = "output layer: must keep its output size"
-    num_heads: dict[nn.Module, int] = {}
-    for name, m in model.named_modules():
-        heads = getattr(m, "num_heads", None)
-        if not isinstance(heads, int) or heads < 1:
-            continue
-        if isinstance(m, nn.MultiheadAttention):
-            num_heads[m] = heads
-            continue
-        projections = [
-            child
-            for child_name, child in m.named_children()
-            if child_name in _QKV_NAMES and isinstance(child, nn.Linear)
-        ]
-        if projections:
-            num_heads.update(dict.fromkeys(projections, heads))
-        elif name not in report.left_alone:
-            # Cutting channels without knowing how they split into heads would mix heads.
-            report.left_alone[name] = "attention layout not recognised: heads cannot be kept"
-    unwrapped: list[tuple[nn.Parameter, int]] = []
-    standard = set(tp.pruner.function.PrunerBox) - {tp.ops.OPTYPE.ELEMENTWISE}
-    for mod_name, m in model.named_modules():
-        if tp.ops.module2type(m) in standard:
-            continue
-        for p_name, p in m.named_parameters(recurse=False):
-            dims = [i for i, s in enumerate(p.shape) if s > 1]
-            if dims:
-                # The channel dimension of an embedding-like parameter is its last one.
-                unwrapped.append((p, dims[-1]))
-                report.unwrapped.append(f"{mod_name}.{p_name}" if mod_name else p_name)
-    return _Plan(report=report, num_heads=num_heads, unwrapped=unwrapped)
 
 
 def _last_executed(model: nn.Module, example_input: torch.Tensor) -> list[str]:

@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from search.compress.calibration import METHODS, CalibMethod, Calibration, calib_enum
-from search.compress.groups import (
-    WEIGHTED_OPS,
-    assign_groups,
-    layer_types,
-    name_nodes,
-    weight_name,
+from search.compress.calibration import (
+    METHODS,
+    CalibMethod,
+    Calibration,
+    calib_enum,
+    quiet_logging,
 )
+from search.compress.groups import assign_groups, layer_types, name_nodes
+from search.compress.quantize_nodes import node_plan, qtype, weight_groups
 from search.errors import ConfigError
 from search.schema import Strict
 
@@ -74,6 +75,13 @@ class QuantizeSpace(Strict):
         calibration: Calibration methods to search (ONNX Runtime's MinMax, Entropy, Percentile).
         activations: Activation types to search (signedness and 8/16 bits).
         weights: Weight signedness to search.
+        unmatched_groups: What a group that matches no layer of the model means: ``error`` (one
+            line before the study, naming the pattern), or ``derive``: when not every group
+            matches, precision groups are derived from the model's own structure instead
+            (:mod:`search.compress.derive_groups`; the default space's groups are the digits
+            ResNet's, so any other model gets its own).
+        derived_groups: How many groups to derive (stem and classifier apart, the rest
+            balanced by MACs).
         ungrouped: What happens to nodes no group matches when anything is quantized.
         calibration_samples: Calibration inputs taken from the task's calibration split.
         sensitivity: Run the one-off per-group sensitivity pass that seeds the search.
@@ -86,6 +94,8 @@ class QuantizeSpace(Strict):
     calibration: list[CalibMethod] = Field(["minmax"], min_length=1)
     activations: list[Activations] = Field(["uint8"], min_length=1)
     weights: list[Signedness] = Field(["signed"], min_length=1)
+    unmatched_groups: Literal["error", "derive"] = "error"
+    derived_groups: int = Field(5, ge=1, le=32)
     ungrouped: Literal["quantize", "float"] = "quantize"
     calibration_samples: int = Field(128, ge=1)
     sensitivity: bool = True
@@ -93,6 +103,11 @@ class QuantizeSpace(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> QuantizeSpace:
+        if not self.groups:
+            raise ValueError(
+                "groups is empty, so no layer would ever be quantized; name at least one group "
+                "(all: ['*'] is one choice for every layer), or search precisions: [float]"
+            )
         for group, patterns in self.groups.items():
             if not patterns:
                 raise ValueError(f"group {group!r} needs at least one layer name pattern")
@@ -203,27 +218,16 @@ class QuantizeResult:
     layer_types: dict[str, str]  # weight name -> float / int8 / uint8 / int4 / int16 ...
     groups: dict[str, str | None]  # node name -> group
     excluded: list[str]
+    kept_float: dict[str, str] = field(default_factory=dict)  # group -> why it stayed float
+    weight_groups: dict[str, str | None] = field(default_factory=dict)  # weight -> group
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "layer_types": self.layer_types,
             "excluded_nodes": len(self.excluded),
+            "kept_float": dict(self.kept_float),
         }
-
-
-def _qtype(bits: str, signed: bool) -> Any:
-    from onnxruntime.quantization import QuantType
-
-    return getattr(QuantType, f"Q{'' if signed else 'U'}Int{bits}")
-
-
-def _weight_axis(node: Any) -> int:
-    axis = WEIGHTED_OPS[node.op_type]
-    if axis is not None:
-        return axis
-    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-    return 0 if trans_b else 1
 
 
 def is_quantized(plan: Mapping[str, str]) -> bool:
@@ -276,9 +280,14 @@ def half_only(
     model = onnx.load(str(onnx_path))
     name_nodes(model)
     owner = assign_groups(model, groups)
+    weights = weight_groups(model, owner)
     model = _half(model, out_path, owner, plan)
     return QuantizeResult(
-        path=Path(out_path), layer_types=layer_types(model), groups=owner, excluded=[]
+        path=Path(out_path),
+        layer_types=layer_types(model),
+        groups=owner,
+        excluded=[],
+        weight_groups=weights,
     )
 
 
@@ -310,80 +319,28 @@ def quantize(
     signed = weights == "signed"
     model = onnx.load(str(calibration.model))
     owner = assign_groups(model, groups)
-    excluded, overrides = _node_plan(model, owner, plan, ungrouped=ungrouped, signed=signed)
-    quantize_static(
-        str(calibration.model),
-        str(out_path),
-        calibration_data_reader=None,
-        calibration_cache_path=str(calibration.ranges),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=_qtype(
-            activations.lstrip("u").removeprefix("int"), not activations.startswith("u")
-        ),
-        weight_type=_qtype("8", signed),
-        calibrate_method=calib_enum(calibration.method),
-        nodes_to_exclude=excluded,
-        extra_options={"TensorQuantOverrides": overrides} if overrides else {},
-    )
+    excluded, overrides = node_plan(model, owner, plan, ungrouped=ungrouped, signed=signed)
+    with quiet_logging():  # the quantizer warns on the root logger for each LayerNorm
+        quantize_static(
+            str(calibration.model),
+            str(out_path),
+            calibration_data_reader=None,
+            calibration_cache_path=str(calibration.ranges),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=qtype(
+                activations.lstrip("u").removeprefix("int"), not activations.startswith("u")
+            ),
+            weight_type=qtype("8", signed),
+            calibrate_method=calib_enum(calibration.method),
+            nodes_to_exclude=excluded,
+            extra_options={"TensorQuantOverrides": overrides} if overrides else {},
+        )
     q = _half(onnx.load(str(out_path)), out_path, owner, plan)
     return QuantizeResult(
-        path=Path(out_path), layer_types=layer_types(q), groups=owner, excluded=excluded
+        path=Path(out_path),
+        layer_types=layer_types(q),
+        groups=owner,
+        excluded=excluded,
+        weight_groups=weight_groups(model, owner),
     )
-
-
-def quantize_step(
-    onnx_path: Path,
-    cfg: QuantizeConfig,
-    *,
-    space: QuantizeSpace,
-    calibration: Calibration | None,
-    out_path: Path,
-    int8_runs: bool,
-) -> QuantizeResult:
-    """The trial's step: write ``cfg``'s plan of ``onnx_path`` to ``out_path``.
-
-    ``calibration`` is None for plans without integer precisions (fp16 groups only). Nodes
-    outside every group follow the space's ``ungrouped`` only where the profile runs int8
-    (``int8_runs``); elsewhere they stay float.
-    """
-    if calibration is None:
-        return half_only(onnx_path, out_path, plan=cfg.precision, groups=space.groups)
-    return quantize(
-        calibration,
-        out_path,
-        plan=cfg.precision,
-        groups=space.groups,
-        activations=cfg.activations,  # type: ignore[arg-type]
-        weights=cfg.weights,  # type: ignore[arg-type]
-        ungrouped=space.ungrouped if int8_runs else "float",
-    )
-
-
-def _node_plan(
-    model: Any,
-    owner: Mapping[str, str | None],
-    plan: Mapping[str, str],
-    *,
-    ungrouped: str,
-    signed: bool,
-) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
-    """Nodes to leave out of quantization (float and fp16 groups) and the tensor overrides
-    that give int4/int16 groups their weight type."""
-    inits = {i.name for i in model.graph.initializer}
-    excluded, overrides = [], {}
-    for node in model.graph.node:
-        group = owner[node.name]
-        precision = (
-            plan.get(group, "float") if group else ("int8" if ungrouped == "quantize" else "float")
-        )
-        if precision in ("float", "fp16"):
-            if not node.name:
-                raise ConfigError(f"an unnamed {node.op_type} node cannot be left {precision}")
-            excluded.append(node.name)
-            continue
-        weight = weight_name(node, inits)
-        if weight is not None and precision in ("int4", "int16"):
-            qtype = _qtype(precision.removeprefix("int"), signed)
-            overrides[weight] = [{"quant_type": qtype, "axis": _weight_axis(node)}]
-    return excluded, overrides

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from search.compress.calibration import Calibration
-from search.compress.quantize import QuantizeSpace, quantize
+from search.compress.quantize import QuantizeSpace, half_only, quantize
 
 # Lower index = fewer bits (fp16 before int16: on GPUs it is the next step after int8); the
 # sensitivity pass uses the lowest one the profile allows.
@@ -29,7 +29,7 @@ def lowest_precision(choices: list[str]) -> str | None:
 
 
 def sensitivity_pass(
-    calibration: Calibration,
+    calibration: Calibration | Path,
     *,
     space: QuantizeSpace,
     precision: str,
@@ -40,24 +40,32 @@ def sensitivity_pass(
 ) -> dict[str, Any]:
     """Accuracy with only one group at ``precision``, for each group; plain data.
 
+    ``calibration`` is the float model's calibration, or the float model's path itself for a
+    precision that needs none (fp16).
+
     Returns:
         ``{"precision", "float_accuracy", "groups": {group: {"accuracy", "drop",
         "layer_types"}}, "order"}`` where ``order`` lists groups from most to least sensitive.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    reference = evaluate(calibration.model)
+    float_model = calibration.model if isinstance(calibration, Calibration) else calibration
+    reference = evaluate(float_model)
     groups: dict[str, Any] = {}
     for group in space.groups:
         plan = {g: (precision if g == group else "float") for g in space.groups}
-        q = quantize(
-            calibration,
-            out_dir / f"{group}.q.onnx",
-            plan=plan,
-            groups=space.groups,
-            activations=activations,  # type: ignore[arg-type]
-            weights=weights,  # type: ignore[arg-type]
-            ungrouped="float",  # only this group is quantized
-        )
+        out = out_dir / f"{group}.q.onnx"
+        if isinstance(calibration, Calibration):
+            q = quantize(
+                calibration,
+                out,
+                plan=plan,
+                groups=space.groups,
+                activations=activations,  # type: ignore[arg-type]
+                weights=weights,  # type: ignore[arg-type]
+                ungrouped="float",  # only this group is quantized
+            )
+        else:
+            q = half_only(calibration, out, plan=plan, groups=space.groups)
         acc = evaluate(q.path)
         quantized = {k: v for k, v in q.layer_types.items() if v != "float"}
         groups[group] = {
@@ -69,7 +77,7 @@ def sensitivity_pass(
     order = sorted(groups, key=lambda g: groups[g]["drop"], reverse=True)
     return {
         "precision": precision,
-        "calibration": calibration.method,
+        "calibration": getattr(calibration, "method", None),
         "activations": activations,
         "weights": weights,
         "float_accuracy": reference,

@@ -1,4 +1,4 @@
-"""Truncated SVD of one layer into two: how to cut a Linear or a Conv2d at a given rank.
+"""Truncated SVD of one layer into two: how to cut a Linear or a Conv1d/2d/3d at a given rank.
 
 Which layers to cut and at which rank is :mod:`search.compress.lowrank`'s job; this module only
 builds the pair. Each pair is a plain ``nn.Sequential`` of ``nn.Linear``/``nn.Conv2d`` and is
@@ -14,6 +14,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -40,59 +42,62 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second).to(layer.weight.device)
 
 
-def factorize_conv(layer: nn.Conv2d, rank: int, kind: str) -> nn.Sequential:
-    """Split a Conv2d (groups=1) into two convs of rank ``rank``; see the module docstring.
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def factorize_conv(layer: nn.modules.conv._ConvNd, rank: int, kind: str) -> nn.Sequential:
+    """Split a Conv1d/2d/3d (groups=1, not transposed) into two convs of rank ``rank``.
+
+    Channel SVD (any ConvNd): W (out, in, *k) as an out x (in * prod(k)) matrix; the first conv
+    keeps kernel, stride, padding, dilation and padding mode with ``rank`` filters, the second
+    is 1-wide. Spatial SVD (Conv2d only): a k x 1 conv then a 1 x k conv.
 
     Raises:
-        ValueError: For grouped convs, an unknown ``kind``, or a rank outside [1, full rank].
+        ValueError: For grouped or transposed convs, an unknown ``kind``, or a rank outside
+            [1, full rank].
     """
-    if layer.groups != 1:
+    if layer.groups != 1 or layer.transposed:
         raise ValueError(f"grouped convs (groups={layer.groups}) cannot be factorized")
-    out_ch, in_ch, kh, kw = layer.weight.shape
     kind = layer_kind(layer, kind)
     _check_rank(rank, full_rank(layer, kind))
-    bias = layer.bias is not None
     if kind == "channel":
-        a, b = _split(layer.weight.reshape(out_ch, in_ch * kh * kw), rank)
-        first = nn.Conv2d(
-            in_ch,
-            rank,
-            (kh, kw),
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            bias=False,
-            padding_mode=layer.padding_mode,
-        )
-        second = nn.Conv2d(rank, out_ch, 1, bias=bias)
-        _load(first, b.reshape(rank, in_ch, kh, kw), None)
-        _load(second, a.reshape(out_ch, rank, 1, 1), layer.bias)
-    else:
-        # W[o, i, y, x] as a (i, y) x (o, x) matrix: its rank-r factors are a k x 1 conv over
-        # the input channels and a 1 x k conv into the output channels.
-        ph, pw = zero_padding(layer)
-        m = layer.weight.permute(1, 2, 0, 3).reshape(in_ch * kh, out_ch * kw)
-        a, b = _split(m, rank)
-        first = nn.Conv2d(
-            in_ch,
-            rank,
-            (kh, 1),
-            (layer.stride[0], 1),
-            (ph, 0),
-            (layer.dilation[0], 1),
-            bias=False,
-        )
-        second = nn.Conv2d(
-            rank,
-            out_ch,
-            (1, kw),
-            (1, layer.stride[1]),
-            (0, pw),
-            (1, layer.dilation[1]),
-            bias=bias,
-        )
-        _load(first, a.reshape(in_ch, kh, rank).permute(2, 0, 1).unsqueeze(-1), None)
-        _load(second, b.reshape(rank, out_ch, kw).permute(1, 0, 2).unsqueeze(2), layer.bias)
+        return _channel_pair(layer, rank)
+    out_ch, in_ch, kh, kw = layer.weight.shape
+    bias = layer.bias is not None
+    # W[o, i, y, x] as a (i, y) x (o, x) matrix: its rank-r factors are a k x 1 conv over
+    # the input channels and a 1 x k conv into the output channels.
+    ph, pw = zero_padding(layer)
+    m = layer.weight.permute(1, 2, 0, 3).reshape(in_ch * kh, out_ch * kw)
+    a, b = _split(m, rank)
+    first = nn.Conv2d(
+        in_ch, rank, (kh, 1), (layer.stride[0], 1), (ph, 0), (layer.dilation[0], 1), bias=False
+    )
+    second = nn.Conv2d(
+        rank, out_ch, (1, kw), (1, layer.stride[1]), (0, pw), (1, layer.dilation[1]), bias=bias
+    )
+    _load(first, a.reshape(in_ch, kh, rank).permute(2, 0, 1).unsqueeze(-1), None)
+    _load(second, b.reshape(rank, out_ch, kw).permute(1, 0, 2).unsqueeze(2), layer.bias)
+    return nn.Sequential(first, second).to(layer.weight.device)
+
+
+def _channel_pair(layer: nn.modules.conv._ConvNd, rank: int) -> nn.Sequential:
+    nd = layer.weight.dim() - 2
+    cls = _CONV[nd]
+    out_ch, in_ch = layer.weight.shape[:2]
+    a, b = _split(layer.weight.reshape(out_ch, -1), rank)
+    first = cls(
+        in_ch,
+        rank,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        bias=False,
+        padding_mode=layer.padding_mode,
+    )
+    second = cls(rank, out_ch, 1, bias=layer.bias is not None)
+    _load(first, b.reshape(rank, in_ch, *layer.kernel_size), None)
+    _load(second, a.reshape(out_ch, rank, *([1] * nd)), layer.bias)
     return nn.Sequential(first, second).to(layer.weight.device)
 
 
@@ -111,22 +116,26 @@ def _check_rank(rank: int, full: int) -> None:
 def layer_kind(layer: nn.Module, kind: str) -> str:
     """The SVD ``layer`` gets for the requested ``kind``: ``linear``, ``channel`` or ``spatial``.
 
-    A 1x1 conv has no spatial extent to split, so it always gets channel SVD.
+    A 1x1 conv has no spatial extent to split, and a Conv1d/Conv3d has not two spatial axes to
+    split apart (spatial SVD is a k x 1 then a 1 x k Conv2d), so they always get channel SVD.
     """
     if isinstance(layer, nn.Linear):
         return "linear"
     if kind not in ("channel", "spatial"):
         raise ValueError(f"kind must be 'channel' or 'spatial', but got {kind!r}")
-    return "channel" if tuple(layer.kernel_size) == (1, 1) else kind
+    if not isinstance(layer, nn.Conv2d) or tuple(layer.kernel_size) == (1, 1):
+        return "channel"
+    return kind
 
 
 def full_rank(layer: nn.Module, kind: str) -> int:
     """The rank at which the ``kind`` factorization of ``layer`` is exact."""
     if isinstance(layer, nn.Linear):
         return min(layer.in_features, layer.out_features)
-    out_ch, in_ch, kh, kw = layer.weight.shape
+    out_ch, in_ch = layer.weight.shape[:2]
     if kind == "channel":
-        return min(out_ch, in_ch * kh * kw)
+        return min(out_ch, in_ch * math.prod(layer.kernel_size))
+    kh, kw = layer.kernel_size
     return min(in_ch * kh, out_ch * kw)
 
 

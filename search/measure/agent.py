@@ -26,6 +26,7 @@ Example (on the Jetson, then on the workstation)::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import io
@@ -43,6 +44,7 @@ import numpy as np
 import onnxruntime as ort
 
 from search.errors import AgentError, ProviderError
+from search.measure.agent_limits import ConnectionLimits, HeadDeadline
 from search.measure.measurement import measure_onnx
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
@@ -57,8 +59,8 @@ def check_token(token: str) -> str:
     """``token``, or a one-line :class:`AgentError` when it is too short to be a secret."""
     if len(token) < TOKEN_MIN_CHARS:
         raise AgentError(
-            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: pass --token "
-            "or set SEARCH_AGENT_TOKEN"
+            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: set "
+            "SEARCH_AGENT_TOKEN or pass --token-file"
         )
     return token
 
@@ -73,9 +75,15 @@ class AgentSettings:
     max_upload_bytes: int = 256 * 2**20
     work_dir: Path | None = None
     label: str = ""
+    # A connection that sends nothing for this long is closed; more than max_connections at
+    # once are answered 503, so idle sockets cannot tie up threads or descriptors.
+    idle_timeout: float = 10.0
+    max_connections: int = 32
 
     def __post_init__(self) -> None:
         check_token(self.token)
+        if not self.idle_timeout > 0 or not self.max_connections >= 1:
+            raise AgentError("idle_timeout must be above 0 and max_connections at least 1")
 
 
 class BadRequest(Exception):
@@ -107,19 +115,18 @@ def _validate_upload(data: bytes, kind: str) -> None:
         raise BadRequest(400, f"not a valid ONNX model: {str(e).splitlines()[0]}") from None
 
 
-class AgentServer(ThreadingHTTPServer):
-    """The HTTP server; measurements run one at a time so they cannot disturb each other."""
-
-    daemon_threads = True
+class AgentServer(ConnectionLimits, ThreadingHTTPServer):
+    """The HTTP server; measurements run one at a time so they cannot disturb each other.
+    Connections are limited as :mod:`search.measure.agent_limits` says."""
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self._tmp = None
         if settings.work_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="search-agent-")
-        self.store = Path(settings.work_dir or self._tmp.name)
-        self.store.mkdir(parents=True, exist_ok=True)
+        self.store = private_dir(Path(settings.work_dir or self._tmp.name))
         self.lock = threading.Lock()
+        self.init_limits(settings.max_connections)
         self.counts = {"uploads": 0, "measurements": 0, "refused": 0}
         self.info = {
             "providers": available_providers(),
@@ -185,12 +192,22 @@ class AgentServer(ThreadingHTTPServer):
             self._tmp.cleanup()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HeadDeadline, BaseHTTPRequestHandler):
     server: AgentServer
     protocol_version = "HTTP/1.1"
+    # A request line that is not HTTP/1.x gets a 400 with a status line, not a bare body.
+    default_request_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the agent prints one line per measurement instead
+
+    def send_error(
+        self, code: int, message: str | None = None, explain: str | None = None
+    ) -> None:
+        # The standard library answers a request line in an HTTP version it does not speak with
+        # 505 and a method it has no handler for with 501: both are the client's doing.
+        code = {505: 400, 501: 405}.get(code, code)
+        super().send_error(code, message, explain)
 
     def _send(self, status: int, body: bytes = b"", ctype: str = "application/json") -> None:
         self.send_response(status)
@@ -216,13 +233,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self, limit: int) -> bytes:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             raise BadRequest(411, "a Content-Length header is required")
         if int(length) > limit:
             raise BadRequest(413, f"upload of {int(length)} bytes exceeds the limit of {limit}")
         return self.rfile.read(int(length))
 
     def _dispatch(self) -> None:
+        self.head_done()
+        if self.late:
+            self.close_connection = True
+            return
         if not self._authorized():
             self.server.counts["refused"] += 1
             self._json(401, {"error": "missing or wrong token"})
@@ -260,8 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ProviderError as e:
             self._json(422, {"error": str(e), "type": "ProviderError"})
         except Exception as e:  # noqa: BLE001 - report the failure to the client, keep serving
+            status = _status_of(e)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self._json(500, {"error": f"{type(e).__name__}: {first}"})
+            self._json(status, {"error": f"{type(e).__name__}: {first}"[:500]})
 
     def _put(self, sha: str, kind: str) -> None:
         if kind not in ("onnx", "npy"):
@@ -278,6 +300,47 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(201, {"stored": sha})
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _dispatch  # noqa: N815 - stdlib naming
+
+
+def _status_of(e: BaseException) -> int:
+    """The HTTP status of a failure while serving a request.
+
+    Whatever the request's content makes fail (a value, a type, a model ONNX Runtime cannot run
+    on the given inputs) is the client's: 400. A full disk is 507. Anything else is the agent's
+    own failure: 500.
+    """
+    if isinstance(e, TimeoutError):  # the client stopped sending half-way
+        return 408
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507
+    if isinstance(e, ValueError | TypeError | KeyError | IndexError | AttributeError):
+        return 400
+    if type(e).__module__.startswith("onnxruntime"):  # InvalidArgument, Fail, InvalidGraph
+        return 400
+    return 500
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (with parents) and made 0700: uploads are readable by this user only.
+
+    Raises:
+        AgentError: ``path`` exists and other users can read or enter it.
+    """
+    if path.exists() and not path.is_dir():
+        raise AgentError(f"--work-dir {path} is not a folder")
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+            path.chmod(0o700)  # mkdir's mode is masked by the umask
+        except OSError as e:
+            raise AgentError(f"--work-dir {path} cannot be created: {e.strerror}") from None
+    elif path.stat().st_mode & 0o077:
+        mode = oct(path.stat().st_mode & 0o777)[2:]
+        raise AgentError(
+            f"--work-dir {path} can be read by other users (mode {mode}): chmod 700 it or "
+            "name a new folder"
+        )
+    return path
 
 
 def serve(settings: AgentSettings) -> AgentServer:

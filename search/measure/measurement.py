@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +61,14 @@ def measure_onnx(
     eval_inputs: np.ndarray,
     latency_input: np.ndarray,
     device_label: str = "",
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Measurement:
     """Run ``path`` as ``spec`` says: outputs over ``eval_inputs``, then latency at each of the
     spec's batch sizes (``latency_input`` repeated: the same input every trial), then peak
     memory at the first batch size in a fresh child process.
+
+    ``timing()`` is held around the latency runs only (a study's host lock, so that no other
+    worker here trains meanwhile).
 
     Raises:
         ProviderError: a provider is missing, or the session fell back from one.
@@ -71,10 +77,11 @@ def measure_onnx(
     name = session.get_inputs()[0].name
     outputs = run_batches(session, eval_inputs.astype(np.float32, copy=False))
     one = latency_input[:1].astype(np.float32, copy=False)
-    latency = [
-        measure_latency(session, {name: np.repeat(one, bs, axis=0)}, spec.measure)
-        for bs in spec.batch_sizes
-    ]
+    with timing() if timing is not None else contextlib.nullcontext():
+        latency = [
+            measure_latency(session, {name: np.repeat(one, bs, axis=0)}, spec.measure)
+            for bs in spec.batch_sizes
+        ]
     memory = measure_peak_memory(
         path, feed={name: np.repeat(one, spec.batch_sizes[0], axis=0)}, spec=spec
     )

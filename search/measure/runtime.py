@@ -7,6 +7,7 @@ kernel counts read, and the peak-memory child all build their sessions with it f
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import platform
@@ -85,10 +86,12 @@ def check_providers(
         raise ProviderError(
             f"hardware profile '{spec.name}' targets {spec.arch}, but the machine {where} is "
             f"{arch}: start the agent on the target (python -m search agent --host 0.0.0.0 "
-            "--port 8765 --token T) and pass --agent URL, or pick another profile with --hw"
+            "--port 8765 with SEARCH_AGENT_TOKEN set) and pass --agent URL, or pick another "
+            "profile with --hw"
         )
     missing = [p for p in spec.required if p not in available]
     if missing:
+        _check_spelling(spec, missing, available)
         if "TensorrtExecutionProvider" in missing:  # its fix brings the CUDA provider too
             missing_fix = [p for p in missing if p != "CUDAExecutionProvider"]
         else:
@@ -101,6 +104,31 @@ def check_providers(
             f"{version} {where} has only {', '.join(available)}: {fixes}, measure through "
             "the target's agent (--agent URL), or pick another profile with --hw"
         )
+
+
+# Providers of earlier onnxruntime releases that this one no longer lists, still real names.
+_RETIRED = frozenset(
+    {
+        "ACLExecutionProvider",
+        "ArmNNExecutionProvider",
+        "RknpuExecutionProvider",
+        "SNPEExecutionProvider",
+        "TvmExecutionProvider",
+    }
+)
+
+
+def _check_spelling(spec: MeasureSpec, missing: list[str], available: list[str]) -> None:
+    """A missing provider whose name is close to a known one is a typo, not an install to fix.
+    (Names this onnxruntime does not know may still be real: other builds have other ones.)"""
+    known = sorted(set(ort.get_all_providers()) | set(available) | _RETIRED)
+    for name in missing:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if name not in known and close:
+            raise ProviderError(
+                f"hardware profile '{spec.name}' names {name}, which no onnxruntime build "
+                f"knows; did you mean {close[0]}?"
+            )
 
 
 def session_options(threads: Threads, config: dict[str, str] | None = None) -> ort.SessionOptions:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from search.measure.ort_options import check_provider_options, check_session_config
+
 # Read by pydantic when a profile is loaded from YAML: an unknown key is an error, as elsewhere.
 _PYDANTIC = {"extra": "forbid"}
 ARCHES = ("x86_64", "aarch64")
@@ -47,8 +49,12 @@ class ProviderSpec:
                 f"unknown provider {self.name!r}: names look like 'CPUExecutionProvider' "
                 "(see onnxruntime.get_all_providers())"
             )
-        if not all(isinstance(v, str | int | float | bool) for v in self.options.values()):
+        if not isinstance(self.options, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int | float | bool)
+            for k, v in self.options.items()
+        ):
             raise ValueError(f"options of {self.name} must map names to scalars")
+        check_provider_options(self.name, self.options)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,11 @@ class MeasureSpec:
             raise ValueError("batch_sizes must name at least one batch size")
         for b in self.batch_sizes:
             _within(b, 1, 4096, "batch size")
+        if not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.session_config.items()
+        ):
+            raise ValueError("session_config must map text keys to text values")
+        check_session_config(self.session_config, [p.name for p in self.providers])
 
     @property
     def provider_names(self) -> list[str]:

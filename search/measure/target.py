@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,11 +30,18 @@ class Target(Protocol):
 
 
 class LocalTarget:
-    """Measures on this machine, after checking it can run the spec as written."""
+    """Measures on this machine, after checking it can run the spec as written; ``timing()``
+    is held around the latency runs (see :func:`~search.measure.measurement.measure_onnx`)."""
 
-    def __init__(self, spec: MeasureSpec) -> None:
+    def __init__(
+        self,
+        spec: MeasureSpec,
+        *,
+        timing: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ) -> None:
         check_providers(spec)
         self.spec = spec
+        self.timing = timing
         self.where = "here"
         self.device = describe_device()
 
@@ -40,7 +49,11 @@ class LocalTarget:
         self, path: Path | str, *, eval_inputs: np.ndarray, latency_input: np.ndarray
     ) -> Measurement:
         return measure_onnx(
-            path, spec=self.spec, eval_inputs=eval_inputs, latency_input=latency_input
+            path,
+            spec=self.spec,
+            eval_inputs=eval_inputs,
+            latency_input=latency_input,
+            timing=self.timing,
         )
 
 
@@ -50,14 +63,15 @@ def open_target(
     agent: str | None = None,
     token_env: str = DEFAULT_TOKEN_ENV,
     timeout: float = 900.0,
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Target:
     """Where ``spec`` is measured: the agent at URL ``agent`` (its token in ``$token_env``), or
     this machine when ``agent`` is None.
 
     Either way the providers and architecture are checked first, so a study that cannot be
     measured as the profile says stops with a :class:`ProviderError` (or :class:`AgentError`)
-    before any trial.
+    before any trial. ``timing`` is held around latency runs on this machine.
     """
     if agent:
         return AgentClient.connect(agent, spec=spec, token_env=token_env, timeout=timeout)
-    return LocalTarget(spec)
+    return LocalTarget(spec, timing=timing)

@@ -21,14 +21,19 @@ SUMMARY_COLUMNS = ["model", "accuracy", "latency_p50_ms", "size_mb", "integer_la
 def precision_summary(record: dict[str, Any]) -> str:
     """Short words for the precision a trial ran at, from what its record says.
 
-    ``record["precision"]`` (or the plan in ``record["config"]``) may be a string, or a mapping
-    of group -> type (counted, e.g. ``int8 x12, float x2``); ``record["kernels"]`` adds
-    ``n int kernels``. A record without either was measured from the float ONNX file
-    (``float32``).
+    ``record["ran"]`` (group -> what its layers ran at in ONNX Runtime's optimized graph,
+    :mod:`search.compress.audit`) comes first: ``int8: stem, layer1; float: fc``. Records made
+    before the audit fall back to ``record["precision"]`` or the plan in ``record["config"]``,
+    a string or a mapping of group -> type (counted, e.g. ``int8 x12, float x2``).
+    ``record["kernels"]`` adds ``n int kernels``. A record without any was measured from the
+    float ONNX file (``float32``).
     """
     parts: list[str] = []
+    ran = record.get("ran")
     prec = record.get("precision") or plan_of(record.get("config"))
-    if isinstance(prec, str) and prec:
+    if isinstance(ran, dict) and ran:
+        parts.append(ran_summary(ran))
+    elif isinstance(prec, str) and prec:
         parts.append(prec)
     elif isinstance(prec, dict) and prec:
         counts: dict[str, int] = {}
@@ -49,6 +54,14 @@ def precision_summary(record: dict[str, Any]) -> str:
         quantized = str(measured).endswith(".q.onnx")
         parts.append("quantized" if quantized else "float32")
     return "; ".join(parts)
+
+
+def ran_summary(ran: dict[str, Any]) -> str:
+    """``int8: stem, layer1; float: fc``: the groups by what they ran at."""
+    kinds: dict[str, list[str]] = {}
+    for group, label in ran.items():
+        kinds.setdefault(str(label), []).append(str(group))
+    return "; ".join(f"{kind}: {', '.join(groups)}" for kind, groups in kinds.items())
 
 
 def sensitivity_rows(sensitivity: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -99,7 +112,7 @@ def quantization_summary(study: optuna.Study) -> pd.DataFrame:
         if rec:
             rows.append({"model": name, **rec, **(rec.get("kernels") or {}), "trial": None})
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    mixed = [t for t in done if len(set(plan_of(_config(t)).values())) > 1]
+    mixed = [t for t in done if len(set(_ran_or_plan(t).values())) > 1]
     if mixed:
         best = max(mixed, key=lambda t: (t.values[0], -t.values[1]))
         rec = best.user_attrs["record"]
@@ -114,6 +127,12 @@ def quantization_summary(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(
         [{k: r.get(k) for k in SUMMARY_COLUMNS} for r in rows], columns=SUMMARY_COLUMNS
     )
+
+
+def _ran_or_plan(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """What the trial's groups ran at (the audit), or its plan for older records."""
+    ran = (t.user_attrs.get("record") or {}).get("ran")
+    return ran if isinstance(ran, dict) and ran else plan_of(_config(t))
 
 
 def _config(t: optuna.trial.FrozenTrial) -> dict[str, Any] | None:

@@ -51,21 +51,53 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'search.tasks' has no attribute {name!r}")
 
 
+_TASK_FILES: set[str] = set()  # module names this process gave to task files it loaded
+
+
+def _replaceable(module: Any, path: Path) -> bool:
+    """Whether ``module`` (already in ``sys.modules`` under ``path``'s stem) may be replaced by
+    the task file ``path``: it is that file, or another task file loaded here (an API user may
+    run studies on two ``task.py`` files), never a library's module."""
+    where = getattr(module, "__file__", None)
+    same = bool(where) and Path(where).resolve() == path.resolve()
+    return same or module.__name__ in _TASK_FILES
+
+
 def _import(module_name: str, spec: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name).expanduser()
         if not path.is_file():
             raise TaskError(f"task {spec!r}: file {path} does not exist")
+        if path.stem in sys.modules and not _replaceable(sys.modules[path.stem], path):
+            raise TaskError(
+                f"task {spec!r}: the file name {path.name} shadows the module {path.stem!r} "
+                "that is already imported; rename the file"
+            )
         mod_spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
         sys.modules[path.stem] = module
-        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except BaseException:
+            del sys.modules[path.stem]  # a half-imported module must not be found next time
+            raise
+        _TASK_FILES.add(path.stem)
         return module
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         # The `search` console script does not put the working directory on the path, but
         # `--task my_module:make_task` means the user's module next to them.
         sys.path.insert(0, str(Path.cwd()))
     return importlib.import_module(module_name)
+
+
+def _where(e: BaseException) -> str:
+    """``at file.py:line: Type: first line of the message`` for an exception ``e``."""
+    frames = traceback.extract_tb(e.__traceback__)
+    # The user's code, not importlib's: the last frame outside the import machinery.
+    user = [f for f in frames if "importlib" not in f.filename] or frames
+    at = f"at {Path(user[-1].filename).name}:{user[-1].lineno}: " if user else ""
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{at}{type(e).__name__}: {first}"
 
 
 def resolve_factory(spec: str) -> Callable[..., Task]:
@@ -80,8 +112,17 @@ def resolve_factory(spec: str) -> Callable[..., Task]:
     module_name, func_name = target.rsplit(":", 1)
     try:
         module = _import(module_name, spec)
+    except TaskError:
+        raise
     except ImportError as e:
         raise TaskError(f"task {spec!r}: cannot import module {module_name!r}: {e}") from None
+    except SyntaxError as e:
+        where = f"{Path(e.filename or module_name).name}:{e.lineno}"
+        raise TaskError(
+            f"task {spec!r}: cannot import {module_name}: SyntaxError at {where}: {e.msg}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while it was imported
+        raise TaskError(f"task {spec!r}: importing {module_name} failed {_where(e)}") from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"task {spec!r}: module {module_name!r} has no function {func_name!r}")
@@ -116,12 +157,7 @@ def load_task(
     except SearchError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's factory failing is the user's to fix
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise TaskError(
-            f"task {spec!r} failed to load at {Path(where.filename).name}:{where.lineno}: "
-            f"{type(e).__name__}: {first}"
-        ) from None
+        raise TaskError(f"task {spec!r} failed to load {_where(e)}") from None
     if not isinstance(task, Task):
         raise TaskError(f"task {spec!r}: the factory returned {type(task).__name__}, not a Task")
     return task
@@ -158,20 +194,28 @@ def read_task_file(path: Path) -> tuple[str, dict[str, Any]]:
 
 
 def task_and_options(
-    task: str | None, *, model: str | None, weights: str | None, data: str | None
+    task: str | None,
+    *,
+    model: str | None,
+    weights: str | None,
+    data: str | None,
+    image_size: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The task spec and factory options from ``--task`` (or its YAML file) and the
-    ``--model``/``--weights``/``--data`` flags, which override the file's; checked against the
-    factory's signature (the task itself is not loaded).
+    ``--model``/``--weights``/``--data``/``--image-size`` flags, which override the file's;
+    checked against the factory's signature (the task itself is not loaded).
 
     Raises:
-        TaskError: an unknown task, an unreadable task file, an option the factory does not take.
+        TaskError: an unknown task, an unreadable task file, an option the factory does not
+            take, an image size below 1.
     """
     spec = task or ("vision" if data else "digits")
     options: dict[str, Any] = {}
     if spec.endswith((".yaml", ".yml")):
         spec, options = read_task_file(Path(spec))
-    flags = {"model": model, "weights": weights, "data": data}
+    if image_size is not None and image_size < 1:
+        raise TaskError(f"--image-size must be a positive number of pixels, got {image_size}")
+    flags = {"model": model, "weights": weights, "data": data, "image_size": image_size}
     options.update({k: v for k, v in flags.items() if v is not None})
     check_options(resolve_factory(spec), spec, options)
     return spec, options

@@ -6,7 +6,6 @@ that is not the layout asked for) is a one-line :class:`TaskError`.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from search.errors import TaskError
+from search.safeload import UnsafePickle, load_data_pickle
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -213,11 +213,17 @@ def _check_not_empty(root: Path, splits: dict[str, Normalized]) -> None:
 
 
 def _unpickle(path: Path) -> dict:
+    """A CIFAR-10 batch, read by the restricted unpickler: a file that names anything but
+    containers and numeric arrays is refused before anything in it runs."""
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+        batch = load_data_pickle(path)
+    except UnsafePickle as e:
+        raise TaskError(f"refused CIFAR-10 file {path}: {e}; is it the real dataset?") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise TaskError(f"cannot read CIFAR-10 file {path} ({type(e).__name__})") from None
+    if not isinstance(batch, dict):
+        raise TaskError(f"{path} is not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
+    return batch
 
 
 def load_cifar10(
@@ -239,7 +245,7 @@ def load_cifar10(
         try:
             x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = [int(v) for v in batch[b"labels"]]
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError) as e:
             raise TaskError(f"{root / name} is not a CIFAR-10 batch ({e})") from None
         return torch.from_numpy(x.copy()), y
 
@@ -251,7 +257,8 @@ def load_cifar10(
     classes = [str(i) for i in range(10)]
     if meta.is_file():
         names = _unpickle(meta).get(b"label_names")
-        classes = [n.decode() for n in names] if names else classes
+        if isinstance(names, list) and all(isinstance(n, bytes) for n in names):
+            classes = [n.decode(errors="replace") for n in names] or classes
     norm = {"size": size, "mean": CIFAR_MEAN, "std": CIFAR_STD}
     whole = Normalized(x_train, y_train, **norm)
     train, val = _split(y_train, seed, (val_share,))

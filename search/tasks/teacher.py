@@ -1,4 +1,9 @@
-"""Train a task's teacher once and cache it by task, architecture and seed."""
+"""Train a task's teacher once and cache it by task, architecture and seed.
+
+Workers on one machine that share a results folder train it once: training holds a host lock
+and the second worker then loads the cached file. The files used are remembered
+(:func:`teacher_files`), so a study can share them with workers on other machines.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,14 @@ from torch.utils.data import Dataset
 from search.compress import distill as kd
 from search.errors import TaskError
 from search.tasks.base import accuracy
+
+_USED: dict[str, Path] = {}
+
+
+def teacher_files() -> dict[str, Path]:
+    """``{key: cache file}`` of the teachers this process loaded or trained."""
+    return dict(_USED)
+
 
 
 def load_or_train(
@@ -30,16 +43,36 @@ def load_or_train(
     """Return the cached teacher for ``key``, training and caching it on first use."""
     path = Path(cache_dir) / "teachers" / f"{key}.pt"
     model = build()
-    if path.is_file():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["state_dict"])
-        except Exception as e:  # noqa: BLE001 - any unreadable cache is a user-fixable error
-            raise TaskError(
-                f"cached teacher {path} cannot be loaded ({type(e).__name__}); "
-                "delete it to retrain"
-            ) from None
-        return model.eval()
+    if not path.is_file():
+        from search.threads import host_lock
+
+        with host_lock("teacher", str(path.resolve())):
+            if not path.is_file():  # another worker may have trained it meanwhile
+                settings = {"epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
+                return _train(key=key, path=path, build=build, train=train, val=val, **settings)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+    except Exception as e:  # noqa: BLE001 - any unreadable cache is a user-fixable error
+        raise TaskError(
+            f"cached teacher {path} cannot be loaded ({type(e).__name__}); delete it to retrain"
+        ) from None
+    _USED[key] = path
+    return model.eval()
+
+
+def _train(
+    *,
+    key: str,
+    path: Path,
+    build: Callable[[], nn.Module],
+    train: Dataset,
+    val: Dataset,
+    epochs: int,
+    seed: int,
+    lr: float,
+    batch_size: int,
+) -> nn.Module:
     from search.progress import status
 
     torch.manual_seed(seed)
@@ -52,6 +85,7 @@ def load_or_train(
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": model.state_dict(), "val_accuracy": val_acc, "epochs": epochs}, tmp)
     tmp.replace(path)
+    _USED[key] = path
     print(
         f"teacher {key}: validation accuracy {val_acc:.4f}, "
         f"trained in {time.perf_counter() - start:.1f} s, cached at {path}"

@@ -1,0 +1,116 @@
+"""How the agent keeps careless or hostile connections from tying it up.
+
+- Every read waits at most ``idle_timeout`` seconds, and the request line plus headers (the
+  head) must arrive within that time too, so a client that sends nothing, or trickles a byte at
+  a time, is cut off.
+- At most ``max_connections`` are served at once. A new connection beyond that takes the place
+  of the oldest one still sending its head (an idle socket never blocks a real client); when
+  every slot is busy with real requests it is answered 503.
+- A client that goes away mid-answer is not the agent's failure: no traceback on its console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 42\r\nConnection: close\r\n\r\n"
+    b'{"error": "too many connections; retry"}\n'
+)
+
+
+class ConnectionLimits:
+    """Mixin for a ``ThreadingHTTPServer`` (listed first); needs ``settings.max_connections``."""
+
+    daemon_threads = True
+    # A burst of connections waits in the listen queue to be served or answered at once,
+    # instead of the kernel holding it back for seconds (the default queue holds 5).
+    request_queue_size = 128
+    settings: Any
+    counts: dict[str, int]
+
+    def init_limits(self, max_connections: int) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.heads: dict[Any, float] = {}  # connections still sending their head -> since
+        self.heads_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            print(f"agent: error serving {client_address[0]}: {error!r}", flush=True)
+
+    def _evict_idlest(self) -> bool:
+        with self.heads_lock:
+            if not self.heads:
+                return False
+            victim = min(self.heads, key=self.heads.__getitem__)
+            del self.heads[victim]
+        with contextlib.suppress(OSError):
+            victim.shutdown(socket.SHUT_RDWR)
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        free = self.slots.acquire(blocking=False)
+        if not free and self._evict_idlest():
+            free = self.slots.acquire(timeout=1.0)  # the evicted handler ends at once
+        if not free:  # every slot busy with a real request: answer from this thread, close
+            self.counts["refused"] += 1
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(BUSY)
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        try:
+            super().process_request(request, client_address)  # type: ignore[misc]
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            with self.heads_lock:
+                self.heads.pop(request, None)
+            self.slots.release()
+
+
+class HeadDeadline:
+    """Mixin for a ``BaseHTTPRequestHandler`` (listed first): the idle timeout on every read and
+    on the whole head; ``head_done()`` lifts the deadline once the head is in."""
+
+    server: Any
+    connection: Any
+
+    @property
+    def timeout(self) -> float:  # read by StreamRequestHandler.setup for every socket read
+        return self.server.settings.idle_timeout
+
+    def handle_one_request(self) -> None:
+        self.late = False
+        with self.server.heads_lock:
+            self.server.heads[self.connection] = time.monotonic()
+        self._deadline = threading.Timer(self.timeout, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()  # type: ignore[misc]
+        finally:
+            self.head_done()
+
+    def head_done(self) -> None:
+        """The head is in: no deadline, and no longer the first to make room."""
+        self._deadline.cancel()
+        with self.server.heads_lock:
+            self.server.heads.pop(self.connection, None)
+
+    def _cut(self) -> None:
+        self.late = True  # nothing is answered on a connection cut for being too slow
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
