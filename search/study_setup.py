@@ -93,7 +93,8 @@ class _Worker:
             measure=measure,
             prune_plan=checked.prune_plan,
         )
-        ctx.students = StudentStore.for_study(spec.study_dir / "students", ctx)  # reused students
+        if checked.space.distill.plans_per_student > 1:  # students are kept only to be reused
+            ctx.students = StudentStore.for_study(spec.study_dir / "students", ctx)
         return ctx
 
 
