@@ -70,7 +70,7 @@ early_stop: {{min_epochs: 100}}
 quantize:
   groups: {{all: ["*"]}}
   precisions: [float, int8]
-  calibration: [minmax, percentile]
+  calibration: [minmax, entropy, percentile]
   calibration_samples: 32
   sensitivity: false
 """
@@ -148,8 +148,9 @@ def _one_model(model: str, args: argparse.Namespace, data: Path, out: Path) -> d
         "device": describe(device),
         "measured_on": ", ".join(records[0]["measurement"]["providers"]) if records else "",
         "train_images": len(task.train),
-        "trials": len(study.trials),
+        "trials": sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials),
         "completed": len(done),
+        "reused": len(done) - len(distilled),
         "distillations_per_trial": len(distilled) / max(1, len(done)),
         "steps_s": steps,
         "distill_s_per_epoch": sum(r["timings_s"]["distill"] for r in distilled) / max(1, epochs),
@@ -162,7 +163,7 @@ def _one_model(model: str, args: argparse.Namespace, data: Path, out: Path) -> d
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    cols = ["model", "device", "train_images", "trials", "distillations_per_trial"]
+    cols = ["model", "device", "train_images", "trials", "reused", "distillations_per_trial"]
     cols += ["decode_once_s", "loader_s_per_epoch", "distill_s_per_epoch"]
     lines = ["| " + " | ".join(cols + [*STEPS, "accuracy*", "latency*", "trial_s"]) + " |"]
     lines.append("|" + "---|" * (len(cols) + len(STEPS) + 3))
