@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODELS = ("resnet18", "mobilenet_v2")
 CLASSES = 10
-STEPS = ("prune", "lowrank", "distill", "load_student", "export", "calibrate", "quantize",
-         "kernels", "measure")  # fmt: skip
+STEPS = ("prune", "lowrank", "distill", "load_student", "export", "program", "calibrate",
+         "quantize", "kernels", "measure")  # fmt: skip
 
 
 def make_image_folder(root: Path, *, train: int, held_out: int, side: int = 256) -> Path:
