@@ -246,24 +246,55 @@ def enqueue_plans(study: optuna.Study, trial: optuna.Trial, *, space: Space, pro
 
 def replan(study: optuna.Study, trial: optuna.Trial, *, space: Space, profile: Any) -> bool:
     """Enqueue another plan for the student of ``trial`` (enqueued for it, but given a plan the
-    student was already measured with), at most ``plans_per_student`` times per student, so a
-    sampler that repeats itself costs trials that do no work but not the student's plans.
-    Returns whether one was enqueued."""
+    student was already measured with): the nearest plan to the sampler's that the student has
+    not been measured with (one precision or calibration choice changed, in parameter order),
+    with the architecture fixed. At most ``plans_per_student`` repeats per student; returns
+    whether one was enqueued (False too when every plan was measured)."""
     source = trial.user_attrs.get("student_of")
     if source is None:
         return False
-    repeats = sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("student_of") == source
-        and t.user_attrs.get("same_plan_as") is not None
-    )
-    if repeats >= space.distill.plans_per_student:
+    mine = [t for t in study.get_trials(deepcopy=False)
+            if t.number == source or t.user_attrs.get("student_of") == source]  # fmt: skip
+    if sum(t.user_attrs.get("same_plan_as") is not None for t in mine) >= (
+        space.distill.plans_per_student
+    ):
         return False
-    names = quantize_params(space, profile)
-    fixed = {k: v for k, v in trial.params.items() if k not in names}
-    study.enqueue_trial(fixed, user_attrs={"student_of": source})
+    seen = [effective_plan((t.user_attrs.get("config") or {}).get("quantize") or {}) for t in mine]
+    seen += [_plan_of(space, profile, t.system_attrs.get("fixed_params") or {})
+             for t in mine if t.state.name == "WAITING"]  # fmt: skip
+    neighbour = _unseen_neighbour(space, profile, dict(trial.params), seen)
+    if neighbour is None:
+        return False
+    study.enqueue_trial(neighbour, user_attrs={"student_of": source})
     return True
+
+
+def _plan_of(space: Space, profile: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The effective plan that ``params`` fix, or None when they leave part of it open."""
+    import optuna
+
+    fixed = optuna.trial.FixedTrial(params)
+    try:
+        plan = space.quantize.sample(fixed, profile.precisions if profile else None)
+    except ValueError:  # FixedTrial: a parameter of the plan is not among ``params``
+        return None
+    return effective_plan(plan.to_dict())
+
+
+def _unseen_neighbour(
+    space: Space, profile: Any, params: dict[str, Any], seen: list[Any]
+) -> dict[str, Any] | None:
+    """``params`` with one quantize choice changed so that the plan is not in ``seen``."""
+    choices = space.quantize.choices(profile.precisions if profile else None)
+    for name, options in choices.items():
+        if name not in params:
+            continue
+        for option in options:
+            candidate = {**params, name: option}
+            plan = _plan_of(space, profile, candidate)
+            if plan is not None and plan not in seen:
+                return candidate
+    return None
 
 
 def effective_plan(quantize: dict[str, Any]) -> dict[str, Any]:

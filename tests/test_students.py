@@ -151,17 +151,28 @@ def test_a_trial_reusing_a_student_skips_distillation_and_measures_another_plan(
     assert (tmp_path / "reuse" / "students" / a["student"] / "state.pt").is_file()
 
 
-def test_a_repeated_plan_gives_the_student_another_try_a_bounded_number_of_times(tmp_path):
+def test_a_repeated_plan_is_replaced_by_the_nearest_unmeasured_one(tmp_path):
     space, profile = _space(tmp_path), load_profile("cpu")  # plans_per_student: 2
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     first = study.ask()
+    cfg = space.sample(first, profile)
+    first.set_user_attr("config", cfg.to_dict())
     study.tell(first, [0.5, 1.0])
-    study.enqueue_trial({}, user_attrs={"student_of": first.number})
-    tries = []
-    for _ in range(3):
-        again = study.ask()  # the enqueued trial, then the one replan enqueued
-        assert again.user_attrs.get("student_of") == first.number or tries[-1] is False
-        again.set_user_attr("same_plan_as", first.number)
-        tries.append(replan(study, again, space=space, profile=profile))
-        study.tell(again, state=TrialState.PRUNED)
-    assert tries == [True, False, False]  # two repeats in all: the student's plan count
+    study.enqueue_trial(dict(first.params), user_attrs={"student_of": first.number})
+    again = study.ask()  # a sampler that repeats itself
+    repeat = space.sample(again, profile)
+    again.set_user_attr("config", repeat.to_dict())
+    assert same_plan_as(study, again, repeat.quantize.to_dict()) == first.number
+    again.set_user_attr("same_plan_as", first.number)
+    assert replan(study, again, space=space, profile=profile)
+    study.tell(again, state=TrialState.PRUNED)
+    (waiting,) = [t for t in study.trials if t.state == TrialState.WAITING]
+    fixed = waiting.system_attrs["fixed_params"]
+    changed = [k for k in fixed if fixed[k] != first.params[k]]
+    assert len(changed) == 1 and changed[0].startswith(("precision_", "calibration"))
+    assert waiting.user_attrs["student_of"] == first.number
+    # Another repeat for the same student: the bound (plans_per_student) is reached.
+    third = study.ask()
+    third.set_user_attr("same_plan_as", first.number)
+    assert not replan(study, third, space=space, profile=profile)

@@ -2,19 +2,23 @@
 
 :class:`~search.tasks.images.Normalized` over image files decodes (PIL) and resizes every image
 each time an item is read: every distillation epoch of every trial pays for it again, and on a
-GPU that decoding, not the model, would set the pace. :func:`decode_once` does the work once and
-keeps the result as ``uint8`` (a quarter of float32's size), resized and centre-cropped to the
-model's input size: in memory when it fits in its budget, otherwise in a memory-mapped file under
-the study's results folder (``<cache_dir>/decoded/<digest>.u8``) that the OS pages in as needed
-and that a resumed study finds again. Items are then normalized on access (a subtraction and a
-division per item).
+GPU that decoding, not the model, would set the pace. :func:`decode_once` does the work once,
+resized and centre-cropped to the model's input size, and keeps the cheapest form that fits the
+memory budget:
+
+1. normalized float32 in memory (a ``TensorDataset``: reading an item is a tensor view, and a
+   batch is one copy);
+2. else ``uint8`` in memory (a quarter of the size), normalized on access;
+3. else ``uint8`` in a memory-mapped file under the study's results folder
+   (``<cache_dir>/decoded/<digest>.u8``) that the OS pages in as needed and that a resumed study
+   finds again.
 
 Example:
     >>> import torch
     >>> from search.tasks.images import Normalized
     >>> ds = Normalized(torch.zeros(2, 3, 40, 40, dtype=torch.uint8), [0, 1], size=32,
     ...                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    >>> decode_once(ds, cache_dir=None).images.shape
+    >>> decode_once(ds, cache_dir=None).tensors[0].shape
     torch.Size([2, 3, 32, 32])
 """
 
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from search.tasks.images import Normalized, _resize_center_crop
 
@@ -68,9 +73,11 @@ def _decoded(ds: Normalized, i: int) -> np.ndarray:
 
 def decode_once(
     ds: Normalized, *, cache_dir: Path | None, max_memory_bytes: int | None = None
-) -> Normalized:
-    """``ds`` with every image decoded and resized once, as an ``N x C x size x size`` uint8
-    tensor (items and their order unchanged; normalization still happens on access).
+) -> Normalized | TensorDataset:
+    """``ds`` with every image decoded and resized once (the same items in the same order, up
+    to the rounding of resized pixels to uint8): a ``TensorDataset`` of normalized float32
+    ``N x C x size x size`` inputs and labels when that fits ``max_memory_bytes``, else a
+    :class:`Normalized` over a uint8 tensor (in memory, or memory-mapped under ``cache_dir``).
 
     Args:
         ds: Images as files or as a uint8 tensor of any size.
@@ -81,13 +88,18 @@ def decode_once(
     Raises:
         TaskError: an image cannot be read (from the decoder).
     """
-    if isinstance(ds.images, torch.Tensor) and tuple(ds.images.shape[-2:]) == (ds.size,) * 2:
-        return ds  # nothing left to decode or resize
     if len(ds) == 0:
         return ds
     first = _decoded(ds, 0)
     shape = (len(ds), *first.shape)
     budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
+    if 5 * int(np.prod(shape)) <= budget:  # float32 plus the uint8 array it is made from
+        array = np.empty(shape, dtype=np.uint8)
+        _fill(ds, array, first)
+        x = torch.from_numpy(array).float().div_(255.0).sub_(ds.mean).div_(ds.std)
+        return TensorDataset(x, torch.as_tensor(ds.labels, dtype=torch.long))
+    if isinstance(ds.images, torch.Tensor) and tuple(ds.images.shape[-2:]) == (ds.size,) * 2:
+        return ds  # already uint8 at the input size: nothing to decode or resize
     if cache_dir is None or int(np.prod(shape)) <= budget:
         array = np.empty(shape, dtype=np.uint8)
         _fill(ds, array, first)

@@ -1,4 +1,4 @@
-"""Images are decoded and resized once: in memory when they fit, else memory-mapped."""
+"""Images are decoded and resized once: normalized in memory, uint8 in memory, or mapped."""
 
 from __future__ import annotations
 
@@ -23,23 +23,32 @@ def _files(tmp_path, n=6):
     return paths
 
 
-def _same_items(a: Normalized, b: Normalized) -> None:
+def _same_items(a, b) -> None:
     assert len(a) == len(b)
     for i in range(len(a)):
         (xa, ya), (xb, yb) = a[i], b[i]
-        assert ya == yb and xa.shape == xb.shape == (3, 24, 24)
+        assert int(ya) == int(yb) and xa.shape == xb.shape == (3, 24, 24)
         # uint8 storage rounds each resized pixel: at most half a level, divided by the std.
         assert torch.allclose(xa, xb, atol=0.5 / 255 / min(IMAGENET_STD) + 1e-5)
 
 
-def test_decoded_in_memory_gives_the_same_items(tmp_path):
+def test_normalized_in_memory_when_float32_fits(tmp_path):
     files = Normalized(_files(tmp_path), list(range(6)), **NORM)
     decoded = decode_once(files, cache_dir=tmp_path / "cache")
+    x, y = decoded.tensors
+    assert x.dtype == torch.float32 and x.shape == (6, 3, 24, 24) and y.tolist() == list(range(6))
+    assert not (tmp_path / "cache").exists()
+    _same_items(files, decoded)
+
+
+def test_uint8_in_memory_when_only_that_fits(tmp_path):
+    files = Normalized(_files(tmp_path), list(range(6)), **NORM)
+    decoded = decode_once(files, cache_dir=tmp_path / "cache", max_memory_bytes=6 * 3 * 24 * 24)
     assert isinstance(decoded.images, torch.Tensor) and decoded.images.dtype == torch.uint8
     assert decoded.images.shape == (6, 3, 24, 24)
     assert not (tmp_path / "cache").exists()  # it fitted in memory
     _same_items(files, decoded)
-    assert decode_once(decoded, cache_dir=None) is decoded  # nothing left to do
+    assert decode_once(decoded, cache_dir=None, max_memory_bytes=0) is decoded  # nothing to do
 
 
 def test_too_large_for_memory_is_memory_mapped_and_found_again(tmp_path):
