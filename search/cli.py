@@ -19,32 +19,18 @@ from search.cli_base import (
     listen_for_ctrl_c,
     run_guarded,
 )
+from search.cli_base import (
+    count as _count,
+)
+from search.cli_base import (
+    seed as _seed,
+)
+from search.cli_bench import Bench
+from search.device import add_argument as add_device_argument
 from search.errors import SearchError
 from search.workers import add_store_argument, add_worker_arguments, run_workers, worker_settings
 
 __all__ = ["EXIT_USAGE", "COMMANDS", "build_parser", "main"]
-
-
-def _count(low: int):
-    """An argparse type: an integer of at least ``low``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _seed(text: str) -> int:
-    value = _count(0)(text)
-    if value >= 2**32:
-        raise argparse.ArgumentTypeError(f"must be below 2**32, got {value}")
-    return value
 
 
 def _name(text: str) -> str:
@@ -107,6 +93,7 @@ class Run(Command):
         )
         parser.add_argument("--seed", type=_seed, default=0, help="seed of splits and sampler")
         parser.add_argument("--no-progress", action="store_true", help="no live progress bars")
+        add_device_argument(parser)
         parser.add_argument(
             "--agent",
             default=None,
@@ -147,6 +134,7 @@ class Run(Command):
             storage=args.storage,
             seed=args.seed,
             worker=worker_settings(args),
+            train_device=args.train_device,
         )
         run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
         return 0
@@ -294,72 +282,6 @@ class Profiles(Command):
             )
             print(f"{name:10} {profile.arch or 'any':8} {providers:24} {status}{reason}")
         print("(? = used where the onnxruntime build has it)")
-        return 0
-
-
-class Bench(Command):
-    """Benchmark: float, int8 alone, pruning alone, sequential (prune + KD, then int8), random
-    and joint search on one budget, over several sampler seeds."""
-
-    name = "bench"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from search.tasks import BUILTIN
-
-        parser.add_argument("--hw", default="cpu", help="hardware profile name or YAML path")
-        parser.add_argument(
-            "--task",
-            default="distorted_digits",
-            help=f"built-in task ({', '.join(BUILTIN)}) or module:function",
-        )
-        parser.add_argument("--space", default="default", help="joint search space (YAML)")
-        parser.add_argument(
-            "--trials", type=_count(1), default=15, help="N: joint-search trials; random gets 3N"
-        )
-        more = "joint methods besides the space's default: tpe,gp,nsga2[-ordinal],..."
-        parser.add_argument("--samplers", default="tpe", help=more)
-        parser.add_argument("--seeds", type=_count(1), default=3, help="sampler seeds per method")
-        parser.add_argument(
-            "--ratios", default="0.3,0.5,0.7", help="fixed ratios of pruning alone"
-        )
-        parser.add_argument(
-            "--rounds", type=_count(1), default=20, help="interleaved latency rounds"
-        )
-        seed = "seed of splits, teacher, training; first sampler seed"
-        parser.add_argument("--seed", type=_seed, default=0, help=seed)
-        parser.add_argument(
-            "--out", type=Path, default=None, help="output folder (results/bench/<task>-<hw>)"
-        )
-
-    def run(self, args: argparse.Namespace) -> int:
-        from search.bench import BenchSpec, run_bench
-        from search.checks import check_writable
-        from search.config import load_profile, load_space
-        from search.tasks import resolve_factory, task_slug
-
-        profile = load_profile(args.hw)
-        space = load_space(args.space)
-        resolve_factory(args.task)
-        try:
-            ratios = tuple(float(r) for r in args.ratios.split(",") if r.strip())
-        except ValueError:
-            msg = f"--ratios must be numbers like 0.3,0.5, got {args.ratios!r}"
-            raise SearchError(msg) from None
-        slug = task_slug(args.task)
-        spec = BenchSpec(
-            task=args.task,
-            space=space,
-            profile=profile,
-            trials=args.trials,
-            out_dir=args.out or Path("results") / "bench" / f"{slug}-{profile.name}",
-            seed=args.seed,
-            seeds=args.seeds,
-            samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()),
-            ratios=ratios,
-            rounds=args.rounds,
-        )
-        check_writable(spec.out_dir, what="the benchmark")
-        run_bench(spec)
         return 0
 
 

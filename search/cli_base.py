@@ -110,3 +110,25 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
     except KeyboardInterrupt:  # a second Ctrl-C while the first is reported
         pass
+
+
+def count(low: int):
+    """An argparse type: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def seed(text: str) -> int:
+    value = count(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32, got {value}")
+    return value

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from search.compress.prune_plan import PrunePlan
+    from search.students import StudentStore
 
 MeasureFn = Callable[[Path], Measurement]
 
@@ -81,6 +82,9 @@ class Context:
     test_labels: np.ndarray | None = None
     reference: Path | None = None
     latency_scale_ms: float | None = None
+    # Distilled students shared by trials that differ only in their precision plan (None: every
+    # trial distills its own; see search.students).
+    students: StudentStore | None = None
 
     @classmethod
     def build(

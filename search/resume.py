@@ -58,7 +58,10 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
 
 # Space fields added after version-1 digests were written: left out of the version-1 dump while
 # they hold their defaults, so studies recorded then still match.
-_LATER = {"quantize": ("unmatched_groups", "derived_groups")}
+_LATER = {
+    "quantize": ("unmatched_groups", "derived_groups"),
+    "distill": ("plans_per_student",),
+}
 _LATER_MEASURE = (
     "paired_rounds",
     "paired_runs",

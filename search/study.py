@@ -22,12 +22,14 @@ from optuna.trial import TrialState
 from search import interrupts
 from search.checks import check_study_name, disk_problem, preflight
 from search.config import Profile, Space
+from search.device import on_spec_device
 from search.distributed import counted, next_trial, start_attempt
 from search.errors import AgentError, ProviderError, SearchError
 from search.objectives import DIRECTIONS, OBJECTIVES
 from search.resume import check_settings, content_digests, fail_stale_trials, legacy_digests
 from search.samplers import build_sampler
 from search.storage import open_storage, redact_url
+from search.students import after_trial, skip_same_plan
 from search.threads import WorkerSettings
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class StudySpec:
     # Seed of the sampler alone when set (the benchmark's repeats: same task, teacher and
     # training seed, another sampler seed); None: ``seed``.
     sampler_seed: int | None = None
+    train_device: str = "auto"  # auto, cpu, cuda[:N]: not a setting (a study may move)
     # How this worker runs (threads, artifact store, heartbeat); not part of the settings.
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
@@ -141,6 +144,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated(f"signal {signum}")
 
 
+@on_spec_device  # trains on spec.train_device; a missing CUDA device fails before any work
 def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
     """Run trials until the study holds ``trials`` counted ones, with any number of workers on
     the same storage (:mod:`search.distributed`); returns the study."""
@@ -270,10 +274,11 @@ def _one_trial(
     try:
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
+        skip_same_plan(study, trial, space=spec.space, profile=spec.profile, cfg=cfg)
         bars.show(trial.number, 0, total=cfg.distill.epochs)
         out_dir = spec.study_dir / "artifacts" / str(trial.number)
         on_epoch = _early_stop(trial, spec, ctx, bars, cpu=joined.cpu)
-        result = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch)
+        result = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch, number=trial.number)
     except optuna.TrialPruned as e:
         trial.set_user_attr("fail_reason", f"stopped early: {e}")
         study.tell(trial, state=TrialState.PRUNED)
@@ -300,6 +305,7 @@ def _one_trial(
     finally:
         bars.hide()
     _tell_complete(study, trial, spec, joined, cfg=cfg, result=result, started=started)
+    after_trial(study, trial, result.record, space=spec.space, profile=spec.profile)
 
 
 def _stop_for_disk(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:

@@ -73,6 +73,7 @@ class _Worker:
 
     def context(self) -> Context:
         from search.context import Context
+        from search.students import StudentStore
 
         task, checked = self.load(), self.check()
         latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
@@ -96,6 +97,8 @@ class _Worker:
             measure=measure,
             prune_plan=checked.prune_plan,
         )
+        if checked.space.distill.plans_per_student > 1:  # students are kept only to be reused
+            ctx.students = StudentStore.for_study(spec.study_dir / "students", ctx)
         return ctx
 
 

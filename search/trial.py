@@ -28,8 +28,11 @@ from search.compress.quantize import is_quantized, needs_calibration
 from search.compress.quantize_step import quantize_step
 from search.config import TrialConfig
 from search.context import Context, measurement_record, model_size, score
+from search.device import current as train_device
+from search.device import describe as describe_device
 from search.errors import AgentError, ProviderError
 from search.programs import PROGRAM, try_save_program
+from search.students import link_or_copy
 
 
 @dataclass
@@ -100,21 +103,26 @@ def run_trial(
     ctx: Context,
     out_dir: Path,
     on_epoch: Callable[[int, float], None] | None = None,
+    number: int | None = None,
 ) -> TrialResult:
     """Build, fine-tune, export and measure one compressed model; artifacts go to ``out_dir``.
 
     ``on_epoch(epoch, val_metric)`` is called after each distillation epoch and may raise
-    ``optuna.TrialPruned`` to stop a hopeless trial.
+    ``optuna.TrialPruned`` to stop a hopeless trial. With a student store in ``ctx``, a student
+    distilled before (same prune, low-rank and distill parts) is loaded instead of distilled
+    again, and a new one is stored for later trials (``number`` says which trial made it).
     """
     timer = _Timer()
     out_dir.mkdir(parents=True, exist_ok=True)
     student, record = _compress(cfg, ctx=ctx, timer=timer)
-    record["val_history"] = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
-    with timer.step("export"):
-        onnx_path = export_onnx(student, ctx.task.example_input, out_dir / "model.onnx")
-    with timer.step("program"):  # the torch model as data (model.pt2), never as a pickle
-        record["program"] = try_save_program(student, ctx.task.example_input, out_dir / PROGRAM)
-    measured, record["quantize"] = _quantize(cfg, ctx=ctx, onnx_path=onnx_path, timer=timer)
+    onnx_path, cached = _student(
+        student, cfg, ctx=ctx, record=record, out_dir=out_dir, timer=timer, on_epoch=on_epoch,
+        number=number,
+    )  # fmt: skip
+    calib_dir = cached.calib_dir if cached is not None else out_dir / "calib"
+    measured, record["quantize"] = _quantize(
+        cfg, ctx=ctx, onnx_path=onnx_path, timer=timer, calib_dir=calib_dir
+    )
     with timer.step("kernels"):
         record["kernels"] = ctx.kernel_report(measured, out_dir / "model.opt.onnx")
         record["ran"] = _ran(record, cfg, ctx)
@@ -125,6 +133,7 @@ def run_trial(
         **measurement_record(metric, measurement, ctx),
         **record,
         "timings_s": timer.seconds,
+        "train_device": describe_device(train_device()),
         "artifacts": str(out_dir),
         "onnx": str(onnx_path),
         "measured_onnx": str(measured),
@@ -132,6 +141,78 @@ def run_trial(
     (out_dir / "trial.json").write_text(json.dumps(record, indent=2, default=str))
     # The objectives: validation metric, paired latency (see measurement_record).
     return TrialResult(accuracy=metric, latency_ms=record["latency_p50_ms"], record=record)
+
+
+def _student(
+    student: Any,
+    cfg: TrialConfig,
+    *,
+    ctx: Context,
+    record: dict[str, Any],
+    out_dir: Path,
+    timer: _Timer,
+    on_epoch: Callable[[int, float], None] | None,
+    number: int | None,
+) -> tuple[Path, Any]:
+    """Distill and export ``student`` (then store it), or load a cached one and reuse its
+    export and program: the float ONNX file and the cached student (None without a store)."""
+    cached = _cached_student(cfg, ctx=ctx, record=record)
+    if cached is not None:  # distilled and exported by an earlier trial: reuse both
+        with timer.step("load_student"):
+            cached.load_into(student)
+            onnx_path = link_or_copy(cached.onnx, out_dir / "model.onnx")
+            if cached.program.is_file():
+                link_or_copy(cached.program, out_dir / PROGRAM)
+        record["val_history"] = cached.val_history
+        record["program"] = cached.program_info
+        return onnx_path, cached
+    record["val_history"] = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
+    with timer.step("export"):
+        onnx_path = export_onnx(student, ctx.task.example_input, out_dir / "model.onnx")
+    with timer.step("program"):  # the torch model as data (model.pt2), never as a pickle
+        record["program"] = try_save_program(student, ctx.task.example_input, out_dir / PROGRAM)
+    cached = _store_student(
+        student, ctx=ctx, record=record, onnx_path=onnx_path, timer=timer, number=number
+    )
+    return onnx_path, cached
+
+
+def _cached_student(cfg: TrialConfig, *, ctx: Context, record: dict[str, Any]) -> Any:
+    """The cached student of ``cfg`` (None without a store or a hit); the record says which
+    student the trial has (``student``) and, on a hit, whose distillation it reused
+    (``reused_student``: the digest and the trial that distilled it)."""
+    if ctx.students is None:
+        return None
+    digest = ctx.students.digest(cfg)
+    record["student"] = digest
+    cached = ctx.students.find(digest)
+    record["reused_student"] = (
+        {"digest": digest, "trial": cached.trial} if cached is not None else None
+    )
+    return cached
+
+
+def _store_student(
+    student: Any,
+    *,
+    ctx: Context,
+    record: dict[str, Any],
+    onnx_path: Path,
+    timer: _Timer,
+    number: int | None,
+) -> Any:
+    """Keep a freshly distilled student for later plans (None without a store)."""
+    if ctx.students is None:
+        return None
+    return ctx.students.save(
+        record["student"],
+        model=student,
+        onnx_path=onnx_path,
+        trial=number,
+        val_history=record["val_history"],
+        distill_s=timer.seconds.get("distill"),
+        program=record.get("program") or {},
+    )
 
 
 def _compress(cfg: TrialConfig, *, ctx: Context, timer: _Timer) -> tuple[Any, dict[str, Any]]:
@@ -192,7 +273,7 @@ def _distill(
 
 
 def _quantize(
-    cfg: TrialConfig, *, ctx: Context, onnx_path: Path, timer: _Timer
+    cfg: TrialConfig, *, ctx: Context, onnx_path: Path, timer: _Timer, calib_dir: Path
 ) -> tuple[Path, dict[str, Any]]:
     """The measured file and what quantization did: ``model.q.onnx`` when any group is
     quantized or float16, else ``model.onnx`` itself. Plans with fp16 but no integer precision
@@ -207,7 +288,7 @@ def _quantize(
                 onnx_path,
                 ctx.calib_inputs,
                 method=cfg.quantize.calibration,
-                cache_dir=onnx_path.parent / "calib",
+                cache_dir=calib_dir,
             )
     with timer.step("quantize" if calib else "fp16"):
         q = quantize_step(

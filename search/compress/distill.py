@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
+from search.device import autocast, grad_scaler, moved
+from search.device import current as train_device
 from search.errors import ConfigError
 from search.schema import Bounds, FloatRange, IntRange, Section
 
@@ -49,6 +51,9 @@ class DistillSpace(Section):
     alpha: FloatRange = FloatRange(low=0.0, high=1.0)
     lr: FloatRange = FloatRange(low=1e-3, high=1e-2, log=True)
     batch_size: int = Field(32, ge=1)
+    # Precision plans measured per distilled student: after a trial distills a new student, the
+    # study enqueues plans_per_student - 1 trials that reuse it (search.students). 1: no reuse.
+    plans_per_student: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> DistillSpace:
@@ -131,27 +136,46 @@ class _Indexed:
 
 
 def predict(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> torch.Tensor:
-    """Logits of ``model`` over ``data`` in order, in eval mode."""
+    """Logits of ``model`` over ``data`` in order, in eval mode, computed on the training device
+    (:func:`search.device.current`) and returned as float32 on the CPU."""
     import torch
-    from torch.utils.data import DataLoader
 
+    device = train_device()
     model.eval()
-    with torch.no_grad():
-        return torch.cat([model(x) for x, _ in DataLoader(data, batch_size=batch_size)])
+    with torch.no_grad(), moved(model, device):
+        return torch.cat(
+            [
+                _forward(model, x, device).float().cpu()
+                for x, _ in _loader(data, batch_size, device)
+            ]
+        )
 
 
 def evaluate(model: nn.Module, data: Dataset, metric: Callable, *, batch_size: int = 256) -> float:
     """The task metric of ``model`` in torch (used between epochs; trials score ONNX files)."""
     import torch
-    from torch.utils.data import DataLoader
 
+    device = train_device()
     model.eval()
     outs, labels = [], []
-    with torch.no_grad():
-        for x, y in DataLoader(data, batch_size=batch_size):
-            outs.append(model(x))
+    with torch.no_grad(), moved(model, device):
+        for x, y in _loader(data, batch_size, device):
+            outs.append(_forward(model, x, device).float().cpu())
             labels.append(y)
     return metric(torch.cat(outs).numpy(), torch.cat(labels).numpy())
+
+
+def _loader(data: Dataset, batch_size: int, device: torch.device, **kwargs: Any) -> Any:
+    """A DataLoader whose batches can be copied to a GPU asynchronously (pinned memory)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(data, batch_size=batch_size, pin_memory=device.type == "cuda", **kwargs)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``model(x)`` on ``device``, in mixed precision on CUDA."""
+    with autocast(device):
+        return model(x.to(device, non_blocking=True))
 
 
 def recalibrate_batchnorm(
@@ -165,7 +189,7 @@ def recalibrate_batchnorm(
     """
     import torch
     from torch import nn
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import Subset
 
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -174,12 +198,13 @@ def recalibrate_batchnorm(
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the pass
+    device = train_device()
     model.train()
     # 512 samples estimate the statistics well and keep this pass cheap: it runs every epoch.
     subset = Subset(data, range(min(len(data), max_samples)))  # type: ignore[arg-type]
-    with torch.no_grad():
-        for x, _ in DataLoader(subset, batch_size=batch_size, shuffle=False):
-            model(x)
+    with torch.no_grad(), moved(model, device):
+        for x, _ in _loader(subset, batch_size, device, shuffle=False):
+            _forward(model, x, device)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.eval()
@@ -198,38 +223,59 @@ def train(
     alpha: float = 0.0,
     on_epoch: Callable[[int], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place with AdamW and a cosine schedule.
+    """Train ``model`` in place with AdamW and a cosine schedule, on the training device
+    (:func:`search.device.current`; mixed precision on CUDA). The model is back on its own
+    device when this returns.
 
     With ``teacher_logits`` (one row per item of ``data``) the loss is the distillation loss;
     without, plain cross-entropy. ``on_epoch(epoch)`` runs after each epoch (1-based) and may
     raise to stop training early.
     """
     import torch
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader
 
+    device = train_device()
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(_Indexed(data), batch_size=batch_size, shuffle=True, generator=generator)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for x, y, idx in loader:
-            out = model(x)
-            if teacher_logits is None:
-                loss = F.cross_entropy(out, y)
-            else:
-                loss = distillation_loss(
-                    out, teacher_logits[idx], y, temperature=temperature, alpha=alpha
+    loader = _loader(_Indexed(data), batch_size, device, shuffle=True, generator=generator)
+    with moved(model, device):
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
+        scaler = grad_scaler(device)
+        targets = None if teacher_logits is None else teacher_logits.to(device)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            for x, y, idx in loader:
+                loss = _loss(
+                    _forward(model, x, device).float(),
+                    y.to(device, non_blocking=True),
+                    None if targets is None else targets[idx.to(device)],
+                    temperature=temperature,
+                    alpha=alpha,
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        recalibrate_batchnorm(model, data)
-        if on_epoch is not None:
-            on_epoch(epoch)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+            recalibrate_batchnorm(model, data)
+            if on_epoch is not None:
+                on_epoch(epoch)
     return model
+
+
+def _loss(
+    out: torch.Tensor,
+    y: torch.Tensor,
+    teacher: torch.Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Cross-entropy without teacher logits, else the distillation loss (in float32)."""
+    import torch.nn.functional as F
+
+    if teacher is None:
+        return F.cross_entropy(out, y)
+    return distillation_loss(out, teacher, y, temperature=temperature, alpha=alpha)
 
 
 def distill_step(

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from search.errors import TaskError
 from search.tasks.base import Task, stack
+from search.tasks.decoded import decode_once
 from search.tasks.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -155,6 +156,7 @@ def make_vision_task(
     num_classes: int | None = None,
     limit: int | None = None,
     name: str | None = None,
+    cache_dir: Path | None = None,
 ) -> Task:
     """Build a :class:`Task` from a model (torchvision name or module) and an image folder.
 
@@ -170,6 +172,7 @@ def make_vision_task(
         num_classes: Needed only for unlabeled data when no checkpoint tells it.
         limit: Use at most this many images per split (seeded), to try a search quickly.
         name: Task name in reports (default ``<layout>-<model>``).
+        cache_dir: Where images decoded once but too large for memory are memory-mapped.
     """
     splits, classes, layout = _splits(
         Path(data).expanduser(), layout=layout, seed=seed, size=image_size, mean=mean, std=std
@@ -179,13 +182,11 @@ def make_vision_task(
     net, arch = _model(model, weights=weights, num_classes=n, image_size=size)
     # An image folder without test/ scores on val/ twice: no test figure of its own.
     separate_test = splits["test"] is not splits["val"]
-    splits = {k: _limit(v, limit, seed + i) for i, (k, v) in enumerate(splits.items())}
-    metric_name = "accuracy"
+    splits = _prepared(splits, limit=limit, seed=seed, cache_dir=cache_dir)
+    metric_name = "accuracy" if labelled else "teacher_agreement"
     if not labelled:
         # No labels: score students by agreement with the user's model, the only ground truth.
-        splits["val"] = _teacher_labelled(net, splits["val"])
-        splits["test"] = _teacher_labelled(net, splits["test"])
-        metric_name = "teacher_agreement"
+        splits.update({k: _teacher_labelled(net, splits[k]) for k in ("val", "test")})
     example = splits["test"][0][0].unsqueeze(0).clone()
     digest = _file_digest(Path(weights)) if weights is not None else "random"
     key = f"{layout}-{arch}-{digest}-{size}px-{len(splits['train'])}-seed{seed}"
@@ -202,6 +203,20 @@ def make_vision_task(
         key=key,
         separate_test=separate_test,
     )
+
+
+def _prepared(
+    splits: dict[str, Dataset], *, limit: int | None, seed: int, cache_dir: Path | None
+) -> dict[str, Dataset]:
+    """Each split limited (seeded) and decoded once; a split that is another's (test = val)
+    stays the same object, decoded once."""
+    done: dict[int, Dataset] = {}
+    out = {}
+    for i, (k, v) in enumerate(splits.items()):
+        if id(v) not in done:
+            done[id(v)] = decode_once(_limit(v, limit, seed + i), cache_dir=cache_dir)
+        out[k] = done[id(v)]
+    return out
 
 
 def _model(
@@ -262,9 +277,10 @@ def make_task(
     *, seed: int, cache_dir: Path, model: str = "", data: str = "", **options: Any
 ) -> Task:
     """Built-in ``vision`` task: ``model`` and ``data`` are required options."""
-    del cache_dir  # the user's model is already trained: nothing to cache
     if not model or not data:
         raise TaskError("the vision tasks need --model NAME and --data DIR (and --weights PATH)")
+    # The user's model is already trained; only decoded images too large for memory are cached.
+    options.setdefault("cache_dir", cache_dir)
     return make_vision_task(model=model, data=data, seed=seed, **options)
 
 
