@@ -230,7 +230,7 @@ def sequential(ctx: Any, prune_run: MethodRun, records: list[dict[str, Any]]) ->
             int8_runs=True,
         )
         metric, m = score(q.path, ctx)
-        out = {**measurement_record(metric, m), "measured_onnx": str(q.path)}
+        out = {**measurement_record(metric, m, ctx), "measured_onnx": str(q.path)}
         label = f"{prev.label} + int8"
         points.append(_point(out, label=label, order=prev.order, params=prev.extra["params"]))
         console.print(f"bench: {label}: accuracy {metric:.4f}, p50 {out['latency_p50_ms']:.3f} ms")
