@@ -60,7 +60,10 @@ def build(name: str) -> tuple[Any, Any]:
     import torchvision
 
     torch.manual_seed(0)
+    from search.tasks.vision import drop_auxiliary_heads
+
     model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+    drop_auxiliary_heads(model)  # as the product does for a task's model
     size = SIZES.get(name, 64)
     return model, torch.randn(1, 3, size, size)
 

@@ -233,7 +233,26 @@ def _model(
         what = arch
     if weights is not None:
         load_weights(net, Path(weights), what=what)
+    drop_auxiliary_heads(net)
     return net.eval(), arch
+
+
+def drop_auxiliary_heads(net: nn.Module) -> list[str]:
+    """Remove the auxiliary classifiers that torchvision's GoogLeNet and Inception v3 run only
+    in training mode; returns their names.
+
+    They are not part of the deployed (eval-mode, exported) model, so the pruning graph traced
+    in eval mode never sees them: after pruning their input channels no longer fit, and in
+    training mode (distillation, BatchNorm recalibration) the model would crash or return a
+    tuple instead of logits. Without them the training-mode forward returns the logits alone.
+    """
+    if not getattr(net, "aux_logits", False):
+        return []
+    dropped = [n for n in ("aux1", "aux2", "AuxLogits") if getattr(net, n, None) is not None]
+    for name in dropped:
+        setattr(net, name, None)
+    net.aux_logits = False
+    return dropped
 
 
 def _splits(

@@ -309,3 +309,18 @@ def test_short_study_on_each_architecture(model: str, tmp_path: Path) -> None:
     )
     study = run_study(spec, trials=2, progress=False)
     check_trials(study, tmp_path / "results")
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_training_only_auxiliary_heads_are_dropped(name):
+    """GoogLeNet and Inception v3 run auxiliary classifiers only in training mode: the task
+    drops them, so distillation sees the logits of the model that is exported."""
+    import torchvision
+
+    from search.tasks.vision import drop_auxiliary_heads
+
+    net = torchvision.models.get_model(name, weights=None, num_classes=10, init_weights=False)
+    assert drop_auxiliary_heads(net)
+    out = net.train()(torch.randn(2, 3, 96, 96))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+    assert drop_auxiliary_heads(net) == []  # once is enough
