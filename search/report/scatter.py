@@ -120,12 +120,18 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
     fig.update_layout(
         title=f"{metric} vs {x_title}{note if missing else ''}",
         xaxis_title=x_title,
-        yaxis_title=f"{metric} (ONNX Runtime, test split)",
+        yaxis_title=f"{metric} (ONNX Runtime, {_objective_split(data)} split)",
         template="plotly_white",
         legend={"orientation": "h", "y": -0.2},
         height=520,
     )
     return fig
+
+
+def _objective_split(data: ReportData) -> str:
+    """Where the objective was scored: studies scored before validation-split selection
+    (no ``test_accuracy`` beside the baseline's) selected on the test split."""
+    return "validation" if "test_accuracy" in data.baseline else "test"
 
 
 def _budget_line(fig: go.Figure, data: ReportData, x: str) -> None:

@@ -91,3 +91,14 @@ def test_studies_without_completed_trials_draw_nothing(states) -> None:
     data = build_report(study, picks=["knee", "fastest-within:1%"])
     assert [p.trial for p in data.picks] == [None, None]
     assert all(fig is None for fig in figures(data).values())
+
+
+@pytest.mark.parametrize("which", ["hand", "real"])
+def test_the_objective_axis_names_the_split_the_study_selected_on(which, request) -> None:
+    """Studies with a test figure beside the objective selected on the validation split; older
+    ones (no ``test_accuracy``) on the test split: the axis says which."""
+    study = request.getfixturevalue(which)
+    data = build_report(study)
+    split = "validation" if "test_accuracy" in data.baseline else "test"
+    fig = figures(data)["pareto"]
+    assert f"({'ONNX Runtime'}, {split} split)" in fig.layout.yaxis.title.text
