@@ -104,9 +104,7 @@ def trial_files(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in Path(folder).iterdir()
-        if p.is_file()
-        and any(p.match(g) for g in UPLOAD)
-        and not any(p.match(g) for g in SKIP)
+        if p.is_file() and any(p.match(g) for g in UPLOAD) and not any(p.match(g) for g in SKIP)
     )
 
 

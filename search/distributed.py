@@ -20,6 +20,8 @@ dead worker's trial is failed and retried even while every live worker is busy.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import os
 import socket
 import threading
@@ -59,10 +61,60 @@ def slot(trial_id: int, trials: Iterable[FrozenTrial]) -> int:
 def fail_stale(study: optuna.Study) -> None:
     """Optuna's check: RUNNING trials whose heartbeat is older than the grace period become
     FAIL, and the storage's callback enqueues a retry with the same parameters. Uses the
-    database server's clock only."""
+    database server's clock only. Then :func:`fail_unowned`, for the trials Optuna's check
+    cannot see."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    fail_unowned(study)
+
+
+def fail_unowned(study: optuna.Study) -> int:
+    """Fail and retry RUNNING trials whose worker died between ``ask()`` and marking the trial
+    its own (no ``pid`` attribute) once they are older than the grace period.
+
+    Optuna's check never calls a trial without a heartbeat stale, so such a trial would hold a
+    slot of ``--trials`` forever. Its age is measured from ``datetime_start`` (the asking
+    worker's clock), so hosts' clocks must agree to well within the grace period. Returns how
+    many were failed.
+    """
+    storage = study._storage  # noqa: SLF001 - the storage the study was opened with
+    interval = getattr(storage, "heartbeat_interval", None)
+    grace = getattr(storage, "grace_period", None) or 2 * (interval or 30)
+    now = datetime.datetime.now()
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "pid" in t.user_attrs or t.datetime_start is None:
+            continue
+        if (now - t.datetime_start).total_seconds() <= grace:
+            continue
+        reason = "interrupted (its worker stopped before the trial started)"
+        failed += retry_failed(study, t, reason)
+    return failed
+
+
+def retry_failed(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str) -> int:
+    """Mark the RUNNING trial ``t`` FAIL, interrupted for ``reason``, and enqueue its retry.
+    Returns 1, or 0 when another worker finished it first (and retries it)."""
+    storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
+    try:
+        storage.set_trial_user_attr(tid, "fail_reason", reason)
+        storage.set_trial_user_attr(tid, "interrupted", True)
+        storage.set_trial_state_values(tid, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return 0
+    _retry(study, t)
+    return 1
+
+
+def _retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    """Enqueue ``t`` again through the storage's stale-trial callback, without this attempt's
+    failure marks (the callback copies the user attributes it is given)."""
+    callback = getattr(study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()  # noqa: SLF001
+    if callback is not None:
+        clean = copy.deepcopy(t)
+        clean.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in ATTEMPT_ATTRS}
+        callback(study, clean)
 
 
 class Heartbeat:
@@ -113,6 +165,11 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
+def _own(trial: optuna.Trial) -> None:
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+
+
 def start_attempt(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """Mark ``trial`` as this process's attempt; for a retry (Optuna copies the dead trial's
     user attributes into it) clear the old attempt's and return the retried trial's number."""
@@ -124,8 +181,7 @@ def start_attempt(study: optuna.Study, trial: optuna.Trial) -> int | None:
             if key in trial.user_attrs:
                 trial.set_user_attr(key, fresh)
         trial.set_user_attr("retry_of", history[-1])
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
+    _own(trial)
     return history[-1] if history else None
 
 
@@ -158,7 +214,8 @@ def next_trial(
             time.sleep(poll_s)
             continue
         trial = _ask(study)
-        beat = Heartbeat(study, trial).start()
+        beat = Heartbeat(study, trial).start()  # from now on Optuna's check can fail it
+        _own(trial)  # and from now on the same host's rerun fails it at once (resume.py)
         if slot(trial._trial_id, study.get_trials(deepcopy=False)) < n_trials:  # noqa: SLF001
             return trial, beat
         # Lost the race for the last slot to another worker: end it without counting it.

@@ -8,7 +8,6 @@ checked the version-1 way and then upgraded.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import os
@@ -19,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import Profile, Space
+from search.distributed import retry_failed
 from search.errors import SearchError
 from search.measure.spec import MeasureSettings
 
@@ -139,28 +139,8 @@ def fail_stale_trials(study: optuna.Study) -> int:
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") != host or pid is None or _alive(pid):
             continue
-        storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
-        try:
-            storage.set_trial_user_attr(tid, "fail_reason", f"interrupted (process {pid} ended)")
-            storage.set_trial_user_attr(tid, "interrupted", True)
-            storage.set_trial_state_values(tid, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker's heartbeat check failed it first (and retries it)
-        _retry(study, t)
-        failed += 1
+        failed += retry_failed(study, t, f"interrupted (process {pid} ended)")
     return failed
-
-
-def _retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-    """Enqueue ``t`` again through the storage's stale-trial callback, without this attempt's
-    failure marks (the callback copies the user attributes it is given)."""
-    from search.distributed import ATTEMPT_ATTRS
-
-    callback = getattr(study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()  # noqa: SLF001
-    if callback is not None:
-        clean = copy.deepcopy(t)
-        clean.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in ATTEMPT_ATTRS}
-        callback(study, clean)
 
 
 def _alive(pid: int) -> bool:

@@ -84,9 +84,7 @@ def test_a_failed_setup_stops_its_waiters_and_a_later_worker_retries(tmp_path):
 
 def _budget_worker(url, n, barrier, seed):
     rng = random.Random(seed)
-    study = optuna.load_study(
-        study_name="s", storage=open_storage(url, heartbeat_s=1, grace_s=3)
-    )
+    study = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_s=1, grace_s=3))
     barrier.wait()
     while (got := distributed.next_trial(study, n, poll_s=0.1)) is not None:
         trial, beat = got
@@ -155,3 +153,31 @@ def test_a_dead_workers_trial_is_failed_by_another_and_retried_with_its_paramete
     assert retry.user_attrs["pid"] == os.getpid() and retry.user_attrs["val_history"] == []
     assert retry.user_attrs["retry_of"] == 0 and retry_of is not None
     assert distributed.counted(trials) == 2
+
+
+def test_a_trial_whose_worker_died_before_owning_it_is_retried_after_the_grace(url):
+    """A worker killed between ``ask()`` and its first heartbeat leaves a RUNNING trial that
+    Optuna's heartbeat check never calls stale; without this it would hold a slot forever."""
+    study = optuna.create_study(
+        study_name="s", storage=open_storage(url, heartbeat_s=1, grace_s=2)
+    )
+    enq = {"x": 0.25}
+    study.enqueue_trial(enq)
+    orphan = study.ask()  # as a worker killed right after ask() leaves it: no heartbeat, no pid
+    assert distributed.fail_unowned(study) == 0  # within the grace: it may be starting
+    time.sleep(2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while (got := distributed.next_trial(study, 1, poll_s=0.2)) is not None:
+            trial, beat = got
+            with beat:
+                distributed.start_attempt(study, trial)
+                trial.suggest_float("x", 0, 1)
+                study.tell(trial, 1.0)
+    trials = study.trials
+    dead = trials[orphan.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["interrupted"] is True
+    assert "before the trial started" in dead.user_attrs["fail_reason"]
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == orphan.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == enq  # its fixed parameters
+    assert distributed.counted(trials) == 1

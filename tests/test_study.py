@@ -107,7 +107,9 @@ def test_killed_study_keeps_finished_trials_and_resumes(teacher_cache, tiny_spac
                 trials = optuna.load_study(study_name="k", storage=storage).trials
             except Exception:  # noqa: BLE001 - the study may not exist yet
                 continue
-            running = [t for t in trials if t.state == TrialState.RUNNING]
+            # A trial its worker has made its own (an owner-less one is another test's case).
+            owned = [t for t in trials if "pid" in t.user_attrs]
+            running = [t for t in owned if t.state == TrialState.RUNNING]
             if running and running[0].number >= 1:
                 os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: like a power cut
                 killed_at = running[0].number

@@ -46,7 +46,12 @@ WEIGHTED_FNS = ("Convolution", "Mm", "Addmm", "Bmm", "Baddbmm", "Matmul", "Linea
 # Reductions whose ``_saved_dim`` may remove the channel dimension.
 REDUCTIONS = ("Mean", "Sum", "Amax", "Amin", "Max", "Min", "Std", "Var", "Norm", "Logsumexp")
 _ROUTING = (
-    OPTYPE.SPLIT, OPTYPE.CONCAT, OPTYPE.RESHAPE, OPTYPE.UNBIND, OPTYPE.EXPAND, OPTYPE.SLICE
+    OPTYPE.SPLIT,
+    OPTYPE.CONCAT,
+    OPTYPE.RESHAPE,
+    OPTYPE.UNBIND,
+    OPTYPE.EXPAND,
+    OPTYPE.SLICE,
 )
 
 

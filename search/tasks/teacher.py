@@ -27,7 +27,6 @@ def teacher_files() -> dict[str, Path]:
     return dict(_USED)
 
 
-
 def load_or_train(
     *,
     key: str,
