@@ -55,6 +55,18 @@ class SearchSettings(Strict):
     sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"  # see search/samplers.py
     trials: int = Field(20, ge=1)
     startup_trials: int = Field(6, ge=1)
+    # Prune ratios of the hand-built recipes enqueued as the first trials (search/warm_start.py);
+    # empty: only the sensitivity pass's seeded trial.
+    warm_start: list[float] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSettings:
+        bad = [r for r in self.warm_start if not 0.0 <= r < 1.0]
+        if bad:
+            raise ValueError(f"warm_start prune ratios must be in [0, 1), but got {bad}")
+        if len(set(self.warm_start)) != len(self.warm_start):
+            raise ValueError(f"warm_start lists a prune ratio twice: {self.warm_start}")
+        return self
 
 
 class Space(Strict):

@@ -26,6 +26,7 @@ from search.measure.measurement import run_batches
 from search.measure.runtime import create_session
 from search.progress import console
 from search.tasks import stack
+from search.warm_start import enqueued, warm_start_params
 
 
 @dataclass
@@ -195,7 +196,8 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
         return
     with console.status("quantization references: per-layer sensitivity, uniform int8"):
         refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir)
-    store(study, quantization=refs)
+    choices = ctx.space.quantize.choices(ctx.profile.precisions)
+    store(study, quantization=refs, warm_start=warm_start_params(ctx.space, refs.seed, choices))
     for note in refs.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     name = ctx.task.metric_name
@@ -217,26 +219,33 @@ def store(
     *,
     baseline: dict[str, Any] | None = None,
     quantization: QuantizationReferences | None = None,
+    warm_start: list[dict[str, Any]] | None = None,
 ) -> None:
     """Keep references measured elsewhere (the benchmark's) with ``study``, so running it
-    measures them no more; the seeded trial is enqueued."""
+    measures them no more; the warm-start trials (:mod:`search.warm_start`; without them the
+    one seeded trial) are enqueued and kept as ``warm_start``."""
     if baseline is not None:
         study.set_user_attr("baseline", baseline)
     if quantization is not None:
         study.set_user_attr("sensitivity", quantization.sensitivity)
         study.set_user_attr("baseline_int8", _json(quantization.int8))
         study.set_user_attr("quantize_seed", quantization.seed)
-        if quantization.seed:
-            study.enqueue_trial(quantization.seed)
+        seed = quantization.seed
+        first = warm_start if warm_start is not None else ([seed] if seed else [])
+        study.set_user_attr("warm_start", _json(first))
+        for params in first:
+            study.enqueue_trial(params)
 
 
 def _requeue_seed(study: optuna.Study) -> None:
-    seed = study.user_attrs.get("quantize_seed")
-    if seed and not any(
-        t.system_attrs.get("fixed_params") == seed and not t.user_attrs.get("interrupted")
-        for t in study.get_trials(deepcopy=False)
-    ):
-        study.enqueue_trial(seed)
+    """Enqueue again each warm-start trial an interruption lost (none that ran or waits)."""
+    trials = study.get_trials(deepcopy=False)
+    for params in enqueued(study):
+        if not any(
+            t.system_attrs.get("fixed_params") == params and not t.user_attrs.get("interrupted")
+            for t in trials
+        ):
+            study.enqueue_trial(params)
 
 
 def _json(value: Any) -> Any:

@@ -220,17 +220,19 @@ def _join_set_up(worker: _Worker, storage: optuna.storages.RDBStorage) -> Joined
 def _requeue_seed_once(
     worker: _Worker, storage: optuna.storages.RDBStorage, joined: Joined
 ) -> None:
-    """Enqueue the seeded trial again when an interruption lost it: once per loss, whichever
-    worker gets there first."""
+    """Enqueue the warm-start trials again that an interruption lost: once per loss,
+    whichever worker gets there first."""
     from search.references import ensure_quantization
+    from search.warm_start import enqueued
 
-    study, seed = joined.study, joined.study.user_attrs.get("quantize_seed")
-    if not seed:
+    study = joined.study
+    warm = enqueued(study)
+    if not warm:
         return
     lost = sum(
         1
         for t in study.get_trials(deepcopy=False)
-        if t.system_attrs.get("fixed_params") == seed and t.user_attrs.get("interrupted")
+        if t.system_attrs.get("fixed_params") in warm and t.user_attrs.get("interrupted")
     )
     if lost:
         refs = worker.spec.study_dir / "artifacts" / "baseline"

@@ -24,6 +24,7 @@ from search.bench.metrics import Point
 from search.compress.distill import DistillConfig
 from search.compress.prune import PruneConfig
 from search.config import Space, TrialConfig
+from search.warm_start import warm_start_params
 
 
 @dataclass
@@ -133,10 +134,19 @@ def run_study_method(
     )
     start = time.perf_counter()
     # Reuse the references measured once for the whole benchmark: run_study measures them only
-    # when the study has none. The seeded trial follows the method's encoding.
-    quantization = refs["quantization"].get(method_space(spec.space, method).quantize.encoding)
+    # when the study has none. The seeded trial follows the method's encoding; a joint search
+    # starts with the space's warm start, random search with the seeded trial alone.
+    space = method_space(spec.space, method)
+    quantization = refs["quantization"].get(space.quantize.encoding)
+    warm = None
+    if quantization is not None and space.search.sampler != "random":
+        choices = space.quantize.choices(spec.profile.precisions)
+        warm = warm_start_params(space, quantization.seed, choices)
     store(
-        open_study(study_spec, create=True), baseline=refs["baseline"], quantization=quantization
+        open_study(study_spec, create=True),
+        baseline=refs["baseline"],
+        quantization=quantization,
+        warm_start=warm,
     )
     study = run_study(study_spec, trials=trials, progress=False)
     points, records, durations = study_points(study)
