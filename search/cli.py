@@ -157,6 +157,13 @@ class Report(Command):
         )
         parser.add_argument("--no-png", action="store_true", help="skip the PNG copies")
         parser.add_argument("--confirm", action="store_true", help="re-measure the front first")
+        parser.add_argument(
+            "--agent",
+            metavar="URL",
+            help="with --confirm: measure on the agent at URL (token from the profile's token "
+            "variable, $SEARCH_AGENT_TOKEN by default) instead of the profile's; 'local' "
+            "measures on this machine",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from rich.console import Console
@@ -166,9 +173,12 @@ class Report(Command):
 
         for rule in args.pick:
             parse_rule(rule)  # a typo fails before any work
+        if args.agent is not None and not args.confirm:
+            raise SearchError("--agent measures the confirmation: add --confirm")
         study = _load_study(args)
         if args.confirm:  # the Pareto trials and the baseline, interleaved (search.confirm)
-            print(confirm_study(study, study_dir=args.results_dir / args.study), file=sys.stderr)
+            folder = args.results_dir / args.study
+            print(confirm_study(study, study_dir=folder, agent=args.agent), file=sys.stderr)
         data = build_report(study, picks=args.pick)
         out = Console(width=None if sys.stdout.isatty() else 140)
         out.print(pareto_table(data), *(f"note: {n}" for n in data.notes), sep="\n")

@@ -9,8 +9,9 @@ kept as the study user attribute ``confirmed``; the report, ``pareto.csv`` and t
 ``trial.json`` show it. Only trials on the front are re-measured: one that the confirmation
 would have promoted from behind it is not found this way.
 
-The confirmation measures on this machine. It refuses, with one line, a study measured on
-another device or through an agent, whose numbers it could not compare with.
+The confirmation measures where the study measured: on this machine, or on the profile's
+agent (``POST /v1/confirm`` runs the same timing there, :mod:`search.measure.confirmation`). It
+refuses, with one line, a study measured on another device than the target it reaches now.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.errors import SearchError
-from search.measure.latency import cpu_timed, make_runner
-from search.measure.paired import time_paired
-from search.measure.runtime import create_session, describe_device
-from search.measure.spec import MeasureSpec
+from search.measure.paired import PairedLatency
+from search.measure.target import Target, open_target
 
 LATENCY_INPUT = "latency_input.npy"
 
@@ -42,16 +41,11 @@ def save_latency_input(references: Path, array: np.ndarray) -> None:
         np.save(path, np.asarray(array, dtype=np.float32), allow_pickle=False)
 
 
-def _latency_input(references: Path, session: Any, batch: int) -> np.ndarray:
-    """The study's latency input (no pickle: plain array), or a seeded normal array of the
-    model's input shape for a study that kept none."""
+def _latency_input(references: Path) -> np.ndarray | None:
+    """The study's latency input (no pickle: plain array), or None for a study that kept none
+    (the target then times a seeded normal array of the model's input shape)."""
     path = references / LATENCY_INPUT
-    if path.is_file():
-        one = np.load(path, allow_pickle=False)[:1]
-    else:
-        dims = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
-        one = np.random.default_rng(0).standard_normal(dims).astype(np.float32)[:1]
-    return np.repeat(one, batch, axis=0)
+    return np.load(path, allow_pickle=False)[:1] if path.is_file() else None
 
 
 def _measured_file(t: FrozenTrial, study_dir: Path) -> Path | None:
@@ -63,14 +57,14 @@ def _measured_file(t: FrozenTrial, study_dir: Path) -> Path | None:
     return None
 
 
-def _check_here(study: optuna.Study) -> None:
-    """Refuse a study whose numbers this machine cannot be compared with."""
+def _check_target(study: optuna.Study, target: Target) -> None:
+    """Refuse a study whose numbers the target's cannot be compared with."""
     before = (study.user_attrs.get("baseline") or {}).get("measurement", {}).get("device")
-    here = describe_device()
-    if before and before != here:
+    if before and before != target.device:
+        where = "this machine" if target.where == "here" else target.where
         raise SearchError(
-            f"study {study.study_name!r} was measured on '{before}', not on this machine "
-            f"('{here}'): confirm it where it was measured"
+            f"study {study.study_name!r} was measured on '{before}', not on {where} "
+            f"('{target.device}'): confirm it where it was measured"
         )
     if "latency_scale_ms" not in (study.user_attrs.get("baseline") or {}):
         raise SearchError(
@@ -79,21 +73,24 @@ def _check_here(study: optuna.Study) -> None:
         )
 
 
-def confirm_front(study: optuna.Study, *, spec: MeasureSpec, study_dir: Path) -> dict[str, Any]:
-    """Re-measure the Pareto trials and the baseline interleaved; keep and return the result.
+def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> dict[str, Any]:
+    """Re-measure the Pareto trials and the baseline interleaved on ``target`` (this machine or
+    the agent); keep and return the result.
 
     Returns:
         The ``confirmed`` study attribute: ``rounds``, ``runs_per_round``, ``clock``, ``load``,
-        ``baseline_measured_p50_ms``, ``at`` (UTC) and ``trials``: trial number (as text) ->
-        ``latency_p50_ms`` (relative x the baseline's scale, as the objective),
-        ``latency_ci_ms``, ``latency_relative``, ``relative_ci``, ``spread``, ``noisy``,
-        ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before) and ``on_front``.
+        ``baseline_measured_p50_ms``, ``device``, ``measured_by``, ``at`` (UTC) and ``trials``:
+        trial number (as text) -> ``latency_p50_ms`` (relative x the baseline's scale, as the
+        objective), ``latency_ci_ms``, ``latency_relative``, ``relative_ci``, ``spread``,
+        ``noisy``, ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before) and
+        ``on_front``.
 
     Raises:
         SearchError: the study was measured elsewhere or before paired latency, or the
             baseline's file is missing.
+        AgentError: the agent could not be reached or refused.
     """
-    _check_here(study)
+    _check_target(study, target)
     baseline = study.user_attrs["baseline"]
     references = Path(study_dir) / "artifacts" / "baseline"
     if not (references / "model.onnx").is_file():
@@ -101,30 +98,24 @@ def confirm_front(study: optuna.Study, *, spec: MeasureSpec, study_dir: Path) ->
     front = {str(t.number): t for t in study.best_trials}
     paths = {n: _measured_file(t, Path(study_dir)) for n, t in front.items()}
     missing = sorted(n for n, p in paths.items() if p is None)
-    sessions = {"baseline": create_session(references / "model.onnx", spec)}
-    sessions.update({n: create_session(p, spec) for n, p in paths.items() if p is not None})
-    feed = _latency_input(references, sessions["baseline"], spec.batch_sizes[0])
-    runners = {n: make_runner(s, {s.get_inputs()[0].name: feed}) for n, s in sessions.items()}
-    clock = "cpu" if cpu_timed(spec) else "wall"
-    settings = spec.measure
-    times, paired, load = time_paired(
-        runners,
-        reference="baseline",
-        settings=settings,
-        clock=clock,
-        rounds=settings.confirm_rounds,
+    found = {n: p for n, p in paths.items() if p is not None}
+    timed = target.confirm(
+        found, reference=references / "model.onnx", latency_input=_latency_input(references)
     )
+    paired = {n: PairedLatency.from_dict(d) for n, d in timed["paired"].items()}
     scale = float(baseline["latency_scale_ms"])
-    trials = _rows(paired, front, scale=scale, threshold=settings.noise_threshold)
+    threshold = target.spec.measure.noise_threshold
     confirmed = {
-        "rounds": next(iter(paired.values())).rounds if paired else 0,
-        "runs_per_round": settings.paired_runs,
-        "clock": clock,
-        "load": load.to_dict(),
-        "baseline_measured_p50_ms": float(np.median(np.concatenate(times["baseline"].wall))),
+        "rounds": timed["rounds"],
+        "runs_per_round": timed["runs_per_round"],
+        "clock": timed["clock"],
+        "load": timed["load"],
+        "baseline_measured_p50_ms": timed["reference_p50_ms"],
+        "device": timed.get("device", target.device),
+        "measured_by": timed.get("measured_by", "here"),
         "missing": missing,
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "trials": trials,
+        "trials": _rows(paired, front, scale=scale, threshold=threshold),
     }
     study.set_user_attr("confirmed", confirmed)
     return confirmed
@@ -190,32 +181,32 @@ def confirm_after_run(
     *,
     profile: Any,
     study_dir: Path,
+    target: Target | None = None,
     timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> None:
-    """At the end of ``run``: confirm the front, print what changed, rewrite the report.
-
-    ``timing()`` is held while measuring (the host's lock: no worker here trains meanwhile).
-    A profile measured through an agent is not confirmed (the confirmation measures here).
-    """
+    """At the end of ``run``: confirm the front on the study's ``target`` (this machine, under
+    ``timing()``, the host's lock, when None), print what changed, rewrite the report."""
     from search.progress import console
     from search.report import write_outputs
 
-    if profile.agent:
-        console.print("front not confirmed: confirmation measures here, not through the agent")
-        return
     if not study.best_trials:
         return
-    lock = timing() if timing is not None else contextlib.nullcontext()
-    with lock, console.status("confirming the front: Pareto trials and baseline, interleaved"):
-        confirmed = confirm_front(study, spec=profile.measure_spec(), study_dir=study_dir)
+    if target is None:
+        target = open_target(profile.measure_spec(), timing=timing)
+    with console.status(f"confirming the front {_where(target)}: Pareto trials and baseline"):
+        confirmed = confirm_front(study, target=target, study_dir=study_dir)
     for line in summary_lines(confirmed):
         console.print(line, markup=False)
     write_outputs(study, study_dir, html=True)
 
 
-def study_profile(study: optuna.Study) -> Any:
+def _where(target: Target) -> str:
+    return "here" if target.where == "here" else target.where
+
+
+def study_profile(study: optuna.Study, *, agent: str | None = None) -> Any:
     """The profile a study was run with: the file it was created from where it still exists,
-    else the built-in profile of that name.
+    else the built-in profile of that name; ``agent`` (a URL, or ``local``) replaces its agent.
 
     Raises:
         SearchError: neither can be found, or the study's profile digest no longer matches.
@@ -238,17 +229,23 @@ def study_profile(study: optuna.Study) -> Any:
                 f"profile {name} has changed since study {study.study_name!r} was run: "
                 "confirming with other measure settings would not compare"
             )
-    if profile.agent:
-        raise SearchError(
-            f"profile {name} is measured through an agent; --confirm measures on this machine"
-        )
+    if agent is not None:
+        profile = profile.with_agent(None if agent == "local" else agent)
     return profile
 
 
-def confirm_study(study: optuna.Study, *, study_dir: Path) -> str:
-    """``report --confirm``: confirm the front with the study's own profile; what it found."""
-    spec = study_profile(study).measure_spec()
-    return "\n".join(summary_lines(confirm_front(study, spec=spec, study_dir=study_dir)))
+def confirm_study(study: optuna.Study, *, study_dir: Path, agent: str | None = None) -> str:
+    """``report --confirm``: confirm the front with the study's own profile, where it measures
+    (its agent, or ``agent``); what it found.
+
+    Raises:
+        SearchError, AgentError, ProviderError: one line each (no study, another device, the
+            agent unreachable or without the profile's providers).
+    """
+    profile = study_profile(study, agent=agent)
+    spec = profile.measure_spec()
+    target = open_target(spec, agent=profile.agent, token_env=profile.agent_token_env)
+    return "\n".join(summary_lines(confirm_front(study, target=target, study_dir=study_dir)))
 
 
 def confirmed_figures(study: optuna.Study, number: int) -> dict[str, Any] | None:

@@ -193,7 +193,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
             _run_trials(study, spec, joined, trials=trials, progress=progress)
         finally:
             cpu.release()
-        confirm_after_run(study, profile=profile, study_dir=spec.study_dir, timing=cpu.timing)
+        confirm_after_run(study, profile=profile, study_dir=spec.study_dir, target=target)
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
     return study
 

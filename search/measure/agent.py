@@ -11,6 +11,9 @@ GET    /v1/blobs/<sha256>      a stored array (the outputs of a measurement)
 DELETE /v1/blobs/<sha256>      forget an upload (the client drops each model after measuring)
 POST   /v1/measure             JSON naming the model, inputs, profile (and a reference model to
                                pair latency with); returns the summary
+POST   /v1/confirm             JSON naming models (name -> upload), a reference model, the
+                               latency input (or null) and the profile: the models timed
+                               interleaved with the reference (a study's front confirmation)
 ====== ======================= ==========================================================
 
 Every request must carry ``Authorization: Bearer <token>``; any other is answered 401 before
@@ -46,6 +49,8 @@ import onnxruntime as ort
 
 from search.errors import AgentError, ProviderError
 from search.measure.agent_limits import ConnectionLimits, HeadDeadline
+from search.measure.agent_token import check_token, private_dir
+from search.measure.confirmation import REQUIRED, check_names, time_files
 from search.measure.measurement import measure_onnx
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
@@ -53,17 +58,6 @@ from search.measure.spec import MeasureSpec
 API = "/v1"
 _BLOB = re.compile(rf"^{API}/blobs/([0-9a-f]{{64}})$")
 _JSON_LIMIT = 1 << 20  # a measure request is a few hundred bytes of JSON
-TOKEN_MIN_CHARS = 8
-
-
-def check_token(token: str) -> str:
-    """``token``, or a one-line :class:`AgentError` when it is too short to be a secret."""
-    if len(token) < TOKEN_MIN_CHARS:
-        raise AgentError(
-            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: set "
-            "SEARCH_AGENT_TOKEN or pass --token-file"
-        )
-    return token
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
         self.store = private_dir(Path(settings.work_dir or self._tmp.name))
         self.lock = threading.Lock()
         self.init_limits(settings.max_connections)
-        self.counts = {"uploads": 0, "measurements": 0, "refused": 0}
+        self.counts = {"uploads": 0, "measurements": 0, "confirmations": 0, "refused": 0}
         self.info = {
             "providers": available_providers(),
             "onnxruntime": ort.__version__,
@@ -150,24 +144,68 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
                 return path
         return None
 
-    def measure(self, request: dict[str, Any]) -> dict[str, Any]:
-        paths = {}
-        optional = ("reference",) if request.get("reference") is not None else ()
-        for key in ("model", "eval_inputs", "latency_input", *optional):
-            sha = request.get(key)
-            path = (
-                self.blob(sha)
-                if isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha)
-                else None
-            )
-            onnx_key = key in ("model", "reference")
-            if path is None or path.suffix != (".onnx" if onnx_key else ".npy"):
-                raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
-            paths[key] = path
+    def _upload(self, key: str, sha: Any, kind: str) -> Path:
+        """The stored upload ``sha`` of ``kind`` (``onnx`` or ``npy``) named by ``key``."""
+        ok = isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha)
+        path = self.blob(sha) if ok else None
+        if path is None or path.suffix != f".{kind}":
+            raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
+        return path
+
+    @staticmethod
+    def _spec(request: dict[str, Any]) -> MeasureSpec:
         try:
-            spec = MeasureSpec.from_json(request.get("profile"))
+            return MeasureSpec.from_json(request.get("profile"))
         except (TypeError, ValueError) as e:
             raise BadRequest(400, f"bad profile: {e}") from None
+
+    def confirm(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/confirm``: uploaded models (``models``: name -> sha) timed interleaved
+        with the uploaded ``reference`` (:func:`~search.measure.confirmation.time_files`)."""
+        missing = [k for k in REQUIRED if k not in request]
+        models = request.get("models")
+        if missing or not isinstance(models, dict):
+            raise BadRequest(
+                400, f"a confirm request needs {', '.join(REQUIRED)} (models: an object)"
+            )
+        try:
+            check_names(list(models))
+        except ValueError as e:
+            raise BadRequest(400, str(e)) from None
+        paths = {n: self._upload(f"model {n}", sha, "onnx") for n, sha in models.items()}
+        reference = self._upload("reference", request["reference"], "onnx")
+        feed = request["latency_input"]
+        latency = (
+            None
+            if feed is None
+            else np.load(self._upload("latency_input", feed, "npy"), allow_pickle=False)
+        )
+        spec = self._spec(request)
+        with self.lock:
+            self.counts["confirmations"] += 1
+            out = time_files(
+                paths,
+                reference=reference,
+                spec=spec,
+                latency_input=latency,
+                device_label=self.settings.label,
+            )
+        print(
+            f"confirmed {len(paths)} model(s) against the reference for profile '{spec.name}' "
+            f"over {out['rounds']} interleaved rounds",
+            flush=True,
+        )
+        return out
+
+    def measure(self, request: dict[str, Any]) -> dict[str, Any]:
+        optional = ("reference",) if request.get("reference") is not None else ()
+        paths = {
+            key: self._upload(
+                key, request.get(key), "onnx" if key in ("model", "reference") else "npy"
+            )
+            for key in ("model", "eval_inputs", "latency_input", *optional)
+        }
+        spec = self._spec(request)
         with self.lock:
             self.counts["measurements"] += 1
             m = measure_onnx(
@@ -270,14 +308,16 @@ class _Handler(HeadDeadline, BaseHTTPRequestHandler):
                 self._json(200, {"deleted": blob.group(1)})
             elif self.command == "PUT" and blob:
                 self._put(blob.group(1), parse_qs(url.query).get("kind", [""])[0])
-            elif self.command == "POST" and url.path == f"{API}/measure":
+            elif self.command == "POST" and url.path in (f"{API}/measure", f"{API}/confirm"):
+                what = url.path.rsplit("/", 1)[1]
                 try:
                     request = json.loads(self._body(_JSON_LIMIT) or b"{}")
                 except ValueError:
-                    raise BadRequest(400, "the measure request is not JSON") from None
+                    raise BadRequest(400, f"the {what} request is not JSON") from None
                 if not isinstance(request, dict):
-                    raise BadRequest(400, "the measure request must be a JSON object")
-                self._json(200, self.server.measure(request))
+                    raise BadRequest(400, f"the {what} request must be a JSON object")
+                run = self.server.measure if what == "measure" else self.server.confirm
+                self._json(200, run(request))
             else:
                 raise BadRequest(404, f"no endpoint {self.command} {url.path}")
         except BadRequest as e:
@@ -322,29 +362,6 @@ def _status_of(e: BaseException) -> int:
     if type(e).__module__.startswith("onnxruntime"):  # InvalidArgument, Fail, InvalidGraph
         return 400
     return 500
-
-
-def private_dir(path: Path) -> Path:
-    """``path`` created (with parents) and made 0700: uploads are readable by this user only.
-
-    Raises:
-        AgentError: ``path`` exists and other users can read or enter it.
-    """
-    if path.exists() and not path.is_dir():
-        raise AgentError(f"--work-dir {path} is not a folder")
-    if not path.exists():
-        try:
-            path.mkdir(parents=True, mode=0o700)
-            path.chmod(0o700)  # mkdir's mode is masked by the umask
-        except OSError as e:
-            raise AgentError(f"--work-dir {path} cannot be created: {e.strerror}") from None
-    elif path.stat().st_mode & 0o077:
-        mode = oct(path.stat().st_mode & 0o777)[2:]
-        raise AgentError(
-            f"--work-dir {path} can be read by other users (mode {mode}): chmod 700 it or "
-            "name a new folder"
-        )
-    return path
 
 
 def serve(settings: AgentSettings) -> AgentServer:

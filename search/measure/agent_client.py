@@ -8,6 +8,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,29 @@ class AgentClient:
             device=summary["device"],
             extra={**extra, "measured_by": f"agent {self.url}"},
         )
+
+    def confirm(
+        self,
+        paths: Mapping[str, Path],
+        *,
+        reference: Path,
+        latency_input: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """Time ``paths`` (name -> ONNX file) interleaved with ``reference`` on the agent
+        (``POST /v1/confirm``, :func:`~search.measure.confirmation.time_files` there); the
+        models are dropped from the agent afterwards."""
+        if self.spec is None:
+            raise ValueError("connect() the client to a spec before confirming")
+        models = {n: self.upload(Path(p).read_bytes(), "onnx") for n, p in paths.items()}
+        request = {
+            "models": models,
+            "reference": self.upload(Path(reference).read_bytes(), "onnx"),
+            "latency_input": None if latency_input is None else self._array(latency_input),
+            "profile": self.spec.to_json(),
+        }
+        body = json.dumps(request).encode()
+        status, data = self._request("POST", "/v1/confirm", body, ctype="application/json")
+        out = json.loads(self._checked(status, data, "to confirm the front"))
+        for sha in models.values():
+            self._request("DELETE", f"/v1/blobs/{sha}")
+        return {**out, "measured_by": f"agent {self.url}"}

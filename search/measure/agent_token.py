@@ -59,3 +59,39 @@ def agent_token(
             f"set {env} or use --token-file instead"
         ]
     return os.environ.get(env, ""), []
+
+
+TOKEN_MIN_CHARS = 8
+
+
+def check_token(token: str) -> str:
+    """``token``, or a one-line :class:`AgentError` when it is too short to be a secret."""
+    if len(token) < TOKEN_MIN_CHARS:
+        raise AgentError(
+            f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: set "
+            "SEARCH_AGENT_TOKEN or pass --token-file"
+        )
+    return token
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (with parents) and made 0700: uploads are readable by this user only.
+
+    Raises:
+        AgentError: ``path`` exists and other users can read or enter it.
+    """
+    if path.exists() and not path.is_dir():
+        raise AgentError(f"--work-dir {path} is not a folder")
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+            path.chmod(0o700)  # mkdir's mode is masked by the umask
+        except OSError as e:
+            raise AgentError(f"--work-dir {path} cannot be created: {e.strerror}") from None
+    elif path.stat().st_mode & 0o077:
+        mode = oct(path.stat().st_mode & 0o777)[2:]
+        raise AgentError(
+            f"--work-dir {path} can be read by other users (mode {mode}): chmod 700 it or "
+            "name a new folder"
+        )
+    return path

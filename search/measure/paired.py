@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,11 @@ class PairedLatency:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "spread": self.spread, "confidence": CONFIDENCE}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairedLatency:
+        """The inverse of :meth:`to_dict` (derived keys are dropped)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def median_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:

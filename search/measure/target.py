@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from search.measure.agent_client import AgentClient
+from search.measure.confirmation import time_files
 from search.measure.measurement import Measurement, measure_onnx
 from search.measure.runtime import check_providers, describe_device
 from search.measure.spec import MeasureSpec
@@ -19,10 +20,12 @@ DEFAULT_TOKEN_ENV = "SEARCH_AGENT_TOKEN"
 
 
 class Target(Protocol):
-    """What a study measures on: ``where`` and ``device`` describe it for messages."""
+    """What a study measures on: ``where`` and ``device`` describe it for messages; ``spec``
+    is the profile's measure spec it runs."""
 
     where: str
     device: str
+    spec: Any
 
     def measure(
         self,
@@ -34,6 +37,17 @@ class Target(Protocol):
     ) -> Measurement:
         """Measure ``path``; with ``reference`` its latency is paired with that file's
         (:func:`~search.measure.measurement.measure_onnx`)."""
+        ...
+
+    def confirm(
+        self,
+        paths: Mapping[str, Path],
+        *,
+        reference: Path,
+        latency_input: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """Time ``paths`` interleaved with ``reference``
+        (:func:`~search.measure.confirmation.time_files`)."""
         ...
 
 
@@ -67,6 +81,21 @@ class LocalTarget:
             eval_inputs=eval_inputs,
             latency_input=latency_input,
             reference=reference,
+            timing=self.timing,
+        )
+
+    def confirm(
+        self,
+        paths: Mapping[str, Path],
+        *,
+        reference: Path,
+        latency_input: np.ndarray | None,
+    ) -> dict[str, Any]:
+        return time_files(
+            paths,
+            reference=reference,
+            spec=self.spec,
+            latency_input=latency_input,
             timing=self.timing,
         )
 

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from search.errors import AgentError, SearchError
 from search.measure.agent import AgentSettings, serve
@@ -67,7 +68,7 @@ def test_wrong_or_missing_token_gets_401_and_runs_nothing(server):
         request = json.dumps({"model": sha, "eval_inputs": sha, "latency_input": sha}).encode()
         assert _raw(server, "POST", "/v1/measure", token=token, body=request)[0] == 401
         assert _raw(server, "GET", "/v1/info", token=token)[0] == 401
-    assert server.counts == {"uploads": 0, "measurements": 0, "refused": 9}
+    assert server.counts == {"uploads": 0, "measurements": 0, "confirmations": 0, "refused": 9}
     assert server.blob(sha) is None
     # The same upload with the right token is accepted, so the 401s were about the token.
     assert _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=TOKEN, body=data)[0] == 201
@@ -202,7 +203,10 @@ def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monke
 
     monkeypatch.setenv("SEARCH_AGENT_TOKEN", TOKEN)
     base = load_profile("cpu")
-    profile = base.model_validate({**base.model_dump(), "agent": url, "measure": FAST_MEASURE})
+    data = {**base.model_dump(exclude={"name", "path"}), "agent": url, "measure": FAST_MEASURE}
+    profile_path = tmp_path / "agent-cpu.yaml"  # a file: report --confirm reads it again
+    profile_path.write_text(yaml.safe_dump(data))
+    profile = load_profile(str(profile_path))
     space_path = tmp_path / "tiny.yaml"
     space_path.write_text(TINY_SPACE)
     spec = StudySpec(
@@ -226,11 +230,54 @@ def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monke
         assert m["latency"][0]["runs"] >= 10
         assert m["paired"]["relative"] > 0  # paired with the baseline, on the agent
     assert study.user_attrs["baseline"]["measurement"]["device"].endswith(LABEL)
+    # The front was confirmed on the agent, at the end of run, interleaved with the baseline.
+    confirmed = study.user_attrs["confirmed"]
+    assert confirmed["measured_by"] == f"agent {url}" and confirmed["device"].endswith(LABEL)
+    assert confirmed["trials"] and all(
+        r["latency_relative"] > 0 for r in confirmed["trials"].values()
+    )
     # The inputs and the baseline (the reference) were uploaded once and kept; each model and
-    # its outputs were dropped after use.
+    # its outputs were dropped after use (the confirmation's models too).
     assert sorted(p.suffix for p in store.iterdir()) == [".npy", ".npy", ".onnx"]
+    # report --confirm measures there again (the profile's agent); on this machine (--agent
+    # local) it is refused in one line: the study was measured on the agent's device.
+    from search.cli import main
+
+    study.set_user_attr("confirmed", None)
+    where = ["--study", "tiny-agent", "--results-dir", str(tmp_path), "--no-png"]
+    assert main(["report", "--confirm", *where]) == 0
+    again = load_study(study_name="tiny-agent", storage=spec.storage_url).user_attrs["confirmed"]
+    assert again["measured_by"] == f"agent {url}" and again["rounds"] > 0
+    assert main(["report", "--confirm", "--agent", "local", *where]) == 2
     # Resuming it measured elsewhere (here, without the agent's label) is refused before a trial.
     local = profile.model_validate({**profile.model_dump(), "agent": None})
     with pytest.raises(SearchError, match="was measured on"):
         run_study(dataclasses.replace(spec, profile=local), trials=3, progress=False)
     assert len(load_study(study_name="tiny-agent", storage=spec.storage_url).trials) == 2
+
+
+def test_bad_confirm_requests_get_400_or_409_and_run_nothing(server):
+    good = _npy(np.zeros((1, 4), dtype=np.float32))
+    sha = hashlib.sha256(good).hexdigest()
+    assert _raw(server, "PUT", f"/v1/blobs/{sha}?kind=npy", token=TOKEN, body=good)[0] == 201
+    missing = "1" * 64
+    cases = {
+        b"not json": 400,
+        b"[]": 400,
+        json.dumps({"models": {"0": missing}}).encode(): 400,  # no reference, input, profile
+        json.dumps(
+            {"models": {"reference": missing}, "reference": missing, "latency_input": None,
+             "profile": {}}
+        ).encode(): 400,  # a model may not take the reference's name
+        json.dumps(
+            {"models": {"0": missing}, "reference": missing, "latency_input": sha, "profile": {}}
+        ).encode(): 409,  # not uploaded
+        json.dumps(
+            {"models": {"0": sha}, "reference": sha, "latency_input": sha, "profile": {}}
+        ).encode(): 409,  # an array is not a model
+    }  # fmt: skip
+    for body, status in cases.items():
+        got, data = _raw(server, "POST", "/v1/confirm", token=TOKEN, body=body)
+        assert got == status, (body, data)
+        assert "error" in json.loads(data)
+    assert server.counts["confirmations"] == 0

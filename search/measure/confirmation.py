@@ -1,0 +1,104 @@
+"""Several ONNX files timed interleaved with one reference, wherever the profile measures.
+
+The confirmation of a study's front (:mod:`search.confirm`) re-times its Pareto trials and the
+float baseline side by side. The timing itself lives here, below the study, so that the agent
+on a remote target runs exactly the same code as this machine does: :func:`time_files` is what
+``LocalTarget.confirm`` calls and what the agent's ``POST /v1/confirm`` runs.
+
+Example:
+    >>> sorted(REQUIRED)
+    ['latency_input', 'models', 'profile', 'reference']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.measure.latency import cpu_timed, make_runner
+from search.measure.paired import time_paired
+from search.measure.runtime import create_session, describe_device
+from search.measure.spec import MeasureSpec
+
+REFERENCE = "reference"
+NAME = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+MAX_FILES = 64  # a front of more trials than this is re-timed in parts by the caller
+REQUIRED = ("models", "reference", "latency_input", "profile")
+
+
+def check_names(names: list[str]) -> None:
+    """Raise ``ValueError`` unless ``names`` are 1-64 plain characters, not ``reference``, at
+    most :data:`MAX_FILES`."""
+    if not names or len(names) > MAX_FILES:
+        raise ValueError(f"1 to {MAX_FILES} models are timed at once, not {len(names)}")
+    bad = [n for n in names if not NAME.match(n) or n == REFERENCE]
+    if bad:
+        raise ValueError(f"model names must match {NAME.pattern} and not be '{REFERENCE}': {bad}")
+
+
+def time_files(
+    paths: Mapping[str, Path],
+    *,
+    reference: Path,
+    spec: MeasureSpec,
+    latency_input: np.ndarray | None,
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
+    device_label: str = "",
+) -> dict[str, Any]:
+    """Time every file of ``paths`` (name -> ONNX file) and ``reference`` interleaved over the
+    profile's ``confirm_rounds`` rounds of ``paired_runs`` runs, pairing each with the reference
+    (:func:`~search.measure.paired.time_paired`: noisy spreads are timed again).
+
+    ``latency_input`` is one input (its first row is repeated to the spec's first batch size);
+    None: a seeded standard-normal array of the reference's input shape. ``timing()`` is held
+    around the runs (a study's host lock); ``device_label`` as in
+    :func:`~search.measure.runtime.describe_device`.
+
+    Returns:
+        JSON-ready: ``clock`` (``cpu`` or ``wall``), ``rounds``, ``runs_per_round``, ``load``,
+        ``reference_p50_ms`` (wall p50 of the reference over its runs in the window),
+        ``device`` and ``paired``: name -> :meth:`PairedLatency.to_dict`.
+
+    Raises:
+        ValueError: bad names (:func:`check_names`).
+        ProviderError: a session would not run on the profile's providers.
+    """
+    check_names(list(paths))
+    sessions = {REFERENCE: create_session(reference, spec)}
+    sessions.update({n: create_session(p, spec) for n, p in paths.items()})
+    feed = _feed(sessions[REFERENCE], latency_input, spec.batch_sizes[0])
+    runners = {n: make_runner(s, {s.get_inputs()[0].name: feed}) for n, s in sessions.items()}
+    clock = "cpu" if cpu_timed(spec) else "wall"
+    settings = spec.measure
+    lock = timing() if timing is not None else contextlib.nullcontext()
+    with lock:
+        times, paired, load = time_paired(
+            runners,
+            reference=REFERENCE,
+            settings=settings,
+            clock=clock,
+            rounds=settings.confirm_rounds,
+        )
+    return {
+        "clock": clock,
+        "rounds": next(iter(paired.values())).rounds if paired else 0,
+        "runs_per_round": settings.paired_runs,
+        "load": load.to_dict(),
+        "reference_p50_ms": float(np.median(np.concatenate(times[REFERENCE].wall))),
+        "device": describe_device(device_label),
+        "paired": {n: p.to_dict() for n, p in paired.items()},
+    }
+
+
+def _feed(session: Any, latency_input: np.ndarray | None, batch: int) -> np.ndarray:
+    if latency_input is not None:
+        one = np.asarray(latency_input, dtype=np.float32)[:1]
+    else:
+        dims = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+        one = np.random.default_rng(0).standard_normal(dims).astype(np.float32)[:1]
+    return np.repeat(one, batch, axis=0)
