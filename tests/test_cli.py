@@ -64,6 +64,20 @@ def test_report_of_missing_study(tmp_path):
     _assert_clean_failure(proc, results, "no study")
 
 
+def test_report_agent_without_confirm(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli("report", "--study", "s", "--agent", "http://127.0.0.1:1", results=results)
+    _assert_clean_failure(proc, results, "--agent measures the confirmation: add --confirm")
+
+
+def test_a_bad_warm_start_in_a_space_file(tmp_path):
+    space = tmp_path / "warm.yaml"
+    space.write_text("search: {warm_start: [0.3, 1.2]}\n")
+    results = tmp_path / "results"
+    proc = run_cli("run", "--space", str(space), results=results)
+    _assert_clean_failure(proc, results, "warm_start prune ratios must be in [0, 1)")
+
+
 def test_storage_without_its_driver(tmp_path):
     results = tmp_path / "results"
     proc = run_cli("run", "--storage", "mysql://u:p@127.0.0.1:1/db", results=results)
