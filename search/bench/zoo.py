@@ -120,22 +120,31 @@ def _row(r: dict[str, Any]) -> str:
     return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
 
 
+def _version(*names: str) -> str:
+    """The installed version of the first distribution of ``names`` (``?`` if none is)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "?"
+
+
 def table(records: list[dict[str, Any]], *, mem_gb: float, max_params: float) -> str:
     """The markdown page: date, versions, settings, totals, one row per model."""
-    import onnxruntime
-    import torch
-    import torch_pruning
-    import torchvision
-
     totals = Counter(r["verdict"] for r in records)
     skipped = [r["model"] for r in records if r["verdict"] == "SKIP"]
     alone = [r for r in records if r.get("left_alone")]
     lines = [
         "# Model zoo: every torchvision classifier through one short trial",
         "",
-        f"{datetime.date.today().isoformat()}, {platform.machine()}, torch {torch.__version__}, "
-        f"torchvision {torchvision.__version__}, torch-pruning {torch_pruning.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}. Command: `python benchmarks/zoo.py run`.",
+        # The installed distributions' versions (torch_pruning.__version__ lags its release).
+        f"{datetime.date.today().isoformat()}, {platform.machine()}, torch {_version('torch')}, "
+        f"torchvision {_version('torchvision')}, torch-pruning {_version('torch-pruning')}, "
+        f"onnxruntime {_version('onnxruntime', 'onnxruntime-gpu')}. "
+        "Command: `python benchmarks/zoo.py run`.",
         "",
         "Each model, randomly initialised with 10 classes, runs in its own child process "
         f"(address space limited to {mem_gb:g} GB, {TIMEOUT_S} s, one thread) through the "

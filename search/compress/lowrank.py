@@ -103,8 +103,11 @@ class LowRankSpace(Section):
         ``lowrank_ratio`` and ``lowrank_ratio_<group>`` (a single choice is no parameter).
 
         Every parameter is suggested even when not applied: a fixed set of parameters keeps
-        multivariate TPE modelling them jointly.
+        multivariate TPE modelling them jointly. A space that never applies low-rank
+        (``apply: [false]``) suggests none: they would be dimensions that change nothing.
         """
+        if self.apply == [False]:
+            return LowRankConfig(apply=False)
         return LowRankConfig(
             apply=choose(trial, "lowrank", self.apply),
             kind=choose(trial, "lowrank_kind", self.kind),

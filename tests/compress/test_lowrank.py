@@ -261,6 +261,12 @@ def test_space_samples_lowrank_and_validates(tmp_path) -> None:
     fixed = LowRankSpace.model_validate({"apply": True, "kind": "channel", "rank_ratio": 0.5})
     assert fixed.apply == [True] and fixed.kind == ["channel"] and fixed.rank_ratio.high == 0.5
 
+    # A space that never factorizes suggests no low-rank parameter at all.
+    off = Space.model_validate({"lowrank": {"apply": False, "groups": space.lowrank.groups}})
+    trial = study.ask()
+    assert off.sample(trial).lowrank.apply is False
+    assert not [name for name in trial.params if name.startswith("lowrank")]
+
 
 def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:
     from search.compress.distill import DistillConfig
