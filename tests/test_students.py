@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -149,6 +150,10 @@ def test_a_trial_reusing_a_student_skips_distillation_and_measures_another_plan(
     art = tmp_path / "reuse" / "artifacts"
     assert (art / "0" / "model.onnx").read_bytes() == (art / "1" / "model.onnx").read_bytes()
     assert (tmp_path / "reuse" / "students" / a["student"] / "state.pt").is_file()
+    # trials.csv says which trial reused whose student, and where each trained.
+    csv = pd.read_csv(tmp_path / "reuse" / "trials.csv")
+    assert csv.reused_student_of.isna().tolist() == [True, False]
+    assert csv.reused_student_of.iloc[1] == fresh.number and (csv.train_device == "cpu").all()
 
 
 def test_a_repeated_plan_is_replaced_by_the_nearest_unmeasured_one(tmp_path):

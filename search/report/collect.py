@@ -94,6 +94,9 @@ def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]
     measured = rec.get("measured_onnx") or rec.get("onnx")
     row["measured_file"] = Path(measured).name if measured else ""
     row["duration_s"] = t.user_attrs.get("duration_s")
+    # Where it trained, and the trial whose distilled student it reused (search.students).
+    row["train_device"] = rec.get("train_device")
+    row["reused_student_of"] = (rec.get("reused_student") or {}).get("trial")
     row["fail_reason"] = t.user_attrs.get("fail_reason", "")
     config = rec.get("config") or t.user_attrs.get("config") or t.params
     row["config"] = json.dumps(config, sort_keys=True, default=str)
