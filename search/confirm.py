@@ -26,7 +26,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.errors import SearchError
+from search.errors import AgentError, SearchError
+from search.measure.confirmation import MAX_FILES
 from search.measure.paired import PairedLatency
 from search.measure.target import Target, open_target
 
@@ -98,10 +99,19 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
     front = {str(t.number): t for t in study.best_trials}
     paths = {n: _measured_file(t, Path(study_dir)) for n, t in front.items()}
     missing = sorted(n for n, p in paths.items() if p is None)
-    found = {n: p for n, p in paths.items() if p is not None}
-    timed = target.confirm(
-        found, reference=references / "model.onnx", latency_input=_latency_input(references)
-    )
+    found = sorted((n, p) for n, p in paths.items() if p is not None)
+    if not found:
+        raise SearchError(
+            f"none of the {len(paths)} Pareto trials' files is under {study_dir}/artifacts; "
+            "pass the --results-dir the study wrote to"
+        )
+    feed = _latency_input(references)
+    timed: dict[str, Any] = {}
+    for i in range(0, len(found), MAX_FILES):  # a target times at most MAX_FILES at once
+        part = target.confirm(
+            dict(found[i : i + MAX_FILES]), reference=references / "model.onnx", latency_input=feed
+        )
+        timed = {**part, "paired": {**timed.get("paired", {}), **part["paired"]}}
     paired = {n: PairedLatency.from_dict(d) for n, d in timed["paired"].items()}
     scale = float(baseline["latency_scale_ms"])
     threshold = target.spec.measure.noise_threshold
@@ -193,8 +203,12 @@ def confirm_after_run(
         return
     if target is None:
         target = open_target(profile.measure_spec(), timing=timing)
-    with console.status(f"confirming the front {_where(target)}: Pareto trials and baseline"):
-        confirmed = confirm_front(study, target=target, study_dir=study_dir)
+    try:
+        with console.status(f"confirming the front {_where(target)}: Pareto trials, baseline"):
+            confirmed = confirm_front(study, target=target, study_dir=study_dir)
+    except (SearchError, AgentError) as e:  # the trials are done: say so, keep the study
+        console.print(f"front not confirmed: {e}", markup=False)
+        return
     for line in summary_lines(confirmed):
         console.print(line, markup=False)
     write_outputs(study, study_dir, html=True)

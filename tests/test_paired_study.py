@@ -183,3 +183,27 @@ def test_report_confirm_writes_confirmed_figures_to_pareto_csv_and_trial_json(
     assert confirmed["rounds"] >= 60 and isinstance(confirmed["on_front"], bool)
     assert info["measurements"]["test_accuracy"] is not None
     assert np.isfinite(info["measurements"]["latency_relative"])
+
+
+def test_a_front_that_cannot_be_confirmed_ends_run_with_a_line_not_an_error(tmp_path, capsys):
+    """The trials are done: a confirmation without files says why and leaves the study be."""
+    from search.confirm import confirm_after_run
+    from search.measure.target import LocalTarget
+    from search.progress import console
+
+    profile = load_profile(str(DATA / "tiny_cpu.yaml"))
+    target = LocalTarget(profile.measure_spec())
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(
+        "baseline", {"measurement": {"device": target.device}, "latency_scale_ms": 1.0}
+    )
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 0.5]))
+    with console.capture() as out:
+        confirm_after_run(study, profile=profile, study_dir=tmp_path, target=target)
+    assert "front not confirmed: no baseline file" in out.get()
+    assert "confirmed" not in study.user_attrs
+    (tmp_path / "artifacts" / "baseline").mkdir(parents=True)
+    (tmp_path / "artifacts" / "baseline" / "model.onnx").write_bytes(b"")
+    with console.capture() as out:
+        confirm_after_run(study, profile=profile, study_dir=tmp_path, target=target)
+    assert "none of the 1 Pareto trials' files" in out.get()
