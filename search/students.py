@@ -340,7 +340,9 @@ def skip_same_plan(
 ) -> None:
     """Stop a trial enqueued for a student whose sampled plan that student was already measured
     with (it would measure the very same file again); the student gets another try
-    (:func:`replan`).
+    (:func:`replan`). The stopped trial did no work, so it does not count toward ``--trials``
+    (``uncounted``, :mod:`search.distributed`); repeats are bounded by ``plans_per_student`` per
+    student.
 
     Raises:
         optuna.TrialPruned: naming the trial that measured the same plan.
@@ -350,8 +352,12 @@ def skip_same_plan(
     twin = same_plan_as(study, trial, cfg.quantize.to_dict())
     if twin is not None:
         trial.set_user_attr("same_plan_as", twin)
-        replan(study, trial, space=space, profile=profile)
-        raise optuna.TrialPruned(f"same precision plan as trial {twin} on the same student")
+        trial.set_user_attr("uncounted", True)
+        again = replan(study, trial, space=space, profile=profile)
+        then = "; another plan is queued" if again else ""
+        raise optuna.TrialPruned(
+            f"same precision plan as trial {twin} on the same student (not counted{then})"
+        )
 
 
 def after_trial(

@@ -181,3 +181,25 @@ def test_a_repeated_plan_is_replaced_by_the_nearest_unmeasured_one(tmp_path):
     third = study.ask()
     third.set_user_attr("same_plan_as", first.number)
     assert not replan(study, third, space=space, profile=profile)
+
+
+def test_a_repeat_is_stopped_before_any_work_and_does_not_count(tmp_path):
+    from search.distributed import is_counted
+    from search.students import skip_same_plan
+
+    space, profile = _space(tmp_path), load_profile("cpu")
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    first = study.ask()
+    first.set_user_attr("config", space.sample(first, profile).to_dict())
+    study.tell(first, [0.5, 1.0])
+    study.enqueue_trial(dict(first.params), user_attrs={"student_of": first.number})
+    again = study.ask()  # the sampler drew the plan the student was measured with
+    cfg = space.sample(again, profile)
+    with pytest.raises(optuna.TrialPruned, match="not counted; another plan is queued"):
+        skip_same_plan(study, again, space=space, profile=profile, cfg=cfg)
+    study.tell(again, state=TrialState.PRUNED)
+    stopped = study.trials[again.number]
+    assert stopped.user_attrs["uncounted"] and not is_counted(stopped)
+    assert [t.state for t in study.trials].count(TrialState.WAITING) == 1  # the other plan
