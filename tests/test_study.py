@@ -130,7 +130,8 @@ def test_killed_study_keeps_finished_trials_and_resumes(teacher_cache, tiny_spac
     interrupted = study.trials[killed_at]
     assert interrupted.state == TrialState.FAIL
     assert "interrupted" in interrupted.user_attrs["fail_reason"]
-    # Redone with the same parameters (when it had drawn them before the kill).
+    # Redone with the same parameters (those it had drawn before the kill).
     (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_at]
     assert retry.state == TrialState.COMPLETE
-    assert retry.params == interrupted.params or not interrupted.params
+    # (a kill mid-sampling leaves some drawn: those are kept, the rest drawn again)
+    assert interrupted.params.items() <= retry.params.items()
