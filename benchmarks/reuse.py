@@ -105,7 +105,11 @@ def _points(trials: list[dict[str, Any]], latency: dict[str, Any]) -> list[Any]:
     from search.bench.metrics import Point
 
     return [
-        Point(accuracy=t["accuracy"], latency_ms=latency[t["onnx"]].p50_ms, label=str(t["number"]))
+        Point(
+            accuracy=t["accuracy"],
+            latency_ms=latency[t["onnx"]].latency_ms,
+            label=str(t["number"]),
+        )
         for t in trials
         if t["state"] == "COMPLETE" and t["onnx"] in latency
     ]
@@ -127,11 +131,12 @@ def _score(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[st
     example = load_task(args.task, seed=args.seed, cache_dir=Path(args.out) / "studies")
     latency = measure_interleaved(
         candidates,
+        reference="float",
         spec=load_profile(args.hw).measure_spec(),
         example_input=example.example_input.numpy(),
         rounds=args.rounds,
     )
-    base_ms = latency["float"].p50_ms
+    base_ms = latency["float"].latency_ms
     rows = []
     for r in runs:
         hv = {}

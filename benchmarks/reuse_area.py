@@ -48,21 +48,21 @@ shape = [
 ]
 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 spec = load_profile(hw).measure_spec()
-lat = measure_interleaved(cands, spec=spec, example_input=x, rounds=10)
+lat = measure_interleaved(cands, reference="float", spec=spec, example_input=x, rounds=10)
 base_acc = runs[2][0].user_attrs["baseline"]["accuracy"]
-ref_lat = max(v.p50_ms for v in lat.values())
+ref_lat = max(v.latency_ms for v in lat.values())
 out = {
     "budget_s": budget,
-    "float_p50_ms": lat["float"].p50_ms,
+    "float_p50_ms": lat["float"].latency_ms,
     "ref_latency_ms": ref_lat,
     "base_accuracy": base_acc,
 }
 for k in (2, 1):
-    pts = [(t.user_attrs["record"]["accuracy"], lat[f"{k}-{t.number}"].p50_ms) for t in cut[k]]
+    pts = [(t.user_attrs["record"]["accuracy"], lat[f"{k}-{t.number}"].latency_ms) for t in cut[k]]
     out[f"plans{k}"] = {
         "trials_within_budget": len(cut[k]),
         "area_ref_slowest": hypervolume(pts, reference=(base_acc - 0.05, ref_lat)),
         "best_accuracy": max(p[0] for p in pts),
-        "faster_than_float": sum(p[1] < lat["float"].p50_ms for p in pts),
+        "faster_than_float": sum(p[1] < lat["float"].latency_ms for p in pts),
     }
 print(json.dumps(out, indent=1))

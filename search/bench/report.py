@@ -46,7 +46,7 @@ def title(name: str) -> str:
 
 def _remeasured(points: list[Point], latency: dict[str, Any]) -> list[Point]:
     return [
-        dataclasses.replace(p, latency_ms=latency[p.extra["onnx"]].p50_ms)
+        dataclasses.replace(p, latency_ms=latency[p.extra["onnx"]].latency_ms)
         for p in points
         if p.extra.get("onnx") in latency
     ]
@@ -125,7 +125,7 @@ def summarize_runs(
     float_point = runs[0].points[0]
     base = {
         "accuracy": float_point.accuracy,
-        "latency_ms": latency[float_point.extra["onnx"]].p50_ms,
+        "latency_ms": latency[float_point.extra["onnx"]].latency_ms,
         "size_bytes": float_point.size_bytes,
     }
     rows = [_run_row(run, latency=latency, base=base, spec=spec) for run in runs]
@@ -148,9 +148,7 @@ def summarize_runs(
         "runs": rows,
         "methods": methods,
         "targets": targets(methods, joint=spec.methods, random_n=spec.random_factor * spec.trials),
-        "interleaved": {
-            k: {"p50_ms": s.p50_ms, "cv": s.cv, "runs": s.runs} for k, s in latency.items()
-        },
+        "interleaved": {k: s.to_dict() for k, s in latency.items()},
         **extra,
     }
 
@@ -192,9 +190,17 @@ def _header(data: dict[str, Any]) -> list[str]:
         f"baseline - {data['ref_drop']:.2f}); 1.0 would be zero latency at the baseline's "
         f"accuracy. Best speedup: over points at most {pct:g} accuracy point(s) below the "
         "float baseline (1.00x when none is: the float model). Latencies of all compared "
-        "candidates are measured interleaved in one process. Mean ± sample std over seeds; "
-        "methods without a sampler ran once.",
+        "candidates are measured interleaved in one process and paired with the float "
+        f"baseline in the same rounds ({_clock(data)}), as the study measures them. Mean ± "
+        "sample std over seeds; methods without a sampler ran once.",
     ]
+
+
+def _clock(data: dict[str, Any]) -> str:
+    clocks = {v.get("clock") for v in data.get("interleaved", {}).values()}
+    if clocks == {"cpu"}:
+        return "ratio of thread CPU times: ONNX Runtime runs on the calling thread"
+    return "ratio of wall times" if clocks == {"wall"} else "ratio"
 
 
 def _method_table(data: dict[str, Any]) -> list[str]:

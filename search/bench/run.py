@@ -155,7 +155,8 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
 
 
 def _remeasure(spec: BenchSpec, ctx: Any, runs: list[MethodRun]) -> dict[str, Any]:
-    """Every point that could be on a front, re-measured side by side in one process."""
+    """Every point that could be on a front, re-measured side by side in one process, paired
+    with the float baseline (:mod:`search.bench.measure`)."""
     from search.bench.measure import measure_interleaved
     from search.progress import console
 
@@ -167,6 +168,7 @@ def _remeasure(spec: BenchSpec, ctx: Any, runs: list[MethodRun]) -> dict[str, An
     console.print(f"bench: measuring {len(candidates)} candidates interleaved")
     return measure_interleaved(
         candidates,
+        reference=runs[0].points[0].extra["onnx"],  # the float baseline, as summarize_runs
         spec=spec.profile.measure_spec(),
         example_input=ctx.task.example_input.numpy(),
         rounds=spec.rounds,

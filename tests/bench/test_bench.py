@@ -132,6 +132,7 @@ def test_interleaved_latency_of_float_and_int8(tmp_path):
     profile = load_profile("cpu")
     stats = measure_interleaved(
         {"float": src, "int8": dst},
+        reference="float",
         spec=profile.measure_spec(),
         example_input=x[:1].numpy(),
         rounds=3,
@@ -140,6 +141,23 @@ def test_interleaved_latency_of_float_and_int8(tmp_path):
     )
     assert set(stats) == {"float", "int8"}
     assert all(s.runs == 6 and s.p50_ms > 0 for s in stats.values())
+    # The bench compares what the study compares: the ratio to the float baseline timed in the
+    # same rounds, on the profile's clock (the cpu profile runs on one thread: CPU time).
+    ref, int8 = stats["float"], stats["int8"]
+    assert ref.relative == 1.0 and ref.latency_ms == ref.p50_ms
+    assert int8.clock == ref.clock == "cpu"
+    assert int8.ci_low <= int8.relative <= int8.ci_high
+    assert int8.latency_ms == pytest.approx(int8.relative * ref.p50_ms)
+    with pytest.raises(ValueError, match="reference"):
+        measure_interleaved(
+            {"int8": dst},
+            reference="float",
+            spec=profile.measure_spec(),
+            example_input=x[:1].numpy(),
+            rounds=1,
+            runs_per_round=1,
+            warmup_runs=0,
+        )
 
 
 def tiny_task(*, seed: int, cache_dir):
