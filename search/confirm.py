@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.errors import AgentError, SearchError
+from search.errors import SearchError
 from search.measure.confirmation import MAX_FILES
 from search.measure.paired import PairedLatency
 from search.measure.target import Target, open_target
@@ -62,9 +62,8 @@ def _check_target(study: optuna.Study, target: Target) -> None:
     """Refuse a study whose numbers the target's cannot be compared with."""
     before = (study.user_attrs.get("baseline") or {}).get("measurement", {}).get("device")
     if before and before != target.device:
-        where = "this machine" if target.where == "here" else target.where
         raise SearchError(
-            f"study {study.study_name!r} was measured on '{before}', not on {where} "
+            f"study {study.study_name!r} was measured on '{before}', not {target.where} "
             f"('{target.device}'): confirm it where it was measured"
         )
     if "latency_scale_ms" not in (study.user_attrs.get("baseline") or {}):
@@ -204,18 +203,14 @@ def confirm_after_run(
     if target is None:
         target = open_target(profile.measure_spec(), timing=timing)
     try:
-        with console.status(f"confirming the front {_where(target)}: Pareto trials, baseline"):
+        with console.status(f"confirming the front {target.where}: Pareto trials, baseline"):
             confirmed = confirm_front(study, target=target, study_dir=study_dir)
-    except (SearchError, AgentError) as e:  # the trials are done: say so, keep the study
+    except SearchError as e:  # AgentError included; the trials are done: say so, keep the study
         console.print(f"front not confirmed: {e}", markup=False)
         return
     for line in summary_lines(confirmed):
         console.print(line, markup=False)
     write_outputs(study, study_dir, html=True)
-
-
-def _where(target: Target) -> str:
-    return "here" if target.where == "here" else target.where
 
 
 def study_profile(study: optuna.Study, *, agent: str | None = None) -> Any:

@@ -356,7 +356,7 @@ def skip_same_plan(
         again = replan(study, trial, space=space, profile=profile)
         then = "; another plan is queued" if again else ""
         raise optuna.TrialPruned(
-            f"same precision plan as trial {twin} on the same student (not counted{then})"
+            f"same precision plan as trial {twin} on the same student; not counted{then}"
         )
 
 
