@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from search.measure.latency import cpu_timed, make_runner, summarize, time_interleaved
+from search.measure.latency import (
+    Rounds,
+    cpu_timed,
+    make_runner,
+    summarize,
+    time_interleaved,
+)
 from search.measure.paired import relative_latency
 from search.measure.runtime import create_session
 from search.measure.spec import MeasureSpec
@@ -103,7 +109,13 @@ def measure_interleaved(
     times = time_interleaved(
         runners, rounds=rounds, runs_per_round=runs_per_round, warmup_runs=warmup_runs
     )
-    clock = "cpu" if cpu_timed(spec) else "wall"
+    return _paired(times, reference=reference, clock="cpu" if cpu_timed(spec) else "wall", bs=bs)
+
+
+def _paired(
+    times: dict[str, Rounds], *, reference: str, clock: str, bs: int
+) -> dict[str, BenchLatency]:
+    """Each runner's :class:`BenchLatency` from its timed rounds, paired with ``reference``."""
     paired = relative_latency(times, reference=reference, clock=clock)
     own = {name: summarize(np.concatenate(t.wall), bs) for name, t in times.items()}
     ref_p50 = own[reference].p50_ms
