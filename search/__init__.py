@@ -4,8 +4,7 @@ The public API is listed in ``__all__``; names load lazily, so ``import search``
 the measurement agent can run where torch is not installed.
 """
 
-from __future__ import annotations
-
+import _signal  # built in and already loaded at start-up: no file to read before the handler
 import sys
 
 
@@ -26,10 +25,10 @@ def _run_as_main() -> bool:
     return "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["search"]
 
 
-if _run_as_main():  # the earliest moment our code runs: Ctrl-C is one line from here on
-    import signal
-
-    signal.signal(signal.SIGINT, _interrupted_early)
+# The earliest moment our code can answer Ctrl-C: the package's first statements only bind
+# names. (`import signal` here read a file first; an interrupt during that read was a traceback.)
+if _run_as_main():
+    _signal.signal(_signal.SIGINT, _interrupted_early)
 
 import importlib  # noqa: E402 - after the handler: these imports take a while under load
 from typing import Any  # noqa: E402

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -113,18 +114,38 @@ def test_ctrl_c_caught_inside_string_code_still_exits_130(tmp_path):
     assert err.strip().splitlines() == [HINT]
 
 
+def _before_the_handler(err: str) -> bool:
+    """Whether a traceback shows no frame of ours past the line installing the early handler."""
+    init = REPO / "search" / "__init__.py"
+    installs = next(
+        n for n, line in enumerate(init.read_text().splitlines(), 1) if "_signal.signal(" in line
+    )
+    ours = re.findall(rf'File "{re.escape(str(REPO / "search"))}/([^"]+)", line (\d+)', err)
+    return all(path == "__init__.py" and int(line) <= installs for path, line in ours)
+
+
+def test_the_early_handler_is_installed_before_any_file_is_read():
+    """The statements before the handler must not import anything that reads a file: the
+    interrupt that failed CI landed in `import signal` (a .py read, slow under load)."""
+    init = (REPO / "search" / "__init__.py").read_text()
+    head = init[: init.index("_signal.signal(")]
+    imports = re.findall(r"^(?:import|from) (\w+)", head, flags=re.M)
+    assert set(imports) <= {"sys", "_signal"}, imports
+
+
 @pytest.mark.parametrize("delay", [0.02, 0.05, 0.15, 0.4])
 def test_ctrl_c_in_the_first_moments_is_one_line(tmp_path, delay):
-    """From the first statement of search/__init__.py on, Ctrl-C is one line and exit 130.
-    Before it, while the interpreter starts (site, .pth files) and runpy reads the package (a
-    few tens of ms, more under load), CPython answers on its own: none of our code ran yet."""
+    """From the handler's installation in search/__init__.py on (its first statements only bind
+    names and read nothing from disk), Ctrl-C is one line and exit 130. Before it, while the
+    interpreter starts (site, .pth files) and runpy reads the package (a few tens of ms, more
+    under load), CPython answers on its own: none of our code that could answer ran yet."""
     (tmp_path / "sleepy.py").write_text(SLEEPY)
     proc = _start(tmp_path / "sleepy.py", tmp_path / "res")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     err = _finish(proc)
-    if "KeyboardInterrupt" in err and str(REPO / "search") not in err:
-        return  # the interrupt came before the package's first statement: Python's own answer
+    if "KeyboardInterrupt" in err and _before_the_handler(err):
+        return  # the interrupt came before the handler was installed: Python's own answer
     if proc.returncode == -signal.SIGINT and not err.strip():
         return  # earlier still: before CPython installed its own handler (SIG_DFL killed it)
     lines = [line for line in err.strip().splitlines() if line != "ready"]
