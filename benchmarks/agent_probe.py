@@ -58,7 +58,9 @@ def record(name: str, status, expected, *, control: bool = False) -> None:
     ok = status in (expected if isinstance(expected, tuple) else (expected,))
     RESULTS.append({"attack": name, "status": status, "expected": expected, "ok": ok,
                     "control": control})  # fmt: skip
-    print(f"{'control' if control else 'attack ':8} {name:58} {status!s:>5} {'ok' if ok else 'FAIL'}")
+    print(
+        f"{'control' if control else 'attack ':8} {name:58} {status!s:>5} {'ok' if ok else 'FAIL'}"
+    )
 
 
 def npy(a: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -76,7 +78,9 @@ def tiny_onnx() -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 4])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1, 4, 4])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]
+    ).SerializeToString()
 
 
 class Evil:
@@ -106,7 +110,9 @@ def auth_attacks(addr, sha: str) -> None:
     record("wrong token, same length", req(addr, "GET", "/v1/info", token="X" * len(TOKEN)), 401)
     record("wrong token, shorter", req(addr, "GET", "/v1/info", token="abc"), 401)
     record("token plus one character", req(addr, "GET", "/v1/info", token=TOKEN + "x"), 401)
-    record("token in the query string", req(addr, "GET", f"/v1/info?token={TOKEN}", token=None), 401)
+    record(
+        "token in the query string", req(addr, "GET", f"/v1/info?token={TOKEN}", token=None), 401
+    )
     basic = {"Authorization": f"Basic {TOKEN}"}
     record("token as Basic auth", req(addr, "GET", "/v1/info", token=None, **basic), 401)
     record("non-ASCII token", req(addr, "GET", "/v1/info", token="é" * 10), 401)
@@ -124,7 +130,9 @@ def upload_attacks(addr, marker: Path, blobs: dict[str, bytes]) -> None:
                                            blobs[name]), 201, control=True)  # fmt: skip
     big = os.urandom(2 * 2**20)
     sha = hashlib.sha256(big).hexdigest()
-    record("PUT 2 MiB over a 1 MiB limit", req(addr, "PUT", f"/v1/blobs/{sha}?kind=onnx", big), 413)
+    record(
+        "PUT 2 MiB over a 1 MiB limit", req(addr, "PUT", f"/v1/blobs/{sha}?kind=onnx", big), 413
+    )
     pk = pickle.dumps(Evil(marker))
     hdr = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
     crafted = b"\x93NUMPY\x01\x00" + len(hdr + b"\n").to_bytes(2, "little") + hdr + b"\n" + pk
@@ -139,8 +147,14 @@ def upload_attacks(addr, marker: Path, blobs: dict[str, bytes]) -> None:
         record(f"PUT {name}", req(addr, "PUT", f"/v1/blobs/{sha}?kind={kind}", data), 400)
     record("PUT under a wrong sha256", req(addr, "PUT", f"/v1/blobs/{'0' * 64}?kind=npy",
                                            blobs["x"]), 400)  # fmt: skip
-    for path in ("/v1/blobs/../../etc/passwd", "/v1/blobs/..%2f..%2fetc%2fpasswd",
-                 "/v1/blobs/" + "a" * 63 + "/", "//etc/passwd", "/v1/blobs/" + "A" * 64):  # fmt: skip
+    traversals = (
+        "/v1/blobs/../../etc/passwd",
+        "/v1/blobs/..%2f..%2fetc%2fpasswd",
+        "/v1/blobs/" + "a" * 63 + "/",
+        "//etc/passwd",
+        "/v1/blobs/" + "A" * 64,
+    )
+    for path in traversals:
         record(f"GET traversal {path[:36]}", req(addr, "GET", path), (400, 404))
     record("PUT traversal name", req(addr, "PUT", "/v1/blobs/../../../tmp/evil?kind=npy",
                                      blobs["x"]), (400, 404))  # fmt: skip
@@ -170,8 +184,10 @@ def measure_attacks(addr, shas: dict[str, str]) -> None:
         ("measure not an object", {**prof, "measure": 3}),
         ("batch size 10**9", {**prof, "batch_sizes": [10**9]}),
         ("misspelled session_config key", {**prof, "session_config": {"session.bogus": "1"}}),
-        ("CPU provider options", {"providers": [{"name": "CPUExecutionProvider",
-                                                 "options": {"use_arena": 0}}]}),  # fmt: skip
+        (
+            "CPU provider options",
+            {"providers": [{"name": "CPUExecutionProvider", "options": {"use_arena": 0}}]},
+        ),  # fmt: skip
         ("threads as text", {**prof, "threads": {"intra_op": "many"}}),
         ("max_runs below min_runs", {**prof, "measure": {"min_runs": 9, "max_runs": 2}}),
     ):
