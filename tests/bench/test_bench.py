@@ -129,15 +129,14 @@ def test_interleaved_latency_of_float_and_int8(tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    profile = load_profile("cpu")
+    same = {"spec": load_profile("cpu").measure_spec(), "example_input": x[:1].numpy()}
     stats = measure_interleaved(
         {"float": src, "int8": dst},
         reference="float",
-        spec=profile.measure_spec(),
-        example_input=x[:1].numpy(),
         rounds=3,
         runs_per_round=2,
         warmup_runs=1,
+        **same,
     )
     assert set(stats) == {"float", "int8"}
     assert all(s.runs == 6 and s.p50_ms > 0 for s in stats.values())
@@ -149,15 +148,7 @@ def test_interleaved_latency_of_float_and_int8(tmp_path):
     assert int8.ci_low <= int8.relative <= int8.ci_high
     assert int8.latency_ms == pytest.approx(int8.relative * ref.p50_ms)
     with pytest.raises(ValueError, match="reference"):
-        measure_interleaved(
-            {"int8": dst},
-            reference="float",
-            spec=profile.measure_spec(),
-            example_input=x[:1].numpy(),
-            rounds=1,
-            runs_per_round=1,
-            warmup_runs=0,
-        )
+        measure_interleaved({"int8": dst}, reference="float", rounds=1, **same)
 
 
 def tiny_task(*, seed: int, cache_dir):
