@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from search.compress.onnx_export import export_onnx
-    from search.compress.quantize import half_only
+    from search.compress.quantize.qdq import half_only
     from search.config import load_profile
     from search.measure.kernels import kernel_report
     from search.measure.latency import measure_latency

@@ -110,7 +110,7 @@ def _one_model(model: str, args: argparse.Namespace, data: Path, out: Path) -> d
     import torch
 
     from search.config import load_profile, load_space
-    from search.device import describe, resolve, use
+    from search.core.device import describe, resolve, use
     from search.study import StudySpec, run_study
     from search.tasks import load_task
     from search.tasks.vision import build_model
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/bench/scale"))
     args = parser.parse_args(argv)
 
-    from search.device import check_name
+    from search.core.device import check_name
 
     check_name(args.train_device)
     out: Path = args.out

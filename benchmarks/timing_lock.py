@@ -1,8 +1,8 @@
 """What the host timing lock does to latency measured while another worker trains.
 
-Three conditions, in interleaved blocks so that load from other users hits all alike:
-``quiet`` (nobody trains), ``no lock`` (another process trains a conv net with torch while this
-one times an ONNX model) and ``lock`` (the same, with :class:`search.threads.CpuLock`: the
+Three conditions, in interleaved blocks so that load from other users hits all alike: ``quiet``
+(nobody trains), ``no lock`` (another process trains a conv net with torch while this one times an
+ONNX model) and ``lock`` (the same, with :class:`search.distributed.host_locks.CpuLock`: the
 trainer calls ``pace()`` between batches like a study's distillation, timing holds ``timing()``).
 Prints p50/p90/p99 and cv of the timed runs, how often a run took over 1.5x the quiet p50, the
 trainer's batches per second and the share of timing windows that overlapped a training batch.
@@ -41,7 +41,7 @@ def _net(widths: tuple[int, ...]):
 def trainer(stop, use_lock: bool, threads: int, counter, spans_path: str) -> None:
     import torch
 
-    from search.threads import CpuLock
+    from search.distributed.host_locks import CpuLock
 
     torch.set_num_threads(threads)
     lock, model = CpuLock(), _net((32, 32)).train()
@@ -61,7 +61,7 @@ def trainer(stop, use_lock: bool, threads: int, counter, spans_path: str) -> Non
 
 
 def time_model(session, feed, *, use_lock: bool, rounds: int) -> tuple[list[float], list]:
-    from search.threads import CpuLock
+    from search.distributed.host_locks import CpuLock
 
     lock, times, windows = CpuLock(), [], []
     for _ in range(rounds):

@@ -12,25 +12,28 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import typing
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
-from search.compress.distill import DistillConfig, DistillSpace
-from search.compress.lowrank import LowRankConfig, LowRankSpace
-from search.compress.prune import PruneConfig, PruneSpace
-from search.compress.quantize import PrecisionSupport, QuantizeConfig, QuantizeSpace
+from search.compress import steps as registry
+from search.compress.quantize.qdq import PrecisionSupport
+from search.compress.steps import SampleEnv, Step, sampling_order
+from search.core.schema import Strict
+from search.core.yaml_input import format_validation_error, read_yaml
 from search.errors import ConfigError
 from search.measure.spec import MeasureSettings, MeasureSpec, ProviderSpec, Threads
-from search.schema import Strict
 
 if TYPE_CHECKING:
     import optuna
+
+    from search.compress.distill import DistillConfig, DistillSpace
+    from search.compress.lowrank import LowRankConfig, LowRankSpace
+    from search.compress.prune.step import PruneConfig, PruneSpace
+    from search.compress.quantize.qdq import QuantizeConfig, QuantizeSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES_DIR = ROOT / "spaces"
@@ -52,11 +55,11 @@ class EarlyStopSpace(Strict):
 class SearchSettings(Strict):
     """How the study samples: the Optuna sampler, and the default number of trials."""
 
-    sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"  # see search/samplers.py
+    sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"  # see search/study/samplers.py
     trials: int = Field(20, ge=1)
     startup_trials: int = Field(6, ge=1)
-    # Prune ratios of the hand-built recipes enqueued as the first trials (search/warm_start.py);
-    # empty: only the sensitivity pass's seeded trial.
+    # Prune ratios of the hand-built recipes enqueued as the first trials
+    # (search/study/warm_start.py); empty: only the sensitivity pass's seeded trial.
     warm_start: list[float] = []
 
     @model_validator(mode="after")
@@ -69,35 +72,81 @@ class SearchSettings(Strict):
         return self
 
 
-class Space(Strict):
-    """A whole search space file: one section per compression step, each declared next to its
-    step (``compress/<step>.py``), and how the study samples and stops trials."""
+class SpaceMethods(Strict):
+    """What a space does with its sections: each registered step's section samples its part."""
 
-    description: str = ""
-    search: SearchSettings = SearchSettings()
-    prune: PruneSpace = PruneSpace()
-    distill: DistillSpace = DistillSpace()
-    early_stop: EarlyStopSpace = EarlyStopSpace()
-    quantize: QuantizeSpace = QuantizeSpace()
-    lowrank: LowRankSpace = LowRankSpace()
-    name: str = "custom"
-    path: str = ""
+    # The steps this space was built from (the registry when the model class was made).
+    steps: ClassVar[tuple[Step, ...]] = ()
+
+    def section(self, name: str) -> Any:
+        """The space section of step ``name`` (a :class:`~search.core.schema.Strict` model)."""
+        return getattr(self, name)
 
     def sample(self, trial: optuna.Trial, profile: Profile | None = None) -> TrialConfig:
         """Turn Optuna's suggestions into a :class:`TrialConfig`: each step's section samples
-        its own part, and nothing else calls ``trial.suggest_*``.
+        its own part (:attr:`Step.sample`), and nothing else calls ``trial.suggest_*``.
 
         Precision choices the profile's provider does not run are filtered out before sampling.
-        The order (quantize, prune, distill, lowrank) is the order the parameters were always
-        suggested in, so seeded samplers replay earlier studies.
+        Steps suggest in :func:`~search.compress.steps.sampling_order` (quantize, prune,
+        distill, lowrank: the order the parameters were always suggested in, so seeded samplers
+        replay earlier studies).
         """
-        order = _sensitivity_order(trial) if self.quantize.encoding == "ordinal" else None
-        support = profile.precisions if profile else None
-        quantize = self.quantize.sample(trial, support, order=order)
-        prune = self.prune.sample(trial)
-        distill = self.distill.sample(trial)
-        lowrank = self.lowrank.sample(trial)
-        return TrialConfig(prune=prune, lowrank=lowrank, distill=distill, quantize=quantize)
+        quantize = self.section("quantize")
+        order = _sensitivity_order(trial) if quantize.encoding == "ordinal" else None
+        env = SampleEnv(support=profile.precisions if profile else None, order=order)
+        steps = sampling_order(self.steps)
+        parts = {s.name: s.sample(self.section(s.name), trial, env) for s in steps}
+        return TrialConfig(_steps=self.steps, **parts)
+
+
+class SpaceBase(SpaceMethods):
+    """What every space file has besides the steps' sections: how the study samples and stops
+    trials. :class:`Space` adds one section per registered compression step
+    (:data:`search.compress.steps.STEPS`), each declared next to its step."""
+
+    description: str = ""
+    search: SearchSettings = SearchSettings()
+    early_stop: EarlyStopSpace = EarlyStopSpace()
+    name: str = "custom"
+    path: str = ""
+
+
+# The order of a space's fields before the step registry: its JSON dump (and so the content
+# digest a study recorded, :mod:`search.study.resume`) keeps it; new steps go after low-rank.
+_FIELD_ORDER = ("description", "search", "prune", "distill", "early_stop", "quantize", "lowrank")
+
+
+def space_model(steps: tuple[Step, ...] | None = None) -> type[SpaceMethods]:
+    """The space model with one section per step of ``steps`` (default: the registry)."""
+    return _space_model(steps or registry.STEPS)
+
+
+@functools.cache
+def _space_model(steps: tuple[Step, ...]) -> type[SpaceMethods]:
+    base = {n: (f.annotation, f) for n, f in SpaceBase.model_fields.items()}
+    sections: dict[str, Any] = {s.name: (s.space, s.space()) for s in steps}
+    fields = {**base, **sections}
+    order = [n for n in _FIELD_ORDER if n in fields]
+    order += [n for n in fields if n not in order and n not in ("name", "path")] + ["name", "path"]
+    model = create_model(
+        "Space", __base__=SpaceMethods, __module__=__name__, **{n: fields[n] for n in order}
+    )
+    model.steps = steps
+    return model
+
+
+if TYPE_CHECKING:
+
+    class Space(SpaceBase):
+        """A whole search space file (the built-in steps' sections, typed for the checker)."""
+
+        prune: PruneSpace
+        lowrank: LowRankSpace
+        distill: DistillSpace
+        quantize: QuantizeSpace
+
+else:
+    Space = space_model()
 
 
 def _sensitivity_order(trial: Any) -> list[str] | None:
@@ -108,24 +157,89 @@ def _sensitivity_order(trial: Any) -> list[str] | None:
     return list(sensitivity["order"]) if sensitivity else None
 
 
-@dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial builds from: one part per compression step, in pipeline order."""
+    """Everything one trial builds from: one part per compression step, in pipeline order.
 
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    lowrank: LowRankConfig = field(default_factory=LowRankConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    Frozen. A part not given is its step's default (the step does nothing). The built-in
+    steps' parts are also attributes (``cfg.prune``); any step's is ``cfg.part(name)``.
+
+    Example:
+        >>> from search.compress.prune.step import PruneConfig
+        >>> cfg = TrialConfig(prune=PruneConfig(ratio=0.3))
+        >>> cfg.prune.ratio, cfg.lowrank.apply
+        (0.3, False)
+        >>> TrialConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    __slots__ = ("_parts",)
+    _parts: dict[str, Any]
+
+    def __init__(self, _steps: tuple[Step, ...] | None = None, **parts: Any) -> None:
+        steps = _steps or registry.STEPS
+        unknown = set(parts) - {s.name for s in steps}
+        if unknown:
+            raise TypeError(f"no compression step named {sorted(unknown)}")
+        built = {s.name: parts[s.name] if s.name in parts else s.config() for s in steps}
+        object.__setattr__(self, "_parts", built)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrialConfig) and other._parts == self._parts
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __repr__(self) -> str:
+        return f"TrialConfig({', '.join(f'{k}={v!r}' for k, v in self._parts.items())})"
+
+    def part(self, name: str) -> Any:
+        """The config part of step ``name``."""
+        return self._parts[name]
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        """Step name -> its config part, in pipeline order."""
+        return dict(self._parts)
+
+    @property
+    def prune(self) -> PruneConfig:
+        return self._parts["prune"]  # type: ignore[no-any-return]
+
+    @property
+    def lowrank(self) -> LowRankConfig:
+        return self._parts["lowrank"]  # type: ignore[no-any-return]
+
+    @property
+    def distill(self) -> DistillConfig:
+        return self._parts["distill"]  # type: ignore[no-any-return]
+
+    @property
+    def quantize(self) -> QuantizeConfig:
+        return self._parts["quantize"]  # type: ignore[no-any-return]
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{"prune": {...}, "lowrank": {...}, "distill": {...}, "quantize": {...}}``."""
-        return {f.name: getattr(self, f.name).to_dict() for f in fields(self)}
+        return {name: part.to_dict() for name, part in self._parts.items()}
+
+    def active(self) -> dict[str, Any]:
+        """The Optuna parameters that acted in this trial, by name, from every step's part
+        (:meth:`StepConfig.active`): low-rank's kind and ratio only when it was applied."""
+        out: dict[str, Any] = {}
+        for part in self._parts.values():
+            out.update(part.active())
+        return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> TrialConfig:
+    def from_dict(
+        cls, data: Mapping[str, Mapping[str, Any]], steps: tuple[Step, ...] | None = None
+    ) -> TrialConfig:
         """The inverse of :meth:`to_dict`; a missing part takes its defaults."""
-        parts = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
-        return cls(**{name: make(**dict(data.get(name, {}))) for name, make in parts.items()})
+        steps = steps or registry.STEPS
+        parts = {s.name: s.config(**dict(data.get(s.name, {}))) for s in steps}
+        return cls(_steps=steps, **parts)
 
 
 def plan_of(config: Mapping[str, Any] | None) -> dict[str, str]:
@@ -242,76 +356,8 @@ def _resolve(name_or_path: str, folder: Path, what: str, flag: str) -> Path:
     return path
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (YAML is UTF-8 text)") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, not a {kind}")
-    return data
-
-
-def _fields(kind: Any) -> list[str] | None:
-    """Field names of a pydantic model or a dataclass (a profile's measurement parts)."""
-    if dataclasses.is_dataclass(kind):
-        return [f.name for f in dataclasses.fields(kind)]
-    fields_ = getattr(kind, "model_fields", None)
-    return list(fields_) if fields_ is not None else None
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    current: Any = model
-    for part in loc[:-1]:
-        origin = typing.get_origin(current)
-        if origin in (list, tuple, dict):  # ``part`` is an index or a key: its item's type
-            current = typing.get_args(current)[-1 if origin is dict else 0]
-            continue
-        names = _fields(current)
-        if names is None or part not in names:
-            return []
-        current = _annotation(current, part)
-    names = _fields(current)
-    if not names:
-        return []
-    return sorted(k for k in names if k not in ("path", "name") or current is not model)
-
-
-def _annotation(kind: Any, name: str) -> Any:
-    if dataclasses.is_dataclass(kind):
-        return typing.get_type_hints(kind)[name]
-    return kind.model_fields[name].annotation
-
-
-def format_validation_error(path: Path, model: type[BaseModel], err: ValidationError) -> str:
-    """One line: the file, the first bad key, what is wrong with it, what is allowed."""
-    first = err.errors()[0]
-    loc = tuple(p for p in first["loc"] if not str(p).startswith(("function-", "FloatRange")))
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        allowed = ", ".join(_allowed_keys(model, loc))
-        return f"{path}: unknown key '{key}'; allowed keys here: {allowed}"
-    msg = first["msg"].removeprefix("Value error, ")
-    if not loc:  # a check of the whole file: the message names its keys
-        return f"{path}: {msg}"
-    if first["type"] == "literal_error":
-        return f"{path}: {key}: {msg}"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{path}: {key}: {msg}{shown}"
-
-
 def _load(model: type[Strict], path: Path, name: str) -> Any:
-    data = _read_yaml(path)
+    data = read_yaml(path)
     data.setdefault("name", name)
     data["path"] = str(path)
     try:
@@ -321,9 +367,10 @@ def _load(model: type[Strict], path: Path, name: str) -> Any:
 
 
 def load_space(name_or_path: str) -> Space:
-    """Load ``spaces/<name>.yaml`` (or a YAML path) into a validated :class:`Space`."""
+    """Load ``spaces/<name>.yaml`` (or a YAML path) into a validated :class:`Space` with one
+    section per registered step."""
     path = _resolve(name_or_path, SPACES_DIR, "search space", "--space")
-    return _load(Space, path, path.stem)
+    return _load(space_model(), path, path.stem)  # type: ignore[no-any-return]
 
 
 def load_profile(name_or_path: str) -> Profile:

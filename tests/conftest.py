@@ -140,3 +140,10 @@ def pg_url(pg_server_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     with admin.connect() as c:
         c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+def trial_record(**fields):
+    """A :class:`~search.record.TrialRecord` with only ``fields`` set (objectives default to 0)."""
+    from search.record import TrialRecord
+
+    return TrialRecord.from_json({"accuracy": 0.0, "latency_paired_ms": 0.0, **fields})

@@ -103,9 +103,14 @@ class ShuffleNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
         self.branch = nn.Sequential(
-            nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8),
-            nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 8, 1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            nn.BatchNorm2d(8),
+            nn.Conv2d(8, 8, 1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
         )
         self.conv = nn.Sequential(nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
         self.head = nn.Linear(32, classes)
@@ -253,10 +258,14 @@ class Conv1dNet(nn.Module):
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(),
-            nn.Conv1d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv1d(64, 64, 3, stride=2, padding=1, dilation=1), nn.ReLU(),
-            nn.Conv1d(64, 64, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv1d(1, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(64, 64, 3, stride=2, padding=1, dilation=1),
+            nn.ReLU(),
+            nn.Conv1d(64, 64, 3, padding=2, dilation=2),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(64, classes)
 
@@ -337,11 +346,18 @@ class TimmViT(nn.Module):
         self.embed = nn.Linear(48, dim)
         self.blocks = nn.ModuleList()
         for _ in range(2):
-            self.blocks.append(nn.ModuleDict({
-                "norm1": nn.LayerNorm(dim), "attn": TimmAttention(dim, heads),
-                "norm2": nn.LayerNorm(dim),
-                "mlp": nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
-            }))
+            self.blocks.append(
+                nn.ModuleDict(
+                    {
+                        "norm1": nn.LayerNorm(dim),
+                        "attn": TimmAttention(dim, heads),
+                        "norm2": nn.LayerNorm(dim),
+                        "mlp": nn.Sequential(
+                            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+                        ),
+                    }
+                )
+            )
         self.head = nn.Linear(dim, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,12 @@
 
 - no import cycle among the modules of ``search/`` (imports anywhere in a file count: lazy ones
   inside functions and ``TYPE_CHECKING`` ones are dependencies too);
-- ``compress/`` and ``measure/`` stay below the study: neither imports the study, a trial, the
-  report or the command line; ``compress/`` imports no measurement and no task either, and
-  ``measure/`` (what the agent runs on a target) imports no torch, pydantic, optuna or yaml;
+- every room imports only rooms below it (``ABOVE`` lists, per room, what it must not import):
+  ``trial/`` knows no ``study/``; ``report/`` and ``export/`` know no ``trial/``; ``compress/``
+  knows no study, trial, measurement or task; ``measure/`` (what the agent runs on a target)
+  imports no torch, pydantic, optuna or yaml; ``distributed/`` imports no torch and ``core/``
+  none at module level;
+- at most six modules directly in ``search/``, and every room's ``__init__`` says what it is for;
 - no file over 400 lines and no function over 60, except the ones listed with a reason.
 """
 
@@ -22,35 +25,88 @@ PACKAGE = REPO / "search"
 
 # Cycles allowed for now, each with its reason.
 ALLOWED_CYCLES: dict[frozenset[str], str] = {}
-FORBIDDEN = {
-    "search.compress": (
+
+# The rooms from the top floor down; a room may import only rooms below it (and itself).
+# ``search.config`` (spaces and profiles, built from the steps' own sections) and
+# ``search.record`` (the typed trial record) sit between the techniques and the study.
+ABOVE = {
+    "search.cli": ("search.__main__",),
+    "search.bench": ("search.cli", "search.__main__"),
+    "search.study": ("search.cli", "search.bench"),
+    "search.export": ("search.cli", "search.bench", "search.study", "search.trial"),
+    "search.report": ("search.cli", "search.bench", "search.study", "search.trial"),
+    "search.trial": ("search.cli", "search.bench", "search.study", "search.report"),
+    "search.tasks": (
+        "search.cli",
+        "search.bench",
         "search.study",
         "search.trial",
         "search.report",
+        "search.export",
+    ),  # fmt: skip
+    "search.compress": (
         "search.cli",
+        "search.bench",
+        "search.study",
+        "search.trial",
+        "search.report",
+        "search.export",
         "search.measure",
         "search.tasks",
-        "search.references",
-        "search.context",
+        "search.distributed",
+    ),  # fmt: skip
+    "search.distributed": (
+        "search.cli",
         "search.bench",
-    ),
-    "search.measure": (
         "search.study",
         "search.trial",
         "search.report",
+        "search.export",
+        "search.compress",
+        "search.tasks",
+        "search.measure",
+    ),  # fmt: skip
+    "search.measure": (
         "search.cli",
+        "search.bench",
+        "search.study",
+        "search.trial",
+        "search.report",
+        "search.export",
         "search.compress",
         "search.tasks",
         "search.config",
-        "search.references",
-        "search.context",
+        "search.distributed",
+        "search.record",
+    ),  # fmt: skip
+    "search.core": (
+        "search.cli",
         "search.bench",
-        "torch",
-        "pydantic",
-        "optuna",
-        "yaml",
-    ),
+        "search.study",
+        "search.trial",
+        "search.report",
+        "search.export",
+        "search.compress",
+        "search.tasks",
+        "search.config",
+        "search.distributed",
+        "search.measure",
+        "search.record",
+    ),  # fmt: skip
 }
+# Rooms that load without these: the agent runs where torch is not installed (measure), the
+# distributed parts run on any worker before a model exists, core is imported by everything.
+NO_THIRD_PARTY = {
+    "search.measure": ("torch", "pydantic", "optuna", "yaml"),
+    "search.distributed": ("torch",),
+}
+# core may use torch inside a function (the training device, torch's thread count), never at
+# module level: importing core stays cheap and torch-free.
+NO_TOP_LEVEL = {"search.core": ("torch",)}
+FORBIDDEN = {room: ABOVE[room] + NO_THIRD_PARTY.get(room, ()) for room in ABOVE}
+# At most this many modules directly in search/ (the face: __init__, __main__, errors, config,
+# record); everything else lives in a room.
+MAX_TOP_MODULES = 6
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LONG_FILES: dict[str, str] = {}
@@ -117,8 +173,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
 
 def test_the_import_graph_is_read_from_the_source():
     graph = _graph()
-    assert "search.compress.prune" in graph["search.config"]
-    assert "search.compress.distill" in graph["search.trial"]  # from search.compress import ...
+    assert "search.compress.prune.step" in graph["search.config"]
+    assert (
+        "search.compress.distill" in graph["search.trial.pipeline"]
+    )  # from search.compress import ...
     assert "search.measure.spec" in graph["search.measure.memory"]
 
 
@@ -138,6 +196,47 @@ def test_lower_packages_do_not_import_what_sits_above_them(package):
             if hit and not dep.startswith(package):
                 bad.append(f"{name} imports {dep}")
     assert not bad, bad
+
+
+def test_no_import_runs_back_up():
+    """Same as the lower-package rule, read the other way: every room's imports, listed."""
+    bad = []
+    for room, above in ABOVE.items():
+        for name, path in MODULES.items():
+            if name != room and not name.startswith(room + "."):
+                continue
+            for dep in _imports(path):
+                if any(dep == a or dep.startswith(a + ".") for a in above):
+                    bad.append(f"{name} imports {dep}")
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("room", sorted(NO_TOP_LEVEL))
+def test_core_loads_without_torch(room):
+    bad = []
+    for name, path in MODULES.items():
+        if not name.startswith(room):
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            banned = NO_TOP_LEVEL[room]
+            hits = [n for n in names if any(n == f or n.startswith(f + ".") for f in banned)]
+            bad += [f"{name} imports {n}" for n in hits]
+    assert not bad, bad
+
+
+def test_few_modules_at_the_top_and_every_room_says_what_it_is_for():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, top
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc.split()) >= 8, (
+            f"{init.relative_to(REPO)} needs a docstring saying what the room is for"
+        )
 
 
 def test_no_file_over_400_lines():

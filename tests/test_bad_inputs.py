@@ -1,7 +1,7 @@
 """Bad input across every command: exit 2, exactly one line on stderr, no traceback, and nothing
 created or changed (a snapshot of the scratch folder, the study folder and the working directory
-before and after). Each case runs in-process through ``search.cli.main``; nearly all fail before
-any model is built.
+before and after). Each case runs in-process through ``search.cli.main.main``; nearly all fail
+before any model is built.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
+from search.cli.main import main
 from tests.bad_inputs import RUN, TINY, make_study, snapshot, write_files
 
 STUDY = ["--study", "s", "--results-dir", "{w}/studies"]

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.cli import main
+from search.cli.main import main
 from tests.conftest import DATA, REPO
 
 CASES = Path(__file__).parent / "cases"
@@ -103,7 +103,8 @@ def test_glu_channel_halving_trials_complete(tmp_path):
                 results=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     for rec in _records(_study(tmp_path, "glu1d")):
-        assert set(rec["pruning"]["left_alone"]) == {"head"}  # both GLU halves were cut alike
+        # Both GLU halves were cut alike: only the head was left alone.
+        assert set(rec["steps"]["prune"]["left_alone"]) == {"head"}
         assert rec["sizes"]["prune"]["params"] < rec["sizes"]["base"]["params"]
 
 
@@ -118,7 +119,7 @@ def test_shufflenet_prune_zerodiv_trials_complete_with_the_shuffle_left_alone(tm
     assert proc.returncode == 0, proc.stderr
     assert "pruning leaves" in proc.stderr and "channel shuffle" in proc.stderr
     for rec in _records(_study(tmp_path / "results", "shuffle")):
-        alone = rec["pruning"]["left_alone"]
+        alone = rec["steps"]["prune"]["left_alone"]
         assert any("channel shuffle" in why for why in alone.values())
         assert rec["sizes"]["prune"]["params"] < rec["sizes"]["base"]["params"]
 
@@ -134,7 +135,7 @@ def test_lstm_export_keeps_a_dynamic_batch_and_trials_complete(tmp_path):
     assert study.user_attrs["model"]["export"]["trace_batch"] == 2
     assert study.user_attrs["baseline"]["accuracy"] >= 0
     for rec in _records(study):
-        assert "rnn" not in rec["pruning"]["left_alone"]  # the LSTM's hidden units are cut
+        assert "rnn" not in rec["steps"]["prune"]["left_alone"]  # the LSTM's hidden units are cut
 
 
 @pytest.mark.slow
@@ -207,7 +208,9 @@ def test_tv_shufflenet_prunes_around_the_shuffle_with_the_default_space(tmp_path
     assert study.user_attrs["model"]["groups_source"] == "derived"
     assert study.user_attrs["settings"]["task_options"]["image_size"] == "64"
     for rec in _records(study):
-        assert any("channel shuffle" in why for why in rec["pruning"]["left_alone"].values())
+        assert any(
+            "channel shuffle" in why for why in rec["steps"]["prune"]["left_alone"].values()
+        )
         assert rec["kernels"]["integer_layers"] >= 1 or not rec["quantize"]["quantized"]
 
 
@@ -224,7 +227,7 @@ def test_tv_convnext_tiny_exports_with_a_dynamic_batch_before_any_study(tmp_path
     """What failed was the baseline's export, traced at batch 1; the checks before the study
     export the same model the same way the baseline is exported."""
     from search.config import load_space
-    from search.model_checks import check_model
+    from search.study.model_checks import check_model
 
     checks = check_model(_vision_task("convnext_tiny", tmp_path), load_space("default"))
     assert checks.export["exporter"] == "dynamo" and checks.export["trace_batch"] == 2
@@ -236,8 +239,8 @@ def test_tv_convnext_tiny_exports_with_a_dynamic_batch_before_any_study(tmp_path
 def test_tv_mobilenet_v2_calibrates_48_images_with_every_method(tmp_path):
     """The README's command on a 60-image folder: 48 training images calibrate (32 + 16 broke
     the histogram calibrators)."""
-    from search.compress.calibration import calibrate
     from search.compress.onnx_export import export_onnx
+    from search.compress.quantize.calibration import calibrate
     from search.tasks import stack
 
     task = _vision_task("mobilenet_v2", tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.cli import main
+from search.cli.main import main
 from search.errors import SearchError
 from tests.conftest import DATA, REPO
 
@@ -171,7 +171,7 @@ def test_study_names_are_names_in_the_api_too(tmp_path):
 def test_a_disk_without_room_is_refused_before_any_work(tmp_path, monkeypatch, capfd):
     import shutil
 
-    from search import checks
+    from search.core import checks
 
     real = shutil.disk_usage
     monkeypatch.setattr(checks.shutil, "disk_usage", lambda p: real(p)._replace(free=3 * 2**20))
@@ -189,7 +189,7 @@ def test_a_disk_that_fills_during_a_run_stops_it_and_the_study_resumes(
     import optuna
     from optuna.trial import TrialState
 
-    from search import trial
+    from search.trial import pipeline as trial
 
     real, calls = trial.export_onnx, []
 
@@ -227,7 +227,7 @@ class _Marker:
 
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_data_pickles_never_call_what_they_name(tmp_path, protocol):
-    from search.safeload import UnsafePickle, load_data_pickle
+    from search.core.safeload import UnsafePickle, load_data_pickle
 
     marker = tmp_path / "PWNED"
     crafted = [

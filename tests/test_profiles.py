@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.cli import main
+from search.cli.main import main
 from search.config import PROFILES_DIR, list_profiles, load_profile, load_space
 from search.errors import ProviderError
 from search.measure.runtime import check_fallback, check_providers

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from search.compress.audit import INTEGER_WEIGHT_INPUT
 from search.config import load_profile, load_space
+from search.core.ort_ops import INTEGER_WEIGHT_INPUT
 from search.report import collect
 from search.report.quantization import ran_summary
 from search.study import StudySpec, run_study

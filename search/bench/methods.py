@@ -16,15 +16,22 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search.bench.metrics import Point
 from search.compress.distill import DistillConfig
-from search.compress.prune import PruneConfig
+from search.compress.prune.step import PruneConfig
 from search.config import Space, TrialConfig
-from search.warm_start import warm_start_params
+from search.errors import SearchError
+from search.record import TrialRecord, baseline_of
+from search.study.warm_start import warm_start_params
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.trial.context import Context
 
 
 @dataclass
@@ -45,14 +52,14 @@ class MethodRun:
     durations: list[float] = field(default_factory=list)
 
 
-def measured_onnx(record: dict[str, Any]) -> Path:
+def measured_onnx(record: TrialRecord) -> Path:
     """The ONNX file a trial was scored on: the quantized one when the trial made one."""
-    return Path(record["measured_onnx"])
+    return Path(record.measured_file)
 
 
 def method_space(space: Space, method: str) -> Space:
     """``space`` searched the way ``method`` says: ``<sampler>`` (categorical precision plan)
-    or ``<sampler>-ordinal`` (:mod:`search.compress.encoding`)."""
+    or ``<sampler>-ordinal`` (:mod:`search.compress.quantize.encoding`)."""
     sampler, _, encoding = method.partition("-")
     search = space.search.model_copy(update={"sampler": sampler})
     quantize = space.quantize.model_copy(update={"encoding": encoding or "categorical"})
@@ -65,13 +72,13 @@ def default_method(space: Space) -> str:
     return f"{space.search.sampler}{suffix}"
 
 
-def step_split(records: list[dict[str, Any]], durations: list[float]) -> dict[str, float]:
+def step_split(records: list[TrialRecord], durations: list[float]) -> dict[str, float]:
     """Mean seconds per trial step; ``other`` is the study's own overhead around the steps."""
     if not records:
         return {}
     steps: dict[str, list[float]] = {}
     for rec in records:
-        for k, v in rec.get("timings_s", {}).items():
+        for k, v in rec.timings_s.items():
             steps.setdefault(k, []).append(float(v))
     out = {k: float(np.mean(v)) for k, v in steps.items()}
     if durations:
@@ -80,7 +87,7 @@ def step_split(records: list[dict[str, Any]], durations: list[float]) -> dict[st
     return out
 
 
-def study_points(study: Any) -> tuple[list[Point], list[dict[str, Any]], list[float]]:
+def study_points(study: optuna.Study) -> tuple[list[Point], list[TrialRecord], list[float]]:
     """The completed trials as points (``extra["elapsed_s"]``: seconds from the start of the
     study's first trial to the end of this one, failed and stopped trials included), their
     records and durations."""
@@ -93,13 +100,16 @@ def study_points(study: Any) -> tuple[list[Point], list[dict[str, Any]], list[fl
     for t in trials:
         if t.state != TrialState.COMPLETE:
             continue
-        rec = t.user_attrs["record"]
+        rec = TrialRecord.of(t)
+        if rec is None:
+            continue
         path = measured_onnx(rec)
-        elapsed = (t.datetime_complete - t0).total_seconds() if t0 else 0.0
+        end = t.datetime_complete
+        elapsed = (end - t0).total_seconds() if t0 and end else 0.0
         points.append(
             Point(
-                accuracy=float(rec["accuracy"]),
-                latency_ms=float(rec["latency_p50_ms"]),
+                accuracy=rec.accuracy,
+                latency_ms=rec.latency_paired_ms,
                 size_bytes=os.path.getsize(path),
                 label=f"trial {t.number}",
                 order=t.number + 1,
@@ -115,9 +125,9 @@ def run_study_method(
     spec: Any, *, method: str, trials: int, seed: int, refs: dict[str, Any]
 ) -> MethodRun:
     """One study of ``method`` with sampler seed ``seed``, from the benchmark's references."""
-    from search.progress import console
-    from search.references import store
+    from search.core.progress import console
     from search.study import StudySpec, open_study, run_study
+    from search.study.references import store
 
     studies_dir = Path(spec.out_dir) / "studies"
     name = f"{method}-seed{seed}"
@@ -150,14 +160,16 @@ def run_study_method(
     )
     study = run_study(study_spec, trials=trials, progress=False)
     points, records, durations = study_points(study)
-    base = study.user_attrs["baseline"]
+    base = baseline_of(study)
+    if base is None:
+        raise SearchError(f"bench: study {name} has no baseline")
     return MethodRun(
         name=method,
         trials=trials,
         wall_s=time.perf_counter() - start,
         points=points,
         step_seconds=step_split(records, durations),
-        base={"accuracy": base["accuracy"], "latency_ms": base["latency_p50_ms"]},
+        base={"accuracy": base.accuracy, "latency_ms": base.latency_paired_ms},
         seed=seed,
         durations=durations,
     )
@@ -171,11 +183,11 @@ def prefix(run: MethodRun, n: int, name: str) -> MethodRun:
     return MethodRun(name=name, trials=n, wall_s=wall, points=kept, base=run.base, seed=run.seed)
 
 
-def prune_alone(spec: Any, ctx: Any, work: Path) -> tuple[MethodRun, list[dict[str, Any]]]:
+def prune_alone(spec: Any, ctx: Context, work: Path) -> tuple[MethodRun, list[TrialRecord]]:
     """torch-pruning at each fixed ratio, fine-tuned with the joint space's largest KD budget;
     the run and the trial records (their float ONNX files feed ``sequential``)."""
-    from search.progress import console
-    from search.trial import run_trial
+    from search.core.progress import console
+    from search.trial.pipeline import run_trial
 
     d, p = spec.space.distill, spec.space.prune
     # The same distillation budget a joint trial can get at most; the other KD settings are the
@@ -190,18 +202,17 @@ def prune_alone(spec: Any, ctx: Any, work: Path) -> tuple[MethodRun, list[dict[s
             ratio=ratio, importance=p.importance, max_layer_ratio=p.max_layer_ratio
         )
         t0 = time.perf_counter()
-        result = run_trial(
+        rec = run_trial(
             TrialConfig(prune=prune, distill=distill), ctx=ctx, out_dir=work / f"prune-{ratio:g}"
         )
         durations.append(time.perf_counter() - t0)
-        rec = result.record
         points.append(
             _point(rec, label=f"prune {ratio:g}", order=i, params={"prune_ratio": ratio})
         )
         records.append(rec)
         console.print(
-            f"bench: prune {ratio:g}: accuracy {result.accuracy:.4f}, "
-            f"p50 {result.latency_ms:.3f} ms, {durations[-1]:.1f} s"
+            f"bench: prune {ratio:g}: accuracy {rec.accuracy:.4f}, "
+            f"p50 {rec.latency_paired_ms:.3f} ms, {durations[-1]:.1f} s"
         )
     run = MethodRun(
         name="prune",
@@ -214,36 +225,29 @@ def prune_alone(spec: Any, ctx: Any, work: Path) -> tuple[MethodRun, list[dict[s
     return run, records
 
 
-def sequential(ctx: Any, prune_run: MethodRun, records: list[dict[str, Any]]) -> MethodRun:
+def sequential(ctx: Context, prune_run: MethodRun, records: list[TrialRecord]) -> MethodRun:
     """Uniform int8 static QDQ (ONNX Runtime, MinMax calibration) of each pruned and distilled
     model of ``prune_run``: the pipeline a user builds by hand; its cost includes the pruning
     and distillation it starts from."""
-    from search.compress.calibration import calibrate
-    from search.compress.quantize import QuantizeConfig
-    from search.compress.quantize_step import quantize_step
-    from search.context import measurement_record, score
-    from search.progress import console
+    from search.compress.quantize.calibration import calibrate
+    from search.compress.quantize.step import uniform_int8
+    from search.core.progress import console
+    from search.trial.context import measurement_record, score
 
     start = time.perf_counter()
     space = ctx.space.quantize
-    plan = QuantizeConfig(precision=dict.fromkeys(space.groups, "int8"))
     points = []
     for prev, rec in zip(prune_run.points, records, strict=True):
-        src = Path(rec["onnx"])
+        src = Path(rec.onnx)
         calib = calibrate(src, ctx.calib_inputs, method="minmax", cache_dir=src.parent / "calib")
-        q = quantize_step(
-            src,
-            plan,
-            space=space,
-            calibration=calib,
-            out_path=src.parent / "model.int8.q.onnx",
-            int8_runs=True,
-        )
+        q = uniform_int8(calib, src.parent / "model.int8.q.onnx", space=space)
         metric, m = score(q.path, ctx)
-        out = {**measurement_record(metric, m, ctx), "measured_onnx": str(q.path)}
+        out = TrialRecord.from_json(
+            {**measurement_record(metric, m, ctx).to_json(), "measured_onnx": str(q.path)}
+        )
         label = f"{prev.label} + int8"
         points.append(_point(out, label=label, order=prev.order, params=prev.extra["params"]))
-        console.print(f"bench: {label}: accuracy {metric:.4f}, p50 {out['latency_p50_ms']:.3f} ms")
+        console.print(f"bench: {label}: accuracy {metric:.4f}, p50 {out.latency_paired_ms:.3f} ms")
     return MethodRun(
         name="sequential",
         trials=len(points),
@@ -252,11 +256,11 @@ def sequential(ctx: Any, prune_run: MethodRun, records: list[dict[str, Any]]) ->
     )
 
 
-def _point(rec: dict[str, Any], *, label: str, order: int, params: dict[str, Any]) -> Point:
+def _point(rec: TrialRecord, *, label: str, order: int, params: dict[str, Any]) -> Point:
     path = measured_onnx(rec)
     return Point(
-        accuracy=float(rec["accuracy"]),
-        latency_ms=float(rec["latency_p50_ms"]),
+        accuracy=rec.accuracy,
+        latency_ms=rec.latency_paired_ms,
         size_bytes=os.path.getsize(path),
         label=label,
         order=order,

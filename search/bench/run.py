@@ -9,7 +9,7 @@ Methods, all in one run on one machine:
 5. ``random@N`` and ``random@3N``: random search over the joint space (one study of 3N trials;
    its first N trials are exactly a random search of N).
 6. The joint searches of N trials: ``tpe``, ``gp``, ``nsga2``, each optionally ``-ordinal``
-   (the precision plan as one ordinal parameter, :mod:`search.compress.encoding`).
+   (the precision plan as one ordinal parameter, :mod:`search.compress.quantize.encoding`).
 
 Random search and the joint searches run once per sampler seed (``--seeds``); the task's
 splits, the teacher and the training seed stay at ``--seed``, so the spread across seeds is the
@@ -39,11 +39,12 @@ from search.bench.methods import (
     sequential,
 )
 from search.bench.metrics import MAX_DROP, REF_DROP, Point, near_front
-from search.compress.encoding import ordinal_seed
-from search.compress.prune import PRUNE_RATIO
+from search.compress.prune.step import PRUNE_RATIO
+from search.compress.quantize.encoding import ordinal_seed
 from search.config import Profile, Space
 from search.errors import SearchError
-from search.samplers import SAMPLERS
+from search.record import Measured
+from search.study.samplers import SAMPLERS
 
 JOINT = tuple(s for s in SAMPLERS if s != "random")
 JOINT_METHODS = JOINT + tuple(f"{s}-ordinal" for s in JOINT)
@@ -115,8 +116,8 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     import optuna
 
     from search.bench.report import summarize_runs, write_bench
-    from search.progress import console
-    from search.threads import apply_threads, resolve_threads
+    from search.core.progress import console
+    from search.core.threads import apply_threads, resolve_threads
 
     # $OMP_NUM_THREADS when set, else every CPU this process may use (taskset, cgroups).
     apply_threads(resolve_threads(None))
@@ -158,7 +159,7 @@ def _remeasure(spec: BenchSpec, ctx: Any, runs: list[MethodRun]) -> dict[str, An
     """Every point that could be on a front, re-measured side by side in one process, paired
     with the float baseline (:mod:`search.bench.measure`)."""
     from search.bench.measure import measure_interleaved
-    from search.progress import console
+    from search.core.progress import console
 
     fixed = ("float", "int8", "prune", "sequential")
     candidates = {}
@@ -177,10 +178,10 @@ def _remeasure(spec: BenchSpec, ctx: Any, runs: list[MethodRun]) -> dict[str, An
 
 def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
     """The trials' shared context, measured on this machine, and the teacher's load time."""
-    from search.context import Context
     from search.measure.target import LocalTarget
-    from search.model_checks import check_model
+    from search.study.model_checks import check_model
     from search.tasks import load_task
+    from search.trial.context import Context
 
     target = LocalTarget(spec.profile.measure_spec())  # checks the providers before any work
     t0 = time.perf_counter()
@@ -204,11 +205,11 @@ def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
 
 
 def _references(ctx: Any, work: Path) -> tuple[dict[str, Any], list[MethodRun]]:
-    """The float and int8 methods: the study references (:mod:`search.references`), measured
+    """The float and int8 methods: the study references (:mod:`search.study.references`), measured
     once and handed to every study of the benchmark. Uniform int8 is what users try first, so
     it is measured even where the profile does not search int8."""
-    from search.progress import console
-    from search.references import export_float, measure_baseline, quantization_references
+    from search.core.progress import console
+    from search.study.references import export_float, measure_baseline, quantization_references
 
     t0 = time.perf_counter()
     base_path = export_float(ctx, work / "float")
@@ -216,11 +217,13 @@ def _references(ctx: Any, work: Path) -> tuple[dict[str, Any], list[MethodRun]]:
     runs = [_one_point("float", baseline, base_path, wall_s=time.perf_counter() - t0)]
     t0 = time.perf_counter()
     quant = quantization_references(ctx, base_path, work / "float", int8=True)
-    int8 = quant.int8 or {}
-    path = Path(int8["measured_onnx"])
+    int8 = quant.int8
+    if int8 is None:
+        raise SearchError("bench: the uniform int8 reference could not be measured")
+    path = Path(int8.measured_file)
     runs.append(_one_point("int8", int8, path, wall_s=time.perf_counter() - t0))
     console.print(
-        f"bench: float accuracy {baseline['accuracy']:.4f}; int8 accuracy {int8['accuracy']:.4f}"
+        f"bench: float accuracy {baseline.accuracy:.4f}; int8 accuracy {int8.accuracy:.4f}"
     )
     # The seeded trial in both encodings, so every method starts from the same plan.
     ordinal = quant.seed and quant.sensitivity
@@ -236,10 +239,10 @@ def _references(ctx: Any, work: Path) -> tuple[dict[str, Any], list[MethodRun]]:
     return {"baseline": baseline, "quantization": by_encoding}, runs
 
 
-def _one_point(name: str, record: dict[str, Any], path: Path, *, wall_s: float) -> MethodRun:
+def _one_point(name: str, record: Measured, path: Path, *, wall_s: float) -> MethodRun:
     """A method of one measured file (its latency comes from the interleaved re-measurement)."""
     point = Point(
-        accuracy=record["accuracy"],
+        accuracy=record.accuracy,
         latency_ms=math.inf,
         size_bytes=os.path.getsize(path),
         label=name,

@@ -3,7 +3,7 @@
 
 Random initialisation, ``num_classes=10``, the smallest input the architecture accepts with its
 default arguments (:data:`SIZES`, else 64x64). Steps: the pruning dry run
-(:func:`~search.compress.prune_plan.plan_pruning`), prune 0.3 (round_to 8), low-rank channel
+(:func:`~search.compress.prune.plan.plan_pruning`), prune 0.3 (round_to 8), low-rank channel
 SVD at rank ratio 0.5 where it saves MACs, one distillation step (8 random inputs, the
 unpruned model's soft labels), export with a dynamic batch checked in ONNX Runtime against
 torch, int8 with groups derived from the model (MinMax calibration on 12 inputs in equal
@@ -18,6 +18,8 @@ import traceback
 import warnings
 from pathlib import Path
 from typing import Any
+
+from search.core.errors import first_line
 
 # The smallest square input each needs with its default constructor arguments (64 elsewhere):
 # inception_v3 fails below 75 px, maxvit_t's partitions need 224, ViTs fix image_size at 224.
@@ -40,7 +42,7 @@ def _params(model: Any) -> int:
 def _error(e: BaseException) -> str:
     tb = traceback.extract_tb(e.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}{where}"
+    return f"{type(e).__name__}: {first_line(e, 200)}{where}"
 
 
 class _Steps:
@@ -93,8 +95,8 @@ def _compress(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> Any:
     import torch
 
     from search.compress.lowrank import factorize
-    from search.compress.prune import default_ignored, prune_with_report
-    from search.compress.prune_plan import plan_pruning
+    from search.compress.prune.plan import plan_pruning
+    from search.compress.prune.step import default_ignored, prune_with_report
 
     steps.next("plan")
     head = default_ignored(model, x)
@@ -129,8 +131,8 @@ def _distill_one_step(teacher: Any, student: Any, x: Any) -> None:
 
 
 def _run(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> None:
-    from search.compress.derive_groups import derive_groups
     from search.compress.onnx_export import export_with_report
+    from search.compress.quantize.derive_groups import derive_groups
 
     small = _compress(model, x, rec, steps)
     steps.next("distill")
@@ -153,9 +155,9 @@ def _int8(path: Path, x: Any, groups: dict[str, list[str]], rec: dict[str, Any],
     import numpy as np
     import onnx
 
-    from search.compress.audit import group_labels, layer_kernels
-    from search.compress.calibration import calibrate
-    from search.compress.quantize import quantize
+    from search.compress.quantize.audit import group_labels, layer_kernels
+    from search.compress.quantize.calibration import calibrate
+    from search.compress.quantize.qdq import quantize
     from search.measure.kernels import count_kernels
     from search.measure.runtime import create_session
     from search.measure.spec import MeasureSpec, ProviderSpec, Threads

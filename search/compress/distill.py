@@ -14,16 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from search.device import autocast, grad_scaler, moved
-from search.device import current as train_device
+from search.core.device import autocast, grad_scaler, moved
+from search.core.device import current as train_device
+from search.core.schema import Bounds, FloatRange, IntRange, Section
 from search.errors import ConfigError
-from search.schema import Bounds, FloatRange, IntRange, Section
 
 if TYPE_CHECKING:
     import optuna
@@ -52,7 +53,8 @@ class DistillSpace(Section):
     lr: FloatRange = FloatRange(low=1e-3, high=1e-2, log=True)
     batch_size: int = Field(32, ge=1)
     # Precision plans measured per distilled student: after a trial distills a new student, the
-    # study enqueues plans_per_student - 1 trials that reuse it (search.students). 1: no reuse.
+    # study enqueues plans_per_student - 1 trials that reuse it (search.trial.students). 1: no
+    # reuse.
     plans_per_student: int = Field(1, ge=1)
 
     @model_validator(mode="after")
@@ -60,6 +62,22 @@ class DistillSpace(Section):
         for key, bounds in _BOUNDS.items():
             bounds.check_range(getattr(self, key), key)
         return self
+
+    def hand_pipeline(self) -> dict[str, Any]:
+        """The warm start's distillation: the largest epoch budget, AdamW's lr at the geometric
+        middle of its range, temperature and KD weight at :class:`DistillConfig`'s defaults
+        (clipped to the space); only searched parameters are named."""
+        default = DistillConfig()
+        out: dict[str, Any] = {}
+        if self.epochs.low != self.epochs.high:
+            out["epochs"] = self.epochs.high
+        if self.lr.low != self.lr.high:
+            out["lr"] = math.sqrt(self.lr.low * self.lr.high)
+        for name in ("temperature", "alpha"):
+            rng = getattr(self, name)
+            if rng.low != rng.high:
+                out[name] = min(max(getattr(default, name), rng.low), rng.high)
+        return out
 
     def sample(self, trial: optuna.Trial) -> DistillConfig:
         """This trial's fine-tuning: Optuna parameters ``epochs``, ``temperature``, ``alpha``,
@@ -91,6 +109,10 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def active(self) -> dict[str, Any]:
+        """The Optuna parameters this part stands for (fixed ones are no parameter)."""
+        return {k: getattr(self, k) for k in ("epochs", "temperature", "alpha", "lr")}
 
 
 def distillation_loss(
@@ -137,7 +159,7 @@ class _Indexed:
 
 def predict(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` over ``data`` in order, in eval mode, computed on the training device
-    (:func:`search.device.current`) and returned as float32 on the CPU."""
+    (:func:`search.core.device.current`) and returned as float32 on the CPU."""
     import torch
 
     device = train_device()
@@ -224,7 +246,7 @@ def train(
     on_epoch: Callable[[int], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with AdamW and a cosine schedule, on the training device
-    (:func:`search.device.current`; mixed precision on CUDA). The model is back on its own
+    (:func:`search.core.device.current`; mixed precision on CUDA). The model is back on its own
     device when this returns.
 
     With ``teacher_logits`` (one row per item of ``data``) the loss is the distillation loss;

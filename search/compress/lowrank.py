@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
+from search.compress.forward import observe
+from search.core.schema import Bounds, FloatRange, Section, choose
 from search.errors import ConfigError
-from search.schema import Bounds, FloatRange, Section, choose
 
 if TYPE_CHECKING:
     import optuna
@@ -98,6 +98,11 @@ class LowRankSpace(Section):
                 raise ValueError(f"{name} lists a choice twice: {values}")
         return self
 
+    def hand_pipeline(self) -> dict[str, Any]:
+        """The warm start's low-rank parameters: off, where the space searches on and off (the
+        hand-built pipeline prunes, distills and quantizes; it does not factorize)."""
+        return {"lowrank": False} if len(self.apply) > 1 and False in self.apply else {}
+
     def sample(self, trial: optuna.Trial) -> LowRankConfig:
         """This trial's factorization: Optuna parameters ``lowrank``, ``lowrank_kind``,
         ``lowrank_ratio`` and ``lowrank_ratio_<group>`` (a single choice is no parameter).
@@ -140,6 +145,15 @@ class LowRankConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def active(self) -> dict[str, Any]:
+        """The Optuna parameters that acted: ``lowrank``, and its kind and ratios only when
+        it was applied (off, they changed nothing)."""
+        if not self.apply:
+            return {"lowrank": False}
+        ratios = {f"lowrank_ratio_{g}": r for g, r in self.group_ratios.items()}
+        return {"lowrank": True, "lowrank_kind": self.kind, "lowrank_ratio": self.rank_ratio,
+                **ratios}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class LayerRecord:
@@ -166,46 +180,6 @@ class LayerRecord:
         return asdict(self)
 
 
-# ------------------------------------------------------------------------------ MAC model
-
-
-def _rank_cost(layer: nn.Module, kind: str, shapes: list[tuple[tuple, tuple]]) -> tuple[int, int]:
-    """(MACs of the original, MACs per unit of rank of the pair), summed over the calls seen."""
-    from torch import nn
-
-    before = per_rank = 0
-    for in_shape, out_shape in shapes:
-        if isinstance(layer, nn.Linear):
-            rows = math.prod(in_shape) // layer.in_features
-            before += rows * layer.in_features * layer.out_features
-            per_rank += rows * (layer.in_features + layer.out_features)
-            continue
-        n, out_ch, positions = out_shape[0], out_shape[1], math.prod(out_shape[2:])
-        in_ch, k = in_shape[1], math.prod(layer.kernel_size)
-        before += n * positions * out_ch * in_ch * k
-        if kind == "channel":
-            per_rank += n * positions * (in_ch * k + out_ch)
-        else:
-            # The k x 1 half keeps the input width: its stride and padding act on height only.
-            ho, wo, w_in = out_shape[2], out_shape[3], in_shape[3]
-            kh, kw = layer.kernel_size
-            per_rank += n * ho * w_in * in_ch * kh + n * ho * wo * out_ch * kw
-    return before, per_rank
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def rank_for(ratio: float, full_rank: int, round_to: int | None = None) -> int:
-    """``ratio`` of ``full_rank``, at least 1; with ``round_to``, the nearest multiple of it
-    (vector units like aligned channel counts), never above the full rank."""
-    rank = max(1, math.ceil(ratio * full_rank - 1e-9))
-    if round_to and round_to > 1 and rank < full_rank:
-        rank = min(full_rank, max(round_to, round_to * round(rank / round_to)))
-    return rank
-
-
 # ------------------------------------------------------------------------------ a whole model
 
 
@@ -214,24 +188,12 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 
 
 def _layer_shapes(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, list]:
-    import torch
-
     shapes: dict[str, list] = {n: [] for n in names}
-    handles = []
-    for name in names:
 
-        def hook(_m, args, out, name=name) -> None:
-            shapes[name].append((tuple(args[0].shape), tuple(out.shape)))
+    def hook(name: str, _m: nn.Module, args: tuple, out: Any) -> None:
+        shapes[name].append((tuple(args[0].shape), tuple(out.shape)))
 
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    observe(model, x, hook, select=lambda name, _m: name in shapes)
     return shapes
 
 
@@ -301,7 +263,7 @@ def _not_candidates(model: nn.Module, layers: Sequence[str]) -> list[LayerRecord
     for name, m in model.named_modules():
         reason = _skip_reason(m) if name and _matches(name, layers) else ""
         if reason:
-            n = _params(m)
+            n = sum(p.numel() for p in m.parameters())
             zeros = dict.fromkeys(("rank", "full_rank", "break_even_rank"), 0)
             macs = {"macs_before": 0, "macs_after": 0, "params_before": n, "params_after": n}
             record = LayerRecord(name, type(m).__name__, "", **zeros, **macs, skipped=reason)
@@ -322,8 +284,8 @@ def _plan(
 
     layer_kind = svd.layer_kind(layer, kind)
     full = svd.full_rank(layer, layer_kind)
-    before, per_rank = _rank_cost(layer, layer_kind, shapes) if shapes else (0, 0)
-    params = _params(layer)
+    before, per_rank = svd.rank_cost(layer, layer_kind, shapes) if shapes else (0, 0)
+    params = svd.params(layer)
     base = {
         "name": name,
         "layer": type(layer).__name__,
@@ -347,7 +309,7 @@ def _plan(
         reason = _spatial_unsupported(layer)
     if reason:
         return LayerRecord(**base, skipped=reason), None
-    rank = rank_for(ratio, full, round_to)
+    rank = svd.rank_for(ratio, full, round_to)
     base["rank"] = rank
     if rank >= base["break_even_rank"]:
         why = f"rank {rank} >= break-even rank {base['break_even_rank']}: would not save MACs"
@@ -357,7 +319,7 @@ def _plan(
         if layer_kind == "linear"
         else svd.factorize_conv(layer, rank, layer_kind)
     )
-    base.update(macs_after=rank * per_rank, params_after=_params(new))
+    base.update(macs_after=rank * per_rank, params_after=svd.params(new))
     return LayerRecord(**base), new
 
 

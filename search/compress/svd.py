@@ -151,3 +151,41 @@ def zero_padding(layer: nn.Conv2d) -> tuple[int, int]:
             raise ValueError("spatial SVD needs symmetric padding; 'same' here is asymmetric")
         return total[0] // 2, total[1] // 2
     return int(layer.padding[0]), int(layer.padding[1])
+
+
+# ------------------------------------------------------------------------------ MAC model
+
+
+def rank_cost(layer: nn.Module, kind: str, shapes: list[tuple[tuple, tuple]]) -> tuple[int, int]:
+    """(MACs of the original, MACs per unit of rank of the pair), summed over the calls seen."""
+    before = per_rank = 0
+    for in_shape, out_shape in shapes:
+        if isinstance(layer, nn.Linear):
+            rows = math.prod(in_shape) // layer.in_features
+            before += rows * layer.in_features * layer.out_features
+            per_rank += rows * (layer.in_features + layer.out_features)
+            continue
+        n, out_ch, positions = out_shape[0], out_shape[1], math.prod(out_shape[2:])
+        in_ch, k = in_shape[1], math.prod(layer.kernel_size)
+        before += n * positions * out_ch * in_ch * k
+        if kind == "channel":
+            per_rank += n * positions * (in_ch * k + out_ch)
+        else:
+            # The k x 1 half keeps the input width: its stride and padding act on height only.
+            ho, wo, w_in = out_shape[2], out_shape[3], in_shape[3]
+            kh, kw = layer.kernel_size
+            per_rank += n * ho * w_in * in_ch * kh + n * ho * wo * out_ch * kw
+    return before, per_rank
+
+
+def params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def rank_for(ratio: float, full_rank: int, round_to: int | None = None) -> int:
+    """``ratio`` of ``full_rank``, at least 1; with ``round_to``, the nearest multiple of it
+    (vector units like aligned channel counts), never above the full rank."""
+    rank = max(1, math.ceil(ratio * full_rank - 1e-9))
+    if round_to and round_to > 1 and rank < full_rank:
+        rank = min(full_rank, max(round_to, round_to * round(rank / round_to)))
+    return rank

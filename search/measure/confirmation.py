@@ -1,7 +1,7 @@
 """Several ONNX files timed interleaved with one reference, wherever the profile measures.
 
-The confirmation of a study's front (:mod:`search.confirm`) re-times its Pareto trials and the
-float baseline side by side. The timing itself lives here, below the study, so that the agent
+The confirmation of a study's front (:mod:`search.study.confirm`) re-times its Pareto trials and
+the float baseline side by side. The timing itself lives here, below the study, so that the agent
 on a remote target runs exactly the same code as this machine does: :func:`time_files` is what
 ``LocalTarget.confirm`` calls and what the agent's ``POST /v1/confirm`` runs.
 

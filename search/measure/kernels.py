@@ -16,56 +16,11 @@ from typing import Any
 
 import onnx
 
+from search.core.errors import first_line
+from search.core.ort_ops import FLOAT_LAYER_OPS, INTEGER_LAYER_OPS, INTEGER_OPS
 from search.errors import ProviderError
 from search.measure.runtime import create_session
 from search.measure.spec import MeasureSpec
-
-# Ops that compute in integer arithmetic (CPU provider fusions of QDQ patterns and quantized
-# contrib ops). Anything else that computes a layer runs in floating point.
-INTEGER_OPS = {
-    "QLinearConv",
-    "QGemm",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "MatMulIntegerToFloat",
-    "DynamicQuantizeMatMul",
-    "MatMulNBits",
-    "QAttention",
-    "QLinearAdd",
-    "QLinearMul",
-    "QLinearConcat",
-    "QLinearAveragePool",
-    "QLinearGlobalAveragePool",
-    "QLinearReduceMean",
-    "QLinearSigmoid",
-    "QLinearLeakyRelu",
-    "QLinearSoftmax",
-    "QLinearWhere",
-}
-# The subset of INTEGER_OPS that compute a layer with weights.
-INTEGER_LAYER_OPS = {
-    "QLinearConv",
-    "QGemm",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "MatMulIntegerToFloat",
-    "DynamicQuantizeMatMul",
-    "MatMulNBits",
-    "QAttention",
-}
-# Layer ops (with weights) that compute in float, including the provider's fused forms.
-FLOAT_LAYER_OPS = {
-    "Conv",
-    "FusedConv",
-    "ConvTranspose",
-    "Gemm",
-    "FusedGemm",
-    "MatMul",
-    "FusedMatMul",
-}
-
 
 _LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 
@@ -128,5 +83,5 @@ def kernel_report(path: Path | str, spec: MeasureSpec, out_path: Path | str) -> 
     except ProviderError:
         raise
     except Exception as e:  # noqa: BLE001 - a missing count must not fail the measured trial
-        return {"unavailable": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+        return {"unavailable": f"{type(e).__name__}: {first_line(e, 200)}"}
     return {**count_kernels(onnx.load(str(saved))), "optimized_graph": str(saved)}

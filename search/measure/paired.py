@@ -17,7 +17,7 @@ order-statistic confidence interval of that median (binomial ranks; no normality
 few preempted rounds move neither.
 
 The study's latency objective is this ratio times the baseline's p50 recorded when the study
-started (:func:`search.context.measurement_record`): a constant scale in milliseconds, so
+started (:func:`search.trial.context.measurement_record`): a constant scale in milliseconds, so
 trials measured under different loads stay comparable and the objective still reads as a
 latency.
 

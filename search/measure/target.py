@@ -1,5 +1,5 @@
 """Where a profile is measured: this machine (:class:`LocalTarget`) or its agent
-(:class:`~search.measure.agent_client.AgentClient`); both answer ``measure(path, ...)``."""
+(:class:`~search.measure.agent.client.AgentClient`); both answer ``measure(path, ...)``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from search.measure.agent_client import AgentClient
+from search.measure.agent.client import AgentClient
 from search.measure.confirmation import time_files
 from search.measure.measurement import Measurement, measure_onnx
 from search.measure.runtime import check_providers, describe_device

@@ -17,8 +17,18 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from search.formatting import fmt, is_number
-from search.objectives import OBJECTIVES
+from search.config import TrialConfig
+from search.core.errors import first_line
+from search.core.formatting import fmt, is_number
+from search.errors import SearchError
+from search.record import (
+    OBJECTIVES,
+    PAIRED,
+    BaselineRecord,
+    TrialRecord,
+    baseline_of,
+    confirmed_rows,
+)
 from search.report.hypervolume import hypervolume
 from search.report.notes import confirmation_note, measurement_notes, row_notes
 from search.report.picking import Pick, candidates, pick
@@ -27,7 +37,7 @@ from search.report.quantization import precision_summary, quantization_summary, 
 COLUMNS = [
     "accuracy",
     "test_accuracy",
-    "latency_p50_ms",
+    PAIRED,
     "latency_measured_p50_ms",
     "latency_relative",
     "latency_p90_ms",
@@ -37,9 +47,9 @@ COLUMNS = [
     "peak_memory_mb",
     "size_mb",
 ]
-# What the front's confirmation (search.confirm) measured, per trial; empty where it did not.
+# What the front's confirmation (search.study.confirm) measured, per trial; empty where it did not.
 CONFIRMED = {
-    "confirmed_p50_ms": "latency_p50_ms",
+    "confirmed_p50_ms": PAIRED,
     "confirmed_relative": "latency_relative",
     "confirmed_spread": "spread",
     "confirmed_noisy": "noisy",
@@ -48,12 +58,13 @@ CONFIRMED = {
 
 
 def collect(study: optuna.Study) -> pd.DataFrame:
-    """One row a trial: parameters, metrics, change from the baseline, Pareto membership,
-    feasibility, sizes per step, kernel counts, precision, failure reason, whole config (JSON).
+    """One row a trial: the parameters that acted, metrics, change from the baseline, Pareto
+    membership, feasibility, sizes per step, kernel counts, precision, failure reason, whole
+    config (JSON).
     """
-    base = study.user_attrs.get("baseline") or {}
+    base = baseline_of(study)
     pareto = {t.number for t in study.best_trials} if _has_complete(study) else set()
-    confirmed = (study.user_attrs.get("confirmed") or {}).get("trials") or {}
+    confirmed = confirmed_rows(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = _row(t, base, t.number in pareto)
@@ -70,35 +81,46 @@ def _confirmed_columns(found: dict[str, Any] | None) -> dict[str, Any]:
     return {**out, "confirmed_ci_low_ms": low, "confirmed_ci_high_ms": high}
 
 
-def _row(t: FrozenTrial, base: dict[str, Any], on_front: bool) -> dict[str, Any]:
-    rec = t.user_attrs.get("record") or {}
+def _params(t: FrozenTrial, rec: TrialRecord | None) -> dict[str, Any]:
+    """The trial's searched parameters that acted (``param_<name>``): each step's part says
+    which of its parameters did (:meth:`~search.config.TrialConfig.active`); a parameter
+    suggested but without effect (low-rank's kind when low-rank was off) is left out."""
+    config = rec.config if rec is not None else t.user_attrs.get("config")
+    if not isinstance(config, dict):
+        return {f"param_{k}": v for k, v in t.params.items()}
+    try:
+        active = TrialConfig.from_dict(config).active()
+    except (TypeError, ValueError, SearchError):  # a config of another version's steps
+        return {f"param_{k}": v for k, v in t.params.items()}
+    return {f"param_{k}": v for k, v in t.params.items() if k in active}
+
+
+def _row(t: FrozenTrial, base: BaselineRecord | None, on_front: bool) -> dict[str, Any]:
+    rec = TrialRecord.of(t)
     row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
-    row.update({f"param_{k}": v for k, v in t.params.items()})
-    row.update({k: rec.get(k) for k in COLUMNS})
-    acc, lat = rec.get("accuracy"), rec.get("latency_p50_ms")
-    has_base = is_number(base.get("accuracy"))
-    row["accuracy_change"] = acc - base["accuracy"] if is_number(acc) and has_base else None
-    base_lat = base.get("latency_p50_ms")
-    row["speedup"] = base_lat / lat if is_number(lat) and lat > 0 and is_number(base_lat) else None
+    row.update(_params(t, rec))
+    row.update({k: getattr(rec, k) if rec else None for k in COLUMNS})
+    has_base = base is not None and is_number(base.accuracy)
+    row["accuracy_change"] = rec.accuracy - base.accuracy if rec and base and has_base else None
+    row["speedup"] = base.speedup(rec.latency_paired_ms) if rec and base else None
     row["pareto"] = on_front
     row["feasible"] = all(v <= 0.0 for v in t.constraints.values())
     row["precision"] = precision_summary(rec) if rec else ""
-    kernels = rec.get("kernels") or {}
+    kernels = rec.kernels if rec else {}
     for key in ("integer_layers", "float_layers_after_dequantize", "fp16_layers"):
         row[key] = kernels.get(key)
-    for step, size in (rec.get("sizes") or {}).items():
+    for step, size in (rec.sizes if rec else {}).items():
         if isinstance(size, dict):
             row[f"params_{step}"] = size.get("params")
             row[f"macs_{step}"] = size.get("macs")
-    row["providers"] = ",".join(rec.get("measurement", {}).get("providers", []))
-    measured = rec.get("measured_onnx") or rec.get("onnx")
-    row["measured_file"] = Path(measured).name if measured else ""
+    row["providers"] = ",".join(rec.providers) if rec else ""
+    row["measured_file"] = Path(rec.measured_file).name if rec and rec.measured_file else ""
     row["duration_s"] = t.user_attrs.get("duration_s")
-    # Where it trained, and the trial whose distilled student it reused (search.students).
-    row["train_device"] = rec.get("train_device")
-    row["reused_student_of"] = (rec.get("reused_student") or {}).get("trial")
+    # Where it trained, and the trial whose distilled student it reused (search.trial.students).
+    row["train_device"] = rec.train_device if rec else None
+    row["reused_student_of"] = (rec.reused_student or {}).get("trial") if rec else None
     row["fail_reason"] = t.user_attrs.get("fail_reason", "")
-    config = rec.get("config") or t.user_attrs.get("config") or t.params
+    config = (rec.config if rec else None) or t.user_attrs.get("config") or t.params
     row["config"] = json.dumps(config, sort_keys=True, default=str)
     return row
 
@@ -118,7 +140,7 @@ class ReportData:
 
     study_name: str
     trials: pd.DataFrame
-    baseline: dict[str, Any]
+    baseline: BaselineRecord | None
     settings: dict[str, Any]
     budgets: dict[str, float]
     metric: str = "accuracy"
@@ -136,22 +158,20 @@ class ReportData:
     def pareto(self) -> pd.DataFrame:
         if self.trials.empty:
             return self.trials
-        return self.trials[self.trials.pareto].sort_values("latency_p50_ms")
+        return self.trials[self.trials.pareto].sort_values(PAIRED)
 
     def picked_by(self, trial: int) -> list[str]:
         return [p.rule for p in self.picks if p.trial == trial]
 
     def label(self, objective: str) -> str:
         """What an objective (an Optuna metric name or record key) is called on the page."""
-        return {"accuracy": self.metric, "latency_p50_ms": "p50 latency (ms)"}.get(
-            objective, objective
-        )
+        return {"accuracy": self.metric, PAIRED: "p50 latency (ms)"}.get(objective, objective)
 
 
 def build_report(study: optuna.Study, *, picks: Sequence[str] = ()) -> ReportData:
     """Collect the study and compute what the plots need: picks, importances, hypervolume."""
     trials = collect(study)
-    baseline = study.user_attrs.get("baseline") or {}
+    baseline = baseline_of(study)
     metric = str(study.user_attrs.get("metric") or "accuracy")
     data = ReportData(
         study_name=study.study_name,
@@ -166,7 +186,8 @@ def build_report(study: optuna.Study, *, picks: Sequence[str] = ()) -> ReportDat
     )
     data.notes = measurement_notes(trials, baseline, metric)
     data.notes += [n for n in [confirmation_note(data.confirmed)] if n]
-    data.picks = [pick(trials, rule, baseline=baseline, metric=metric) for rule in picks]
+    base_acc = baseline.accuracy if baseline else None
+    data.picks = [pick(trials, rule, baseline_accuracy=base_acc, metric=metric) for rule in picks]
     data.importances, data.importance_note = importances(study)
     data.hypervolume, data.hv_reference = hypervolume_history(trials, baseline)
     return data
@@ -178,16 +199,17 @@ def budgets(study: optuna.Study) -> dict[str, float]:
     study.py stores ``value - budget`` for each set budget (0 when no budget is set), so the
     budget is what the study really used, even if the profile file has changed since.
     """
-    keys = {"latency_budget_ms": "latency_p50_ms", "memory_budget_mb": "peak_memory_mb"}
+    keys = {"latency_budget_ms": PAIRED, "memory_budget_mb": "peak_memory_mb"}
     found: dict[str, float] = {}
     for t in study.get_trials(deepcopy=False):
-        rec = t.user_attrs.get("record") or {}
+        rec = TrialRecord.of(t)
         for key, metric in keys.items():
             value = t.constraints.get(key)
-            if key in found or not is_number(value) or value == 0.0:
+            if rec is None or key in found or not is_number(value) or value == 0.0:
                 continue
-            if is_number(rec.get(metric)):
-                found[key] = round(rec[metric] - value, 9)
+            measured = getattr(rec, metric)
+            if is_number(measured):
+                found[key] = round(measured - value, 9)
     return found
 
 
@@ -206,14 +228,14 @@ def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
                     study, target=lambda t, i=i: t.values[i]
                 )
         except (RuntimeError, ValueError) as e:
-            return {}, f"parameter importances unavailable: {str(e).splitlines()[0]}"
+            return {}, f"parameter importances unavailable: {first_line(e)}"
     if len(done) < 10:
         return out, f"only {len(done)} completed trials: these importances are rough"
     return out, ""
 
 
 def hypervolume_history(
-    trials: pd.DataFrame, baseline: dict[str, Any]
+    trials: pd.DataFrame, baseline: BaselineRecord | None
 ) -> tuple[pd.DataFrame, tuple[float, float]]:
     """Hypervolume (metric x ms) of the (metric up, latency down) front after each trial.
 
@@ -223,12 +245,12 @@ def hypervolume_history(
     pool = candidates(trials).sort_values("trial") if not trials.empty else trials
     if pool.empty:
         return pd.DataFrame(columns=["trial", "hypervolume"]), (0.0, 0.0)
-    lats = list(pool.latency_p50_ms) + [baseline.get("latency_p50_ms") or 0.0]
+    lats = list(pool[PAIRED]) + [baseline.latency_paired_ms if baseline else 0.0]
     ref = (0.0, 1.1 * max(lats))
     points: list[tuple[float, float]] = []
     rows = []
     for _, r in pool.iterrows():
-        points.append((float(r.accuracy), float(r.latency_p50_ms)))
+        points.append((float(r.accuracy), float(r[PAIRED])))
         rows.append({"trial": int(r.trial), "hypervolume": hypervolume(points, reference=ref)})
     return pd.DataFrame(rows), ref
 
@@ -255,20 +277,20 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     columns += ["peak MB", "size MB", "precision", "notes", "picked by"]
     rows: list[list[str]] = []
     b = data.baseline
-    if b:
+    if b is not None:
         rows.append(
-            ["baseline", fmt(b.get("accuracy"), ".4f"), ""]
-            + ([fmt(b.get("test_accuracy"), ".4f")] if test else [])
-            + [fmt(b.get("latency_p50_ms"), ".3f"), "1.00x"]
-            + ([fmt(b.get("latency_p50_ms"), ".3f")] if confirmed else [])
-            + [fmt(b.get("peak_memory_mb"), ".1f"), fmt(b.get("size_mb"), ".2f")]
-            + [precision_summary(b), "busy" if b.get("busy") else "", ""]
+            ["baseline", fmt(b.accuracy, ".4f"), ""]
+            + ([fmt(b.test_accuracy, ".4f")] if test else [])
+            + [fmt(b.latency_paired_ms, ".3f"), "1.00x"]
+            + ([fmt(b.latency_paired_ms, ".3f")] if confirmed else [])
+            + [fmt(b.peak_memory_mb, ".1f"), fmt(b.size_mb, ".2f")]
+            + ["float", "busy" if b.busy else "", ""]
         )
     for _, r in data.pareto.iterrows():
         rows.append(
             [str(r.trial), fmt(r.accuracy, ".4f"), fmt(r.accuracy_change, "+.2%")]
             + ([fmt(r.test_accuracy, ".4f")] if test else [])
-            + [fmt(r.latency_p50_ms, ".3f"), fmt(r.speedup, ".2f", "x")]
+            + [fmt(r[PAIRED], ".3f"), fmt(r.speedup, ".2f", "x")]
             + ([_confirmed_cell(r)] if confirmed else [])
             + [fmt(r.peak_memory_mb, ".1f"), fmt(r.size_mb, ".2f"), str(r.precision)]
             + [row_notes(r), ", ".join(data.picked_by(int(r.trial)))]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 from rich.table import Table
 
+from search.record import Measured
 from search.report.collect import TEXT_COLUMNS, ReportData, front_table
 
 
@@ -21,22 +20,22 @@ def pareto_table(data: ReportData) -> Table:
     return table
 
 
-def test_note(rec: dict[str, Any]) -> str:
+def test_note(rec: Measured) -> str:
     """`` (test 0.9500)`` for a trial's console line; nothing without a test figure."""
-    test = rec.get("test_accuracy")
+    test = rec.test_accuracy
     return f" (test {test:.4f})" if test is not None else ""
 
 
-def load_note(rec: dict[str, Any]) -> str:
+def load_note(rec: Measured) -> str:
     """`` [busy: ...]`` / `` [noisy: ...]`` for a trial's console line when its latency was
     measured under load or stayed noisy after its repeats; nothing otherwise."""
     from search.measure.load import describe_load
 
-    measurement = rec.get("measurement") or {}
+    measurement = rec.measurement
     notes = []
-    if rec.get("busy"):
+    if rec.busy:
         notes.append(f"busy: {describe_load(measurement.get('load') or {})}")
-    if rec.get("noisy"):
+    if rec.noisy:
         paired = measurement.get("paired") or {}
         notes.append(
             f"noisy: +-{paired.get('spread', 0.0):.1%} after {paired.get('attempts')} tries"

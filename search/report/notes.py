@@ -7,24 +7,28 @@ from typing import Any
 
 import pandas as pd
 
-from search.formatting import fmt, is_number
+from search.core.formatting import fmt, is_number
+from search.record import PAIRED, BaselineRecord
 
 
-def measurement_notes(trials: pd.DataFrame, baseline: dict[str, Any], metric: str) -> list[str]:
+def measurement_notes(
+    trials: pd.DataFrame, baseline: BaselineRecord | None, metric: str
+) -> list[str]:
     """Sentences on the split the objective used, the paired latency, trials measured under
     load or noisy, and the front's confirmation."""
-    notes = [_split_note(baseline, metric)] if baseline else []
-    scale = baseline.get("latency_scale_ms")
+    if baseline is None:
+        return []
+    notes = [_split_note(baseline, metric)]
+    scale = baseline.latency_scale_ms
     if is_number(scale):
-        clock = (baseline.get("measurement", {}).get("latency") or [{}])[0]
-        kind = "thread CPU time" if clock.get("cpu_p50_ms") is not None else "wall time"
         notes.append(
             "p50 ms is paired: each trial was timed interleaved with the baseline, and its "
-            f"latency relative to the baseline ({kind}) is multiplied by the baseline's p50 of "
-            f"{fmt(scale, '.3f')} ms, so trials measured under different loads compare; the p50 "
-            "as measured is in trials.csv (latency_measured_p50_ms)"
+            f"latency relative to the baseline ({baseline.clock}) is multiplied by the "
+            f"baseline's p50 of {fmt(scale, '.3f')} ms, so trials measured under different "
+            f"loads compare ({PAIRED} in trials.csv); the p50 as measured is in trials.csv "
+            "(latency_measured_p50_ms)"
         )
-    if baseline.get("busy"):
+    if baseline.busy:
         notes.append(
             "the baseline was measured while other processes used the cores: its absolute "
             "latency is inflated (speedups are paired and are not)"
@@ -41,13 +45,13 @@ def measurement_notes(trials: pd.DataFrame, baseline: dict[str, Any], metric: st
     return notes
 
 
-def _split_note(baseline: dict[str, Any], metric: str) -> str:
-    if "test_accuracy" not in baseline:
+def _split_note(baseline: BaselineRecord, metric: str) -> str:
+    if baseline.scored_on_test:
         return (
             f"this study was scored before validation-split selection: its {metric} is on the "
             "test split, which the search selected on, so it is optimistic"
         )
-    if baseline["test_accuracy"] is None:
+    if baseline.test_accuracy is None:
         return (
             f"this task has no separate test split: {metric} is on the validation split the "
             "search selected on, and no test figure is reported"
@@ -72,7 +76,7 @@ def confirmation_note(confirmed: dict[str, Any]) -> str:
     )
 
 
-def row_notes(r: Any) -> str:
+def row_notes(r: pd.Series) -> str:
     """``busy``, ``noisy``, ``off front (confirmed)`` for one trial row of the front table."""
     words = [w for w in ("busy", "noisy") if _flag(r.get(w))]
     front = r.get("confirmed_front")

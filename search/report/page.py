@@ -11,7 +11,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from search.formatting import fmt
+from search.core.formatting import fmt
+from search.record import PAIRED
 from search.report.collect import TEXT_COLUMNS, ReportData, front_table
 from search.report.plots import FIGURES
 
@@ -73,7 +74,7 @@ def page(data: ReportData, figs: dict[str, go.Figure | None]) -> str:
 
 def _header(data: ReportData) -> str:
     s, b, df = data.settings, data.baseline, data.trials
-    meas = b.get("measurement", {})
+    meas = b.measurement if b is not None else {}
     counts = df.state.value_counts().to_dict() if not df.empty else {}
     states = ", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "no trials yet"
     setting = ", ".join(f"{k} <code>{_e(v)}</code>" for k, v in s.items())
@@ -83,11 +84,11 @@ def _header(data: ReportData) -> str:
             f"<br>measured on {_e(meas.get('device', '?'))} with ONNX Runtime "
             f"{_e(meas.get('onnxruntime', '?'))} ({_e(', '.join(meas.get('providers', [])))})"
         )
-    if b:
+    if b is not None:
         lines.append(
-            f"<br>baseline: {_e(data.metric)} {fmt(b.get('accuracy'), '.4f')}, p50 "
-            f"{fmt(b.get('latency_p50_ms'), '.3f')} ms, peak memory "
-            f"{fmt(b.get('peak_memory_mb'), '.1f')} MB, size {fmt(b.get('size_mb'), '.2f')} MB"
+            f"<br>baseline: {_e(data.metric)} {fmt(b.accuracy, '.4f')}, p50 "
+            f"{fmt(b.latency_paired_ms, '.3f')} ms, peak memory "
+            f"{fmt(b.peak_memory_mb, '.1f')} MB, size {fmt(b.size_mb, '.2f')} MB"
         )
     if data.budgets:
         lines.append("<br>budgets: " + ", ".join(_budget(k, v) for k, v in data.budgets.items()))
@@ -132,7 +133,7 @@ def _table(columns: list[str], rows: list[list[str]], *, dim_first: bool = False
 
 def _front_table(data: ReportData) -> str:
     columns, rows = front_table(data)
-    table = _table(columns, rows, dim_first=bool(data.baseline))
+    table = _table(columns, rows, dim_first=data.baseline is not None)
     if data.pareto.empty:
         table += "<p class='cap'>No completed trials yet.</p>"
     return table
@@ -147,12 +148,12 @@ def _quantization(data: ReportData) -> str:
         [
             str(r.model),
             fmt(r.accuracy, ".4f"),
-            fmt(r.latency_p50_ms, ".3f"),
+            fmt(r[PAIRED], ".3f"),
             fmt(r.size_mb, ".2f"),
             fmt(r.integer_layers, ".0f"),
             fmt(r.trial, ".0f", missing=""),
         ]
-        for r in q.itertuples()
+        for _, r in q.iterrows()
     ]
     columns = ["model", data.metric, "p50 ms", "size MB", "int kernels", "trial"]
     return (

@@ -16,8 +16,8 @@ Example:
     >>> import pandas as pd
     >>> df = pd.DataFrame({"trial": [0, 1], "state": ["COMPLETE"] * 2, "feasible": [True] * 2,
     ...                    "pareto": [True] * 2, "accuracy": [0.99, 0.97],
-    ...                    "latency_p50_ms": [2.0, 1.0]})
-    >>> pick(df, "fastest-within:1%", baseline={"accuracy": 0.995}).trial
+    ...                    PAIRED: [2.0, 1.0]})
+    >>> pick(df, "fastest-within:1%", baseline_accuracy=0.995).trial
     0
 """
 
@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from search.errors import SearchError
+from search.record import PAIRED
 
 RULES = ("fastest-within:<drop>%", "accurate-within:<budget>ms", "knee")
 
@@ -83,7 +83,7 @@ def candidates(data: pd.DataFrame) -> pd.DataFrame:
     if data.empty:
         return data
     ok = (data["state"] == "COMPLETE") & data["feasible"].astype(bool)
-    ok &= data["accuracy"].notna() & data["latency_p50_ms"].notna()
+    ok &= data["accuracy"].notna() & data[PAIRED].notna()
     return data[ok]
 
 
@@ -91,16 +91,16 @@ def pick(
     data: pd.DataFrame,
     rule: str | Rule,
     *,
-    baseline: dict[str, Any] | None,
+    baseline_accuracy: float | None,
     metric: str = "accuracy",
 ) -> Pick:
     """Apply one pick rule to :func:`search.report.collect`'s data; ties go to the lower number.
 
     Args:
         data: One row a trial with ``trial``, ``state``, ``feasible``, ``pareto``, ``accuracy``
-            (the task's metric) and ``latency_p50_ms`` columns.
+            (the task's metric) and the paired latency (:data:`search.record.PAIRED`) columns.
         rule: A rule string or a parsed :class:`Rule`.
-        baseline: The study's ``baseline`` user attribute; ``fastest-within`` needs its metric.
+        baseline_accuracy: The study's baseline metric; ``fastest-within`` needs it.
         metric: What the task's metric is called, for the reason in words.
 
     Raises:
@@ -111,9 +111,9 @@ def pick(
     if pool.empty:
         return Pick(rule.text, None, "no completed trial within the budgets")
     if rule.kind == "fastest-within":
-        if not baseline or baseline.get("accuracy") is None:
+        if baseline_accuracy is None:
             raise PickError(f"pick rule {rule.text!r} needs the study's baseline {metric}")
-        return _fastest_within(pool, rule, base=baseline["accuracy"], metric=metric)
+        return _fastest_within(pool, rule, base=baseline_accuracy, metric=metric)
     if rule.kind == "accurate-within":
         return _accurate_within(pool, rule, metric=metric)
     front = pool[pool.pareto.astype(bool)] if "pareto" in pool else pool
@@ -129,33 +129,33 @@ def _fastest_within(pool: pd.DataFrame, rule: Rule, *, base: float, metric: str)
             f"no trial within {rule.bound:.2%} of the baseline {metric} (closest: {closest:+.2%})"
         )
         return Pick(rule.text, None, why)
-    order = ok.sort_values(["latency_p50_ms", "accuracy", "trial"], ascending=[True, False, True])
+    order = ok.sort_values([PAIRED, "accuracy", "trial"], ascending=[True, False, True])
     why = f"fastest trial with {metric} >= {floor:.4f} (baseline - {rule.bound:.2%})"
     return Pick(rule.text, int(order.iloc[0].trial), why)
 
 
 def _accurate_within(pool: pd.DataFrame, rule: Rule, *, metric: str) -> Pick:
-    ok = pool[pool.latency_p50_ms <= (rule.bound or 0.0)]
+    ok = pool[pool[PAIRED] <= (rule.bound or 0.0)]
     if ok.empty:
-        fastest = pool.latency_p50_ms.min()
+        fastest = pool[PAIRED].min()
         why = f"no trial at or under {rule.bound:g} ms p50 (fastest: {fastest:.3f} ms)"
         return Pick(rule.text, None, why)
-    order = ok.sort_values(["accuracy", "latency_p50_ms", "trial"], ascending=[False, True, True])
+    order = ok.sort_values(["accuracy", PAIRED, "trial"], ascending=[False, True, True])
     return Pick(
         rule.text, int(order.iloc[0].trial), f"highest {metric} at <= {rule.bound:g} ms p50"
     )
 
 
 def knee(front: pd.DataFrame) -> int:
-    """The knee of a front given as rows with ``trial``, ``accuracy``, ``latency_p50_ms``.
+    """The knee of a front given as rows with ``trial``, ``accuracy`` and the paired latency.
 
     Both objectives are scaled to [0, 1] (1 = best). The knee is the point farthest above the
     line between the front's fastest and most accurate ends; with fewer than three points, or
     when the front is a straight line, the point nearest the ideal corner (1, 1) wins.
     """
-    rows = front.sort_values(["latency_p50_ms", "trial"])
+    rows = front.sort_values([PAIRED, "trial"])
     trials = [int(t) for t in rows.trial]
-    acc, lat = list(rows.accuracy.astype(float)), list(rows.latency_p50_ms.astype(float))
+    acc, lat = list(rows.accuracy.astype(float)), list(rows[PAIRED].astype(float))
     if len(trials) == 1:
         return trials[0]
     span_a = (max(acc) - min(acc)) or 1.0

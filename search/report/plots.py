@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from search.record import PAIRED
 from search.report.collect import ReportData
 from search.report.scatter import DOMINATED, FRONT, PICK, objective_figure
 
@@ -40,7 +41,7 @@ def parallel_figure(data: ReportData) -> go.Figure | None:
             {"label": label, "values": codes, "tickvals": list(range(len(cats))), "ticktext": cats}
         )
     dims.append({"label": data.metric, "values": done.accuracy})
-    dims.append({"label": "p50 ms", "values": done.latency_p50_ms})
+    dims.append({"label": "p50 ms", "values": done[PAIRED]})
     fig = go.Figure(
         go.Parcoords(
             dimensions=dims,
@@ -231,7 +232,7 @@ FIGURES: tuple[Figure, ...] = (
         "points are the Pareto front (no other trial has both a higher {metric} and a lower "
         "latency); faded points are dominated, over budget or failed. Hover a point for its "
         "whole configuration.",
-        _objective("latency_p50_ms", "latency p50 (ms)"),
+        _objective(PAIRED, "latency p50 (ms)"),
         png=True,
     ),
     Figure(

@@ -4,7 +4,6 @@ the one-off per-group sensitivity pass, and float baseline against uniform int8 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,36 +12,36 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from search.config import plan_of
+from search.record import PAIRED, Measured, TrialRecord, baseline_of
 
 SENSITIVITY_COLUMNS = ["group", "precision", "layers", "accuracy", "drop", "float_accuracy"]
-SUMMARY_COLUMNS = ["model", "accuracy", "latency_p50_ms", "size_mb", "integer_layers", "trial"]
+SUMMARY_COLUMNS = ["model", "accuracy", PAIRED, "size_mb", "integer_layers", "trial"]
 
 
-def precision_summary(record: dict[str, Any]) -> str:
+def precision_summary(record: TrialRecord) -> str:
     """Short words for the precision a trial ran at, from what its record says.
 
-    ``record["ran"]`` (group -> what its layers ran at in ONNX Runtime's optimized graph,
-    :mod:`search.compress.audit`) comes first: ``int8: stem, layer1; float: fc``. Records made
-    before the audit fall back to ``record["precision"]`` or the plan in ``record["config"]``,
-    a string or a mapping of group -> type (counted, e.g. ``int8 x12, float x2``).
-    ``record["kernels"]`` adds ``n int kernels``. A record without any was measured from the
-    float ONNX file (``float32``).
+    ``record.ran`` (group -> what its layers ran at in ONNX Runtime's optimized graph,
+    :mod:`search.compress.quantize.audit`) comes first: ``int8: stem, layer1; float: fc``.
+    Records made before the audit fall back to the plan in ``record.config`` (counted, e.g.
+    ``int8 x12, float x2``, or the plan's own words). ``record.kernels`` adds
+    ``n int kernels``. A record without any was measured from the float ONNX file
+    (``float32``).
     """
     parts: list[str] = []
-    ran = record.get("ran")
-    prec = record.get("precision") or plan_of(record.get("config"))
-    if isinstance(ran, dict) and ran:
-        parts.append(ran_summary(ran))
-    elif isinstance(prec, str) and prec:
-        parts.append(prec)
-    elif isinstance(prec, dict) and prec:
+    plan = plan_of(record.config)
+    legacy = record.config.get("precision")  # records before per-step configs: one word
+    if record.ran:
+        parts.append(ran_summary(record.ran))
+    elif plan:
         counts: dict[str, int] = {}
-        for value in prec.values():
-            key = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-            counts[key] = counts.get(key, 0) + 1
+        for value in plan.values():
+            counts[value] = counts.get(value, 0) + 1
         parts.append(", ".join(f"{k} x{n}" for k, n in sorted(counts.items())))
-    kernels = record.get("kernels")
-    if isinstance(kernels, dict) and kernels:
+    elif isinstance(legacy, str) and legacy:
+        parts.append(legacy)
+    kernels = record.kernels
+    if kernels and "unavailable" not in kernels:
         n_int = kernels.get("integer_layers", 0)
         n_float = kernels.get("float_layers_after_dequantize", 0)
         after_dq = f", {n_float} float after DequantizeLinear" if n_float else ""
@@ -50,8 +49,7 @@ def precision_summary(record: dict[str, Any]) -> str:
         half = f", {n_half} fp16" if n_half else ""
         parts.append(f"{n_int} int kernels{half}{after_dq}")
     if not parts:
-        measured = record.get("measured_onnx") or record.get("onnx", "")
-        quantized = str(measured).endswith(".q.onnx")
+        quantized = str(record.measured_file).endswith(".q.onnx")
         parts.append("quantized" if quantized else "float32")
     return "; ".join(parts)
 
@@ -68,7 +66,7 @@ def sensitivity_rows(sensitivity: Mapping[str, Any] | None) -> pd.DataFrame:
     """The sensitivity pass as one row a group, most sensitive first (the pass's ``order``).
 
     Args:
-        sensitivity: The study's ``sensitivity`` attribute as ``compress/sensitivity.py``
+        sensitivity: The study's ``sensitivity`` attribute as ``compress/quantize/sensitivity.py``
             stores it: ``{precision, float_accuracy, groups: {group: {accuracy, drop, layers,
             layer_types}}, order, ...}``; ``None`` when the study ran no pass.
 
@@ -103,37 +101,43 @@ def sensitivity_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def quantization_summary(study: optuna.Study) -> pd.DataFrame:
-    """Float baseline, uniform int8 of it, and the most accurate mixed-precision trial."""
-    rows: list[dict[str, Any]] = []
-    for name, rec in (
-        ("float baseline", study.user_attrs.get("baseline")),
-        ("uniform int8", study.user_attrs.get("baseline_int8")),
-    ):
-        if rec:
-            rows.append({"model": name, **rec, **(rec.get("kernels") or {}), "trial": None})
+    """Float baseline, uniform int8 of it, and the most accurate mixed-precision trial (a
+    trial whose groups ran at more than one precision); rows for what the study has."""
+    rows: list[tuple[str, Measured, dict[str, Any], int | None]] = []
+    baseline = baseline_of(study)
+    if baseline is not None:
+        rows.append(("float baseline", baseline, {}, None))
+    int8 = study.user_attrs.get("baseline_int8")
+    if isinstance(int8, dict):
+        rec = TrialRecord.from_json(int8)
+        rows.append(("uniform int8", rec, rec.kernels, None))
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    mixed = [t for t in done if len(set(_ran_or_plan(t).values())) > 1]
+    records = {t.number: r for t in done if (r := TrialRecord.of(t)) is not None}
+    mixed = [
+        t
+        for t in done
+        if t.number in records and len(set(_ran_or_plan(records[t.number]).values())) > 1
+    ]
     if mixed:
         best = max(mixed, key=lambda t: (t.values[0], -t.values[1]))
-        rec = best.user_attrs["record"]
-        rows.append(
-            {
-                "model": "best mixed precision",
-                **rec,
-                **(rec.get("kernels") or {}),
-                "trial": best.number,
-            }
-        )
+        rec = records[best.number]
+        rows.append(("best mixed precision", rec, rec.kernels, best.number))
     return pd.DataFrame(
-        [{k: r.get(k) for k in SUMMARY_COLUMNS} for r in rows], columns=SUMMARY_COLUMNS
+        [
+            {
+                "model": name,
+                "accuracy": r.accuracy,
+                PAIRED: r.latency_paired_ms,
+                "size_mb": r.size_mb,
+                "integer_layers": kernels.get("integer_layers"),
+                "trial": number,
+            }  # fmt: skip
+            for name, r, kernels, number in rows
+        ],
+        columns=SUMMARY_COLUMNS,
     )
 
 
-def _ran_or_plan(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def _ran_or_plan(rec: TrialRecord) -> dict[str, str]:
     """What the trial's groups ran at (the audit), or its plan for older records."""
-    ran = (t.user_attrs.get("record") or {}).get("ran")
-    return ran if isinstance(ran, dict) and ran else plan_of(_config(t))
-
-
-def _config(t: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
-    return (t.user_attrs.get("record") or {}).get("config")
+    return dict(rec.ran) or plan_of(rec.config)

@@ -9,6 +9,7 @@ import json
 import pandas as pd
 import plotly.graph_objects as go
 
+from search.record import PAIRED
 from search.report.collect import ReportData
 from search.report.picking import parse_rule
 
@@ -24,9 +25,9 @@ def _hover(r: pd.Series, metric: str) -> str:
     if pd.notna(r.accuracy):
         change = f" ({r.accuracy_change:+.2%})" if pd.notna(r.accuracy_change) else ""
         lines.append(f"{metric} {r.accuracy:.4f}{change}")
-    if pd.notna(r.latency_p50_ms):
+    if pd.notna(r[PAIRED]):
         speed = f" ({r.speedup:.2f}x)" if pd.notna(r.speedup) else ""
-        lines.append(f"p50 {r.latency_p50_ms:.3f} ms{speed}, p90 {r.latency_p90_ms:.3f} ms")
+        lines.append(f"p50 {r[PAIRED]:.3f} ms{speed}, p90 {r.latency_p90_ms:.3f} ms")
     if pd.notna(r.peak_memory_mb):
         lines.append(f"memory {r.peak_memory_mb:.1f} MB, size {r.size_mb:.3f} MB")
     lines.append(f"precision: {r.precision}")
@@ -73,7 +74,7 @@ def _groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict]]:
         ),
         (
             "Pareto front",
-            df[front].sort_values("latency_p50_ms"),
+            df[front].sort_values(PAIRED),
             {"marker": {"color": FRONT, "size": 11, "line": {"width": 1, "color": "white"}}},
         ),
     ]
@@ -89,7 +90,7 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
     for name, part, style in _groups(df.dropna(subset=["accuracy", x])):
         if part.empty:
             continue
-        lines = name == "Pareto front" and x == "latency_p50_ms"
+        lines = name == "Pareto front" and x == PAIRED
         fig.add_scatter(
             x=part[x],
             y=part.accuracy,
@@ -101,10 +102,11 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
             **style,
         )
     base = data.baseline
-    if base.get(x) is not None and base.get("accuracy") is not None:
+    base_x = getattr(base, x, None) if base is not None else None
+    if base is not None and base_x is not None:
         fig.add_scatter(
-            x=[base[x]],
-            y=[base["accuracy"]],
+            x=[base_x],
+            y=[base.accuracy],
             mode="markers",
             name="baseline (uncompressed)",
             marker={"symbol": "star", "size": 16, "color": "black"},
@@ -113,7 +115,7 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
         )
     _budget_line(fig, data, x)
     _pick_labels(fig, data, x)
-    if x == "latency_p50_ms":
+    if x == PAIRED:
         _metric_floors(fig, data)
     missing = int((df.accuracy.isna() | df[x].isna()).sum())
     note = f"<br><sup>{missing} trial(s) without measurements are listed below</sup>"
@@ -131,11 +133,11 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
 def _objective_split(data: ReportData) -> str:
     """Where the objective was scored: studies scored before validation-split selection
     (no ``test_accuracy`` beside the baseline's) selected on the test split."""
-    return "validation" if "test_accuracy" in data.baseline else "test"
+    return "test" if data.baseline is not None and data.baseline.scored_on_test else "validation"
 
 
 def _budget_line(fig: go.Figure, data: ReportData, x: str) -> None:
-    budget = {"latency_p50_ms": "latency_budget_ms", "peak_memory_mb": "memory_budget_mb"}.get(x)
+    budget = {PAIRED: "latency_budget_ms", "peak_memory_mb": "memory_budget_mb"}.get(x)
     if budget in data.budgets:
         fig.add_vline(
             x=data.budgets[budget],
@@ -166,9 +168,9 @@ def _pick_labels(fig: go.Figure, data: ReportData, x: str) -> None:
 
 
 def _metric_floors(fig: go.Figure, data: ReportData) -> None:
-    base = data.baseline.get("accuracy")
-    if base is None:
+    if data.baseline is None:
         return
+    base = data.baseline.accuracy
     for p in data.picks:
         if p.rule.lower().startswith("fastest-within"):
             fig.add_hline(

@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
+from search.core.errors import first_line
 from search.report.collect import ReportData, build_report, collect
 from search.report.page import page
 from search.report.plots import FIGURES, figures
@@ -84,6 +85,6 @@ def write_pngs(figs: dict[str, go.Figure | None], out_dir: Path) -> tuple[list[P
     try:
         pio.write_images(list(main.values()), paths, width=1100, height=600)
     except Exception as e:  # noqa: BLE001 - any rendering failure only costs the PNG copies
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e) or type(e).__name__
         return [], f"PNG copies skipped: kaleido could not render ({first[:160]})"
     return paths, None

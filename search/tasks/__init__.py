@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.core.errors import first_line
 from search.errors import SearchError, TaskError
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _where(e: BaseException) -> str:
     # The user's code, not importlib's: the last frame outside the import machinery.
     user = [f for f in frames if "importlib" not in f.filename] or frames
     at = f"at {Path(user[-1].filename).name}:{user[-1].lineno}: " if user else ""
-    first = (str(e).strip().splitlines() or [""])[0][:200]
+    first = first_line(e, 200)
     return f"{at}{type(e).__name__}: {first}"
 
 
@@ -180,7 +181,7 @@ def read_task_file(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise TaskError(f"task file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise TaskError(f"task file {path} is not valid YAML: {first_line(e)}") from None
     if not isinstance(raw, dict):
         raise TaskError(f"task file {path} must be a mapping of keys (task, model, data, ...)")
     spec = str(raw.pop("task", "vision"))

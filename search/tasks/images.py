@@ -14,8 +14,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
+from search.core.safeload import UnsafePickle, load_data_pickle
 from search.errors import TaskError
-from search.safeload import UnsafePickle, load_data_pickle
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -43,7 +43,7 @@ def load_or_train(
     path = Path(cache_dir) / "teachers" / f"{key}.pt"
     model = build()
     if not path.is_file():
-        from search.threads import host_lock
+        from search.distributed.host_locks import host_lock
 
         with host_lock("teacher", str(path.resolve())):
             if not path.is_file():  # another worker may have trained it meanwhile
@@ -72,7 +72,7 @@ def _train(
     lr: float,
     batch_size: int,
 ) -> nn.Module:
-    from search.progress import status
+    from search.core.progress import status
 
     torch.manual_seed(seed)
     model = build()

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from search.core.errors import first_line
 from search.errors import TaskError
 from search.tasks.base import Task, stack
 from search.tasks.decoded import decode_once
@@ -74,7 +75,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever torch.load says, the file is unusable
-        first = (str(e).strip().splitlines() or [""])[0][:120]
+        first = first_line(e, 120)
         raise TaskError(
             f"cannot read weights {path} ({type(e).__name__}: {first}); save them with "
             "torch.save(model.state_dict(), path)"
@@ -282,7 +283,7 @@ def _classes_in(weights: str | Path | None, arch: str) -> int:
     """The output size of ``arch``'s head in the checkpoint (unlabeled data has no classes)."""
     if weights is None:
         raise TaskError("unlabeled data: pass num_classes (or --weights to read it from)")
-    from search.compress.prune import default_ignored
+    from search.compress.prune.step import default_ignored
 
     head = default_ignored(build_model(arch, num_classes=2))
     state = read_state_dict(Path(weights))

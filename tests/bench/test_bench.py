@@ -113,9 +113,9 @@ def test_interleaved_latency_of_float_and_int8(tmp_path):
     import onnx
 
     from search.bench.measure import measure_interleaved
-    from search.compress.calibration import calibrate
     from search.compress.onnx_export import export_onnx
-    from search.compress.quantize import quantize
+    from search.compress.quantize.calibration import calibrate
+    from search.compress.quantize.qdq import quantize
     from search.config import load_profile
     from search.tasks.models import ResNet
 
@@ -314,7 +314,7 @@ def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
 
 
 def test_bench_cli_rejects_bad_flags_with_one_line(capsys):
-    from search.cli import main
+    from search.cli.main import main
 
     assert main(["bench", "--samplers", "foo", "--trials", "2"]) == 2
     assert "unknown joint sampler" in capsys.readouterr().err

@@ -15,11 +15,10 @@ from search.compress.lowrank import (
     LowRankSpace,
     factorize,
     lowrank_step,
-    rank_for,
 )
 from search.compress.onnx_export import export_onnx
-from search.compress.prune import PruneConfig, count_macs
-from search.compress.svd import factorize_conv, factorize_linear, full_rank
+from search.compress.prune.step import PruneConfig, count_macs
+from search.compress.svd import factorize_conv, factorize_linear, full_rank, rank_for
 from search.config import Space, TrialConfig, load_space
 from search.errors import ConfigError
 from search.tasks.models import ResNet
@@ -197,7 +196,7 @@ def test_factorized_model_exports_runs_in_ort_and_quantizes(tmp_path) -> None:
     assert np.allclose(got, expected, atol=1e-4)
 
     # trial.py saves the factorized model as a torch.export program; it must come back equal.
-    from search.programs import save_program
+    from search.trial.programs import save_program
 
     save_program(small, X, tmp_path / "model.pt2")
     loaded = torch.export.load(tmp_path / "model.pt2").module()
@@ -270,9 +269,9 @@ def test_space_samples_lowrank_and_validates(tmp_path) -> None:
 
 def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:
     from search.compress.distill import DistillConfig
-    from search.context import Context
     from search.tasks import Task
-    from search.trial import run_trial
+    from search.trial.context import Context
+    from search.trial.pipeline import run_trial
     from tests.conftest import local_measure, quick_profile
 
     g = torch.Generator().manual_seed(0)
@@ -299,10 +298,10 @@ def test_trial_applies_lowrank_after_prune_and_records_sizes(tmp_path) -> None:
         lowrank=LowRankConfig(apply=True, rank_ratio=0.3),
         distill=DistillConfig(epochs=1),
     )
-    rec = run_trial(cfg, ctx=ctx, out_dir=tmp_path / "t").record
+    rec = run_trial(cfg, ctx=ctx, out_dir=tmp_path / "t").to_json()
     sizes = rec["sizes"]
     assert sizes["lowrank"]["macs"] < sizes["prune"]["macs"] < sizes["base"]["macs"]
-    assert any(not r["skipped"] for r in rec["lowrank_layers"])
+    assert any(not r["skipped"] for r in rec["steps"]["lowrank"]["layers"])
     assert rec["timings_s"]["lowrank"] >= 0.0
     # Not applied: the model passes through untouched.
     space = ctx.space.lowrank

@@ -1,25 +1,24 @@
 """One contract for every compression step: its space section and its part of a trial's config.
 
-The steps are found from :class:`~search.config.TrialConfig` (one part per step) and
-:class:`~search.config.Space` (one section per step, same name), so a new step is checked here
-as soon as it exists, and the tables below fail until they say how to break it.
+The steps are the registry's (:data:`search.compress.steps.STEPS`), so a new step is checked
+here as soon as it is registered, and the tables below fail until they say how to break it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import typing
 
 import optuna
 import pytest
 
+from search.compress.steps import STEPS as REGISTRY
+from search.compress.steps import SampleEnv, step
 from search.config import Space, TrialConfig, load_space, plan_of
 from search.errors import ConfigError
 
-STEPS = [f.name for f in dataclasses.fields(TrialConfig)]
-PARTS = typing.get_type_hints(TrialConfig)
+STEPS = [s.name for s in REGISTRY]
+PARTS = {s.name: s.config for s in REGISTRY}
 
 # The Optuna parameters each step's default section searches: today's names, which existing
 # studies were recorded with (tests/test_resume.py replays one made by older code).
@@ -45,13 +44,13 @@ BAD_PART = {
 }
 
 
-def _section(step: str):
-    return Space.model_fields[step].annotation()
+def _section(name: str):
+    return Space.model_fields[name].annotation()
 
 
-def _sampled(step: str):
+def _sampled(name: str):
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    return trial, _section(step).sample(trial)
+    return trial, step(name).sample(_section(name), trial, SampleEnv())
 
 
 def test_every_step_has_a_section_a_part_and_a_row_in_each_table():
@@ -61,40 +60,40 @@ def test_every_step_has_a_section_a_part_and_a_row_in_each_table():
     assert set(STEPS) <= set(Space.model_fields)
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_the_section_validates_its_defaults(step):
-    section = _section(step)
+@pytest.mark.parametrize("name", STEPS)
+def test_the_section_validates_its_defaults(name):
+    section = _section(name)
     assert type(section).model_validate(section.model_dump()) == section
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_the_section_samples_its_part_under_todays_parameter_names(step):
-    trial, part = _sampled(step)
-    assert isinstance(part, PARTS[step])
-    assert set(trial.params) == PARAMS[step]
+@pytest.mark.parametrize("name", STEPS)
+def test_the_section_samples_its_part_under_todays_parameter_names(name):
+    trial, part = _sampled(name)
+    assert isinstance(part, PARTS[name])
+    assert set(trial.params) == PARAMS[name]
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_the_part_round_trips_through_json(step):
-    _, part = _sampled(step)
-    for p in (part, PARTS[step]()):
+@pytest.mark.parametrize("name", STEPS)
+def test_the_part_round_trips_through_json(name):
+    _, part = _sampled(name)
+    for p in (part, PARTS[name]()):
         data = json.loads(json.dumps(p.to_dict()))
-        assert PARTS[step](**data) == p
+        assert PARTS[name](**data) == p
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_a_section_out_of_range_is_one_line(step, tmp_path):
+@pytest.mark.parametrize("name", STEPS)
+def test_a_section_out_of_range_is_one_line(name, tmp_path):
     path = tmp_path / "space.yaml"
-    path.write_text(BAD_SECTION[step] + "\n")
-    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: {step}[.:]") as err:
+    path.write_text(BAD_SECTION[name] + "\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: {name}[.:]") as err:
         load_space(str(path))
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_a_part_out_of_range_is_one_line(step):
+@pytest.mark.parametrize("name", STEPS)
+def test_a_part_out_of_range_is_one_line(name):
     with pytest.raises(ConfigError) as err:
-        PARTS[step](**{**PARTS[step]().to_dict(), **BAD_PART[step]})
+        PARTS[name](**{**PARTS[name]().to_dict(), **BAD_PART[name]})
     assert "\n" not in str(err.value)
 
 

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from search.compress.calibration import calibrate
 from search.compress.onnx_export import export_onnx
-from search.compress.quantize import quantize
+from search.compress.quantize.calibration import calibrate
+from search.compress.quantize.qdq import quantize
 from search.measure import MeasureSpec, ProviderSpec
 from search.measure.kernels import count_kernels, kernel_report, optimized_graph
 from search.tasks.models import ResNet

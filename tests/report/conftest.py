@@ -36,7 +36,7 @@ DISTS = {"prune_ratio": FloatDistribution(0.0, 0.9), "epochs": IntDistribution(1
 
 
 def record(acc: float, lat: float, mem: float, ratio: float, **extra: object) -> dict:
-    """A record shaped like search.trial.run_trial's (today's flat config)."""
+    """A record shaped like search.trial.pipeline.run_trial's (today's flat config)."""
     cfg = {"prune_ratio": ratio, "epochs": 2, "temperature": 4.0, "alpha": 0.5, "lr": 1e-3}
     return {
         "config": cfg,

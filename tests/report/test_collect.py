@@ -13,6 +13,7 @@ from search.config import plan_of
 from search.report import build_report, collect, precision_summary, quantization_summary
 from search.report.collect import front_table
 from search.report.quantization import sensitivity_rows
+from tests.conftest import trial_record
 from tests.report.conftest import BASE, LATENCY_BUDGET, MEMORY_BUDGET, copy_study
 from tests.report.tiny_study import METRIC
 
@@ -61,8 +62,9 @@ def test_plan_of_reads_the_flat_and_the_per_step_config() -> None:
     ],
 )
 def test_precision_summary(config: dict) -> None:
-    assert precision_summary({"onnx": "a/model.onnx"}) == "float32"
-    rec = {"config": config, "kernels": {"integer_layers": 2, "float_layers_after_dequantize": 5}}
+    assert precision_summary(trial_record(onnx="a/model.onnx")) == "float32"
+    kernels = {"integer_layers": 2, "float_layers_after_dequantize": 5}
+    rec = trial_record(config=config, kernels=kernels)
     want = "float x1, int8 x2; 2 int kernels, 5 float after DequantizeLinear"
     assert precision_summary(rec) == want
 

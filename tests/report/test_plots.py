@@ -99,6 +99,6 @@ def test_the_objective_axis_names_the_split_the_study_selected_on(which, request
     ones (no ``test_accuracy``) on the test split: the axis says which."""
     study = request.getfixturevalue(which)
     data = build_report(study)
-    split = "validation" if "test_accuracy" in data.baseline else "test"
+    split = "test" if data.baseline.scored_on_test else "validation"
     fig = figures(data)["pareto"]
     assert f"({'ONNX Runtime'}, {split} split)" in fig.layout.yaxis.title.text

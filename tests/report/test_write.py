@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from search.cli import main
+from search.cli.main import main
 from search.report import build_report, write_outputs, write_report
 from tests.report.conftest import hand_built
 

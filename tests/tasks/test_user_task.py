@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from search.cli import main  # noqa: E402
+from search.cli.main import main  # noqa: E402
 from search.tasks import load_task, read_task_file  # noqa: E402
 from search.tasks.vision import build_model  # noqa: E402
 from tests.conftest import REPO as ROOT  # noqa: E402

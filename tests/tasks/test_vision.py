@@ -15,7 +15,7 @@ from torch import nn
 pytest.importorskip("torchvision")
 
 from search.compress.onnx_export import export_onnx  # noqa: E402
-from search.compress.prune import count_params, prune_with_report  # noqa: E402
+from search.compress.prune.step import count_params, prune_with_report  # noqa: E402
 from search.errors import TaskError  # noqa: E402
 from search.tasks.transformer import TinyViT  # noqa: E402
 from search.tasks.vision import build_model, load_weights, make_vision_task  # noqa: E402
@@ -257,11 +257,11 @@ def check_trials(study, results: Path) -> None:
     for t in study.trials:
         rec = t.user_attrs["record"]
         assert rec["sizes"]["prune"]["params"] < rec["sizes"]["base"]["params"]
-        assert rec["latency_p50_ms"] > 0 and rec["size_mb"] > 0
-        assert rec["pruning"]["left_alone"]  # the head, at least, and the record says so
+        assert rec["latency_paired_ms"] > 0 and rec["size_mb"] > 0
+        assert rec["steps"]["prune"]["left_alone"]  # the head, at least, and the record says so
         assert rec["quantize"]["quantized"] and rec["measured_onnx"].endswith("model.q.onnx")
         assert rec["kernels"]["integer_layers"] > 0
-        assert "lowrank" in rec["sizes"] and rec["lowrank_layers"]
+        assert "lowrank" in rec["sizes"] and rec["steps"]["lowrank"]["layers"]
         art = Path(rec["artifacts"])
         model = torch.export.load(art / "model.pt2").module()  # the trial's own program
         x = torch.randn(3, 3, SIZE, SIZE)

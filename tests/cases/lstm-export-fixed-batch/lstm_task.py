@@ -1,4 +1,5 @@
 """A sequence classifier: Conv1d front end, one-layer LSTM, and a Linear head on the last step."""
+
 from pathlib import Path
 
 import torch
@@ -15,8 +16,8 @@ class ConvLSTMNet(nn.Module):
         self.rnn = nn.LSTM(32, 48, num_layers=1, batch_first=True)
         self.head = nn.Linear(48, classes)
 
-    def forward(self, x):                    # x: (N, 6, T)
-        h = self.front(x).transpose(1, 2)    # (N, T, 32)
+    def forward(self, x):  # x: (N, 6, T)
+        h = self.front(x).transpose(1, 2)  # (N, T, 32)
         out, _ = self.rnn(h)
         return self.head(out[:, -1])
 
@@ -27,8 +28,12 @@ def make_task(*, seed: int, cache_dir: Path) -> Task:
     y = torch.randint(0, 4, (96,), generator=g)
     torch.manual_seed(seed)
     return Task(
-        name="conv-lstm", model=ConvLSTMNet().eval(),
-        train=TensorDataset(x[:64], y[:64]), val=TensorDataset(x[64:80], y[64:80]),
-        test=TensorDataset(x[80:], y[80:]), calibration=TensorDataset(x[:16], y[:16]),
-        example_input=x[:1].clone(), key=f"conv-lstm-seed{seed}",
+        name="conv-lstm",
+        model=ConvLSTMNet().eval(),
+        train=TensorDataset(x[:64], y[:64]),
+        val=TensorDataset(x[64:80], y[64:80]),
+        test=TensorDataset(x[80:], y[80:]),
+        calibration=TensorDataset(x[:16], y[:16]),
+        example_input=x[:1].clone(),
+        key=f"conv-lstm-seed{seed}",
     )

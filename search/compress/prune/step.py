@@ -1,0 +1,261 @@
+"""Structured pruning with torch-pruning's dependency graph: channels are really removed.
+
+Coupled layers (a residual add, the BatchNorm after a conv) are pruned together, so the pruned
+model is a smaller dense model and the exported ONNX graph shrinks with it. The step declares its
+own space section (:class:`PruneSpace`) and the part of a trial's config it runs from
+(:class:`PruneConfig`).
+
+Example:
+    >>> import torch
+    >>> from search.tasks.models import ResNet
+    >>> model = ResNet(num_classes=10, widths=(16, 32, 64))
+    >>> small = prune(model, ratio=0.5, example_input=torch.zeros(1, 1, 32, 32),
+    ...               ignored_layers=["fc"], round_to=8)
+    >>> count_params(small) < count_params(model)
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from search.compress.forward import observe
+from search.core.schema import Bounds, FloatRange, Section
+from search.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from torch import nn
+
+    from search.compress.prune.plan import PrunePlan
+
+# torch and torch-pruning are imported inside the functions: config.py imports this module for
+# PruneSpace, and loading a space must stay cheap and possible without torch.
+
+_IMPORTANCE = {"l1": 1, "l2": 2}
+# The share of channels removed: 1.0 would remove every channel.
+PRUNE_RATIO = Bounds(0.0, 1.0, hi_open=True)
+
+
+class PruneSpace(Section):
+    """Structured pruning with torch-pruning: the share of channels removed, globally ranked."""
+
+    ratio: FloatRange = FloatRange(low=0.0, high=0.7)
+    importance: Literal["l1", "l2"] = "l2"
+    max_layer_ratio: float = Field(0.9, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneSpace:
+        PRUNE_RATIO.check_range(self.ratio, "ratio")
+        return self
+
+    def sample(self, trial: optuna.Trial) -> PruneConfig:
+        """This trial's pruning: Optuna parameter ``prune_ratio``."""
+        return PruneConfig(
+            ratio=self.ratio.suggest(trial, "prune_ratio"),
+            importance=self.importance,
+            max_layer_ratio=self.max_layer_ratio,
+        )
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What one trial prunes: ``ratio`` of the channels, ranked by L1 or L2 group magnitude,
+    at most ``max_layer_ratio`` of any one layer."""
+
+    ratio: float = 0.0
+    importance: str = "l2"
+    max_layer_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        PRUNE_RATIO.check(self.ratio, "prune_ratio")
+        if self.importance not in _IMPORTANCE:
+            raise ConfigError(f"importance must be l1 or l2, but got {self.importance!r}")
+        Bounds(0.0, 1.0, lo_open=True).check(self.max_layer_ratio, "max_layer_ratio")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def active(self) -> dict[str, Any]:
+        """The Optuna parameters this part stands for: ``prune_ratio``."""
+        return {"prune_ratio": self.ratio}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass at ``example_input``'s shape (torch-pruning)."""
+    import torch_pruning as tp
+
+    was_training = model.training
+    macs, _ = tp.utils.count_ops_and_params(model.eval(), example_input)
+    model.train(was_training)
+    return int(macs)
+
+
+def _modules(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    found = dict(model.named_modules())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ConfigError(
+            f"ignored layer(s) {', '.join(missing)} not found in the model; "
+            f"module names look like {', '.join(list(found)[1:4])}"
+        )
+    return [found[n] for n in names]
+
+
+def default_ignored(model: nn.Module, example_input: torch.Tensor | None = None) -> list[str]:
+    """The output layer: a classifier head must keep its output size.
+
+    With ``example_input`` it is the last Conv or Linear layer that runs in the forward pass
+    (a 1x1 conv head counts too); without, the last Linear layer registered.
+    """
+    from torch import nn
+
+    if example_input is None:
+        last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        return last[-1:]
+    return _last_executed(model, example_input)
+
+
+def ignored_names(
+    model: nn.Module, example_input: torch.Tensor, ignored_layers: list[str] | None
+) -> list[str]:
+    """The layers that keep their output size: ``ignored_layers``, or the output layer when
+    None (:func:`default_ignored`).
+
+    Raises:
+        ConfigError: a name that is no module of ``model`` (one line, with examples).
+    """
+    names = default_ignored(model, example_input) if ignored_layers is None else ignored_layers
+    _modules(model, names)
+    return names
+
+
+def prune(model: nn.Module, **options: Any) -> nn.Module:
+    """Return a pruned copy of ``model``; options and details as :func:`prune_with_report`."""
+    return prune_with_report(model, **options)[0]
+
+
+def prune_step(
+    model: nn.Module,
+    cfg: PruneConfig,
+    *,
+    example_input: torch.Tensor,
+    ignored_layers: list[str] | None,
+    round_to: int | None,
+    plan: PrunePlan | None = None,
+) -> tuple[nn.Module, PruneReport]:
+    """The trial's step: :func:`prune_with_report` with the trial's :class:`PruneConfig` and the
+    study's dry-run ``plan``."""
+    return prune_with_report(
+        model,
+        ratio=cfg.ratio,
+        example_input=example_input,
+        ignored_layers=ignored_layers,
+        round_to=round_to,
+        importance=cfg.importance,
+        max_layer_ratio=cfg.max_layer_ratio,
+        plan=plan,
+    )
+
+
+def prune_with_report(
+    model: nn.Module,
+    *,
+    ratio: float,
+    example_input: torch.Tensor,
+    ignored_layers: list[str] | None = None,
+    round_to: int | None = 8,
+    importance: str = "l2",
+    max_layer_ratio: float = 0.9,
+    plan: PrunePlan | None = None,
+) -> tuple[nn.Module, PruneReport]:
+    """Return a pruned copy of ``model`` with about ``ratio`` of its channels removed, and a
+    report of the layers left alone and why.
+
+    Channels are ranked globally by group magnitude (L1 or L2 over every coupled layer);
+    ``round_to`` keeps channel counts multiples of the target's vector width. Residual adds,
+    concats, splits, grouped convs, gates, attention heads and single-layer LSTMs are coupled
+    by the dependency graph (:mod:`search.compress.prune.plan`); what the library cannot cut
+    correctly (channel shuffles, ``F.glu``, layers written by hand, a group that fails the dry
+    run) is left alone with the reason.
+
+    ``plan`` is the study's dry run (:func:`~search.compress.prune.plan.plan_pruning`); without
+    one it is made here, unbounded. A plan with an ``error`` (nothing can be pruned) returns an
+    unchanged copy.
+
+    Raises:
+        ConfigError: ``ratio`` outside [0, 1), or an ignored layer that does not exist.
+        PruneError: a cut failed although the plan allowed it (names the layers).
+    """
+    import torch_pruning as tp
+
+    from search.compress.prune import plan as pp
+
+    PRUNE_RATIO.check(ratio, "prune ratio")
+    names = ignored_names(model, example_input, ignored_layers)
+    if plan is None and ratio > 0.0:
+        plan = pp.plan_pruning(model, example_input, ignored_layers=names, ratio=ratio)
+    report = PruneReport(
+        left_alone={**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})},
+        unwrapped=[name for name, _, _ in pp.unwrapped_parameters(model)],
+    )
+    if plan is None or ratio == 0.0 or plan.error:
+        return copy.deepcopy(model).eval(), report
+    expected = _output_shape(model, example_input)
+    pruned = pp.prune_with_plan(
+        model,
+        example_input,
+        ratio=ratio,
+        plan=pp.PrunePlan(left_alone=report.left_alone),
+        importance=tp.importance.GroupMagnitudeImportance(p=_IMPORTANCE[importance]),
+        max_pruning_ratio=max_layer_ratio,
+        round_to=round_to,
+    )
+    got = _output_shape(pruned, example_input)
+    if got != expected:
+        raise RuntimeError(
+            f"pruning changed the output shape from {expected} to {got}; "
+            "list the output layer in the task's ignored_layers"
+        )
+    return pruned, report
+
+
+def _output_shape(model: nn.Module, example_input: torch.Tensor) -> tuple[int, ...]:
+    import torch
+
+    with torch.no_grad():
+        return tuple(model.eval()(example_input).shape)
+
+
+@dataclass
+class PruneReport:
+    """What pruning did not touch: ``left_alone`` maps a module name to the reason (naming the
+    op that forced it); ``unwrapped`` names parameters outside standard layers."""
+
+    left_alone: dict[str, str] = field(default_factory=dict)
+    unwrapped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"left_alone": dict(self.left_alone), "unwrapped_parameters": list(self.unwrapped)}
+
+
+def _last_executed(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    from torch import nn
+
+    order: list[str] = []
+    observe(
+        model,
+        example_input,
+        lambda name, _m, _i, _o: order.append(name),
+        select=lambda _n, m: isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d),
+    )
+    return order[-1:]

@@ -1,0 +1,246 @@
+"""The client side of the measurement agent (see :mod:`search.measure.agent.server` for the
+protocol)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.errors import AgentError, ProviderError
+from search.measure.latency import LatencyStats
+from search.measure.measurement import Measurement
+from search.measure.memory import MemoryStats
+from search.measure.runtime import check_providers
+from search.measure.spec import MeasureSpec
+
+_START = "start it on the device with 'python -m search agent --host 0.0.0.0 --port 8765'"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+class AgentClient:
+    """Measures ONNX files on a remote agent; the same interface as a local target.
+
+    Uploads are addressed by SHA-256 and skipped when the agent already holds them, so the
+    evaluation inputs cross the network once per study, and each model once.
+
+    Example:
+        >>> client = AgentClient("http://127.0.0.1:8765", token="s3cret-token")  # doctest: +SKIP
+        >>> client.info()["providers"]  # doctest: +SKIP
+        ['CPUExecutionProvider']
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str,
+        timeout: float = 900.0,
+        token_env: str = "SEARCH_AGENT_TOKEN",
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.where = f"on the agent at {self.url}"
+        self.token = token
+        self.token_env = token_env  # named in the message when the agent refuses the token
+        self.timeout = timeout
+        self.spec: MeasureSpec | None = None
+        self.device = ""
+        self._info: dict[str, Any] | None = None
+        self._arrays: dict[int, tuple[np.ndarray, str]] = {}
+
+    @classmethod
+    def connect(
+        cls, url: str, *, spec: MeasureSpec, token_env: str, timeout: float = 900.0
+    ) -> AgentClient:
+        """Connect to the agent at ``url`` (token from ``$token_env``) and check it can run
+        ``spec``; raise :class:`AgentError` or :class:`ProviderError` if not."""
+        token = os.environ.get(token_env, "")
+        if not token:
+            raise AgentError(
+                f"hardware profile '{spec.name}' measures through the agent at {url}: set "
+                f"{token_env} to the token the agent was started with, or pass --agent local "
+                "to measure here"
+            )
+        client = cls(url, token=token, timeout=timeout, token_env=token_env)
+        info = client.info()
+        check_providers(
+            spec,
+            info["providers"],
+            arch=info["arch"],
+            where=client.where,
+            version=info["onnxruntime"],
+        )
+        client.spec = spec
+        client.device = info["device"]
+        return client
+
+    # ------------------------------------------------------------------------------ transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        ctype: str = "",
+        timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if ctype:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise AgentError(
+                f"cannot reach the agent at {self.url} ({reason}): {_START}"
+            ) from None
+
+    def _checked(self, status: int, data: bytes, what: str) -> bytes:
+        if status < 400:
+            return data
+        try:
+            detail = json.loads(data).get("error", "")
+            kind = json.loads(data).get("type", "")
+        except (ValueError, AttributeError):
+            detail, kind = data[:200].decode(errors="replace"), ""
+        if status == 401:
+            raise AgentError(
+                f"the agent at {self.url} refused the token: set {self.token_env} to the "
+                "token it was started with"
+            )
+        if status == 413:
+            raise AgentError(
+                f"the agent at {self.url} refused {what}: {detail}; restart it with a larger "
+                "--max-upload-mb"
+            )
+        if kind == "ProviderError":
+            raise ProviderError(f"{detail} ({self.where})")
+        raise AgentError(f"the agent at {self.url} failed {what} (HTTP {status}): {detail}")
+
+    # ------------------------------------------------------------------------------ API
+
+    def info(self) -> dict[str, Any]:
+        """The agent's providers, onnxruntime version, architecture, device and upload limit."""
+        if self._info is None:
+            # A short timeout: an unreachable host should fail the check fast, not in 15 minutes.
+            status, data = self._request("GET", "/v1/info", timeout=min(10.0, self.timeout))
+            self._info = json.loads(self._checked(status, data, "to describe itself"))
+        return self._info
+
+    def upload(self, data: bytes, kind: str) -> str:
+        """Store ``data`` (an ONNX file or .npy bytes) on the agent unless it has it; its hash."""
+        sha = hashlib.sha256(data).hexdigest()
+        status, _ = self._request("HEAD", f"/v1/blobs/{sha}")
+        if status == 200:
+            return sha
+        limit = self.info()["max_upload_bytes"]
+        if len(data) > limit:
+            raise AgentError(
+                f"the {kind} upload is {len(data) / 2**20:.1f} MiB, over the agent's limit of "
+                f"{limit / 2**20:.1f} MiB: restart the agent with a larger --max-upload-mb"
+            )
+        status, body = self._request(
+            "PUT", f"/v1/blobs/{sha}?kind={kind}", data, ctype="application/octet-stream"
+        )
+        self._checked(status, body, f"the {kind} upload")
+        return sha
+
+    def _array(self, array: np.ndarray) -> str:
+        # The study passes the same arrays every trial: serialize and hash them once.
+        held = self._arrays.get(id(array))
+        if held is not None and held[0] is array:
+            return held[1]
+        sha = self.upload(_npy(array), "npy")
+        self._arrays[id(array)] = (array, sha)
+        return sha
+
+    def measure(
+        self,
+        path: Path | str,
+        *,
+        eval_inputs: np.ndarray,
+        latency_input: np.ndarray,
+        reference: Path | str | None = None,
+    ) -> Measurement:
+        """Measure ``path`` on the agent as the spec says (see :meth:`connect`); with
+        ``reference`` (kept on the agent between calls) its latency is paired with that file's
+        there."""
+        if self.spec is None:
+            raise ValueError("connect() the client to a spec before measuring")
+        model = self.upload(Path(path).read_bytes(), "onnx")
+        request = {
+            "model": model,
+            "eval_inputs": self._array(eval_inputs),
+            "latency_input": self._array(latency_input),
+            "profile": self.spec.to_json(),
+        }
+        if reference is not None:
+            request["reference"] = self.upload(Path(reference).read_bytes(), "onnx")
+        body = json.dumps(request).encode()
+        status, data = self._request("POST", "/v1/measure", body, ctype="application/json")
+        summary = json.loads(self._checked(status, data, f"to measure {Path(path).name}"))
+        outputs_sha = summary.pop("outputs")
+        status, data = self._request("GET", f"/v1/blobs/{outputs_sha}")
+        outputs = np.load(io.BytesIO(self._checked(status, data, "outputs")), allow_pickle=False)
+        # Each trial's model and outputs are used once: keep the target's disk from filling up.
+        for sha in (model, outputs_sha):
+            self._request("DELETE", f"/v1/blobs/{sha}")
+        extra = {
+            k: v
+            for k, v in summary.items()
+            if k not in ("latency", "memory", "size_bytes", "providers", "onnxruntime", "device")
+        }
+        return Measurement(
+            outputs=outputs,
+            latency=[LatencyStats(**s) for s in summary["latency"]],
+            memory=MemoryStats(**summary["memory"]),
+            size_bytes=summary["size_bytes"],
+            providers=summary["providers"],
+            onnxruntime=summary["onnxruntime"],
+            device=summary["device"],
+            extra={**extra, "measured_by": f"agent {self.url}"},
+        )
+
+    def confirm(
+        self,
+        paths: Mapping[str, Path],
+        *,
+        reference: Path,
+        latency_input: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """Time ``paths`` (name -> ONNX file) interleaved with ``reference`` on the agent
+        (``POST /v1/confirm``, :func:`~search.measure.confirmation.time_files` there); the
+        models are dropped from the agent afterwards."""
+        if self.spec is None:
+            raise ValueError("connect() the client to a spec before confirming")
+        models = {n: self.upload(Path(p).read_bytes(), "onnx") for n, p in paths.items()}
+        request = {
+            "models": models,
+            "reference": self.upload(Path(reference).read_bytes(), "onnx"),
+            "latency_input": None if latency_input is None else self._array(latency_input),
+            "profile": self.spec.to_json(),
+        }
+        body = json.dumps(request).encode()
+        status, data = self._request("POST", "/v1/confirm", body, ctype="application/json")
+        out = json.loads(self._checked(status, data, "to confirm the front"))
+        for sha in models.values():
+            self._request("DELETE", f"/v1/blobs/{sha}")
+        return {**out, "measured_by": f"agent {self.url}"}

@@ -1,0 +1,261 @@
+"""Confirmation of the front: the Pareto trials and the baseline re-measured side by side.
+
+A trial reaches the front on one measurement; a lucky one (a quiet second, a preempted
+baseline) can put it there. :func:`confirm_front` times every Pareto trial's measured file and
+the baseline interleaved over ``confirm_rounds`` rounds (the profile's measure settings; the
+same loop and pairing as a trial's, :func:`~search.measure.paired.time_paired`), then asks
+which trials are still non-dominated on (validation metric, confirmed latency). The result is
+kept as the study user attribute ``confirmed``; the report, ``pareto.csv`` and the export's
+``trial.json`` show it. Only trials on the front are re-measured: one that the confirmation
+would have promoted from behind it is not found this way.
+
+The confirmation measures where the study measured: on this machine, or on the profile's
+agent (``POST /v1/confirm`` runs the same timing there, :mod:`search.measure.confirmation`). It
+refuses, with one line, a study measured on another device than the target it reaches now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.core.paths import MODEL_ONNX, StudyPaths
+from search.errors import SearchError
+from search.measure.confirmation import MAX_FILES
+from search.measure.paired import PairedLatency
+from search.measure.target import Target, open_target
+from search.record import PAIRED, TrialRecord, baseline_of
+
+LATENCY_INPUT = "latency_input.npy"
+
+
+def save_latency_input(references: Path, array: np.ndarray) -> None:
+    """Keep the study's fixed latency input beside the baseline, for later confirmations."""
+    references.mkdir(parents=True, exist_ok=True)
+    path = references / LATENCY_INPUT
+    if not path.is_file():
+        np.save(path, np.asarray(array, dtype=np.float32), allow_pickle=False)
+
+
+def _latency_input(references: Path) -> np.ndarray | None:
+    """The study's latency input (no pickle: plain array), or None for a study that kept none
+    (the target then times a seeded normal array of the model's input shape)."""
+    path = references / LATENCY_INPUT
+    return np.load(path, allow_pickle=False)[:1] if path.is_file() else None
+
+
+def _measured_file(t: FrozenTrial, study_dir: Path) -> Path | None:
+    rec = TrialRecord.of(t)
+    name = Path(rec.measured_file if rec and rec.measured_file else MODEL_ONNX)
+    for cand in (name, StudyPaths.of(study_dir).trial_dir(t.number) / name.name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _check_target(study: optuna.Study, target: Target) -> None:
+    """Refuse a study whose numbers the target's cannot be compared with."""
+    baseline = baseline_of(study)
+    before = baseline.measurement.get("device") if baseline else None
+    if before and before != target.device:
+        raise SearchError(
+            f"study {study.study_name!r} was measured on '{before}', not {target.where} "
+            f"('{target.device}'): confirm it where it was measured"
+        )
+    if baseline is None or baseline.latency_scale_ms is None:
+        raise SearchError(
+            f"study {study.study_name!r} was measured before paired latency: it has no baseline "
+            "scale to confirm against; start a new study to get confirmed figures"
+        )
+
+
+def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> dict[str, Any]:
+    """Re-measure the Pareto trials and the baseline interleaved on ``target`` (this machine or
+    the agent); keep and return the result.
+
+    Returns:
+        The ``confirmed`` study attribute: ``rounds``, ``runs_per_round``, ``clock``, ``load``,
+        ``baseline_measured_p50_ms``, ``device``, ``measured_by``, ``at`` (UTC) and ``trials``:
+        trial number (as text) -> ``latency_paired_ms`` (relative x the baseline's scale, as
+        the objective), ``latency_ci_ms``, ``latency_relative``, ``relative_ci``, ``spread``,
+        ``noisy``, ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before) and
+        ``on_front``.
+
+    Raises:
+        SearchError: the study was measured elsewhere or before paired latency, or the
+            baseline's file is missing.
+        AgentError: the agent could not be reached or refused.
+    """
+    _check_target(study, target)
+    baseline = baseline_of(study)
+    assert baseline is not None and baseline.latency_scale_ms is not None  # _check_target
+    references = StudyPaths.of(study_dir).baseline_dir
+    if not (references / MODEL_ONNX).is_file():
+        raise SearchError(f"no baseline file at {references / MODEL_ONNX}; pass --results-dir")
+    front = {str(t.number): t for t in study.best_trials}
+    paths = {n: _measured_file(t, Path(study_dir)) for n, t in front.items()}
+    missing = sorted(n for n, p in paths.items() if p is None)
+    found = sorted((n, p) for n, p in paths.items() if p is not None)
+    if not found:
+        raise SearchError(
+            f"none of the {len(paths)} Pareto trials' files is under {study_dir}/artifacts; "
+            "pass the --results-dir the study wrote to"
+        )
+    feed = _latency_input(references)
+    timed: dict[str, Any] = {}
+    for i in range(0, len(found), MAX_FILES):  # a target times at most MAX_FILES at once
+        part = target.confirm(
+            dict(found[i : i + MAX_FILES]), reference=references / MODEL_ONNX, latency_input=feed
+        )
+        timed = {**part, "paired": {**timed.get("paired", {}), **part["paired"]}}
+    paired = {n: PairedLatency.from_dict(d) for n, d in timed["paired"].items()}
+    scale = float(baseline.latency_scale_ms)
+    threshold = target.spec.measure.noise_threshold
+    confirmed = {
+        "rounds": timed["rounds"],
+        "runs_per_round": timed["runs_per_round"],
+        "clock": timed["clock"],
+        "load": timed["load"],
+        "baseline_measured_p50_ms": timed["reference_p50_ms"],
+        "device": timed.get("device", target.device),
+        "measured_by": timed.get("measured_by", "here"),
+        "missing": missing,
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "trials": _rows(paired, front, scale=scale, threshold=threshold),
+    }
+    study.set_user_attr("confirmed", confirmed)
+    return confirmed
+
+
+def _rows(
+    paired: dict[str, Any], front: dict[str, FrozenTrial], *, scale: float, threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Each confirmed trial's figures, and whether it is still on the front among them."""
+    trials = {
+        n: {
+            PAIRED: p.relative * scale,
+            "latency_ci_ms": [p.ci_low * scale, p.ci_high * scale],
+            "latency_relative": p.relative,
+            "relative_ci": [p.ci_low, p.ci_high],
+            "spread": p.spread,
+            "noisy": p.spread > threshold,
+            "measured_p50_ms": p.candidate_p50_ms,
+            "study_p50_ms": front[n].values[1],
+            "accuracy": front[n].values[0],
+        }
+        for n, p in paired.items()
+    }
+    for n, row in trials.items():
+        row["on_front"] = not any(_dominates(other, row) for m, other in trials.items() if m != n)
+    return trials
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is at least as accurate and as fast as ``b``, and better in one."""
+    acc_a, acc_b = a["accuracy"], b["accuracy"]
+    lat_a, lat_b = a[PAIRED], b[PAIRED]
+    return acc_a >= acc_b and lat_a <= lat_b and (acc_a > acc_b or lat_a < lat_b)
+
+
+def summary_lines(confirmed: dict[str, Any]) -> list[str]:
+    """What the confirmation found, one line a trial, for the console."""
+    from search.measure.load import describe_load
+
+    lines = [
+        f"confirmed the front: {len(confirmed['trials'])} trial(s) and the baseline over "
+        f"{confirmed['rounds']} interleaved rounds; {describe_load(confirmed['load'])}"
+    ]
+    for n, row in sorted(confirmed["trials"].items(), key=lambda kv: kv[1][PAIRED]):
+        low, high = row["latency_ci_ms"]
+        flags = "" if row["on_front"] else "  off the front after confirmation"
+        flags += "  noisy" if row["noisy"] else ""
+        lines.append(
+            f"  trial {n}: p50 {row[PAIRED]:.3f} ms [{low:.3f}, {high:.3f}] "
+            f"(study {row['study_p50_ms']:.3f} ms){flags}"
+        )
+    if confirmed.get("missing"):
+        lines.append(
+            f"  not re-measured (files missing): trials {', '.join(confirmed['missing'])}"
+        )
+    if confirmed["load"].get("busy"):
+        lines.append("warning: the machine was busy during the confirmation")
+    return lines
+
+
+def confirm_after_run(
+    study: optuna.Study,
+    *,
+    profile: Any,
+    study_dir: Path,
+    target: Target | None = None,
+    timing: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> None:
+    """At the end of ``run``: confirm the front on the study's ``target`` (this machine, under
+    ``timing()``, the host's lock, when None), print what changed, rewrite the report."""
+    from search.core.progress import console
+    from search.report import write_outputs
+
+    if not study.best_trials:
+        return
+    if target is None:
+        target = open_target(profile.measure_spec(), timing=timing)
+    try:
+        with console.status(f"confirming the front {target.where}: Pareto trials, baseline"):
+            confirmed = confirm_front(study, target=target, study_dir=study_dir)
+    except SearchError as e:  # AgentError included; the trials are done: say so, keep the study
+        console.print(f"front not confirmed: {e}", markup=False)
+        return
+    for line in summary_lines(confirmed):
+        console.print(line, markup=False)
+    write_outputs(study, study_dir, html=True)
+
+
+def study_profile(study: optuna.Study, *, agent: str | None = None) -> Any:
+    """The profile a study was run with: the file it was created from where it still exists,
+    else the built-in profile of that name; ``agent`` (a URL, or ``local``) replaces its agent.
+
+    Raises:
+        SearchError: neither can be found, or the study's profile digest no longer matches.
+    """
+    from search.config import load_profile
+    from search.study.resume import content_digests
+
+    settings = study.user_attrs.get("settings") or {}
+    source = (study.user_attrs.get("sources") or {}).get("profile")
+    name = source if source and Path(source).is_file() else settings.get("profile")
+    if not name:
+        raise SearchError(f"study {study.study_name!r} records no profile to measure with")
+    profile = load_profile(name)
+    recorded = settings.get("profile_digest")
+    if settings.get("digest_version") == 2 and recorded:
+        from search.config import Space
+
+        if content_digests(Space(), profile)["profile_digest"] != recorded:
+            raise SearchError(
+                f"profile {name} has changed since study {study.study_name!r} was run: "
+                "confirming with other measure settings would not compare"
+            )
+    if agent is not None:
+        profile = profile.with_agent(None if agent == "local" else agent)
+    return profile
+
+
+def confirm_study(study: optuna.Study, *, study_dir: Path, agent: str | None = None) -> str:
+    """``report --confirm``: confirm the front with the study's own profile, where it measures
+    (its agent, or ``agent``); what it found.
+
+    Raises:
+        SearchError, AgentError, ProviderError: one line each (no study, another device, the
+            agent unreachable or without the profile's providers).
+    """
+    profile = study_profile(study, agent=agent)
+    spec = profile.measure_spec()
+    target = open_target(spec, agent=profile.agent, token_env=profile.agent_token_env)
+    return "\n".join(summary_lines(confirm_front(study, target=target, study_dir=study_dir)))
