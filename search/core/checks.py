@@ -71,8 +71,9 @@ def check_writable(
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
+        reason = (e.strerror or str(e)).lower()  # strerror is set for every OS call that fails
         raise DiskError(
-            f"cannot write {what} to {folder}: {e.strerror.lower()} ({base}); pick another "
+            f"cannot write {what} to {folder}: {reason} ({base}); pick another "
             "folder with --results-dir"
         ) from None
     free_mb = shutil.disk_usage(base).free / 2**20

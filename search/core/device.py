@@ -22,8 +22,8 @@ import argparse
 import functools
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, TypeVar
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from search.errors import SearchError
 
@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 CHOICES = "auto, cpu, cuda or cuda:N"
 _PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class _OnDevice(Protocol):
+    """What :func:`on_spec_device` reads of a spec (a ``StudySpec``, which core may not import)."""
+
+    @property
+    def train_device(self) -> str: ...
+
+
+S = TypeVar("S", bound=_OnDevice)
 _current: list[torch.device] = []  # the device set by use(); empty means the CPU
 _said: set[str] = set()  # fallback notes already given in this process
 
@@ -73,7 +84,7 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve(name: str, *, say: Any = print) -> torch.device:
+def resolve(name: str, *, say: Callable[[str], object] = print) -> torch.device:
     """The ``torch.device`` for ``name``, checked against what torch sees on this machine.
 
     ``auto`` is the first CUDA device when torch sees one, else the CPU; the fallback is said
@@ -113,13 +124,13 @@ def resolve(name: str, *, say: Any = print) -> torch.device:
     return torch.device("cuda", index)
 
 
-def on_spec_device(run: Callable[..., T]) -> Callable[..., T]:
+def on_spec_device(run: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
     """Decorate ``run(spec, ...)`` to train on ``spec.train_device`` (:func:`resolve`, then
     :func:`use`): a CUDA device torch does not see raises :class:`DeviceError` before ``run``
     starts any work."""
 
     @functools.wraps(run)
-    def wrapper(spec: Any, *args: Any, **kwargs: Any) -> T:
+    def wrapper(spec: S, *args: P.args, **kwargs: P.kwargs) -> T:
         with use(resolve(spec.train_device)):
             return run(spec, *args, **kwargs)
 
@@ -152,7 +163,7 @@ def describe(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})"
 
 
-def autocast(device: torch.device) -> Any:
+def autocast(device: torch.device) -> AbstractContextManager[object]:
     """Mixed precision on CUDA (float16 autocast); nothing on other devices."""
     import torch
 
@@ -161,7 +172,7 @@ def autocast(device: torch.device) -> Any:
     return nullcontext()
 
 
-def grad_scaler(device: torch.device) -> Any:
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """A ``torch.amp.GradScaler`` that scales float16 losses on CUDA and is a no-op elsewhere."""
     import torch
 

@@ -37,27 +37,28 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from types import FrameType
+from typing import NoReturn
 
 REDELIVER_S = 10.0
 _state = {"requested": False, "handled": False}
-_watcher: list[threading.Thread] = []
+_watcher: list[threading.Thread | socket.socket] = []  # the thread and its socket's writer end
 _WAKE = signal.SIGURG  # delivered to the main thread only, to interrupt a blocking call
 
 
-def _on_sigint(signum: int, frame: Any) -> None:
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
     _state["requested"] = True
     if not _state["handled"]:
         signal.setitimer(signal.ITIMER_REAL, REDELIVER_S, REDELIVER_S)
     raise KeyboardInterrupt
 
 
-def _on_alarm(signum: int, frame: Any) -> None:
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
     if _state["requested"] and not _state["handled"]:
         raise KeyboardInterrupt
 
 
-def _unraisable(unraisable: Any) -> None:
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     # "Exception ignored in ...": a Ctrl-C lost in a __del__ or callback is delivered again by
     # the timer, so its traceback would only be noise; anything else is reported as usual.
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
@@ -89,7 +90,7 @@ def _start_watcher() -> None:
     thread = threading.Thread(target=_watch, args=(reader, main), name="ctrl-c", daemon=True)
     thread.start()
     _watcher.append(thread)
-    _watcher.append(writer)  # type: ignore[arg-type] - kept open for the process's life
+    _watcher.append(writer)  # kept open for the process's life
 
 
 def install() -> None:
@@ -119,7 +120,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be: the run stops the same way and can be resumed."""
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(f"signal {signum}")
 
 

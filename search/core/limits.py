@@ -50,7 +50,7 @@ def mapped_bytes() -> int:
     return 0
 
 
-def _child(fn: Callable[[], Any], write: int, limit: int) -> None:
+def _child(fn: Callable[[], object], write: int, limit: int) -> None:
     """Run ``fn`` under ``limit`` bytes of address space and write the JSON result."""
     code = 0
     try:
@@ -101,7 +101,7 @@ def _read(read: int, pid: int, deadline: float) -> tuple[bytes, bool]:
                 chunks.append(chunk)
 
 
-def run_limited(fn: Callable[[], Any], *, memory_bytes: int, timeout_s: float) -> LimitedResult:
+def run_limited(fn: Callable[[], object], *, memory_bytes: int, timeout_s: float) -> LimitedResult:
     """``fn()`` in a forked child that may allocate ``memory_bytes`` more address space and run
     ``timeout_s`` seconds; ``fn`` must return something JSON can encode. Never raises for what
     happens in the child."""

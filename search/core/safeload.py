@@ -56,7 +56,7 @@ class DataUnpickler(pickle.Unpickler):
         raise UnsafePickle("refused a persistent id: data files hold no external references")
 
 
-def _check_arrays(obj: Any, depth: int = 0) -> None:
+def _check_arrays(obj: object, depth: int = 0) -> None:
     """Refuse object arrays anywhere in ``obj`` (their items could be anything)."""
     import numpy as np
 

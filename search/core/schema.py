@@ -9,7 +9,7 @@ imports optuna or torch: loading a space stays cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -104,12 +104,20 @@ class IntRange(Strict):
         return trial.suggest_int(name, self.low, self.high, step=self.step)
 
 
-def choose(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
+# What Optuna stores for a categorical choice (its ``CategoricalChoiceType``, named here so the
+# module needs no optuna import at run time).
+C = TypeVar("C", bound=None | bool | int | float | str)
+
+
+def choose(trial: optuna.Trial, name: str, choices: list[C]) -> C:
     """A categorical suggestion; a single choice is fixed and not a parameter."""
-    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+    if len(choices) == 1:
+        return choices[0]
+    # Optuna returns one of ``choices``; its overloads type the result per choice type only.
+    return cast(C, trial.suggest_categorical(name, choices))
 
 
-def _fixed_to_range(value: Any) -> Any:
+def _fixed_to_range(value: object) -> object:
     """Let a plain number stand for a fixed range, so ``epochs: 2`` works in YAML."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"low": value, "high": value}

@@ -9,7 +9,9 @@ import os
 
 def cores() -> int:
     """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 0  # None when Python cannot tell; resolve_threads then uses 1
 
 
 def resolve_threads(threads: int | None = None) -> int:

@@ -43,7 +43,7 @@ def _fields(kind: Any) -> list[str] | None:
     return list(fields_) if fields_ is not None else None
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     current: Any = model
     for part in loc[:-1]:
         origin = typing.get_origin(current)
