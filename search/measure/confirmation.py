@@ -16,7 +16,7 @@ import contextlib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from search.measure.latency import cpu_timed, make_runner
 from search.measure.paired import time_paired
 from search.measure.runtime import create_session, describe_device
 from search.measure.spec import MeasureSpec
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 REFERENCE = "reference"
 NAME = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
@@ -95,7 +98,9 @@ def time_files(
     }
 
 
-def _feed(session: Any, latency_input: np.ndarray | None, batch: int) -> np.ndarray:
+def _feed(
+    session: ort.InferenceSession, latency_input: np.ndarray | None, batch: int
+) -> np.ndarray:
     if latency_input is not None:
         one = np.asarray(latency_input, dtype=np.float32)[:1]
     else:

@@ -31,7 +31,7 @@ def optimized_graph(path: Path | str, spec: MeasureSpec, out_path: Path | str) -
     return Path(out_path)
 
 
-def count_kernels(model: Any) -> dict[str, Any]:
+def count_kernels(model: onnx.ModelProto) -> dict[str, Any]:
     """Counts of integer kernels and float layer ops in an optimized graph (a ModelProto).
 
     ``float_layers`` counts floating-point layer ops of any width; ``fp16_layers`` those of them

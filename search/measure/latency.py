@@ -17,9 +17,14 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from search.measure.spec import MeasureSettings, MeasureSpec
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,16 @@ def summarize(
     )
 
 
-def cpu_timed(spec: Any) -> bool:
+def cpu_timed(spec: MeasureSpec) -> bool:
     """Whether the runs of ``spec``'s sessions are the calling thread's own work, so its CPU
     time measures them: the CPU provider first, one intra-op thread (0 lets ONNX Runtime start
     a pool), sequential execution (always, :func:`~search.measure.runtime.session_options`)."""
     return spec.providers[0].name == "CPUExecutionProvider" and spec.threads.intra_op == 1
 
 
-def make_runner(session: Any, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
+def make_runner(
+    session: ort.InferenceSession, feed: dict[str, np.ndarray]
+) -> Callable[[], object]:
     """A zero-argument call that runs ``session`` once on ``feed``.
 
     On CUDA and TensorRT the inputs are copied to the device once and the outputs stay there
@@ -106,7 +113,7 @@ def make_runner(session: Any, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
     for out in session.get_outputs():
         binding.bind_output(out.name, "cuda", device_id)
 
-    def run() -> Any:
+    def run() -> object:
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return on_device
@@ -115,7 +122,11 @@ def make_runner(session: Any, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
 
 
 def measure_latency(
-    session: Any, feed: dict[str, np.ndarray], settings: Any, *, cpu: bool = False
+    session: ort.InferenceSession,
+    feed: dict[str, np.ndarray],
+    settings: MeasureSettings,
+    *,
+    cpu: bool = False,
 ) -> LatencyStats:
     """Time one run on the same ``feed`` until both the run and time minimums are met.
 
@@ -162,7 +173,7 @@ class Rounds:
 
 
 def time_interleaved(
-    runners: dict[str, Callable[[], Any]],
+    runners: dict[str, Callable[[], object]],
     *,
     rounds: int,
     runs_per_round: int,

@@ -142,7 +142,7 @@ def describe_load(load: dict[str, Any]) -> str:
     """:meth:`Load.describe` of a recorded ``Load.to_dict()`` (what a record keeps)."""
     avg = load.get("loadavg")
     return Load(
-        loadavg=tuple(avg) if avg else None,  # type: ignore[arg-type]
+        loadavg=tuple(avg) if avg else None,
         cores=int(load.get("cores") or 0),
         seconds=float(load.get("seconds") or 0.0),
         other_cpu=load.get("other_cpu"),

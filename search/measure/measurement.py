@@ -52,7 +52,9 @@ class Measurement:
         }
 
 
-def run_batches(session: Any, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def run_batches(
+    session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
     """The session's first output over ``inputs`` (N x ...), run ``batch_size`` at a time."""
     name = session.get_inputs()[0].name
     outs = [
@@ -121,7 +123,10 @@ def measure_onnx(
 
 
 def _paired(
-    session: Any, reference: Path | str, feed: dict[str, np.ndarray], spec: MeasureSpec
+    session: ort.InferenceSession,
+    reference: Path | str,
+    feed: dict[str, np.ndarray],
+    spec: MeasureSpec,
 ) -> tuple[LatencyStats, dict[str, Any]]:
     """The candidate's latency stats over its interleaved runs, and its paired record."""
     ref_session = create_session(reference, spec)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from search.measure.runtime import (
     requested_providers,
 )
 from search.measure.spec import MeasureSpec
+
+if TYPE_CHECKING:
+    import ctypes
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _status_mb(field: str) -> float:
 _CUDART = ("libcudart.so", "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0")
 
 
-def _cudart() -> Any:
+def _cudart() -> ctypes.CDLL | None:
     import ctypes
 
     for name in _CUDART:
@@ -69,7 +72,7 @@ def _cudart() -> Any:
         except OSError:
             continue
     try:  # the pip wheels of onnxruntime-gpu bring libcudart in nvidia/cuda_runtime/lib
-        import nvidia.cuda_runtime as cr  # type: ignore[import-not-found]
+        import nvidia.cuda_runtime as cr
 
         for lib in sorted(Path(next(iter(cr.__path__))).glob("lib/libcudart.so*")):
             return ctypes.CDLL(str(lib))
@@ -78,7 +81,7 @@ def _cudart() -> Any:
     return None
 
 
-def _cuda_free_mb(lib: Any, device_id: int) -> float | None:
+def _cuda_free_mb(lib: ctypes.CDLL, device_id: int) -> float | None:
     import ctypes
 
     free, total = ctypes.c_size_t(), ctypes.c_size_t()
@@ -119,7 +122,7 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
         session.run(None, feed)
     peak = _status_mb("VmHWM")
     device_mb, device_method = None, ""
-    if free_before is not None:
+    if free_before is not None and lib is not None:  # lib is set when free_before is
         free_after = _cuda_free_mb(lib, device_id)
         if free_after is not None:
             device_mb, device_method = max(0.0, free_before - free_after), "cudaMemGetInfo drop"

@@ -35,12 +35,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search.measure.latency import Rounds, time_interleaved
 from search.measure.load import Load, LoadWatch
+
+if TYPE_CHECKING:
+    from search.measure.spec import MeasureSettings
 
 CONFIDENCE = 0.95
 
@@ -148,10 +151,10 @@ def relative_latency(
 
 
 def time_paired(
-    runners: dict[str, Callable[[], Any]],
+    runners: dict[str, Callable[[], object]],
     *,
     reference: str,
-    settings: Any,
+    settings: MeasureSettings,
     clock: str = "wall",
     rounds: int | None = None,
 ) -> tuple[dict[str, Rounds], dict[str, PairedLatency], Load]:

@@ -185,7 +185,7 @@ class MeasureSpec:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> MeasureSpec:
+    def from_json(cls, data: object) -> MeasureSpec:
         """Validate JSON data (from a client, so untrusted) into a spec.
 
         Raises:
@@ -215,11 +215,11 @@ class MeasureSpec:
         )
 
 
-def _plain(obj: Any) -> dict[str, Any]:
+def _plain(obj: Threads | MeasureSettings) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
-def _number(value: Any, kind: type, key: str) -> Any:
+def _number(value: object, kind: type, key: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{key} must be a number, got {value!r}")
     if kind is int and int(value) != value:
@@ -227,7 +227,7 @@ def _number(value: Any, kind: type, key: str) -> Any:
     return kind(value)
 
 
-def _typed(cls: type, data: Any, what: str) -> Any:
+def _typed(cls: type, data: object, what: str) -> Any:
     """``cls(**data)`` after checking JSON types: numbers for numbers, text for text."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object, got {data!r}")

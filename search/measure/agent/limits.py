@@ -16,13 +16,18 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: 42\r\nConnection: close\r\n\r\n"
     b'{"error": "too many connections; retry"}\n'
 )
+# What socketserver hands a server (its typeshed types): a TCP server's request is the
+# connection's socket (a datagram and its socket only on UDP servers); the client's address is
+# (host, port), plus flow info and scope id on IPv6.
+_Request = socket.socket | tuple[bytes, socket.socket]
+_Address = tuple[str | int, ...]
 
 
 class ConnectionLimits:
@@ -37,10 +42,12 @@ class ConnectionLimits:
 
     def init_limits(self, max_connections: int) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
-        self.heads: dict[Any, float] = {}  # connections still sending their head -> since
+        self.heads: dict[
+            socket.socket, float
+        ] = {}  # connections still sending their head -> since
         self.heads_lock = threading.Lock()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: _Request, client_address: _Address) -> None:
         error = sys.exc_info()[1]
         if not isinstance(error, OSError):
             print(f"agent: error serving {client_address[0]}: {error!r}", flush=True)
@@ -55,15 +62,16 @@ class ConnectionLimits:
             victim.shutdown(socket.SHUT_RDWR)
         return True
 
-    def process_request(self, request: Any, client_address: Any) -> None:
+    def process_request(self, request: _Request, client_address: _Address) -> None:
         free = self.slots.acquire(blocking=False)
         if not free and self._evict_idlest():
             free = self.slots.acquire(timeout=1.0)  # the evicted handler ends at once
         if not free:  # every slot busy with a real request: answer from this thread, close
             self.counts["refused"] += 1
             with contextlib.suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(BUSY)
+                conn = cast(socket.socket, request)  # a TCP server: the request is its socket
+                conn.settimeout(1.0)
+                conn.sendall(BUSY)
             self.shutdown_request(request)  # type: ignore[attr-defined]
             return
         try:
@@ -72,12 +80,12 @@ class ConnectionLimits:
             self.slots.release()
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def process_request_thread(self, request: _Request, client_address: _Address) -> None:
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
             with self.heads_lock:
-                self.heads.pop(request, None)
+                self.heads.pop(cast(socket.socket, request), None)
             self.slots.release()
 
 

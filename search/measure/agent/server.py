@@ -117,10 +117,13 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        self._tmp = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if settings.work_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="search-agent-")
-        self.store = private_dir(Path(settings.work_dir or self._tmp.name))
+            work_dir = Path(self._tmp.name)
+        else:
+            work_dir = settings.work_dir
+        self.store = private_dir(work_dir)
         self.lock = threading.Lock()
         self.init_limits(settings.max_connections)
         self.counts = {"uploads": 0, "measurements": 0, "confirmations": 0, "refused": 0}
@@ -136,7 +139,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def blob(self, sha: str) -> Path | None:
         for kind in ("onnx", "npy"):
@@ -145,10 +148,11 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
                 return path
         return None
 
-    def _upload(self, key: str, sha: Any, kind: str) -> Path:
-        """The stored upload ``sha`` of ``kind`` (``onnx`` or ``npy``) named by ``key``."""
+    def _upload(self, key: str, sha: object, kind: str) -> Path:
+        """The stored upload ``sha`` (a JSON value) of ``kind`` (``onnx`` or ``npy``) named by
+        ``key``."""
         ok = isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha)
-        path = self.blob(sha) if ok else None
+        path = self.blob(sha) if ok and isinstance(sha, str) else None
         if path is None or path.suffix != f".{kind}":
             raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
         return path
@@ -235,7 +239,9 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
             self._tmp.cleanup()
 
 
-class _Handler(HeadDeadline, BaseHTTPRequestHandler):
+# typeshed declares StreamRequestHandler.timeout a ClassVar, but setup() reads it per instance
+# (self.timeout), so HeadDeadline's property (the server's idle timeout) is what it gets.
+class _Handler(HeadDeadline, BaseHTTPRequestHandler):  # type: ignore[misc]
     server: AgentServer
     protocol_version = "HTTP/1.1"
     # A request line that is not HTTP/1.x gets a 400 with a status line, not a bare body.
