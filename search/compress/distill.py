@@ -15,9 +15,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, model_validator
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import optuna
     import torch
     from torch import nn
-    from torch.utils.data import Dataset
+    from torch.utils.data import DataLoader, Dataset
 
 # torch is imported inside the functions: config.py imports this module for DistillSpace, and
 # loading a space must stay cheap and possible without torch.
@@ -143,14 +143,22 @@ def distillation_loss(
     return (1 - alpha) * ce + alpha * kl
 
 
-class _Indexed:
+if TYPE_CHECKING:
+    # A Dataset to the type checker; torch stays unimported until training (Dataset adds
+    # nothing at run time that DataLoader needs beyond __getitem__ and __len__).
+    _IndexedBase = Dataset[tuple[Any, Any, int]]
+else:
+    _IndexedBase = object
+
+
+class _Indexed(_IndexedBase):
     """Items of ``base`` with their index, so each sample meets its own teacher logits."""
 
     def __init__(self, base: Dataset) -> None:
         self.base = base
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return len(cast(Sized, self.base))  # torch's Dataset declares no __len__
 
     def __getitem__(self, i: int):
         x, y = self.base[i]
@@ -187,7 +195,7 @@ def evaluate(model: nn.Module, data: Dataset, metric: Callable, *, batch_size: i
     return metric(torch.cat(outs).numpy(), torch.cat(labels).numpy())
 
 
-def _loader(data: Dataset, batch_size: int, device: torch.device, **kwargs: Any) -> Any:
+def _loader(data: Dataset, batch_size: int, device: torch.device, **kwargs: Any) -> DataLoader:
     """A DataLoader whose batches can be copied to a GPU asynchronously (pinned memory)."""
     from torch.utils.data import DataLoader
 

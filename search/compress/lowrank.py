@@ -32,7 +32,7 @@ import copy
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from pydantic import Field, model_validator
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     import optuna
     import torch
     from torch import nn
+
+    from search.compress import svd
 
 # torch (and svd.py, which needs it) is imported inside the functions: config.py imports this
 # module for LowRankSpace, and loading a space must stay cheap and possible without torch.
@@ -190,7 +192,7 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 def _layer_shapes(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, list]:
     shapes: dict[str, list] = {n: [] for n in names}
 
-    def hook(name: str, _m: nn.Module, args: tuple, out: Any) -> None:
+    def hook(name: str, _m: nn.Module, args: tuple, out: torch.Tensor) -> None:
         shapes[name].append((tuple(args[0].shape), tuple(out.shape)))
 
     observe(model, x, hook, select=lambda name, _m: name in shapes)
@@ -229,7 +231,7 @@ def factorize(
     shapes = _layer_shapes(out, candidates, example_input)
     records: list[LayerRecord] = []
     for name in candidates:
-        layer = out.get_submodule(name)
+        layer = cast("svd.Layer", out.get_submodule(name))  # a candidate: Linear or ConvNd
         ratio = next((r for pats, r in groups if _matches(name, pats)), None)
         if ratio is None and _matches(name, layers):
             ratio = rank_ratio
@@ -273,13 +275,15 @@ def _not_candidates(model: nn.Module, layers: Sequence[str]) -> list[LayerRecord
 
 def _plan(
     name: str,
-    layer: nn.Module,
+    layer: svd.Layer,
     kind: str,
     ratio: float | None,
     shapes: list,
     round_to: int | None,
 ) -> tuple[LayerRecord, nn.Module | None]:
     """Decide one layer: factorize it below its break-even rank, else say why not."""
+    from torch import nn
+
     from search.compress import svd
 
     layer_kind = svd.layer_kind(layer, kind)
@@ -287,9 +291,6 @@ def _plan(
     before, per_rank = svd.rank_cost(layer, layer_kind, shapes) if shapes else (0, 0)
     params = svd.params(layer)
     base = {
-        "name": name,
-        "layer": type(layer).__name__,
-        "kind": layer_kind,
         "rank": full,
         "full_rank": full,
         "break_even_rank": -(-before // per_rank) if per_rank else 0,
@@ -298,6 +299,10 @@ def _plan(
         "params_before": params,
         "params_after": params,
     }
+
+    def record(skipped: str = "") -> LayerRecord:
+        return LayerRecord(name, type(layer).__name__, layer_kind, **base, skipped=skipped)
+
     reason = ""
     if ratio is None:
         reason = "not selected by the layers patterns"
@@ -305,22 +310,22 @@ def _plan(
         reason = f"grouped or depthwise conv (groups={layer.groups})"
     elif not shapes:
         reason = "not run by the example input"
-    elif layer_kind == "spatial":
-        reason = _spatial_unsupported(layer)
-    if reason:
-        return LayerRecord(**base, skipped=reason), None
+    elif layer_kind == "spatial":  # a Conv2d (svd.layer_kind)
+        reason = _spatial_unsupported(cast(nn.Conv2d, layer))
+    if reason or ratio is None:  # no ratio always has its reason
+        return record(reason), None
     rank = svd.rank_for(ratio, full, round_to)
     base["rank"] = rank
     if rank >= base["break_even_rank"]:
         why = f"rank {rank} >= break-even rank {base['break_even_rank']}: would not save MACs"
-        return LayerRecord(**base, skipped=why), None
+        return record(why), None
     new = (
         svd.factorize_linear(layer, rank)
-        if layer_kind == "linear"
+        if isinstance(layer, nn.Linear)  # the layer kind "linear"
         else svd.factorize_conv(layer, rank, layer_kind)
     )
     base.update(macs_after=rank * per_rank, params_after=svd.params(new))
-    return LayerRecord(**base), new
+    return record(), new
 
 
 def _spatial_unsupported(layer: nn.Conv2d) -> str:

@@ -112,7 +112,7 @@ class Step:
     sample_rank: int
     student_inputs: Callable[[Any], JSON] | None
     apply: ModelApply | None = None
-    hand_pipeline: Callable[[Any, Mapping[str, list[Any]] | None], JSON] | None = None
+    hand_pipeline: Callable[[Any, Mapping[str, list[str]] | None], JSON] | None = None
 
     def __post_init__(self) -> None:
         if self.kind in ("model", "train") and self.student_inputs is None:
@@ -126,7 +126,9 @@ class Step:
             raise RegistryError(f"model step {self.name!r} needs apply(model, part, ...)")
 
 
-def _prune(model: Any, part: Any, section: Any, env: ModelEnv) -> tuple[Any, JSON]:
+def _prune(
+    model: nn.Module, part: prune.PruneConfig, section: prune.PruneSpace, env: ModelEnv
+) -> tuple[nn.Module, JSON]:
     student, report = prune.prune_step(
         model,
         part,
@@ -138,7 +140,9 @@ def _prune(model: Any, part: Any, section: Any, env: ModelEnv) -> tuple[Any, JSO
     return student, report.to_dict()
 
 
-def _lowrank(model: Any, part: Any, section: Any, env: ModelEnv) -> tuple[Any, JSON]:
+def _lowrank(
+    model: nn.Module, part: lowrank.LowRankConfig, section: lowrank.LowRankSpace, env: ModelEnv
+) -> tuple[nn.Module, JSON]:
     # After pruning (it needs the unfactorized graph), before distillation (which repairs what
     # the truncation lost).
     student, layers = lowrank.lowrank_step(

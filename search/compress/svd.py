@@ -16,9 +16,14 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
+
+# The layers an SVD splits: a Linear or a (not transposed, ungrouped) Conv1d/2d/3d.
+Layer = nn.Linear | nn.modules.conv._ConvNd
 
 
 def _split(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +47,13 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second).to(layer.weight.device)
 
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+# The conv class of each dimension. Typed as one constructor: a ConvNd's size tuples have its
+# own length, which matches the class picked here but not the others' signatures.
+_CONV: dict[int, Callable[..., nn.modules.conv._ConvNd]] = {
+    1: nn.Conv1d,
+    2: nn.Conv2d,
+    3: nn.Conv3d,
+}
 
 
 def factorize_conv(layer: nn.modules.conv._ConvNd, rank: int, kind: str) -> nn.Sequential:
@@ -66,7 +77,7 @@ def factorize_conv(layer: nn.modules.conv._ConvNd, rank: int, kind: str) -> nn.S
     bias = layer.bias is not None
     # W[o, i, y, x] as a (i, y) x (o, x) matrix: its rank-r factors are a k x 1 conv over
     # the input channels and a 1 x k conv into the output channels.
-    ph, pw = zero_padding(layer)
+    ph, pw = zero_padding(cast(nn.Conv2d, layer))  # layer_kind gives spatial to Conv2d only
     m = layer.weight.permute(1, 2, 0, 3).reshape(in_ch * kh, out_ch * kw)
     a, b = _split(m, rank)
     first = nn.Conv2d(
@@ -101,11 +112,11 @@ def _channel_pair(layer: nn.modules.conv._ConvNd, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second).to(layer.weight.device)
 
 
-def _load(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+def _load(layer: Layer, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     with torch.no_grad():
         layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias.detach())
+        if bias is not None:  # the pair's layer was made with a bias exactly then
+            cast(torch.Tensor, layer.bias).copy_(bias.detach())
 
 
 def _check_rank(rank: int, full: int) -> None:
@@ -128,7 +139,7 @@ def layer_kind(layer: nn.Module, kind: str) -> str:
     return kind
 
 
-def full_rank(layer: nn.Module, kind: str) -> int:
+def full_rank(layer: Layer, kind: str) -> int:
     """The rank at which the ``kind`` factorization of ``layer`` is exact."""
     if isinstance(layer, nn.Linear):
         return min(layer.in_features, layer.out_features)
@@ -156,7 +167,7 @@ def zero_padding(layer: nn.Conv2d) -> tuple[int, int]:
 # ------------------------------------------------------------------------------ MAC model
 
 
-def rank_cost(layer: nn.Module, kind: str, shapes: list[tuple[tuple, tuple]]) -> tuple[int, int]:
+def rank_cost(layer: Layer, kind: str, shapes: list[tuple[tuple, tuple]]) -> tuple[int, int]:
     """(MACs of the original, MACs per unit of rank of the pair), summed over the calls seen."""
     before = per_rank = 0
     for in_shape, out_shape in shapes:

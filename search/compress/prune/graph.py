@@ -22,7 +22,6 @@ layer's channels), naming the op.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -55,15 +54,18 @@ _ROUTING = (
 )
 
 
-def _infer_out(graph: Any, node: Any) -> int | None:
+def _infer_out(graph: tp.DependencyGraph, node: tp.dependency.Node) -> int | None:
     from torch_pruning.dependency import shape_infer
 
     return shape_infer.infer_out_channels_recursively(graph, node, [0])
 
 
-def _output_nr(split_node: Any, consumer: Any, limit: int = 64) -> int | None:
+def _output_nr(
+    split_node: tp.dependency.Node, consumer: tp.dependency.Node, limit: int = 64
+) -> int | None:
     """Which output of ``split_node``'s grad_fn ``consumer`` reads (autograd's output_nr)."""
-    target, seen, stack = split_node.grad_fn, set(), [consumer.grad_fn]
+    target, stack = split_node.grad_fn, [consumer.grad_fn]
+    seen: set[object] = set()  # autograd Nodes
     while stack and len(seen) < limit:
         fn = stack.pop()
         if fn is None or fn in seen:
@@ -76,7 +78,7 @@ def _output_nr(split_node: Any, consumer: Any, limit: int = 64) -> int | None:
     return None
 
 
-def _split_sizes(node: Any) -> list[int] | None:
+def _split_sizes(node: tp.dependency.Node) -> list[int] | None:
     """Part sizes of a split along dim 1, read from its grad_fn (torch 2 attribute names)."""
     fn = node.grad_fn
     if getattr(fn, "_saved_dim", 1) != 1:
@@ -91,21 +93,22 @@ def _split_sizes(node: Any) -> list[int] | None:
     return [size] * (total // size) + ([total % size] if total % size else [])
 
 
-def _fix_split(graph: Any, node: Any) -> None:
+def _fix_split(graph: tp.DependencyGraph, node: tp.dependency.Node) -> None:
     sizes = _split_sizes(node) or node.module.split_sizes
     if not sizes:
         return
     node.module.split_sizes = sizes
     node.module.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
     nrs = [_output_nr(node, out) for out in node.outputs]
-    if None in nrs or sorted(nrs) != list(range(len(sizes))):
+    known = [nr for nr in nrs if nr is not None]
+    if len(known) < len(nrs) or sorted(known) != list(range(len(sizes))):
         why = f"split into {len(sizes)} parts whose consumers cannot be matched one to one"
         make_opaque(graph, node, why)
         return
-    node.outputs[:] = [out for _, out in sorted(zip(nrs, node.outputs, strict=True))]
+    node.outputs[:] = [out for _, out in sorted(zip(known, node.outputs, strict=True))]
 
 
-def make_opaque(graph: Any, node: Any, reason: str) -> None:
+def make_opaque(graph: tp.DependencyGraph, node: tp.dependency.Node, reason: str) -> None:
     """No index mapping through ``node``; every group that reaches it is left alone."""
     graph.opaque.setdefault(node, reason)
     node.enable_index_mapping = False
@@ -115,12 +118,12 @@ def make_opaque(graph: Any, node: Any, reason: str) -> None:
                 d.index_mapping = [None, None]
 
 
-def _cut(a: Any, b: Any) -> None:
+def _cut(a: tp.dependency.Node, b: tp.dependency.Node) -> None:
     a.dependencies[:] = [d for d in a.dependencies if d.target is not b]
     b.dependencies[:] = [d for d in b.dependencies if d.target is not a]
 
 
-def _reduces_channels(graph: Any, node: Any) -> bool:
+def _reduces_channels(graph: tp.DependencyGraph, node: tp.dependency.Node) -> bool:
     fn = node.grad_fn
     if fn is None or not fn.name().startswith(REDUCTIONS):
         return False
@@ -135,7 +138,9 @@ def _reduces_channels(graph: Any, node: Any) -> bool:
     return any(d % len(sizes) == 1 and sizes[1] in channels for d in dims)
 
 
-def _producer_channels(graph: Any, node: Any, limit: int = 32) -> int | None:
+def _producer_channels(
+    graph: tp.DependencyGraph, node: tp.dependency.Node, limit: int = 32
+) -> int | None:
     """Channels of the module that produced ``node``'s tensor, followed up through one-input
     element-wise ops only (no concat, split or view, where the library's inference guesses)."""
     for _ in range(limit):
@@ -149,7 +154,7 @@ def _producer_channels(graph: Any, node: Any, limit: int = 32) -> int | None:
     return None
 
 
-def _fix_parameter_dim(graph: Any, node: Any) -> None:
+def _fix_parameter_dim(graph: tp.DependencyGraph, node: tp.dependency.Node) -> None:
     """Prune a bare nn.Parameter along the dim that matches the channels it meets; cut a
     parameter with no such dim (a broadcast spatial map) loose."""
     param, channels = node.module, set()
@@ -172,7 +177,7 @@ def _fix_parameter_dim(graph: Any, node: Any) -> None:
             _cut(op, node)
 
 
-def _cut_broadcasts(graph: Any, node: Any) -> None:
+def _cut_broadcasts(graph: tp.DependencyGraph, node: tp.dependency.Node) -> None:
     if _reduces_channels(graph, node):
         for n in node.inputs:
             _cut(node, n)
@@ -186,7 +191,7 @@ def _cut_broadcasts(graph: Any, node: Any) -> None:
             _cut(node, n)
 
 
-def repair_graph(graph: Any) -> None:
+def repair_graph(graph: tp.DependencyGraph) -> None:
     """Fix split sizes and order, cut broadcast and channel-reduction edges, fix bare parameter
     dims, and disable the mapping of nodes whose mapping raised (see the module docstring)."""
     for node, reason in list(graph.opaque.items()):
@@ -203,7 +208,7 @@ def repair_graph(graph: Any) -> None:
 # ------------------------------------------------------------------------------ group checks
 
 
-def node_label(node: Any) -> str:
+def node_label(node: tp.dependency.Node) -> str:
     """A node as the reasons name it: its module name, or ``Type(GradFn)``."""
     if node._name:
         return node._name
@@ -211,7 +216,7 @@ def node_label(node: Any) -> str:
     return f"{type(node.module).__name__.strip('_')}({fn})"
 
 
-def _channels(graph: Any, dep: Any) -> int | None:
+def _channels(graph: tp.DependencyGraph, dep: tp.dependency.Dependency) -> int | None:
     with contextlib.suppress(Exception):
         if graph.is_out_channel_pruning_fn(dep.handler):
             return graph.get_out_channels(dep.target.module)
@@ -219,7 +224,7 @@ def _channels(graph: Any, dep: Any) -> int | None:
     return None
 
 
-def _op_fault(graph: Any, node: Any) -> str | None:
+def _op_fault(graph: tp.DependencyGraph, node: tp.dependency.Node) -> str | None:
     if node in graph.opaque:
         return f"{node_label(node)}: {graph.opaque[node]}"
     fn = node.grad_fn.name() if node.grad_fn is not None else ""
@@ -241,7 +246,7 @@ def _op_fault(graph: Any, node: Any) -> str | None:
     return None
 
 
-def group_fault(graph: Any, group: Any) -> str | None:
+def group_fault(graph: tp.DependencyGraph, group: tp.dependency.Group) -> str | None:
     """Why torch-pruning would cut ``group`` (built with all root channels) wrongly, or None."""
     for item in group:
         dep, idxs = item.dep, item.idxs
@@ -268,7 +273,7 @@ def group_fault(graph: Any, group: Any) -> str | None:
     return None
 
 
-def members(graph: Any, group: Any) -> list[str]:
+def members(graph: tp.DependencyGraph, group: tp.dependency.Group) -> list[str]:
     """Names of the conv/linear/LSTM layers whose output channels ``group`` cuts."""
     names = []
     for item in group:
@@ -280,7 +285,7 @@ def members(graph: Any, group: Any) -> list[str]:
     return names
 
 
-def routing_ops(group: Any, limit: int = 4) -> list[str]:
+def routing_ops(group: tp.dependency.Group, limit: int = 4) -> list[str]:
     """grad_fn names of the ops in ``group`` that route channels (split, cat, view, ...)."""
     names: list[str] = []
     for item in group:

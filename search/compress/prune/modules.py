@@ -18,7 +18,7 @@ Checked against torch-pruning 1.6.0/1.6.1 (see :mod:`search.compress.prune.patch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol, cast
 
 import torch
 import torch_pruning as tp
@@ -26,6 +26,17 @@ from torch import nn
 
 # Linear layers that project queries, keys and values, by the names common implementations use.
 QKV_NAMES = ("qkv", "in_proj", "query", "key", "value", "q_proj", "k_proj", "v_proj")
+
+
+# Plain int attributes some models keep beside their layers (torch's stubs type every Module
+# attribute as a Tensor or Module, so these say what default_fixups reads and writes).
+class _HiddenDim(Protocol):
+    hidden_dim: int
+
+
+class _Heads(Protocol):
+    num_heads: int
+    head_dim: int
 
 
 class ChunkGLU(nn.Module):
@@ -68,7 +79,7 @@ class LSTMPruner(tp.pruner.function.BasePruningFunc):
 
     TARGET_MODULES = nn.LSTM
 
-    def check(self, layer: nn.LSTM, idxs: Any, to_output: bool) -> None:
+    def check(self, layer: nn.LSTM, idxs: list[int], to_output: bool) -> None:
         if layer.num_layers != 1 or layer.proj_size or layer.bidirectional:
             raise ValueError("only single-layer, one-way LSTMs without projection are pruned")
 
@@ -146,7 +157,8 @@ def default_fixups(model: nn.Module) -> None:
     for m in model.modules():
         proj = getattr(m, "conv_proj", None)
         if type(m).__name__ == "VisionTransformer" and isinstance(proj, nn.Conv2d):
-            m.hidden_dim = proj.out_channels
+            cast(_HiddenDim, m).hidden_dim = proj.out_channels
         qkv = getattr(m, "qkv", None)
         if isinstance(qkv, nn.Linear) and isinstance(getattr(m, "head_dim", None), int):
-            m.head_dim = qkv.out_features // (3 * m.num_heads)
+            attention = cast(_Heads, m)
+            attention.head_dim = qkv.out_features // (3 * attention.num_heads)

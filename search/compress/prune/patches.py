@@ -24,10 +24,16 @@ torch_pruning for the duration of the block only (one thread at a time).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from search.core.errors import describe
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
+    from torch import nn
+    from torch_pruning._helpers import _HybridIndex
+    from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
 # The torch-pruning internals replaced inside the block: (module, attribute). The test pins the
 # source of each, and of the library functions the repairs call.
@@ -47,7 +53,7 @@ MAX_INDICES = 1 << 18  # more indices than any layer has channels: a mapping gon
 
 
 def _guard(fname: str, original: Callable) -> Callable:
-    def guarded(graph: Any, node: Any) -> None:
+    def guarded(graph: tp.DependencyGraph, node: tp.dependency.Node) -> None:
         try:
             original(graph, node)
         except Exception as e:  # noqa: BLE001 - any failure makes this one node opaque
@@ -66,7 +72,7 @@ def _reshape_guard(original: Callable) -> Callable:
     """
     from torch_pruning.dependency import shape_infer
 
-    def guarded(graph: Any, node: Any) -> None:
+    def guarded(graph: tp.DependencyGraph, node: tp.dependency.Node) -> None:
         sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
         if sizes is None or len(sizes) == 1:
             return original(graph, node)
@@ -90,7 +96,7 @@ def _reshape_guard(original: Callable) -> Callable:
 
 
 def _capped(call: Callable) -> Callable:
-    def capped(self: Any, idxs: Any) -> Any:
+    def capped(self: _FlattenIndexMapping, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
         if not self.reverse and len(idxs) * self._stride > MAX_INDICES:
             raise OverflowError(f"index mapping would produce {len(idxs) * self._stride} indices")
         return call(self, idxs)
@@ -101,7 +107,9 @@ def _capped(call: Callable) -> Callable:
 def _build_and_repair(original: Callable) -> Callable:
     from search.compress.prune.graph import repair_graph
 
-    def build(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def build(
+        self: tp.DependencyGraph, *args: object, **kwargs: object
+    ) -> tp.DependencyGraph:  # arguments passed through unread
         self.opaque, self.failed = {}, {}
         original(self, *args, **kwargs)
         repair_graph(self)
@@ -110,10 +118,14 @@ def _build_and_repair(original: Callable) -> Callable:
     return build
 
 
-def _all_groups(self: Any, ignored_layers: Any = (), root_module_types: Any = ()) -> Iterator[Any]:
+def _all_groups(
+    self: tp.DependencyGraph,
+    ignored_layers: Iterable[nn.Module] = (),
+    root_module_types: Iterable[type[nn.Module]] = (),
+) -> Iterator[tp.dependency.Group]:
     """``DependencyGraph.get_all_groups`` (graph.py:278) with each group built under a guard: a
     group whose index mapping raises is skipped and its root recorded in ``self.failed``."""
-    visited: set[Any] = set()
+    visited: set[nn.Module] = set()
     ignored = list(ignored_layers) + self.IGNORED_LAYERS_IN_TRACING
     for m in list(self.module2node):
         if m in ignored or not isinstance(m, tuple(root_module_types)) or m in visited:

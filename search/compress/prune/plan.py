@@ -80,7 +80,7 @@ class PrunePlan:
         )
 
 
-def _chunk_groups(pruner: Any) -> None:
+def _chunk_groups(pruner: tp.pruner.MetaPruner) -> None:
     """A producer split into k equal parts (``chunk``) loses the same channels in each part:
     the library's ``out_channel_groups`` does exactly that."""
     graph = pruner.DG
@@ -114,8 +114,8 @@ def unwrapped_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter, int]
 
 
 def build_pruner(
-    model: nn.Module, x: torch.Tensor, *, ratio: float, ignored: list[str], **settings: Any
-) -> Any:
+    model: nn.Module, x: torch.Tensor, *, ratio: float, ignored: list[str], **settings: object
+) -> tp.pruner.MetaPruner:
     """The library's MetaPruner with our settings (call inside ``guarded_torch_pruning``):
     heads, an LSTM pruner, equal chunks, L2 group importance, global ranking by default."""
     found = dict(model.named_modules())
@@ -194,7 +194,7 @@ def plan_pruning(
     return plan
 
 
-def _static_pass(pruner: Any, plan: PrunePlan) -> bool:
+def _static_pass(pruner: tp.pruner.MetaPruner, plan: PrunePlan) -> bool:
     graph, found = pruner.DG, False
     for m, reason in graph.failed.items():
         name = graph._module2name.get(m)
@@ -212,12 +212,14 @@ def _static_pass(pruner: Any, plan: PrunePlan) -> bool:
     return found
 
 
-def _tracked_groups(pruner: Any, current: dict[str, Any]) -> Iterator[Any]:
+def _tracked_groups(
+    pruner: tp.pruner.MetaPruner, current: dict[str, tp.dependency.Group | None]
+) -> Iterator[tp.dependency.Group]:
     """The pruner's groups one at a time; ``current["group"]`` is the one being ranked or cut,
     so a failure can be pinned on it."""
     rank = pruner.estimate_importance
 
-    def tracked(group: Any) -> Any:
+    def tracked(group: tp.dependency.Group) -> torch.Tensor:
         current["group"] = group
         return rank(group)
 
@@ -227,7 +229,9 @@ def _tracked_groups(pruner: Any, current: dict[str, Any]) -> Iterator[Any]:
         yield group
 
 
-def _blame(pruner: Any, group: Any, model: nn.Module) -> tuple[list[str], str]:
+def _blame(
+    pruner: tp.pruner.MetaPruner, group: tp.dependency.Group | None, model: nn.Module
+) -> tuple[list[str], str]:
     """The layers of ``group`` (every root layer when unknown) and the ops routing it."""
     names = members(pruner.DG, group) if group is not None else []
     if not names:
@@ -237,10 +241,14 @@ def _blame(pruner: Any, group: Any, model: nn.Module) -> tuple[list[str], str]:
 
 
 def _dynamic_pass(
-    pruner: Any, work: nn.Module, x: torch.Tensor, expected: torch.Size, plan: PrunePlan
+    pruner: tp.pruner.MetaPruner,
+    work: nn.Module,
+    x: torch.Tensor,
+    expected: torch.Size,
+    plan: PrunePlan,
 ) -> bool:
     """Cut group by group; True when every group passed, False after leaving one alone."""
-    current: dict[str, Any] = {"group": None}
+    current: dict[str, tp.dependency.Group | None] = {"group": None}
     try:
         for group in _tracked_groups(pruner, current):
             group.prune()
@@ -262,7 +270,7 @@ def prune_with_plan(
     *,
     ratio: float,
     plan: PrunePlan,
-    **settings: Any,
+    **settings: object,
 ) -> nn.Module:
     """A pruned copy of ``model`` with ``plan.left_alone`` untouched; ``settings`` go to the
     library's MetaPruner (round_to, importance, max_pruning_ratio, unwrapped_parameters, ...).
@@ -273,7 +281,7 @@ def prune_with_plan(
     work = copy.deepcopy(model).eval()
     if ratio == 0:
         return work
-    current: dict[str, Any] = {"group": None}
+    current: dict[str, tp.dependency.Group | None] = {"group": None}
     with guarded_torch_pruning():
         rewrite_for_pruning(work)
         pruner = build_pruner(

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from search.core.ort_ops import INTEGER_WEIGHT_INPUT
+
+if TYPE_CHECKING:
+    import onnx
 
 OUTSIDE_GROUPS = "(outside groups)"
 _LAYOUT = ("Transpose", "Reshape", "ReorderInput", "Identity")
 _INTEGER = ("int", "uint")
 
 
-def _weight_source(name: str, producers: Mapping[str, Any]) -> str:
+def _weight_source(name: str, producers: Mapping[str, onnx.NodeProto]) -> str:
     """The initializer an input comes from, through layout changes the optimizer inserts."""
     seen = 0
     while name in producers and seen < 8:
@@ -38,7 +41,7 @@ def _weight_source(name: str, producers: Mapping[str, Any]) -> str:
     return name.removesuffix("_quantized")
 
 
-def layer_kernels(optimized: Any, stored: Mapping[str, str]) -> dict[str, str]:
+def layer_kernels(optimized: onnx.ModelProto, stored: Mapping[str, str]) -> dict[str, str]:
     """Weight name -> what its layer ran at in ``optimized`` (a ModelProto of the optimized
     graph): the stored integer type where an integer kernel reads it, else ``float`` (or
     ``fp16`` for a weight stored in float16). ``stored`` is the file's weight -> stored type

@@ -205,8 +205,9 @@ def calibrate(
     batch, chunked = equal_batch(len(inputs)), False
     while True:
         try:
-            where = {"method": method, "out": ranges}
-            _collect(pre, input_name, inputs, batch=batch, chunked=chunked, **where)
+            _collect(
+                pre, input_name, inputs, batch=batch, chunked=chunked, method=method, out=ranges
+            )
             break
         except Exception as e:  # noqa: BLE001 - only ONNX Runtime's "cannot allocate" is retried
             if (chunked and batch == 1) or not _out_of_memory(e):

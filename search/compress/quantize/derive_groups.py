@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,8 +48,9 @@ def _layer_macs(mod: nn.Module, out: torch.Tensor) -> int:
         return out.numel() * mod.in_features
     if isinstance(mod, nn.MultiheadAttention):
         return 4 * (out.numel() // mod.embed_dim) * mod.embed_dim**2
+    rnn = cast(nn.RNNBase, mod)  # the rest of WEIGHTED: LSTM and GRU
     gates = 4 if isinstance(mod, nn.LSTM) else 3  # recurrent: gates over input and hidden
-    return gates * out.numel() * (mod.input_size + mod.hidden_size)
+    return gates * out.numel() * (rnn.input_size + rnn.hidden_size)
 
 
 def layer_costs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], dict[str, int]]:
@@ -58,7 +60,8 @@ def layer_costs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], dict
 
     def hook(name: str, mod: nn.Module, _inp: tuple, out: object) -> None:
         order.setdefault(name, len(order))
-        o = out[0] if isinstance(out, tuple) else out
+        # A tensor, or (output, state) from recurrent layers and attention.
+        o = cast(torch.Tensor, out[0] if isinstance(out, tuple) else out)
         macs[name] = macs.get(name, 0) + _layer_macs(mod, o)
 
     observe(model, x, hook, select=lambda _n, m: isinstance(m, WEIGHTED))

@@ -16,16 +16,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import onnx
 from onnx import TensorProto, helper
 
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+# The library's convert_tensor_float_to_float16: a float tensor stored as float16.
+_ToHalf = Callable[[TensorProto], TensorProto]
 
 
-def _library() -> tuple[set[str], dict[str, list[int]], Any]:
+def _library() -> tuple[set[str], dict[str, list[int]], _ToHalf]:
     from onnxruntime.transformers.float16 import (
         ALWAYS_FLOAT_INPUTS,
         DEFAULT_OP_BLOCK_LIST,
@@ -64,7 +65,7 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _subgraph_reads(node: Any) -> set[str]:
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     """Every tensor name read inside ``node``'s subgraphs (outer-scope reads among them)."""
     names: set[str] = set()
     for attr in node.attribute:
@@ -78,7 +79,7 @@ def _subgraph_reads(node: Any) -> set[str]:
 class _Names:
     """Fresh tensor and node names that clash with nothing in the graph."""
 
-    def __init__(self, g: Any) -> None:
+    def __init__(self, g: onnx.GraphProto) -> None:
         self.used = {i.name for i in (*g.input, *g.output, *g.initializer, *g.value_info)}
         for n in g.node:
             self.used.update((*n.input, *n.output, n.name))
@@ -120,9 +121,9 @@ class _Island:
         model: onnx.ModelProto,
         wanted: set[str],
         *,
-        block: Any,
+        block: set[str],
         always_float: dict[str, list[int]],
-        to_half: Any,
+        to_half: _ToHalf,
     ) -> None:
         g = self.g = model.graph
         self.types = _elem_types(model)
@@ -141,7 +142,7 @@ class _Island:
             read_outside |= _subgraph_reads(n)
         self.graph_inputs = {i.name for i in g.input}
         self.inits = {i.name: i for i in g.initializer}
-        self.init_users: dict[str, list[Any]] = {}
+        self.init_users: dict[str, list[onnx.NodeProto]] = {}
         for n in g.node:
             for i in n.input:
                 if i in self.inits:
@@ -156,8 +157,10 @@ class _Island:
         self.entering: dict[str, str] = {}  # outside float tensor -> its float16 copy
         self.back: dict[str, str] = {}  # inside float16 tensor -> float copy for float inputs
         self.halved: dict[str, str] = {}  # float initializer -> the float16 one island reads
-        self.after: dict[int, list[Any]] = {}  # id(producer) -> Casts to place right after it
-        self.first: list[Any] = []  # Casts of graph inputs, placed before every node
+        self.after: dict[
+            int, list[onnx.NodeProto]
+        ] = {}  # id(producer) -> Casts to place right after it
+        self.first: list[onnx.NodeProto] = []  # Casts of graph inputs, placed before every node
         self.producer = {o: n for n in g.node for o in n.output}
 
     def is_float(self, name: str) -> bool:
@@ -169,7 +172,7 @@ class _Island:
         (self.after.setdefault(id(maker), []) if maker is not None else self.first).append(node)
         return dst
 
-    def half_inputs(self, node: Any) -> None:
+    def half_inputs(self, node: onnx.NodeProto) -> None:
         """Point ``node``'s float inputs at float16 values (or float ones where it needs float)."""
         keep_float = set(self.always_float.get(node.op_type, []))
         for idx, name in enumerate(node.input):
@@ -207,7 +210,7 @@ class _Island:
             for u in self.init_users[init]
         )
 
-    def half_outputs(self, node: Any) -> None:
+    def half_outputs(self, node: onnx.NodeProto) -> None:
         """Outputs read outside get a float16 name and a Cast back to their float name."""
         for idx, name in enumerate(node.output):
             if name in self.half_name:
@@ -237,7 +240,9 @@ class _Island:
         g.node.extend(ordered)
 
 
-def _half_initializer(g: Any, init: Any, shared: bool, to_half: Any, names: _Names) -> str:
+def _half_initializer(
+    g: onnx.GraphProto, init: TensorProto, shared: bool, to_half: _ToHalf, names: _Names
+) -> str:
     """Store ``init`` as float16, or add a float16 copy when a float reader still needs it."""
     if not shared:
         init.CopyFrom(to_half(init))
@@ -250,7 +255,7 @@ def _half_initializer(g: Any, init: Any, shared: bool, to_half: Any, names: _Nam
     return copy.name
 
 
-def _fix_types(node: Any, to_half: Any) -> None:
+def _fix_types(node: onnx.NodeProto, to_half: _ToHalf) -> None:
     """Float-producing attributes of an island node produce float16 instead."""
     if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
         zero = helper.make_tensor("value", _HALF, [1], [0.0])

@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 # Ops whose second input is a weight that gets a per-layer type; weightless ops follow their group.
 WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": 1}
@@ -26,14 +29,14 @@ def _matches(key: str, pattern: str) -> bool:
     return fnmatchcase(key, pattern) or fnmatchcase(key, pattern + ".*")
 
 
-def weight_name(node: Any, initializers: set[str]) -> str | None:
+def weight_name(node: onnx.NodeProto, initializers: set[str]) -> str | None:
     """The initializer holding ``node``'s weight, or None for weightless nodes."""
     if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
         return node.input[1]
     return None
 
 
-def _keys(node: Any, initializers: set[str]) -> list[str]:
+def _keys(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
     """Module paths a node belongs to: its weight's module first, then its name scopes."""
     keys = []
     weight = weight_name(node, initializers)
@@ -47,7 +50,7 @@ def _keys(node: Any, initializers: set[str]) -> list[str]:
     return keys or [node.name]
 
 
-def name_nodes(model: Any) -> int:
+def name_nodes(model: onnx.ModelProto) -> int:
     """Give unnamed nodes and repeated names unique ones (groups are keyed by node name).
 
     Returns how many nodes were renamed.
@@ -65,7 +68,9 @@ def name_nodes(model: Any) -> int:
     return renamed
 
 
-def assign_groups(model: Any, groups: Mapping[str, list[str]]) -> dict[str, str | None]:
+def assign_groups(
+    model: onnx.ModelProto, groups: Mapping[str, list[str]]
+) -> dict[str, str | None]:
     """Node name -> the first group whose patterns match it (None when none does)."""
     inits = {i.name for i in model.graph.initializer}
     out: dict[str, str | None] = {}
@@ -78,7 +83,7 @@ def assign_groups(model: Any, groups: Mapping[str, list[str]]) -> dict[str, str 
     return out
 
 
-def layer_types(model: Any) -> dict[str, str]:
+def layer_types(model: onnx.ModelProto) -> dict[str, str]:
     """Weight name -> the element type its layer computes with in ``model`` (a QDQ graph).
 
     A weight fed to its op directly is ``float`` (``fp16`` when stored as float16); one fed
@@ -112,7 +117,7 @@ def layer_types(model: Any) -> dict[str, str]:
 LAYER_OPS = {*WEIGHTED_OPS, "LSTM", "GRU", "RNN"}
 
 
-def layer_nodes(model: Any) -> list[Any]:
+def layer_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The nodes of an exported float model that compute a layer with weights."""
     inits = {i.name for i in model.graph.initializer}
     return [
@@ -120,7 +125,7 @@ def layer_nodes(model: Any) -> list[Any]:
     ]
 
 
-def owned_layers(model: Any, groups: Mapping[str, list[str]]) -> dict[str, list[str]]:
+def owned_layers(model: onnx.ModelProto, groups: Mapping[str, list[str]]) -> dict[str, list[str]]:
     """Group -> the names of the layer nodes it owns in ``model`` (first matching group wins,
     as in quantization); a group that owns none would search a precision that does nothing."""
     owner = assign_groups(model, groups)

@@ -5,13 +5,19 @@ tensor overrides that give int4/int16 groups their weight type, and each weight'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.compress.quantize.groups import WEIGHTED_OPS, weight_name
 from search.errors import ConfigError
 
+if TYPE_CHECKING:
+    import onnx
+    from onnxruntime.quantization import QuantType
 
-def weight_groups(model: Any, owner: Mapping[str, str | None]) -> dict[str, str | None]:
+
+def weight_groups(
+    model: onnx.ModelProto, owner: Mapping[str, str | None]
+) -> dict[str, str | None]:
     """Weight name -> the group of the layer that reads it."""
     inits = {i.name for i in model.graph.initializer}
     out: dict[str, str | None] = {}
@@ -22,13 +28,13 @@ def weight_groups(model: Any, owner: Mapping[str, str | None]) -> dict[str, str 
     return out
 
 
-def qtype(bits: str, signed: bool) -> Any:
+def qtype(bits: str, signed: bool) -> QuantType:
     from onnxruntime.quantization import QuantType
 
     return getattr(QuantType, f"Q{'' if signed else 'U'}Int{bits}")
 
 
-def _weight_axis(node: Any) -> int:
+def _weight_axis(node: onnx.NodeProto) -> int:
     axis = WEIGHTED_OPS[node.op_type]
     if axis is not None:
         return axis
@@ -37,7 +43,7 @@ def _weight_axis(node: Any) -> int:
 
 
 def node_plan(
-    model: Any,
+    model: onnx.ModelProto,
     owner: Mapping[str, str | None],
     plan: Mapping[str, str],
     *,

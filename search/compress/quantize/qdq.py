@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -40,6 +40,7 @@ from search.core.schema import Strict
 from search.errors import ConfigError
 
 if TYPE_CHECKING:
+    import onnx
     import optuna
 
 Precision = Literal["float", "fp16", "int8", "int4", "int16"]
@@ -123,13 +124,13 @@ class QuantizeSpace(Strict):
             raise ValueError(f"{PAIR_RULE}; add signed to weights")
         return self
 
-    def hand_pipeline(self, choices: Mapping[str, list[Any]] | None) -> dict[str, Any]:
+    def hand_pipeline(self, choices: Mapping[str, list[str]] | None) -> dict[str, str]:
         """The warm start's calibration and activations: MinMax and unsigned 8-bit, where the
         profile leaves them among several ``choices`` (the plan itself is the sensitivity
         pass's seed)."""
         if choices is None:
             return {}
-        out: dict[str, Any] = {}
+        out: dict[str, str] = {}
         for name, value in (("calibration", "minmax"), ("activations", "uint8")):
             if len(choices.get(name, [])) > 1 and value in choices[name]:
                 out[name] = value
@@ -175,7 +176,11 @@ class QuantizeSpace(Strict):
         return out
 
     def sample(
-        self, trial: optuna.Trial, support: PrecisionSupport | None = None, *, order: Any = None
+        self,
+        trial: optuna.Trial,
+        support: PrecisionSupport | None = None,
+        *,
+        order: Sequence[str] | None = None,
     ) -> QuantizeConfig:
         """This trial's plan over what ``support`` (the profile's) runs: Optuna parameters
         ``calibration``, ``activations``, ``weights``, and ``precision_<group>`` (categorical)
@@ -286,8 +291,11 @@ def _check_plan(plan: Mapping[str, str], groups: Mapping[str, list[str]]) -> Non
 
 
 def _half(
-    model: Any, out_path: Path | str, owner: Mapping[str, str | None], plan: Mapping[str, str]
-) -> Any:
+    model: onnx.ModelProto,
+    out_path: Path | str,
+    owner: Mapping[str, str | None],
+    plan: Mapping[str, str],
+) -> onnx.ModelProto:
     """Save ``model`` with the nodes of the plan's fp16 groups in float16; returns it."""
     import onnx
 
