@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from search.core.errors import first_line
@@ -55,11 +56,11 @@ def __getattr__(name: str) -> Any:
 _TASK_FILES: set[str] = set()  # module names this process gave to task files it loaded
 
 
-def _replaceable(module: Any, path: Path) -> bool:
+def _replaceable(module: ModuleType, path: Path) -> bool:
     """Whether ``module`` (already in ``sys.modules`` under ``path``'s stem) may be replaced by
     the task file ``path``: it is that file, or another task file loaded here (an API user may
     run studies on two ``task.py`` files), never a library's module."""
-    where = getattr(module, "__file__", None)
+    where: str = getattr(module, "__file__", None) or ""  # built-in modules have none
     same = bool(where) and Path(where).resolve() == path.resolve()
     return same or module.__name__ in _TASK_FILES
 

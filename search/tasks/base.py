@@ -6,8 +6,9 @@ tasks are written against the same protocol a user's own task implements.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -70,6 +71,7 @@ def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, tor
     if tensors is not None and len(tensors) == 2:
         x, y = tensors
         return (x[:limit], y[:limit]) if limit else (x, y)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+    size = len(cast(Sized, dataset))  # torch's Dataset declares no __len__; ours all have one
+    n = size if limit is None else min(limit, size)
     xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)
     return torch.stack(list(xs)), torch.as_tensor(ys)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from search.tasks.images import Normalized, _resize_center_crop
+from search.tasks.images import Normalization, Normalized, _resize_center_crop
 
 # Decoded data may take this share of the memory available when the task loads; the rest is
 # left to training, the sessions and other workers.
@@ -105,7 +105,11 @@ def decode_once(
         _fill(ds, array, first)
     else:
         array = _mapped(ds, shape, first, Path(cache_dir) / "decoded")
-    norm = {"size": ds.size, "mean": ds.mean.flatten().tolist(), "std": ds.std.flatten().tolist()}
+    norm: Normalization = {
+        "size": ds.size,
+        "mean": ds.mean.flatten().tolist(),
+        "std": ds.std.flatten().tolist(),
+    }
     return Normalized(torch.from_numpy(array), ds.labels, **norm)
 
 

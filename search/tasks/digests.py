@@ -6,10 +6,12 @@ the student store keys distilled students by them.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sized
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     import torch
+    from torch.utils.data import Dataset
 
     from search.tasks.base import Task
 
@@ -21,7 +23,7 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def state_dict_digest(state_dict: dict[str, Any]) -> str:
+def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     """sha256 over names, dtypes, shapes and bytes of a state_dict's tensors, in name order."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
@@ -31,7 +33,7 @@ def state_dict_digest(state_dict: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def dataset_digest(dataset: Any, *, samples: int = 64) -> str:
+def dataset_digest(dataset: Dataset, *, samples: int = 64) -> str:
     """sha256 of a dataset: every tensor of a TensorDataset, else its length and ``samples``
     evenly spaced items (cheap for image folders; catches another split, order or transform)."""
     import torch
@@ -43,7 +45,7 @@ def dataset_digest(dataset: Any, *, samples: int = 64) -> str:
             h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(_tensor_bytes(t))
         return h.hexdigest()
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # torch's Dataset declares no __len__; a task's splits have it
     h.update(str(n).encode())
     picks = {round(k * (n - 1) / max(samples - 1, 1)) for k in range(samples)} if n else set()
     for i in sorted(picks):

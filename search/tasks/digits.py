@@ -15,10 +15,10 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from search.tasks.base import Task
-from search.tasks.models import ResNet
+from search.tasks.models import ResNet, ResNetArch
 from search.tasks.teacher import load_or_train
 
-ARCH = {"widths": (32, 64, 128), "blocks_per_stage": 2}
+ARCH: ResNetArch = {"widths": (32, 64, 128), "blocks_per_stage": 2}
 TEACHER_EPOCHS = 6
 SIZE = 32
 
@@ -57,7 +57,7 @@ def resnet_task(
     name: str,
     key: str,
     splits: dict[str, TensorDataset],
-    arch: dict,
+    arch: ResNetArch,
     teacher_epochs: int,
     seed: int,
     cache_dir: Path,

@@ -29,12 +29,13 @@ from torch.utils.data import TensorDataset
 
 from search.tasks.base import Task
 from search.tasks.digits import resnet_task
+from search.tasks.models import ResNetArch
 
 SIZE = 32
 # One block per stage (`digits` has two): the teacher must train in about a minute on 2 cores,
 # and a smaller model shows the capacity trade-off sooner. 32x32 like `digits`, not larger,
 # because distillation is almost all of a trial's time and grows with the pixel count.
-ARCH = {"widths": (32, 64, 128), "blocks_per_stage": 1}
+ARCH: ResNetArch = {"widths": (32, 64, 128), "blocks_per_stage": 1}
 TEACHER_EPOCHS = 10
 # Distortion strengths. Measured on a heavily loaded 2-core machine: stronger settings
 # (rotation 20, noise 0.15, clutter up to 0.6) left the teacher at 69 % validation accuracy

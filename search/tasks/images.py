@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -24,6 +25,14 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 DOCS = "see docs/your-own-model.md"
+
+
+class Normalization(TypedDict):
+    """How :class:`Normalized` resizes and normalizes its images (its keyword arguments)."""
+
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
 
 
 class Normalized(Dataset):
@@ -169,7 +178,7 @@ def load_image_folder(
     holds class folders (or loose unlabeled images) directly is split 80/10/10 by ``seed``.
     """
     root = _existing_dir(root)
-    norm = {"size": size, "mean": mean, "std": std}
+    norm: Normalization = {"size": size, "mean": mean, "std": std}
     if (root / "train").is_dir():
         paths, labels, classes = scan_image_folder(root / "train")
         splits = {"train": Normalized(paths, labels, **norm)}
@@ -179,7 +188,8 @@ def load_image_folder(
                 splits[name] = Normalized(p, y, **norm)
         if "val" not in splits and "test" not in splits:
             raise TaskError(f"{root} has train/ but no val/ folder to score on; {DOCS}")
-        splits.setdefault("val", splits.get("test"))
+        if "val" not in splits:
+            splits["val"] = splits["test"]
         splits.setdefault("test", splits["val"])
     else:
         paths, labels, classes = scan_image_folder(root)
@@ -259,7 +269,7 @@ def load_cifar10(
         names = _unpickle(meta).get(b"label_names")
         if isinstance(names, list) and all(isinstance(n, bytes) for n in names):
             classes = [n.decode(errors="replace") for n in names] or classes
-    norm = {"size": size, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    norm: Normalization = {"size": size, "mean": CIFAR_MEAN, "std": CIFAR_STD}
     whole = Normalized(x_train, y_train, **norm)
     train, val = _split(y_train, seed, (val_share,))
     splits = {

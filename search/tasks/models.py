@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import nn
 
@@ -30,6 +32,14 @@ class BasicBlock(nn.Module):
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
+
+
+class ResNetArch(TypedDict, total=False):
+    """The keyword arguments of :class:`ResNet` besides ``num_classes`` (a task's ``ARCH``)."""
+
+    in_channels: int
+    widths: tuple[int, ...]
+    blocks_per_stage: int
 
 
 class ResNet(nn.Module):

@@ -47,8 +47,17 @@ def load_or_train(
 
         with host_lock("teacher", str(path.resolve())):
             if not path.is_file():  # another worker may have trained it meanwhile
-                settings = {"epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
-                return _train(key=key, path=path, build=build, train=train, val=val, **settings)
+                return _train(
+                    key=key,
+                    path=path,
+                    build=build,
+                    train=train,
+                    val=val,
+                    epochs=epochs,
+                    seed=seed,
+                    lr=lr,
+                    batch_size=batch_size,
+                )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])

@@ -13,13 +13,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
 from search.core.errors import first_line
 from search.errors import TaskError
@@ -136,7 +136,7 @@ def _limit(ds: Normalized, limit: int | None, seed: int) -> Normalized:
     return ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
 
 
-def _teacher_labelled(model: nn.Module, ds: Normalized) -> TensorDataset:
+def _teacher_labelled(model: nn.Module, ds: Normalized | TensorDataset) -> TensorDataset:
     """``ds`` with the model's own top-1 predictions as labels (for unlabeled data)."""
     from search.compress.distill import predict
 
@@ -175,15 +175,15 @@ def make_vision_task(
         name: Task name in reports (default ``<layout>-<model>``).
         cache_dir: Where images decoded once but too large for memory are memory-mapped.
     """
-    splits, classes, layout = _splits(
+    found, classes, layout = _splits(
         Path(data).expanduser(), layout=layout, seed=seed, size=image_size, mean=mean, std=std
     )
-    size, labelled = splits["train"].size, bool(classes)
+    size, labelled = found["train"].size, bool(classes)
     n = len(classes) if labelled else num_classes
     net, arch = _model(model, weights=weights, num_classes=n, image_size=size)
     # An image folder without test/ scores on val/ twice: no test figure of its own.
-    separate_test = splits["test"] is not splits["val"]
-    splits = _prepared(splits, limit=limit, seed=seed, cache_dir=cache_dir)
+    separate_test = found["test"] is not found["val"]
+    splits = _prepared(found, limit=limit, seed=seed, cache_dir=cache_dir)
     metric_name = "accuracy" if labelled else "teacher_agreement"
     if not labelled:
         # No labels: score students by agreement with the user's model, the only ground truth.
@@ -207,11 +207,11 @@ def make_vision_task(
 
 
 def _prepared(
-    splits: dict[str, Dataset], *, limit: int | None, seed: int, cache_dir: Path | None
-) -> dict[str, Dataset]:
+    splits: Mapping[str, Normalized], *, limit: int | None, seed: int, cache_dir: Path | None
+) -> dict[str, Normalized | TensorDataset]:
     """Each split limited (seeded) and decoded once; a split that is another's (test = val)
     stays the same object, decoded once."""
-    done: dict[int, Dataset] = {}
+    done: dict[int, Normalized | TensorDataset] = {}
     out = {}
     for i, (k, v) in enumerate(splits.items()):
         if id(v) not in done:
@@ -238,6 +238,12 @@ def _model(
     return net.eval(), arch
 
 
+class _AuxLogits(Protocol):
+    """GoogLeNet's and Inception v3's switch (a bool, where torch's stubs say Tensor | Module)."""
+
+    aux_logits: bool
+
+
 def drop_auxiliary_heads(net: nn.Module) -> list[str]:
     """Remove the auxiliary classifiers that torchvision's GoogLeNet and Inception v3 run only
     in training mode; returns their names.
@@ -252,7 +258,7 @@ def drop_auxiliary_heads(net: nn.Module) -> list[str]:
     dropped = [n for n in ("aux1", "aux2", "AuxLogits") if getattr(net, n, None) is not None]
     for name in dropped:
         setattr(net, name, None)
-    net.aux_logits = False
+    cast(_AuxLogits, net).aux_logits = False
     return dropped
 
 
