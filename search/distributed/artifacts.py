@@ -22,13 +22,16 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import optuna
 
 from search.core.hashing import sha256_file
 from search.errors import SearchError, TaskError
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
 
 # Which files of a trial's folder other machines need (export, reproduce): the ONNX files and
 # their external data, the torch program or checkpoint, the record. Not ONNX Runtime's
@@ -49,7 +52,7 @@ def location(path_or_url: str) -> str:
     return Path(parsed.path if parsed.scheme == "file" else path_or_url).resolve().as_uri()
 
 
-def open_store(where: str, *, create: bool = False) -> Any:
+def open_store(where: str, *, create: bool = False) -> ArtifactStore:
     """Optuna's artifact store at ``where`` (a folder, ``file://`` URL or ``s3://bucket``).
 
     Raises:
@@ -100,7 +103,7 @@ def trial_files(folder: Path) -> list[Path]:
     )
 
 
-def upload_trial(trial: optuna.Trial, store: Any, folder: Path) -> dict[str, Any]:
+def upload_trial(trial: optuna.Trial, store: ArtifactStore, folder: Path) -> dict[str, Any]:
     """Upload a RUNNING trial's files (:func:`trial_files`); records and returns ``files``."""
     record = {}
     for path in trial_files(folder):
@@ -112,7 +115,7 @@ def upload_trial(trial: optuna.Trial, store: Any, folder: Path) -> dict[str, Any
     return record
 
 
-def download(files: dict[str, Any], store: Any, out_dir: Path) -> dict[str, Path]:
+def download(files: dict[str, Any], store: ArtifactStore, out_dir: Path) -> dict[str, Path]:
     """Download ``{name: {artifact_id, sha256}}`` into ``out_dir`` (names may hold folders),
     each checked by sha256 before it is moved into place.
 
@@ -124,7 +127,7 @@ def download(files: dict[str, Any], store: Any, out_dir: Path) -> dict[str, Path
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ArtifactError(f"refusing artifact name {name!r}: not a plain relative path")
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = {}
+    done: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".download-") as tmp:
         for name, meta in files.items():
             part = Path(tmp) / f"{len(done)}.part"
@@ -146,7 +149,11 @@ def download(files: dict[str, Any], store: Any, out_dir: Path) -> dict[str, Path
 
 
 def fetch_trial(
-    study: optuna.Study, trial: Any, dest: Path, *, override: str | None = None
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    dest: Path,
+    *,
+    override: str | None = None,
 ) -> Path:
     """Download a trial's recorded ``files`` into ``dest`` from the study's store (or from
     ``override``, where this machine reaches it); returns ``dest``."""
@@ -162,7 +169,7 @@ def fetch_trial(
 
 def publish_teacher(
     study: optuna.Study,
-    store: Any,
+    store: ArtifactStore,
     *,
     digests: dict[str, str],
     files: dict[str, Path],
@@ -192,7 +199,7 @@ def publish_teacher(
     study.set_user_attr("data_sha256", digests["data"])
 
 
-def fetch_teacher(study: optuna.Study, store: Any, cache_dir: Path) -> list[Path]:
+def fetch_teacher(study: optuna.Study, store: ArtifactStore, cache_dir: Path) -> list[Path]:
     """Download the study's teacher cache files that ``cache_dir`` lacks, so the task loads the
     study's teacher instead of training its own. A file already there is left as it is (the
     digest check then tells whether it is the same teacher)."""

@@ -29,6 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -118,13 +119,21 @@ def _retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         callback(study, clean)
 
 
+class _Heartbeats(Protocol):
+    """A storage with heartbeats (RDB); optuna's BaseStorage does not declare them."""
+
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
 class Heartbeat:
     """Records ``trial``'s heartbeat now and every ``heartbeat_interval`` seconds until stopped
     (a no-op for a storage without heartbeats)."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
         self._study = study
-        self._storage = study._storage  # noqa: SLF001 - the storage the study was opened with
+        # The storage the study was opened with; heartbeats are recorded only when it has an
+        # interval, that is when it has heartbeats.
+        self._storage = cast(_Heartbeats, study._storage)  # noqa: SLF001
         self._trial_id = trial._trial_id  # noqa: SLF001
         get = getattr(self._storage, "get_heartbeat_interval", lambda: None)
         self._interval = get()

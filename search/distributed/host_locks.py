@@ -26,7 +26,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from search.core.threads import cores
 
@@ -152,11 +152,19 @@ class CpuLock:
             yield
 
 
+class _Items(Protocol):
+    """A map-style dataset (a torch ``Dataset``, which this torch-free room may not name)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
 class Paced:
     """A dataset whose reads call :meth:`CpuLock.pace` every ``every`` items, so a training
     loop over it (the distillation's DataLoader) yields to timers between batches."""
 
-    def __init__(self, base: Any, lock: CpuLock, *, every: int = 16) -> None:
+    def __init__(self, base: _Items, lock: CpuLock, *, every: int = 16) -> None:
         self.base, self.lock, self.every = base, lock, every
         self._reads = 0
 

@@ -29,12 +29,18 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import optuna
 
 from search.errors import SearchError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 # The words of a lost schema-creation race, per backend; nothing else is retried.
 _RACE = re.compile(
@@ -162,11 +168,13 @@ def _serialize_sqlite(storage: optuna.storages.RDBStorage) -> None:
         return
 
     @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+    def _no_implicit_begin(
+        dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry
+    ) -> None:  # the DBAPI connection of the sqlite dialect
         dbapi_connection.isolation_level = None  # sqlite3 issues no BEGIN of its own
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
+    def _begin_immediate(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()  # connections pooled while Optuna created the schema lack the hook
