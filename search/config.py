@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from search.compress import steps as registry
 from search.compress.quantize.qdq import PrecisionSupport
-from search.compress.steps import SampleEnv, Step, sampling_order
+from search.compress.steps import SampleEnv, Step, StepConfig, sampling_order
 from search.core.schema import Strict
 from search.core.yaml_input import format_validation_error, read_yaml
 from search.errors import ConfigError
@@ -149,7 +149,7 @@ else:
     Space = space_model()
 
 
-def _sensitivity_order(trial: Any) -> list[str] | None:
+def _sensitivity_order(trial: optuna.trial.BaseTrial) -> list[str] | None:
     """The study's sensitivity order (most sensitive group first), if it has one; a
     ``FixedTrial`` has no study."""
     study = getattr(trial, "study", None)
@@ -175,7 +175,7 @@ class TrialConfig:
     __slots__ = ("_parts",)
     _parts: dict[str, Any]
 
-    def __init__(self, _steps: tuple[Step, ...] | None = None, **parts: Any) -> None:
+    def __init__(self, _steps: tuple[Step, ...] | None = None, **parts: StepConfig) -> None:
         steps = _steps or registry.STEPS
         unknown = set(parts) - {s.name for s in steps}
         if unknown:
@@ -183,7 +183,7 @@ class TrialConfig:
         built = {s.name: parts[s.name] if s.name in parts else s.config() for s in steps}
         object.__setattr__(self, "_parts", built)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
 
     def __eq__(self, other: object) -> bool:
@@ -206,19 +206,19 @@ class TrialConfig:
 
     @property
     def prune(self) -> PruneConfig:
-        return self._parts["prune"]  # type: ignore[no-any-return]
+        return self._parts["prune"]
 
     @property
     def lowrank(self) -> LowRankConfig:
-        return self._parts["lowrank"]  # type: ignore[no-any-return]
+        return self._parts["lowrank"]
 
     @property
     def distill(self) -> DistillConfig:
-        return self._parts["distill"]  # type: ignore[no-any-return]
+        return self._parts["distill"]
 
     @property
     def quantize(self) -> QuantizeConfig:
-        return self._parts["quantize"]  # type: ignore[no-any-return]
+        return self._parts["quantize"]
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{"prune": {...}, "lowrank": {...}, "distill": {...}, "quantize": {...}}``."""
@@ -370,7 +370,7 @@ def load_space(name_or_path: str) -> Space:
     """Load ``spaces/<name>.yaml`` (or a YAML path) into a validated :class:`Space` with one
     section per registered step."""
     path = _resolve(name_or_path, SPACES_DIR, "search space", "--space")
-    return _load(space_model(), path, path.stem)  # type: ignore[no-any-return]
+    return _load(space_model(), path, path.stem)
 
 
 def load_profile(name_or_path: str) -> Profile:

@@ -45,7 +45,7 @@ _LEGACY_PAIRED = "latency_p50_ms"
 JSON = dict[str, Any]
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> Any:
     """JSON-ready (paths and numpy scalars as text/numbers), as the storage keeps it."""
     return json.loads(json.dumps(value, default=str))
 
