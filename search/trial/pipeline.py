@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from search.compress import distill as kd
 from search.compress.onnx_export import export_onnx
 from search.compress.quantize.audit import group_labels, layer_kernels
-from search.compress.quantize.calibration import calibrate
+from search.compress.quantize.calibration import CalibMethod, calibrate
 from search.compress.quantize.qdq import is_quantized, needs_calibration
 from search.compress.quantize.step import quantize_step
 from search.compress.steps import ModelEnv, model_steps
@@ -84,7 +84,9 @@ class _Timer:
         start = time.perf_counter()
         try:
             yield
-        except (optuna.TrialPruned, *_PASS_THROUGH):
+        except optuna.TrialPruned:
+            raise
+        except _PASS_THROUGH:
             raise
         except Exception as e:
             raise StepError(name, e) from e
@@ -236,7 +238,7 @@ def _compress(cfg: TrialConfig, *, ctx: Context, timer: _Timer, draft: _Draft) -
 
 
 def _distill(
-    student: Any,
+    student: nn.Module,
     cfg: TrialConfig,
     *,
     ctx: Context,
@@ -281,11 +283,12 @@ def _quantize(
         return onnx_path
     calib = None
     if needs_calibration(plan):
+        assert ctx.calib_inputs is not None  # the study's setup fixes them for every trial
         with timer.step("calibrate"):
             calib = calibrate(
                 onnx_path,
                 ctx.calib_inputs,
-                method=cfg.quantize.calibration,
+                method=cast(CalibMethod, cfg.quantize.calibration),  # QuantizeConfig checks it
                 cache_dir=calib_dir,
             )
     with timer.step("quantize" if calib else "fp16"):
