@@ -177,7 +177,7 @@ class QuantizeSpace(Strict):
 
     def sample(
         self,
-        trial: optuna.Trial,
+        trial: optuna.trial.BaseTrial,  # plans samples it with a FixedTrial
         support: PrecisionSupport | None = None,
         *,
         order: Sequence[str] | None = None,
