@@ -140,10 +140,11 @@ if TYPE_CHECKING:
     class Space(SpaceBase):
         """A whole search space file (the built-in steps' sections, typed for the checker)."""
 
-        prune: PruneSpace
-        lowrank: LowRankSpace
-        distill: DistillSpace
-        quantize: QuantizeSpace
+        # Each section defaults to its step's defaults, as in space_model().
+        prune: PruneSpace = PruneSpace()
+        lowrank: LowRankSpace = LowRankSpace()
+        distill: DistillSpace = DistillSpace()
+        quantize: QuantizeSpace = QuantizeSpace()
 
 else:
     Space = space_model()
