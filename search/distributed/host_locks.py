@@ -152,7 +152,7 @@ class CpuLock:
             yield
 
 
-class _Items(Protocol):
+class Items(Protocol):
     """A map-style dataset (a torch ``Dataset``, which this torch-free room may not name)."""
 
     def __len__(self) -> int: ...
@@ -164,7 +164,7 @@ class Paced:
     """A dataset whose reads call :meth:`CpuLock.pace` every ``every`` items, so a training
     loop over it (the distillation's DataLoader) yields to timers between batches."""
 
-    def __init__(self, base: _Items, lock: CpuLock, *, every: int = 16) -> None:
+    def __init__(self, base: Items, lock: CpuLock, *, every: int = 16) -> None:
         self.base, self.lock, self.every = base, lock, every
         self._reads = 0
 
