@@ -20,7 +20,7 @@ import contextlib
 import datetime
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -32,6 +32,9 @@ from search.measure.confirmation import MAX_FILES
 from search.measure.paired import PairedLatency
 from search.measure.target import Target, open_target
 from search.record import PAIRED, TrialRecord, baseline_of
+
+if TYPE_CHECKING:
+    from search.config import Profile
 
 LATENCY_INPUT = "latency_input.npy"
 
@@ -135,7 +138,11 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
 
 
 def _rows(
-    paired: dict[str, Any], front: dict[str, FrozenTrial], *, scale: float, threshold: float
+    paired: dict[str, PairedLatency],
+    front: dict[str, FrozenTrial],
+    *,
+    scale: float,
+    threshold: float,
 ) -> dict[str, dict[str, Any]]:
     """Each confirmed trial's figures, and whether it is still on the front among them."""
     trials = {
@@ -192,7 +199,7 @@ def summary_lines(confirmed: dict[str, Any]) -> list[str]:
 def confirm_after_run(
     study: optuna.Study,
     *,
-    profile: Any,
+    profile: Profile,
     study_dir: Path,
     target: Target | None = None,
     timing: Callable[[], contextlib.AbstractContextManager] | None = None,

@@ -12,7 +12,7 @@ import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -33,9 +33,11 @@ from search.study.samplers import build_sampler
 from search.study.spec import StudySpec, open_study
 
 if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
     from search.config import TrialConfig
     from search.core.progress import TrialBars
-    from search.distributed.host_locks import CpuLock
+    from search.distributed.host_locks import CpuLock, Items
     from search.study.setup import Joined
     from search.trial.context import Context
 
@@ -84,8 +86,10 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         stale = fail_stale_trials(study)
         if stale:
             console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
-        # Training yields to latency timing of any worker on this host between batches.
-        joined.ctx.task.train = Paced(joined.ctx.task.train, cpu)
+        # Training yields to latency timing of any worker on this host between batches. A task's
+        # train split is map-style (torch's Dataset type declares no __len__), and so is Paced.
+        train = cast("Items", joined.ctx.task.train)
+        joined.ctx.task.train = cast("Dataset", Paced(train, cpu))
         try:
             _run_trials(study, spec, joined, trials=trials, progress=progress)
         finally:

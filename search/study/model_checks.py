@@ -40,6 +40,7 @@ from search.trial.context import checked_metric
 
 if TYPE_CHECKING:
     import optuna
+    import torch
     from torch import nn
 
     from search.tasks import Task
@@ -130,7 +131,7 @@ def check_lowrank_patterns(model: nn.Module, space: Space) -> None:
             )
 
 
-def _export(model: nn.Module, x: Any, path: Path) -> dict[str, Any]:
+def _export(model: nn.Module, x: torch.Tensor, path: Path) -> dict[str, Any]:
     from search.compress.onnx_export import ExportError, export_with_report
 
     try:
@@ -147,7 +148,7 @@ def _export(model: nn.Module, x: Any, path: Path) -> dict[str, Any]:
 
 
 def fit_groups(
-    model: nn.Module, x: Any, space: Space, onnx_path: Path
+    model: nn.Module, x: torch.Tensor, space: Space, onnx_path: Path
 ) -> tuple[dict[str, list[str]], str, list[str]]:
     """The precision groups the trials use, where they came from, and what to say about it."""
     import onnx

@@ -61,7 +61,9 @@ def replan(
         space.distill.plans_per_student
     ):
         return False
-    seen = [effective_plan((t.user_attrs.get("config") or {}).get("quantize") or {}) for t in mine]
+    seen: list[dict[str, Any] | None] = [
+        effective_plan((t.user_attrs.get("config") or {}).get("quantize") or {}) for t in mine
+    ]
     seen += [_plan_of(space, profile, t.system_attrs.get("fixed_params") or {})
              for t in mine if t.state.name == "WAITING"]  # fmt: skip
     neighbour = _unseen_neighbour(space, profile, dict(trial.params), seen)
@@ -86,7 +88,10 @@ def _plan_of(
 
 
 def _unseen_neighbour(
-    space: Space, profile: Profile | None, params: dict[str, Any], seen: list[Any]
+    space: Space,
+    profile: Profile | None,
+    params: dict[str, Any],
+    seen: list[dict[str, Any] | None],
 ) -> dict[str, Any] | None:
     """``params`` with one quantize choice changed so that the plan is not in ``seen``."""
     choices = space.quantize.choices(profile.precisions if profile else None)

@@ -4,15 +4,16 @@ be written and has room, and its space fits its profile. Cheap and torch-free.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from search.core.checks import check_writable
 
 if TYPE_CHECKING:
+    from search.config import Profile, SpaceMethods
     from search.study.spec import StudySpec
 
 
-def check_space_fits_profile(space: Any, profile: Any) -> None:
+def check_space_fits_profile(space: SpaceMethods, profile: Profile) -> None:
     """What a space asks that the profile cannot run, refused before a study exists: every
     quantize group must keep at least one precision the profile runs."""
     quantize = getattr(space, "quantize", None)

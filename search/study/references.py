@@ -92,11 +92,12 @@ def quantization_references(
     sensitivity = low is not None and space.sensitivity and not profile.agent
     calib = None
     if want_int8 or (sensitivity and low in INTEGER_PRECISIONS):  # fp16 needs no calibration
+        assert ctx.calib_inputs is not None  # Context.build fixes them
         calib = calibrate(
             onnx_path, ctx.calib_inputs, method="minmax", cache_dir=out_dir / "calibration"
         )
         refs.notes = list(calib.notes)
-    if sensitivity:
+    if sensitivity and low is not None:  # (sensitivity implies low)
         refs.sensitivity = sensitivity_pass(
             calib or onnx_path,
             space=space,
@@ -253,6 +254,6 @@ def _requeue_seed(study: optuna.Study) -> None:
             study.enqueue_trial(params)
 
 
-def _json(value: Any) -> Any:
+def _json(value: object) -> Any:
     """Plain JSON data, as Optuna's storage keeps it."""
     return json.loads(json.dumps(value, default=str))

@@ -12,10 +12,11 @@ import dataclasses
 import hashlib
 import os
 import socket
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import TrialState
+from pydantic import BaseModel
 
 from search.config import Profile, Space
 from search.distributed.budget import retry_failed
@@ -24,6 +25,7 @@ from search.measure.spec import MeasureSettings
 
 DIGEST_VERSION = 2
 _WORDS = ("name", "path", "description")  # where a file lies and what it says in words
+M = TypeVar("M", bound=BaseModel)  # a space, a profile or one of their sections
 
 
 def content_digests(space: Space, profile: Profile) -> dict[str, Any]:
@@ -116,12 +118,12 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _default(model: Any, key: str) -> Any:
+def _default(model: M, key: str) -> M:
     """``model`` with field ``key`` set back to its default (so the digest leaves it out)."""
     return model.model_copy(update={key: type(model).model_fields[key].default})
 
 
-def _ignoring_words(model: Any) -> Any:
+def _ignoring_words(model: M) -> M:
     for key in _WORDS:
         model = _default(model, key)
     return model

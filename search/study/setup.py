@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from search.distributed.host_locks import CpuLock
     from search.measure.target import Target
     from search.study.model_checks import ModelChecks
+    from search.study.spec import StudySpec
     from search.tasks import Task
     from search.trial.context import Context
 
@@ -48,8 +49,8 @@ class Joined:
 class _Worker:
     """This worker's part of joining: its spec, target, lock and what it has loaded so far."""
 
-    spec: Any  # search.study.StudySpec
-    target: Any
+    spec: StudySpec
+    target: Target
     cpu: CpuLock
     threads: int
     opener: Callable[..., optuna.Study]  # search.study.open_study
@@ -113,10 +114,10 @@ class _Worker:
 
 
 def join_study(
-    spec: Any,  # a search.study.StudySpec
+    spec: StudySpec,
     *,
     storage: optuna.storages.RDBStorage | None,
-    target: Any,
+    target: Target,
     cpu: CpuLock,
     threads: int,
     opener: Callable[..., optuna.Study],

@@ -30,11 +30,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import optuna
+
     from search.config import Space
 
 
 def warm_start_params(
-    space: Space, seed: Mapping[str, Any], choices: Mapping[str, list[Any]] | None = None
+    space: Space, seed: Mapping[str, Any], choices: Mapping[str, list[str]] | None = None
 ) -> list[dict[str, Any]]:
     """Optuna params of the warm-start trials of ``space``, in order; ``seed`` is the
     sensitivity pass's precision plan (:func:`search.compress.quantize.sensitivity.seed_params`),
@@ -56,7 +58,7 @@ def warm_start_params(
     return [{"prune_ratio": x, **shared} for x in ratios]
 
 
-def enqueued(study: Any) -> list[dict[str, Any]]:
+def enqueued(study: optuna.Study) -> list[dict[str, Any]]:
     """The warm-start params ``study`` enqueued (a study from before warm starts: its one seed)."""
     attrs = study.user_attrs
     if "warm_start" in attrs:
