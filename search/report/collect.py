@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,11 @@ def budgets(study: optuna.Study) -> dict[str, float]:
     return found
 
 
+def _objective(i: int) -> Callable[[FrozenTrial], float]:
+    """The ``i``-th objective of a trial, as Optuna's importances read it."""
+    return lambda t: t.values[i]
+
+
 def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
     """Optuna's (fANOVA) parameter importances for each objective, or why there are none."""
     names = study.metric_names or list(OBJECTIVES)
@@ -224,9 +229,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[name] = optuna.importance.get_param_importances(
-                    study, target=lambda t, i=i: t.values[i]
-                )
+                out[name] = optuna.importance.get_param_importances(study, target=_objective(i))
         except (RuntimeError, ValueError) as e:
             return {}, f"parameter importances unavailable: {first_line(e)}"
     if len(done) < 10:
@@ -298,7 +301,7 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
-def _confirmed_cell(r: Any) -> str:
+def _confirmed_cell(r: pd.Series) -> str:
     """``0.412 [0.405, 0.420]``: the confirmed p50 and its 95 % interval, or ``-``."""
     if not is_number(r.get("confirmed_p50_ms")):
         return "-"

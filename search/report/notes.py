@@ -85,6 +85,6 @@ def row_notes(r: pd.Series) -> str:
     return ", ".join(words)
 
 
-def _flag(value: Any) -> bool:
+def _flag(value: object) -> bool:
     """True for a set flag; False for False, None and NaN (a CSV cell or a missing key)."""
     return value is not None and not pd.isna(value) and bool(value)

@@ -7,7 +7,6 @@ Titles, captions and what a missing figure says come from the one figure registr
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import plotly.graph_objects as go
 
@@ -28,7 +27,7 @@ nav a{margin-right:14px}code{background:#f3f3f3;padding:1px 4px;border-radius:3p
 """
 
 
-def _e(x: Any) -> str:
+def _e(x: object) -> str:
     return html.escape(str(x))
 
 

@@ -62,7 +62,7 @@ def importance_figure(data: ReportData) -> go.Figure | None:
         return None
     fig = go.Figure()
     for objective, imp in data.importances.items():
-        names = sorted(imp, key=imp.get)
+        names = sorted(imp, key=imp.__getitem__)
         fig.add_bar(
             y=names, x=[imp[n] for n in names], name=data.label(objective), orientation="h"
         )

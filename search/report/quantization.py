@@ -54,7 +54,7 @@ def precision_summary(record: TrialRecord) -> str:
     return "; ".join(parts)
 
 
-def ran_summary(ran: dict[str, Any]) -> str:
+def ran_summary(ran: Mapping[str, object]) -> str:
     """``int8: stem, layer1; float: fc``: the groups by what they ran at."""
     kinds: dict[str, list[str]] = {}
     for group, label in ran.items():
