@@ -342,7 +342,7 @@ def run_arguments(
     )
 
 
-def _yaml_value(text: Any) -> Any:
+def _yaml_value(text: object) -> Any:
     import yaml
 
     if not isinstance(text, str):
