@@ -39,7 +39,7 @@ class QuantizationReferences:
 
     sensitivity: dict[str, Any] | None = None
     int8: TrialRecord | None = None
-    seed: dict[str, str] = field(default_factory=dict)
+    seed: dict[str, Any] = field(default_factory=dict)  # Optuna params (ordinal: a count)
     notes: list[str] = field(default_factory=list)  # fallbacks taken, to say once
 
 
