@@ -16,22 +16,61 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
 from search.bench.metrics import Point
 from search.compress.distill import DistillConfig
 from search.compress.prune.step import PruneConfig
-from search.config import Space, TrialConfig
+from search.config import Profile, Space, TrialConfig
 from search.errors import SearchError
-from search.record import TrialRecord, baseline_of
+from search.record import BaselineRecord, TrialRecord, baseline_of
 from search.study.warm_start import warm_start_params
 
 if TYPE_CHECKING:
     import optuna
 
+    from search.study.references import QuantizationReferences
     from search.trial.context import Context
+
+
+class BenchSettings(Protocol):
+    """What the methods and the report read of a :class:`~search.bench.run.BenchSpec` (the
+    module that defines it imports them, so they cannot import it)."""
+
+    @property
+    def task(self) -> str: ...
+    @property
+    def space(self) -> Space: ...
+    @property
+    def profile(self) -> Profile: ...
+    @property
+    def trials(self) -> int: ...
+    @property
+    def out_dir(self) -> Path: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def seeds(self) -> int: ...
+    @property
+    def ratios(self) -> tuple[float, ...]: ...
+    @property
+    def random_factor(self) -> int: ...
+    @property
+    def max_drop(self) -> float: ...
+    @property
+    def ref_drop(self) -> float: ...
+    @property
+    def methods(self) -> tuple[str, ...]: ...
+
+
+class References(TypedDict):
+    """The study references measured once for the whole benchmark: the float baseline and the
+    quantization references per plan encoding (``categorical``, ``ordinal``)."""
+
+    baseline: BaselineRecord
+    quantization: dict[str, QuantizationReferences]
 
 
 @dataclass
@@ -122,7 +161,7 @@ def study_points(study: optuna.Study) -> tuple[list[Point], list[TrialRecord], l
 
 
 def run_study_method(
-    spec: Any, *, method: str, trials: int, seed: int, refs: dict[str, Any]
+    spec: BenchSettings, *, method: str, trials: int, seed: int, refs: References
 ) -> MethodRun:
     """One study of ``method`` with sampler seed ``seed``, from the benchmark's references."""
     from search.core.progress import console
@@ -183,7 +222,9 @@ def prefix(run: MethodRun, n: int, name: str) -> MethodRun:
     return MethodRun(name=name, trials=n, wall_s=wall, points=kept, base=run.base, seed=run.seed)
 
 
-def prune_alone(spec: Any, ctx: Context, work: Path) -> tuple[MethodRun, list[TrialRecord]]:
+def prune_alone(
+    spec: BenchSettings, ctx: Context, work: Path
+) -> tuple[MethodRun, list[TrialRecord]]:
     """torch-pruning at each fixed ratio, fine-tuned with the joint space's largest KD budget;
     the run and the trial records (their float ONNX files feed ``sequential``)."""
     from search.core.progress import console
@@ -239,6 +280,7 @@ def sequential(ctx: Context, prune_run: MethodRun, records: list[TrialRecord]) -
     points = []
     for prev, rec in zip(prune_run.points, records, strict=True):
         src = Path(rec.onnx)
+        assert ctx.calib_inputs is not None  # Context.build fixes them
         calib = calibrate(src, ctx.calib_inputs, method="minmax", cache_dir=src.parent / "calib")
         q = uniform_int8(calib, src.parent / "model.int8.q.onnx", space=space)
         metric, m = score(q.path, ctx)

@@ -7,9 +7,12 @@ sampler seeds, the thick line against trial count is the mean over seeds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.colors
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 PANELS = (
     "accuracy vs speedup over float (interleaved latency)",
@@ -23,7 +26,7 @@ def _colors(methods: list[str]) -> dict[str, str]:
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
-def _fronts(fig: Any, data: dict[str, Any], color: dict[str, str]) -> None:
+def _fronts(fig: go.Figure, data: dict[str, Any], color: dict[str, str]) -> None:
     shown: set[str] = set()
     for r in data["runs"]:
         pts = sorted((p for p in r["front"] if p["speedup"]), key=lambda p: p["speedup"])
@@ -42,7 +45,7 @@ def _fronts(fig: Any, data: dict[str, Any], color: dict[str, str]) -> None:
         shown.add(r["method"])
 
 
-def _curves(fig: Any, data: dict[str, Any], color: dict[str, str]) -> None:
+def _curves(fig: go.Figure, data: dict[str, Any], color: dict[str, str]) -> None:
     for r in data["runs"]:
         for col, key in ((2, "hv_history"), (3, "hv_time_history")):
             if r[key]:
@@ -74,7 +77,7 @@ def _curves(fig: Any, data: dict[str, Any], color: dict[str, str]) -> None:
             )
 
 
-def figure(data: dict[str, Any]) -> Any:
+def figure(data: dict[str, Any]) -> go.Figure:
     """Left: the fronts; middle: hypervolume vs trial count; right: vs seconds since the
     study's first trial started."""
     from plotly.subplots import make_subplots

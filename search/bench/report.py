@@ -13,7 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.bench.metrics import (
     Point,
@@ -24,6 +24,10 @@ from search.bench.metrics import (
 )
 from search.bench.plots import figure
 from search.bench.summary import aggregate, targets
+
+if TYPE_CHECKING:
+    from search.bench.measure import BenchLatency
+    from search.bench.methods import BenchSettings, MethodRun
 
 TITLES = {
     "float": "float baseline",
@@ -44,7 +48,7 @@ def title(name: str) -> str:
     return TITLES.get(name, name)
 
 
-def _remeasured(points: list[Point], latency: dict[str, Any]) -> list[Point]:
+def _remeasured(points: list[Point], latency: dict[str, BenchLatency]) -> list[Point]:
     return [
         dataclasses.replace(p, latency_ms=latency[p.extra["onnx"]].latency_ms)
         for p in points
@@ -67,7 +71,7 @@ def _point(p: Point | None, base: dict[str, float]) -> dict[str, Any] | None:
     }
 
 
-def _histories(run: Any, spec: Any) -> tuple[list, list]:
+def _histories(run: MethodRun, spec: BenchSettings) -> tuple[list, list]:
     """Hypervolume after each trial, against trial count and against seconds since the study
     started; from the study's own measurements, normalized by its own baseline measurement."""
     if not run.base.get("latency_ms"):
@@ -82,7 +86,13 @@ def _histories(run: Any, spec: Any) -> tuple[list, list]:
     return by_trials, [(elapsed[n], hv) for n, hv in by_trials]
 
 
-def _run_row(run: Any, *, latency: dict[str, Any], base: dict[str, Any], spec: Any) -> dict:
+def _run_row(
+    run: MethodRun,
+    *,
+    latency: dict[str, BenchLatency],
+    base: dict[str, Any],
+    spec: BenchSettings,
+) -> dict:
     """One run scored against the interleaved float baseline."""
     kw = {"base_accuracy": base["accuracy"], "max_drop": spec.max_drop}
     final = _remeasured(run.points, latency)
@@ -114,7 +124,11 @@ def _run_row(run: Any, *, latency: dict[str, Any], base: dict[str, Any], spec: A
 
 
 def summarize_runs(
-    runs: list[Any], *, latency: dict[str, Any], spec: Any, extra: dict[str, Any]
+    runs: list[MethodRun],
+    *,
+    latency: dict[str, BenchLatency],
+    spec: BenchSettings,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Score every run and every method (mean and spread over seeds) against the interleaved
     float baseline, and check the targets; plain JSON-ready data."""
@@ -153,7 +167,7 @@ def summarize_runs(
     }
 
 
-def _f(v: Any, fmt: str, unit: str = "") -> str:
+def _f(v: object, fmt: str, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     return format(v, fmt) + unit

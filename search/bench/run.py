@@ -28,10 +28,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.bench.methods import (
     MethodRun,
+    References,
     default_method,
     prefix,
     prune_alone,
@@ -45,6 +46,11 @@ from search.config import Profile, Space
 from search.errors import SearchError
 from search.record import Measured
 from search.study.samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from search.bench.measure import BenchLatency
+    from search.measure.measurement import Measurement
+    from search.trial.context import Context
 
 JOINT = tuple(s for s in SAMPLERS if s != "random")
 JOINT_METHODS = JOINT + tuple(f"{s}-ordinal" for s in JOINT)
@@ -155,7 +161,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     return data
 
 
-def _remeasure(spec: BenchSpec, ctx: Any, runs: list[MethodRun]) -> dict[str, Any]:
+def _remeasure(spec: BenchSpec, ctx: Context, runs: list[MethodRun]) -> dict[str, BenchLatency]:
     """Every point that could be on a front, re-measured side by side in one process, paired
     with the float baseline (:mod:`search.bench.measure`)."""
     from search.bench.measure import measure_interleaved
@@ -176,7 +182,7 @@ def _remeasure(spec: BenchSpec, ctx: Any, runs: list[MethodRun]) -> dict[str, An
     )
 
 
-def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
+def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Context, float]:
     """The trials' shared context, measured on this machine, and the teacher's load time."""
     from search.measure.target import LocalTarget
     from search.study.model_checks import check_model
@@ -189,7 +195,7 @@ def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
     teacher_s = time.perf_counter() - t0
     latency_input = task.example_input.numpy()
 
-    def measure(path: Path) -> Any:
+    def measure(path: Path) -> Measurement:
         return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
 
     checked = check_model(task, spec.space)  # groups fitted to the model, as a study's are
@@ -204,7 +210,7 @@ def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Any, float]:
     return ctx, teacher_s
 
 
-def _references(ctx: Any, work: Path) -> tuple[dict[str, Any], list[MethodRun]]:
+def _references(ctx: Context, work: Path) -> tuple[References, list[MethodRun]]:
     """The float and int8 methods: the study references (:mod:`search.study.references`), measured
     once and handed to every study of the benchmark. Uniform int8 is what users try first, so
     it is measured even where the profile does not search int8."""
@@ -226,13 +232,13 @@ def _references(ctx: Any, work: Path) -> tuple[dict[str, Any], list[MethodRun]]:
         f"bench: float accuracy {baseline.accuracy:.4f}; int8 accuracy {int8.accuracy:.4f}"
     )
     # The seeded trial in both encodings, so every method starts from the same plan.
-    ordinal = quant.seed and quant.sensitivity
+    sensitivity = quant.sensitivity if quant.seed else None
     by_encoding = {
         "categorical": quant,
         "ordinal": dataclasses.replace(
             quant,
-            seed=ordinal_seed(quant.sensitivity, tolerance=ctx.space.quantize.tolerance)
-            if ordinal
+            seed=ordinal_seed(sensitivity, tolerance=ctx.space.quantize.tolerance)
+            if sensitivity
             else {},
         ),
     }

@@ -17,9 +17,13 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from search.core.errors import first_line
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # The smallest square input each needs with its default constructor arguments (64 elsewhere):
 # inception_v3 fails below 75 px, maxvit_t's partitions need 224, ViTs fix image_size at 224.
@@ -35,7 +39,7 @@ SIZES = {
 RATIO, RANK_RATIO, CALIB_SAMPLES, N_GROUPS = 0.3, 0.5, 12, 5
 
 
-def _params(model: Any) -> int:
+def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
@@ -56,7 +60,7 @@ class _Steps:
         self.name, self.t0 = name, time.perf_counter()
 
 
-def build(name: str) -> tuple[Any, Any]:
+def build(name: str) -> tuple[nn.Module, torch.Tensor]:
     """The randomly initialised model and a seeded example input of batch 1."""
     import torch
     import torchvision
@@ -91,7 +95,7 @@ def one(name: str, *, max_params: float) -> dict[str, Any]:
     return rec
 
 
-def _compress(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> Any:
+def _compress(model: nn.Module, x: torch.Tensor, rec: dict[str, Any], steps: _Steps) -> nn.Module:
     import torch
 
     from search.compress.lowrank import factorize
@@ -100,9 +104,9 @@ def _compress(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> Any:
 
     steps.next("plan")
     head = default_ignored(model, x)
-    layer = model.get_submodule(head[0])
-    if not layer.weight.detach().any():  # torchvision zero-initialises ViT heads: outputs 0
-        torch.nn.init.normal_(layer.weight, std=0.02)
+    weight = cast(torch.Tensor, model.get_submodule(head[0]).weight)  # a Linear or Conv head
+    if not weight.detach().any():  # torchvision zero-initialises ViT heads: outputs 0
+        torch.nn.init.normal_(weight, std=0.02)
     plan = plan_pruning(model, x, ignored_layers=head, ratio=0.5)
     rec["dry_runs"], rec["prune_error"] = plan.dry_runs, plan.error
     rec["left_alone"] = {k: v for k, v in plan.left_alone.items() if k not in head}
@@ -117,7 +121,7 @@ def _compress(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> Any:
     return small
 
 
-def _distill_one_step(teacher: Any, student: Any, x: Any) -> None:
+def _distill_one_step(teacher: nn.Module, student: nn.Module, x: torch.Tensor) -> None:
     import torch
     from torch.utils.data import TensorDataset
 
@@ -130,7 +134,7 @@ def _distill_one_step(teacher: Any, student: Any, x: Any) -> None:
     student.eval()
 
 
-def _run(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> None:
+def _run(model: nn.Module, x: torch.Tensor, rec: dict[str, Any], steps: _Steps) -> None:
     from search.compress.onnx_export import export_with_report
     from search.compress.quantize.derive_groups import derive_groups
 
@@ -151,7 +155,9 @@ def _run(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> None:
         _int8(ex.path, x, groups, rec, steps)
 
 
-def _int8(path: Path, x: Any, groups: dict[str, list[str]], rec: dict[str, Any], steps: _Steps):
+def _int8(
+    path: Path, x: torch.Tensor, groups: dict[str, list[str]], rec: dict[str, Any], steps: _Steps
+):
     import numpy as np
     import onnx
 
