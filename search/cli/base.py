@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, overload
 
 from search.core import interrupts
 from search.errors import SearchError
@@ -21,6 +21,7 @@ from search.errors import SearchError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 INTERRUPTED = "interrupted; rerun the same command to resume the study"
+N = TypeVar("N")  # a namespace object given to parse_args
 
 
 class UsageError(SearchError):
@@ -44,7 +45,17 @@ class Command:
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one :class:`UsageError` line, not a usage block."""
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+    # The overloads of ArgumentParser.parse_args: the namespace given, else a new Namespace.
+    @overload
+    def parse_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace: ...
+    @overload
+    def parse_args(self, args: Iterable[str] | None, namespace: N) -> N: ...
+    @overload
+    def parse_args(self, *, namespace: N) -> N: ...
+
+    def parse_args(self, args: Iterable[str] | None = None, namespace: object = None) -> Any:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             where = f"{self.prog} {getattr(parsed, 'command', '')}".strip()
@@ -60,7 +71,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_guarded(
-    run: Callable[[], int], *, interrupted: Callable[[], str], folder: Callable[[], Any]
+    run: Callable[[], int],
+    *,
+    interrupted: Callable[[], str],
+    folder: Callable[[], Path | str | None],
 ) -> int:
     """``run()``, with user errors, Ctrl-C and a full disk turned into one line and an exit code.
 
