@@ -76,7 +76,7 @@ def open_store(where: str, *, create: bool = False) -> ArtifactStore:
     return optuna.artifacts.FileSystemArtifactStore(path)
 
 
-def study_store(study: optuna.Study, *, override: str | None, default: Path) -> Any:
+def study_store(study: optuna.Study, *, override: str | None, default: Path) -> ArtifactStore:
     """The store of ``study``: ``override`` (``--artifacts``, where this machine reaches it),
     else the one the study recorded. A study without one records ``override`` or ``default``
     now (creating the folder), so every later worker finds it; later workers never create a
