@@ -224,7 +224,7 @@ def confirm_after_run(
     write_outputs(study, study_dir, html=True)
 
 
-def study_profile(study: optuna.Study, *, agent: str | None = None) -> Any:
+def study_profile(study: optuna.Study, *, agent: str | None = None) -> Profile:
     """The profile a study was run with: the file it was created from where it still exists,
     else the built-in profile of that name; ``agent`` (a URL, or ``local``) replaces its agent.
 

@@ -9,6 +9,7 @@ each of its studies with :func:`store`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def _uniform_int8(
     })  # fmt: skip
 
 
-def _validation_metric(ctx: Context) -> Any:
+def _validation_metric(ctx: Context) -> Callable[[Path], float]:
     """``evaluate(path)``: the task metric of an ONNX file on the validation split, here."""
     x_val, y_val = stack(ctx.task.val)
     spec, labels = ctx.profile.measure_spec(), y_val.numpy()

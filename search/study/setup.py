@@ -27,7 +27,10 @@ from search.record import BaselineRecord, baseline_of
 from search.tasks.digests import task_digests
 
 if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
+
     from search.distributed.host_locks import CpuLock
+    from search.measure.measurement import Measurement
     from search.measure.target import Target
     from search.study.model_checks import ModelChecks
     from search.study.spec import StudySpec
@@ -40,7 +43,7 @@ class Joined:
     """What a worker needs to run trials: the study, its artifact store, the shared context."""
 
     study: optuna.Study
-    store: Any
+    store: ArtifactStore
     ctx: Context
     cpu: CpuLock
 
@@ -83,7 +86,7 @@ class _Worker:
         latency_input = task.example_input.numpy()  # one fixed array: the same input every trial
         ctx: Context
 
-        def measure(path: Path) -> Any:
+        def measure(path: Path) -> Measurement:
             # Paired with the baseline once it is measured (pair_with_baseline sets it).
             return self.target.measure(
                 path,
