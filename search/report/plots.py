@@ -35,8 +35,10 @@ def parallel_figure(data: ReportData) -> go.Figure | None:
         if pd.api.types.is_numeric_dtype(values):
             dims.append({"label": label, "values": values})
             continue
-        cats = sorted(values.astype(str).unique())
-        codes = values.astype(str).map({c: i for i, c in enumerate(cats)})
+        # A parameter that did not act in a trial (low-rank's kind with low-rank off) reads "-".
+        words = values.map(lambda v: "-" if pd.isna(v) else str(v))
+        cats = sorted(words.unique())
+        codes = words.map({c: i for i, c in enumerate(cats)})
         dims.append(
             {"label": label, "values": codes, "tickvals": list(range(len(cats))), "ticktext": cats}
         )
