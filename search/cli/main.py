@@ -33,6 +33,7 @@ from search.cli.workers import (
 from search.core import interrupts
 from search.core.checks import check_study_name
 from search.core.device import add_argument as add_device_argument
+from search.core.paths import StudyPaths
 from search.errors import SearchError
 
 __all__ = ["EXIT_USAGE", "COMMANDS", "build_parser", "main"]
@@ -202,9 +203,10 @@ def _load_study(args: argparse.Namespace):
 
     if not args.study:
         raise SearchError(f"{args.command} needs --study NAME (see results/ for existing studies)")
-    storage = args.storage or f"sqlite:///{args.results_dir / args.study / 'study.db'}"
-    if args.storage is None and not (args.results_dir / args.study / "study.db").is_file():
-        raise SearchError(f"no study at {args.results_dir / args.study}; run it first")
+    paths = StudyPaths(args.results_dir, args.study)
+    storage = args.storage or paths.default_storage
+    if args.storage is None and not paths.db.is_file():
+        raise SearchError(f"no study at {paths.root}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from search.distributed.storage import open_storage, redact_url  # one line, no password
 

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from search.core.errors import first_line
+from search.core.paths import StudyPaths
 from search.report.collect import ReportData, build_report, collect
 from search.report.page import page
 from search.report.plots import FIGURES, figures
@@ -47,7 +48,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_csv(data.trials, out_dir)
     figs = figures(data)
-    paths["html"] = out_dir / "report.html"
+    paths["html"] = StudyPaths.of(out_dir).report_html
     paths["html"].write_text(page(data, figs), encoding="utf-8")
     notes: list[str] = []
     if png:
@@ -59,7 +60,8 @@ def write_report(
 
 def write_csv(trials: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """``trials.csv`` (every trial) and ``pareto.csv`` (the front) of :func:`collect`'s table."""
-    paths = {"csv": out_dir / "trials.csv", "pareto_csv": out_dir / "pareto.csv"}
+    files = StudyPaths.of(out_dir)
+    paths = {"csv": files.trials_csv, "pareto_csv": files.pareto_csv}
     trials.to_csv(paths["csv"], index=False)
     front = trials[trials.pareto.astype(bool)] if not trials.empty else trials
     front.to_csv(paths["pareto_csv"], index=False)

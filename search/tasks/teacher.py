@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from search.compress import distill as kd
+from search.core.paths import teachers_dir
 from search.errors import TaskError
 from search.tasks.base import accuracy
 
@@ -40,7 +41,7 @@ def load_or_train(
     batch_size: int = 64,
 ) -> nn.Module:
     """Return the cached teacher for ``key``, training and caching it on first use."""
-    path = Path(cache_dir) / "teachers" / f"{key}.pt"
+    path = teachers_dir(cache_dir) / f"{key}.pt"
     model = build()
     if not path.is_file():
         from search.distributed.host_locks import host_lock
