@@ -47,7 +47,7 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     """Run trials until the study holds ``trials`` counted ones, with any number of workers on
     the same storage (:mod:`search.distributed.budget`); returns the study."""
     from search.core.progress import console
-    from search.core.threads import apply_threads, resolve_threads
+    from search.core.threads import apply_threads, choose_threads
     from search.distributed.host_locks import CpuLock, Paced, WorkerRegistry
     from search.distributed.storage import storage_exists
     from search.measure.target import open_target
@@ -70,8 +70,11 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         storage = open_storage(
             spec.storage_url, heartbeat_s=settings.heartbeat_s, grace_s=settings.grace_s
         )
-    threads = resolve_threads(settings.threads)
+    choice = choose_threads(settings.threads)
+    threads = choice.threads
     apply_threads(threads)
+    if not settings.threads:
+        console.print(f"threads: {threads} ({choice.why}); --threads N overrides")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with WorkerRegistry(threads=threads, study=spec.study_name) as registry:
         if note := registry.sharing_note():
