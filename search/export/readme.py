@@ -130,9 +130,11 @@ The study is a plain Optuna storage: `optuna-dashboard sqlite:///results/{info["
 
 ## Reproduce
 
-`python reproduce.py`, run from the search project's root, reruns only this trial's
-configuration as the single trial of a new study; `{info["reproduce"]["study_command"]}`
-reruns the whole study. {info["reproduce"]["note"]}.
+`python reproduce.py`, run from any folder with the Python that has the search package (the
+project's `.venv`), reruns only this trial's configuration as the single trial of a new study
+under `./results/`; it checks first that the task file, data and weights the trial read are
+still there (`trial.json`: `reproduce.inputs`). `{info["reproduce"]["study_command"]}` reruns the
+whole study as a new study. {info["reproduce"]["note"]}.
 """
 
 

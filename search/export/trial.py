@@ -18,10 +18,8 @@ pickled ``model.pt``; export does not load it (a pickle can run code) and ships 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
-import shlex
 import shutil
 import sys
 from importlib import metadata
@@ -36,6 +34,13 @@ from search.core.paths import MODEL_ONNX, PROGRAM, TRIAL_JSON, StudyPaths
 from search.distributed.storage import redact_text
 from search.errors import SearchError
 from search.export.program import program_source
+from search.export.reproduce import (
+    copy_task_file,
+    inputs,
+    reproduce_script,
+    study_arguments,
+    study_command,
+)
 from search.record import TrialRecord, baseline_of, confirmed_figures
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
@@ -140,8 +145,11 @@ def export_trial(
     if program is not None:  # copied, never loaded (see search.trial.programs)
         paths["checkpoint"] = out / PROGRAM
         shutil.copy2(program, paths["checkpoint"])
+    task_copy = copy_task_file(study_arguments(study), out)
+    if task_copy is not None:
+        paths["task_file"] = task_copy
     paths["reproduce"] = out / "reproduce.py"
-    paths["reproduce"].write_text(reproduce_script(study, t))
+    paths["reproduce"].write_text(reproduce_script(study, t, task_copy=task_copy))
     info = trial_info(study, t, input_info=input_info, files=paths, command=command)
     paths["json"] = out / TRIAL_JSON
     paths["json"].write_text(json.dumps(info, indent=2, default=str))
@@ -235,9 +243,8 @@ def trial_info(
         "versions": versions(),
         "reproduce": {
             "command": "python reproduce.py",
-            "study_command": study_command(
-                settings, study.study_name, study.user_attrs.get("sources")
-            ),
+            "study_command": study_command(study),
+            "inputs": inputs(study_arguments(study)),
             "note": "With the same seed on CPU the accuracy repeats; latency is measured again "
             "and varies from run to run",
         },
@@ -257,144 +264,3 @@ def _profile(settings: dict[str, Any]) -> dict[str, Any]:
     except SearchError:
         # The study stores only the profile's name; a profile given as a path may have moved.
         return {"name": name, "note": "profile file not found; only its name is stored"}
-
-
-# Task options the run command takes as flags; others come only from a task YAML file.
-_FLAG_OPTIONS = ("model", "weights", "data")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunArguments:
-    """What rebuilds the study a trial came from: one source for the ``python -m search run``
-    command and for ``reproduce.py``, so the two cannot disagree.
-
-    Attributes:
-        task: Built-in task name, ``module:function`` or ``file.py:function``.
-        task_options: The task factory's options (model, weights, data, ...).
-        space, profile: Built-in name, or the path of the file the study was created from.
-        seed: The study's seed.
-        study: The study's name.
-    """
-
-    task: str
-    task_options: dict[str, Any]
-    space: str
-    profile: str
-    seed: int
-    study: str
-
-    def command(self) -> str:
-        """The shell command; task options that are no flag are named in a comment."""
-        words = ["python", "-m", "search", "run", "--task", self.task, "--space", self.space]
-        words += ["--hw", self.profile, "--seed", str(self.seed), "--study", self.study]
-        others = []
-        for key, value in self.task_options.items():
-            if key in _FLAG_OPTIONS:
-                words += [f"--{key}", str(value)]
-            else:
-                others.append(f"{key}={value}")
-        cmd = " ".join(shlex.quote(w) for w in words)
-        if others:
-            cmd += f"  # plus task options from its task YAML: {', '.join(others)}"
-        return cmd
-
-    def spec_source(self) -> str:
-        """Python source of the :class:`~search.study.StudySpec` with these arguments."""
-        return (
-            "StudySpec(\n"
-            f"    task={self.task!r},\n"
-            f"    task_options={self.task_options!r},\n"
-            f"    space=load_space({self.space!r}),\n"
-            f"    profile=load_profile({self.profile!r}),\n"
-            f"    study_name={self.study!r},\n"
-            '    results_dir=Path("results"),\n'
-            f"    seed={self.seed!r},\n"
-            ")"
-        )
-
-
-def run_arguments(
-    settings: dict[str, Any], name: str, sources: dict[str, str] | None = None
-) -> RunArguments:
-    """The arguments of the study ``name`` from its ``settings`` and ``sources`` attributes.
-
-    ``sources`` holds the space and profile files the study was created from; a file outside
-    the built-in folders is named by its path. The study stores task options as strings; the
-    ones from a task YAML file (numbers, lists) are read back as YAML.
-    """
-    sources = sources or {}
-
-    def ref(kind: str, default: str) -> str:
-        path = sources.get(kind, "")
-        builtin = Path(path).parent.name in ("spaces", "hw_profiles") if path else True
-        return settings.get(kind, default) if builtin else path
-
-    return RunArguments(
-        task=str(settings.get("task", "digits")),
-        task_options={
-            k: v if k in _FLAG_OPTIONS else _yaml_value(v)
-            for k, v in (settings.get("task_options") or {}).items()
-        },
-        space=ref("space", "default"),
-        profile=ref("profile", "cpu"),
-        seed=int(settings.get("seed", 0)),
-        study=name,
-    )
-
-
-def _yaml_value(text: object) -> Any:
-    import yaml
-
-    if not isinstance(text, str):
-        return text
-    if text == "None":  # str(None): YAML would read it as the string "None"
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def study_command(
-    settings: dict[str, Any], name: str, sources: dict[str, str] | None = None
-) -> str:
-    """The ``python -m search run`` command of the study the trial came from."""
-    return run_arguments(settings, name, sources).command()
-
-
-def _doc(text: str) -> str:
-    """``text`` safe inside a triple-quoted docstring: a study's settings come from its storage,
-    which may have been made elsewhere, and must not be able to end the string."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def reproduce_script(study: optuna.Study, t: FrozenTrial) -> str:
-    """A Python script that reruns ``t``'s parameters as the only trial of a new study.
-
-    Importing the script builds ``SPEC`` (task, options, space and profile as the study had
-    them) and runs nothing; running it creates the study and runs the one trial.
-    """
-    whole = run_arguments(
-        study.user_attrs.get("settings") or {}, study.study_name, study.user_attrs.get("sources")
-    )
-    args = dataclasses.replace(whole, study=f"{study.study_name}-trial{t.number}")
-    name, command = _doc(repr(study.study_name)), _doc(whole.command())
-    return f'''"""Rerun trial {t.number} of study {name} as trial 0 of a new study.
-
-Run from the repository root of the search project: python {{this folder}}/reproduce.py
-The whole study: {command}
-"""
-
-from pathlib import Path
-
-from search import StudySpec, load_profile, load_space, run_study
-from search.study import open_study
-
-SPEC = {args.spec_source()}
-PARAMS = {t.params!r}
-
-if __name__ == "__main__":
-    # Enqueued parameters are used by the next trial instead of the sampler's suggestions.
-    open_study(SPEC, create=True).enqueue_trial(PARAMS)
-    run_study(SPEC, trials=1)
-'''

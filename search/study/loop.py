@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -43,9 +43,20 @@ if TYPE_CHECKING:
 
 
 @on_spec_device  # trains on spec.train_device; a missing CUDA device fails before any work
-def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
+def run_study(
+    spec: StudySpec,
+    *,
+    trials: int,
+    progress: bool = True,
+    enqueue: Sequence[dict[str, Any]] = (),
+) -> optuna.Study:
     """Run trials until the study holds ``trials`` counted ones, with any number of workers on
-    the same storage (:mod:`search.distributed.budget`); returns the study."""
+    the same storage (:mod:`search.distributed.budget`); returns the study.
+
+    ``enqueue``: Optuna params of trials to run first, enqueued once the study exists and has
+    loaded its task (a task that fails to load leaves no study), and only into a study without
+    trials of its own (a resumed rerun does not enqueue them again).
+    """
     from search.core.progress import console
     from search.core.threads import apply_threads, choose_threads
     from search.distributed.host_locks import CpuLock, Paced, WorkerRegistry
@@ -86,6 +97,9 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
         )
         study = joined.study
         spec = dataclasses.replace(spec, space=joined.ctx.space)  # groups fitted to the model
+        if enqueue and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            for params in enqueue:
+                study.enqueue_trial(dict(params), skip_if_exists=True)
         stale = fail_stale_trials(study)
         if stale:
             console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")

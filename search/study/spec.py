@@ -8,6 +8,7 @@ the profile's first batch size (:mod:`search.record`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,10 @@ def open_study(
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
             study.set_metric_names(list(OBJECTIVES))
         study.set_user_attr("settings", spec.settings())
-        # The files themselves, for reproducing; not compared on resume (a path may move).
-        study.set_user_attr("sources", {"space": spec.space.path, "profile": spec.profile.path})
+        # The files themselves and the folder relative paths were typed in, for reproducing
+        # (search.export.reproduce); not compared on resume (a path may move).
+        sources = {"space": spec.space.path, "profile": spec.profile.path, "cwd": os.getcwd()}
+        study.set_user_attr("sources", sources)
     else:
         legacy = legacy_digests(spec.space, spec.profile)
         new = spec.settings()

@@ -21,7 +21,8 @@ from search.cli.main import build_parser, main
 from search.config import load_profile, load_space
 from search.errors import SearchError
 from search.export.readme import readme
-from search.export.trial import export_trial, reproduce_script, study_command
+from search.export.reproduce import reproduce_script, run_arguments
+from search.export.trial import export_trial
 from search.record import BaselineRecord, TrialRecord
 from search.study import StudySpec, run_study
 from search.tasks import load_task, stack
@@ -218,7 +219,7 @@ def test_study_command_names_files_and_task_options():
         "task_options": {"model": "resnet18", "weights": "w.pt", "limit": "50"},
     }
     sources = {"space": "/home/u/mine.yaml", "profile": "/repo/hw_profiles/cpu.yaml"}
-    cmd = study_command(settings, "s1", sources)
+    cmd = run_arguments(settings, "s1", sources).command()
     assert "--space /home/u/mine.yaml" in cmd and "--hw cpu " in cmd and "--seed 3" in cmd
     assert "--model resnet18 --weights w.pt" in cmd and "limit=50" in cmd
 
@@ -279,7 +280,7 @@ def test_reproduce_script_rebuilds_vision_tasks_and_files_given_by_path(tmp_path
 def test_the_command_and_the_script_rebuild_the_same_study(tmp_path: Path) -> None:
     study = _vision_study(tmp_path)
     settings, sources = study.user_attrs["settings"], study.user_attrs["sources"]
-    words = shlex.split(study_command(settings, "vis", sources), comments=True)
+    words = shlex.split(run_arguments(settings, "vis", sources).command(), comments=True)
     args = build_parser().parse_args(words[3:])
     script = tmp_path / "reproduce.py"
     script.write_text(reproduce_script(study, study.trials[0]))
