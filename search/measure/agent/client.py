@@ -294,7 +294,10 @@ class AgentClient:
             return *self._request("POST", "/v1/confirm", body, ctype="application/json"), ""
 
         status, data, _ = self._send_again_if_evicted(send)
-        out = json.loads(self._checked(status, data, "to confirm the front"))
+        try:
+            out = json.loads(self._checked(status, data, "to confirm the front"))
+        except AgentLimitError as e:  # no trial to fail here: the agent's limits are too tight
+            raise AgentError(f"{e}; restart the agent with larger limits") from None
         for sha in models.values():
             self._request("DELETE", f"/v1/blobs/{sha}")
         return {**out, "measured_by": f"agent {self.url}"}

@@ -99,7 +99,10 @@ def _in_child(work: Callable[[], dict[str, Any]], scratch: Path) -> dict[str, An
     except ProviderError as e:
         return {"status": 422, "body": {"error": str(e), "type": "ProviderError"}}
     except (Exception, MemoryError) as e:  # noqa: BLE001 - reported to the client
-        return {"status": status_of(e), "body": {"error": f"{type(e).__name__}: {first_line(e)}"}}
+        status, text = status_of(e), str(e)
+        at = text.lower().find("failed to allocate")  # ONNX Runtime's words, past its source path
+        what = first_line(text[at:]) if status == 413 and at >= 0 else first_line(e)
+        return {"status": status, "body": {"error": f"{type(e).__name__}: {what}"}}
 
 
 def run_bounded(
@@ -121,7 +124,9 @@ def run_bounded(
     if result.ok:
         status, body = result.value["status"], result.value["body"]
         if status == 413:
-            body["error"] = f"over the agent's memory limit of {mb:.0f} MiB: {body['error']}"
+            body["error"] = (
+                f"over the agent's memory limit of {mb:.0f} MiB (--max-memory-mb): {body['error']}"
+            )
     elif result.limit == "memory" or "out of memory" in result.error:
         status = 413
         body = {"error": f"the measurement needed more than the agent's {mb:.0f} MiB "

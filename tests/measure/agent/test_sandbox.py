@@ -224,3 +224,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_a_confirmation_past_the_limits_is_one_agent_error(server, tmp_path):
+    from search.errors import AgentError
+
+    loop, relu = tmp_path / "loop.onnx", tmp_path / "relu.onnx"
+    loop.write_bytes(attacks.long_running("loop"))
+    relu.write_bytes(attacks.relu())
+    client = AgentClient(server.url, token=TOKEN)
+    client.spec = MeasureSpec.from_json({"providers": CPU, "measure": QUICK})
+    with pytest.raises(AgentError, match="--max-seconds"):
+        client.confirm({"0": loop}, reference=relu, latency_input=X[:1])
