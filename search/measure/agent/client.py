@@ -7,9 +7,10 @@ import hashlib
 import io
 import json
 import os
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,16 @@ from search.errors import AgentError, ProviderError
 from search.measure.latency import LatencyStats
 from search.measure.measurement import Measurement
 from search.measure.memory import MemoryStats
+from search.measure.ort_options import check_client_options
 from search.measure.runtime import check_providers
 from search.measure.spec import MeasureSpec
 
 _START = "start it on the device with 'python -m search agent --host 0.0.0.0 --port 8765'"
+
+
+class AgentLimitError(RuntimeError):
+    """The agent stopped this model's measurement at its memory (413) or time (408) limit: the
+    trial fails, the study goes on (another model may fit)."""
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -74,6 +81,12 @@ class AgentClient:
                 f"{token_env} to the token the agent was started with, or pass --agent local "
                 "to measure here"
             )
+        try:  # what the agent would refuse, refused here before the study starts
+            options = {p.name: dict(p.options) for p in spec.providers}
+            check_client_options(spec.session_config, options)
+        except ValueError as e:
+            raise AgentError(f"hardware profile '{spec.name}' cannot be measured through an "
+                             f"agent: {e}") from None  # fmt: skip
         client = cls(url, token=token, timeout=timeout, token_env=token_env)
         info = client.info()
         check_providers(
@@ -98,16 +111,33 @@ class AgentClient:
         ctype: str = "",
         timeout: float | None = None,
     ) -> tuple[int, bytes]:
+        # The agent answers 503 while it measures for another client (or receives other
+        # uploads): wait as long as it says, within this client's timeout.
+        give_up = time.monotonic() + (timeout or self.timeout)
+        while True:
+            status, data, retry_after = self._once(method, path, body, ctype, timeout)
+            wait = min(max(retry_after, 1.0), 30.0)
+            if status != 503 or time.monotonic() + wait > give_up:
+                return status, data
+            time.sleep(wait)
+
+    def _once(
+        self, method: str, path: str, body: bytes | None, ctype: str, timeout: float | None
+    ) -> tuple[int, bytes, float]:
         req = urllib.request.Request(self.url + path, data=body, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
         if ctype:
             req.add_header("Content-Type", ctype)
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                return resp.status, resp.read()
+                return resp.status, resp.read(), 0.0
         except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except (urllib.error.URLError, OSError) as e:
+            try:
+                retry_after = float(e.headers.get("Retry-After") or 1.0)
+            except ValueError:
+                retry_after = 1.0
+            return e.code, e.read(), retry_after
+        except (urllib.error.URLError, OSError, ValueError) as e:  # ValueError: a bad header
             reason = getattr(e, "reason", e)
             raise AgentError(
                 f"cannot reach the agent at {self.url} ({reason}): {_START}"
@@ -117,15 +147,17 @@ class AgentClient:
         if status < 400:
             return data
         try:
-            detail = json.loads(data).get("error", "")
-            kind = json.loads(data).get("type", "")
+            body = json.loads(data)
+            detail, kind = body.get("error", ""), body.get("type", "")
         except (ValueError, AttributeError):
-            detail, kind = data[:200].decode(errors="replace"), ""
+            body, detail, kind = {}, data[:200].decode(errors="replace"), ""
         if status == 401:
             raise AgentError(
                 f"the agent at {self.url} refused the token: set {self.token_env} to the "
                 "token it was started with"
             )
+        if status in (408, 413) and "limits" in body:
+            raise AgentLimitError(f"the agent at {self.url} stopped {what}: {detail}")
         if status == 413:
             raise AgentError(
                 f"the agent at {self.url} refused {what}: {detail}; restart it with a larger "
@@ -163,6 +195,17 @@ class AgentClient:
         self._checked(status, body, f"the {kind} upload")
         return sha
 
+    def _send_again_if_evicted(
+        self, send: Callable[[], tuple[int, bytes, str]]
+    ) -> tuple[int, bytes, str]:
+        """``send()``, once more after uploading again if the agent answered 409: its store
+        evicted an upload idle for a while (the evaluation inputs of a long trial)."""
+        status, data, sha = send()
+        if status == 409:
+            self._arrays.clear()
+            status, data, sha = send()
+        return status, data, sha
+
     def _array(self, array: np.ndarray) -> str:
         # The study passes the same arrays every trial: serialize and hash them once.
         held = self._arrays.get(id(array))
@@ -183,19 +226,24 @@ class AgentClient:
         """Measure ``path`` on the agent as the spec says (see :meth:`connect`); with
         ``reference`` (kept on the agent between calls) its latency is paired with that file's
         there."""
-        if self.spec is None:
+        spec = self.spec
+        if spec is None:
             raise ValueError("connect() the client to a spec before measuring")
-        model = self.upload(Path(path).read_bytes(), "onnx")
-        request = {
-            "model": model,
-            "eval_inputs": self._array(eval_inputs),
-            "latency_input": self._array(latency_input),
-            "profile": self.spec.to_json(),
-        }
-        if reference is not None:
-            request["reference"] = self.upload(Path(reference).read_bytes(), "onnx")
-        body = json.dumps(request).encode()
-        status, data = self._request("POST", "/v1/measure", body, ctype="application/json")
+
+        def send() -> tuple[int, bytes, str]:
+            model = self.upload(Path(path).read_bytes(), "onnx")
+            request = {
+                "model": model,
+                "eval_inputs": self._array(eval_inputs),
+                "latency_input": self._array(latency_input),
+                "profile": spec.to_json(),
+            }
+            if reference is not None:
+                request["reference"] = self.upload(Path(reference).read_bytes(), "onnx")
+            body = json.dumps(request).encode()
+            return *self._request("POST", "/v1/measure", body, ctype="application/json"), model
+
+        status, data, model = self._send_again_if_evicted(send)
         summary = json.loads(self._checked(status, data, f"to measure {Path(path).name}"))
         outputs_sha = summary.pop("outputs")
         status, data = self._request("GET", f"/v1/blobs/{outputs_sha}")
@@ -229,18 +277,27 @@ class AgentClient:
         """Time ``paths`` (name -> ONNX file) interleaved with ``reference`` on the agent
         (``POST /v1/confirm``, :func:`~search.measure.confirmation.time_files` there); the
         models are dropped from the agent afterwards."""
-        if self.spec is None:
+        spec = self.spec
+        if spec is None:
             raise ValueError("connect() the client to a spec before confirming")
-        models = {n: self.upload(Path(p).read_bytes(), "onnx") for n, p in paths.items()}
-        request = {
-            "models": models,
-            "reference": self.upload(Path(reference).read_bytes(), "onnx"),
-            "latency_input": None if latency_input is None else self._array(latency_input),
-            "profile": self.spec.to_json(),
-        }
-        body = json.dumps(request).encode()
-        status, data = self._request("POST", "/v1/confirm", body, ctype="application/json")
-        out = json.loads(self._checked(status, data, "to confirm the front"))
+        models: dict[str, str] = {}
+
+        def send() -> tuple[int, bytes, str]:
+            models.update({n: self.upload(Path(p).read_bytes(), "onnx") for n, p in paths.items()})
+            request = {
+                "models": models,
+                "reference": self.upload(Path(reference).read_bytes(), "onnx"),
+                "latency_input": None if latency_input is None else self._array(latency_input),
+                "profile": spec.to_json(),
+            }
+            body = json.dumps(request).encode()
+            return *self._request("POST", "/v1/confirm", body, ctype="application/json"), ""
+
+        status, data, _ = self._send_again_if_evicted(send)
+        try:
+            out = json.loads(self._checked(status, data, "to confirm the front"))
+        except AgentLimitError as e:  # no trial to fail here: the agent's limits are too tight
+            raise AgentError(f"{e}; restart the agent with larger limits") from None
         for sha in models.values():
             self._request("DELETE", f"/v1/blobs/{sha}")
         return {**out, "measured_by": f"agent {self.url}"}

@@ -3,20 +3,73 @@
 - Every read waits at most ``idle_timeout`` seconds, and the request line plus headers (the
   head) must arrive within that time too, so a client that sends nothing, or trickles a byte at
   a time, is cut off.
+- Upload bodies are read into memory, at most ``upload_budget`` bytes of them at once (twice
+  the largest upload); another upload meanwhile is answered 503 and retried by the client.
 - At most ``max_connections`` are served at once. A new connection beyond that takes the place
   of the oldest one still sending its head (an idle socket never blocks a real client); when
   every slot is busy with real requests it is answered 503.
 - A client that goes away mid-answer is not the agent's failure: no traceback on its console.
+
+:data:`BOUNDS` are the ranges of the agent's numeric settings (flags and :class:`AgentSettings
+<search.measure.agent.server.AgentSettings>` alike): a value outside is one line, never a
+server that cannot work (a negative timeout) or cannot be bounded (a memory limit above the
+machine's memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, cast
+
+from search.errors import AgentError
+
+
+def physical_mb() -> float:
+    """This machine's memory in MiB (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError):
+        return 0.0
+
+
+def default_memory_mb() -> float:
+    """What one measurement may allocate by default: half the machine's memory, at most 4 GiB
+    (enough for the default 256 MiB upload: a float model's session peaks near 4x its file)."""
+    return min(4096.0, physical_mb() / 2) if physical_mb() else 4096.0
+
+
+# name -> (lowest, highest, unit); highest None: the machine's memory.
+BOUNDS: dict[str, tuple[float, float | None, str]] = {
+    "max_upload_mb": (0.001, 16384, "MiB"),
+    "max_memory_mb": (64, None, "MiB"),
+    "max_seconds": (1, 86400, "s"),
+    "max_store_mb": (1, 10**8, "MiB"),
+    "idle_timeout": (0.1, 3600, "s"),
+    "max_connections": (1, 1024, ""),
+}
+
+
+def check_bound(name: str, value: float) -> float:
+    """``value`` if it lies within :data:`BOUNDS` ``[name]``, else one line naming the range.
+
+    Raises:
+        AgentError: out of range, or not a finite number.
+    """
+    low, high, unit = BOUNDS[name]
+    high = high if high is not None else max(low, physical_mb())
+    if not (isinstance(value, int | float) and low <= value <= high):  # NaN fails both
+        flag = "--" + name.replace("_", "-")
+        raise AgentError(
+            f"{flag} must lie in [{low:g}, {high:g}]{' ' + unit if unit else ''}, got {value!r}"
+        )
+    return value
+
 
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -40,8 +93,11 @@ class ConnectionLimits:
     settings: Any
     counts: dict[str, int]
 
-    def init_limits(self, max_connections: int) -> None:
+    def init_limits(self, max_connections: int, *, upload_budget: int) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.upload_budget = upload_budget
+        self.receiving = 0  # bytes of upload bodies being read now
+        self.receiving_lock = threading.Lock()
         self.heads: dict[
             socket.socket, float
         ] = {}  # connections still sending their head -> since
@@ -51,6 +107,21 @@ class ConnectionLimits:
         error = sys.exc_info()[1]
         if not isinstance(error, OSError):
             print(f"agent: error serving {client_address[0]}: {error!r}", flush=True)
+
+    @contextlib.contextmanager
+    def receive(self, length: int) -> Iterator[bool]:
+        """Room in memory for an upload body of ``length`` bytes: yields False when bodies
+        being read already hold ``upload_budget`` (the caller answers 503), so parallel
+        uploads cannot exhaust the agent's memory."""
+        with self.receiving_lock:
+            room = not self.receiving or self.receiving + length <= self.upload_budget
+            self.receiving += length if room else 0
+        try:
+            yield room
+        finally:
+            if room:
+                with self.receiving_lock:
+                    self.receiving -= length
 
     def _evict_idlest(self) -> bool:
         with self.heads_lock:

@@ -1,7 +1,7 @@
 """The measurement agent that runs on a remote target, and the client a study uses to reach it.
 
-The agent needs only this package, onnxruntime and numpy (no torch, no optuna). It speaks plain
-HTTP + JSON with the standard library's ``ThreadingHTTPServer``:
+The agent needs only this package, onnxruntime, onnx and numpy (no torch, no optuna). It
+speaks plain HTTP + JSON with the standard library's ``ThreadingHTTPServer``:
 
 ====== ======================= ==========================================================
 GET    /v1/info                providers, onnxruntime version, architecture, device, limits
@@ -18,8 +18,13 @@ POST   /v1/confirm             JSON naming models (name -> upload), a reference 
 
 Every request must carry ``Authorization: Bearer <token>``; any other is answered 401 before
 its body is read, and nothing runs. Uploads are addressed by their SHA-256 (checked on arrival),
-limited in size (413 from the ``Content-Length`` alone), and only ONNX models and ``.npy``
-arrays loaded with ``allow_pickle=False`` are accepted, so no upload can carry code. The token
+limited in size (413 from the ``Content-Length`` alone), and only self-contained ONNX models and
+``.npy`` arrays loaded with ``allow_pickle=False`` are accepted
+(:mod:`~search.measure.agent.uploads`), so no upload can carry code or name a file on the
+target. A client's profile may set only session options and provider options that name no path
+and load no code (:func:`~search.measure.ort_options.check_client_options`). Each measurement
+runs in a child bounded in memory and time (:mod:`~search.measure.agent.sandbox`), and the
+uploads live in a store of bounded size (:mod:`~search.measure.agent.store`). The token
 travels in clear text over plain HTTP: use it on a trusted network or through an SSH tunnel.
 
 Example (on the Jetson, then on the workstation)::
@@ -30,29 +35,33 @@ Example (on the Jetson, then on the workstation)::
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
-import io
 import json
 import re
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 import onnxruntime as ort
 
 from search.core.errors import first_line
-from search.errors import AgentError, ProviderError
+from search.errors import AgentError
 from search.measure.agent.limits import ConnectionLimits, HeadDeadline
+from search.measure.agent.sandbox import BUSY_WAIT_S, run_bounded, status_of
+from search.measure.agent.settings import AgentSettings
+from search.measure.agent.store import KINDS, BlobStore, StoreFull
 from search.measure.agent.token import check_token, private_dir
-from search.measure.confirmation import REQUIRED, check_names, time_files
-from search.measure.measurement import measure_onnx
+from search.measure.agent.uploads import UploadError, check_npy, check_onnx
+from search.measure.agent.work import Work, confirm_work, measure_work
+from search.measure.confirmation import REQUIRED, check_names
+from search.measure.ort_options import check_client_options
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
 
@@ -61,61 +70,28 @@ _BLOB = re.compile(rf"^{API}/blobs/([0-9a-f]{{64}})$")
 _JSON_LIMIT = 1 << 20  # a measure request is a few hundred bytes of JSON
 
 
-@dataclass(frozen=True)
-class AgentSettings:
-    """How the agent serves: address, token, upload limit, where uploads live, device label."""
-
-    token: str
-    host: str = "127.0.0.1"
-    port: int = 8765
-    max_upload_bytes: int = 256 * 2**20
-    work_dir: Path | None = None
-    label: str = ""
-    # A connection that sends nothing for this long is closed; more than max_connections at
-    # once are answered 503, so idle sockets cannot tie up threads or descriptors.
-    idle_timeout: float = 10.0
-    max_connections: int = 32
-
-    def __post_init__(self) -> None:
-        check_token(self.token)
-        if not self.idle_timeout > 0 or not self.max_connections >= 1:
-            raise AgentError("idle_timeout must be above 0 and max_connections at least 1")
-
-
 class BadRequest(Exception):
-    """A request the agent refuses; ``status`` is the HTTP status to answer with."""
+    """A request the agent refuses; ``status`` is the HTTP status to answer with, ``extra``
+    more JSON fields of the answer (``retry_after`` also becomes a ``Retry-After`` header)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _validate_upload(data: bytes, kind: str) -> None:
-    if kind == "npy":
-        try:
-            np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as e:  # noqa: BLE001 - anything np.load rejects is a bad upload
-            raise BadRequest(400, f"not a .npy array without pickles: {e}") from None
-        return
-    try:
-        import onnx
-    except ImportError:  # the agent may run without the onnx package: let ORT parse it
-        try:
-            ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001
-            raise BadRequest(400, f"not an ONNX model: {first_line(e)}") from None
-        return
-    try:
-        onnx.checker.check_model(onnx.load_from_string(data))
-    except Exception as e:  # noqa: BLE001
-        raise BadRequest(400, f"not a valid ONNX model: {first_line(e)}") from None
+        self.extra = extra
 
 
 class AgentServer(ConnectionLimits, ThreadingHTTPServer):
-    """The HTTP server; measurements run one at a time so they cannot disturb each other.
-    Connections are limited as :mod:`search.measure.agent.limits` says."""
+    """The HTTP server; measurements run one at a time, each in a bounded child, so they
+    cannot disturb each other or the agent. Connections are limited as
+    :mod:`search.measure.agent.limits` says."""
 
     def __init__(self, settings: AgentSettings) -> None:
+        try:  # uploads are checked with it before anything reads them
+            import onnx  # noqa: F401
+        except ImportError:
+            raise AgentError(
+                "the agent needs the onnx package to check uploads: pip install onnx"
+            ) from None
         self.settings = settings
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if settings.work_dir is None:
@@ -123,16 +99,26 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
             work_dir = Path(self._tmp.name)
         else:
             work_dir = settings.work_dir
-        self.store = private_dir(work_dir)
+        # Absolute: the measuring child works in a scratch folder of its own.
+        self.store = BlobStore(private_dir(work_dir).resolve(), cap=settings.max_store_bytes)
         self.lock = threading.Lock()
-        self.init_limits(settings.max_connections)
+        self.busy_wait_s = BUSY_WAIT_S
+        self.running_since: float | None = None
+        self.init_limits(settings.max_connections, upload_budget=2 * settings.max_upload_bytes)
         self.counts = {"uploads": 0, "measurements": 0, "confirmations": 0, "refused": 0}
+        self.children = {"peak_mb": 0.0, "longest_s": 0.0}
         self.info = {
             "providers": available_providers(),
             "onnxruntime": ort.__version__,
             "arch": local_arch(),
             "device": describe_device(settings.label),
             "max_upload_bytes": settings.max_upload_bytes,
+            "limits": {
+                **settings.limits.to_dict(),
+                "max_upload_mb": settings.max_upload_bytes / 2**20,
+                "max_store_mb": settings.max_store_bytes / 2**20,
+            },
+            "children": self.children,  # the largest peak and longest run of a measurement
         }
         super().__init__((settings.host, settings.port), _Handler)
 
@@ -142,11 +128,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
     def blob(self, sha: str) -> Path | None:
-        for kind in ("onnx", "npy"):
-            path = self.store / f"{sha}.{kind}"
-            if path.is_file():
-                return path
-        return None
+        return self.store.path(sha)
 
     def _upload(self, key: str, sha: object, kind: str) -> Path:
         """The stored upload ``sha`` (a JSON value) of ``kind`` (``onnx`` or ``npy``) named by
@@ -155,14 +137,61 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
         path = self.blob(sha) if ok and isinstance(sha, str) else None
         if path is None or path.suffix != f".{kind}":
             raise BadRequest(409, f"{key} {sha!r} has not been uploaded")
+        self.store.touch(path)
         return path
 
     @staticmethod
     def _spec(request: dict[str, Any]) -> MeasureSpec:
         try:
-            return MeasureSpec.from_json(request.get("profile"))
+            spec = MeasureSpec.from_json(request.get("profile"))
+            options = {p.name: dict(p.options) for p in spec.providers}
+            check_client_options(spec.session_config, options)
         except (TypeError, ValueError) as e:
             raise BadRequest(400, f"bad profile: {e}") from None
+        return spec
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the agent's one measuring slot; 503 with ``Retry-After`` when another
+        measurement keeps it past :data:`BUSY_WAIT_S`."""
+        if not self.lock.acquire(timeout=self.busy_wait_s):
+            since = self.running_since
+            ran = time.monotonic() - since if since is not None else 0.0
+            left = max(1, round(self.settings.max_seconds - ran))
+            raise BadRequest(
+                503,
+                f"busy: another measurement has run {ran:.0f} s (it may take {left} s more); "
+                "retry later",
+                retry_after=left,
+            )
+        self.running_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.running_since = None
+            self.lock.release()
+
+    def _bounded(self, work: Work, spec: MeasureSpec, what: str) -> dict[str, Any]:
+        """``work`` run in a bounded child, in a scratch folder; its answer or a BadRequest."""
+        with self.turn(), self.store.scratch() as scratch:
+            outcome = run_bounded(
+                lambda: work(scratch), limits=self.settings.limits, scratch=scratch,
+                providers=spec.provider_names,
+            )  # fmt: skip
+            self.children["peak_mb"] = max(self.children["peak_mb"], outcome.peak_mb)
+            self.children["longest_s"] = max(self.children["longest_s"], outcome.seconds)
+            if outcome.status != 200:
+                print(f"refused {what}: HTTP {outcome.status}: {outcome.body['error']}"[:300],
+                      flush=True)  # fmt: skip
+                raise BadRequest(outcome.status, outcome.body.pop("error"), **outcome.body)
+            outputs = scratch / "outputs.npy"
+            data = outputs.read_bytes() if outputs.is_file() else None
+        out = outcome.body
+        if data is not None:
+            sha = hashlib.sha256(data).hexdigest()
+            self.store.put(sha, "npy", data)
+            out["outputs"] = sha
+        return out
 
     def confirm(self, request: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/confirm``: uploaded models (``models``: name -> sha) timed interleaved
@@ -180,21 +209,14 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
         paths = {n: self._upload(f"model {n}", sha, "onnx") for n, sha in models.items()}
         reference = self._upload("reference", request["reference"], "onnx")
         feed = request["latency_input"]
-        latency = (
-            None
-            if feed is None
-            else np.load(self._upload("latency_input", feed, "npy"), allow_pickle=False)
-        )
+        latency = None if feed is None else self._upload("latency_input", feed, "npy")
         spec = self._spec(request)
-        with self.lock:
-            self.counts["confirmations"] += 1
-            out = time_files(
-                paths,
-                reference=reference,
-                spec=spec,
-                latency_input=latency,
-                device_label=self.settings.label,
-            )
+        self.counts["confirmations"] += 1
+        work = confirm_work(
+            paths, reference=reference, spec=spec, latency_input=latency,
+            label=self.settings.label,
+        )  # fmt: skip
+        out = self._bounded(work, spec, f"a confirmation of {len(paths)} model(s)")
         print(
             f"confirmed {len(paths)} model(s) against the reference for profile '{spec.name}' "
             f"over {out['rounds']} interleaved rounds",
@@ -211,27 +233,16 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
             for key in ("model", "eval_inputs", "latency_input", *optional)
         }
         spec = self._spec(request)
-        with self.lock:
-            self.counts["measurements"] += 1
-            m = measure_onnx(
-                paths["model"],
-                spec=spec,
-                eval_inputs=np.load(paths["eval_inputs"], allow_pickle=False),
-                latency_input=np.load(paths["latency_input"], allow_pickle=False),
-                device_label=self.settings.label,
-                reference=paths.get("reference"),
-            )
-        first = m.latency[0]
+        self.counts["measurements"] += 1
+        work = measure_work(paths, spec=spec, label=self.settings.label)
+        out = self._bounded(work, spec, f"model {paths['model'].stem[:12]}")
+        first = out["latency"][0]
         print(
             f"measured {paths['model'].stem[:12]} for profile '{spec.name}': p50 "
-            f"{first.p50_ms:.3f} ms (cv {first.cv:.1%}) on {', '.join(m.providers)}",
+            f"{first['p50_ms']:.3f} ms (cv {first['cv']:.1%}) on {', '.join(out['providers'])}",
             flush=True,
         )
-        buf = io.BytesIO()
-        np.save(buf, m.outputs, allow_pickle=False)
-        sha = hashlib.sha256(buf.getvalue()).hexdigest()
-        (self.store / f"{sha}.npy").write_bytes(buf.getvalue())
-        return {**m.summary(), "outputs": sha}
+        return out
 
     def server_close(self) -> None:
         super().server_close()
@@ -258,10 +269,18 @@ class _Handler(HeadDeadline, BaseHTTPRequestHandler):  # type: ignore[misc]
         code = {505: 400, 501: 405}.get(code, code)
         super().send_error(code, message, explain)
 
-    def _send(self, status: int, body: bytes = b"", ctype: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        ctype: str = "application/json",
+        retry_after: object = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="search-agent"')
         if status >= 400:
@@ -273,20 +292,26 @@ class _Handler(HeadDeadline, BaseHTTPRequestHandler):  # type: ignore[misc]
             self.wfile.write(body)
 
     def _json(self, status: int, data: dict[str, Any]) -> None:
-        self._send(status, json.dumps(data).encode())
+        self._send(status, json.dumps(data).encode(), retry_after=data.get("retry_after"))
 
     def _authorized(self) -> bool:
         given = self.headers.get("Authorization", "").encode()
         expected = f"Bearer {self.server.settings.token}".encode()
         return hmac.compare_digest(given, expected)
 
-    def _body(self, limit: int) -> bytes:
+    def _length(self, limit: int) -> int:
         length = self.headers.get("Content-Length")
         if length is None or not (length.isascii() and length.isdigit()):
             raise BadRequest(411, "a Content-Length header is required")
         if int(length) > limit:
             raise BadRequest(413, f"upload of {int(length)} bytes exceeds the limit of {limit}")
-        return self.rfile.read(int(length))
+        return int(length)
+
+    def _read(self, length: int) -> bytes:
+        data = self.rfile.read(length)
+        if len(data) != length:  # the client closed the connection half-way
+            raise BadRequest(400, f"the body ended after {len(data)} of {length} bytes")
+        return data
 
     def _dispatch(self) -> None:
         self.head_done()
@@ -309,16 +334,14 @@ class _Handler(HeadDeadline, BaseHTTPRequestHandler):  # type: ignore[misc]
                 data = b"" if self.command == "HEAD" else path.read_bytes()
                 self._send(200, data, "application/octet-stream")
             elif self.command == "DELETE" and blob:
-                path = self.server.blob(blob.group(1))
-                if path is not None:
-                    path.unlink(missing_ok=True)
+                self.server.store.delete(blob.group(1))
                 self._json(200, {"deleted": blob.group(1)})
             elif self.command == "PUT" and blob:
                 self._put(blob.group(1), parse_qs(url.query).get("kind", [""])[0])
             elif self.command == "POST" and url.path in (f"{API}/measure", f"{API}/confirm"):
                 what = url.path.rsplit("/", 1)[1]
                 try:
-                    request = json.loads(self._body(_JSON_LIMIT) or b"{}")
+                    request = json.loads(self._read(self._length(_JSON_LIMIT)) or b"{}")
                 except ValueError:
                     raise BadRequest(400, f"the {what} request is not JSON") from None
                 if not isinstance(request, dict):
@@ -328,47 +351,32 @@ class _Handler(HeadDeadline, BaseHTTPRequestHandler):  # type: ignore[misc]
             else:
                 raise BadRequest(404, f"no endpoint {self.command} {url.path}")
         except BadRequest as e:
-            self._json(e.status, {"error": str(e)})
-        except ProviderError as e:
-            self._json(422, {"error": str(e), "type": "ProviderError"})
+            self._json(e.status, {"error": str(e), **e.extra})
+        except StoreFull as e:
+            self._json(507, {"error": str(e)})
         except Exception as e:  # noqa: BLE001 - report the failure to the client, keep serving
-            status = _status_of(e)
-            first = first_line(e)
-            self._json(status, {"error": f"{type(e).__name__}: {first}"[:500]})
+            status = status_of(e)
+            self._json(status, {"error": f"{type(e).__name__}: {first_line(e)}"[:500]})
 
     def _put(self, sha: str, kind: str) -> None:
-        if kind not in ("onnx", "npy"):
+        if kind not in KINDS:
             raise BadRequest(400, "kind must be onnx or npy; nothing else is accepted")
-        data = self._body(self.server.settings.max_upload_bytes)
-        if hashlib.sha256(data).hexdigest() != sha:
-            raise BadRequest(400, "the upload does not match its SHA-256 address")
-        _validate_upload(data, kind)
-        path = self.server.store / f"{sha}.{kind}"
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        length = self._length(self.server.settings.max_upload_bytes)
+        with self.server.receive(length) as room:
+            if not room:
+                raise BadRequest(503, "busy receiving other uploads; retry", retry_after=1)
+            data = self._read(length)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise BadRequest(400, "the upload does not match its SHA-256 address")
+            try:
+                (check_onnx if kind == "onnx" else check_npy)(data)
+            except UploadError as e:
+                raise BadRequest(400, str(e)) from None
+            self.server.store.put(sha, kind, data)
         self.server.counts["uploads"] += 1
         self._json(201, {"stored": sha})
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _dispatch  # noqa: N815 - stdlib naming
-
-
-def _status_of(e: BaseException) -> int:
-    """The HTTP status of a failure while serving a request.
-
-    Whatever the request's content makes fail (a value, a type, a model ONNX Runtime cannot run
-    on the given inputs) is the client's: 400. A full disk is 507. Anything else is the agent's
-    own failure: 500.
-    """
-    if isinstance(e, TimeoutError):  # the client stopped sending half-way
-        return 408
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return 507
-    if isinstance(e, ValueError | TypeError | KeyError | IndexError | AttributeError):
-        return 400
-    if type(e).__module__.startswith("onnxruntime"):  # InvalidArgument, Fail, InvalidGraph
-        return 400
-    return 500
 
 
 def serve(settings: AgentSettings) -> AgentServer:

@@ -15,19 +15,52 @@ from search.errors import AgentError
 TOKEN_ENV = "SEARCH_AGENT_TOKEN"
 
 
-def read_token_file(path: Path) -> tuple[str, list[str]]:
-    """The token in ``path`` (surrounding whitespace dropped) and warnings about the file."""
-    path = Path(path).expanduser()
+TOKEN_FILE_MAX_BYTES = 4096  # a token is a line; anything larger is the wrong file
+
+
+def _read_small_file(path: Path) -> tuple[bytes, int]:
+    """The bytes of ``path`` and its mode, after checking that it is a regular file of at most
+    :data:`TOKEN_FILE_MAX_BYTES`: /dev/zero is never read, and a FIFO never waited on."""
     try:
-        text = path.read_text(encoding="utf-8")
         mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise AgentError(f"--token-file {path} is not a regular file")
+        # O_NONBLOCK: if the path became a FIFO since the check, opening it does not wait.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise AgentError(f"--token-file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        why = getattr(e, "strerror", None) or "not UTF-8 text"
-        raise AgentError(f"--token-file {path} cannot be read: {why}") from None
-    if not stat.S_ISREG(mode):
-        raise AgentError(f"--token-file {path} is not a regular file")
+    except OSError as e:
+        raise AgentError(f"--token-file {path} cannot be read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())  # the file opened, not the name checked
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError(f"--token-file {path} is not a regular file")
+        if st.st_size > TOKEN_FILE_MAX_BYTES:
+            raise AgentError(
+                f"--token-file {path} holds {st.st_size} bytes; a token file holds one line "
+                f"(at most {TOKEN_FILE_MAX_BYTES} bytes)"
+            )
+        try:
+            data = f.read(TOKEN_FILE_MAX_BYTES + 1)
+        except OSError as e:
+            raise AgentError(f"--token-file {path} cannot be read: {e.strerror}") from None
+    if len(data) > TOKEN_FILE_MAX_BYTES:  # it grew after the check
+        raise AgentError(f"--token-file {path} holds more than {TOKEN_FILE_MAX_BYTES} bytes")
+    return data, st.st_mode
+
+
+def read_token_file(path: Path) -> tuple[str, list[str]]:
+    """The token in ``path`` (surrounding whitespace dropped) and warnings about the file.
+
+    Raises:
+        AgentError: not a regular file, over 4 KiB, unreadable, not UTF-8, or several lines.
+    """
+    path = Path(path).expanduser()
+    data, mode = _read_small_file(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AgentError(f"--token-file {path} cannot be read: not UTF-8 text") from None
     token = text.strip()
     if "\n" in token:
         raise AgentError(f"--token-file {path} holds several lines; put the token alone in it")
@@ -62,14 +95,26 @@ def agent_token(
 
 
 TOKEN_MIN_CHARS = 8
+TOKEN_MAX_CHARS = 1024
 
 
 def check_token(token: str) -> str:
-    """``token``, or a one-line :class:`AgentError` when it is too short to be a secret."""
+    """``token``, or a one-line :class:`AgentError` when it is too short to be a secret, too
+    long, or holds anything but visible ASCII (a control character or a space inside would
+    break the ``Authorization`` header, or hide in a terminal).
+    """
     if len(token) < TOKEN_MIN_CHARS:
         raise AgentError(
             f"the agent needs a token of at least {TOKEN_MIN_CHARS} characters: set "
             "SEARCH_AGENT_TOKEN or pass --token-file"
+        )
+    if len(token) > TOKEN_MAX_CHARS:
+        raise AgentError(f"the token has {len(token)} characters; at most {TOKEN_MAX_CHARS}")
+    bad = next((i for i, c in enumerate(token) if not "!" <= c <= "~"), None)
+    if bad is not None:  # where, not what: the message must not show part of the secret
+        raise AgentError(
+            f"the token holds a space, a control or a non-ASCII character at position {bad + 1}: "
+            "use visible ASCII characters only"
         )
     return token
 

@@ -235,3 +235,65 @@ def test_token_from_a_file_and_warnings(tmp_path, monkeypatch):
         agent_token(token=TOKEN, token_file=path)
     with pytest.raises(AgentError, match="does not exist"):
         agent_token(token=None, token_file=Path(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("kind", ["devzero", "fifo", "folder", "big"])
+def test_a_token_file_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, kind):
+    import os
+
+    path = {"devzero": Path("/dev/zero"), "fifo": tmp_path / "fifo", "folder": tmp_path,
+            "big": tmp_path / "big"}[kind]  # fmt: skip
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it to read would wait for a writer forever
+    if kind == "big":
+        path.write_text(TOKEN + "x" * 10_000)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="not a regular file|at most 4096 bytes"):
+        agent_token(token=None, token_file=path)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    "token", ["with space-0123456789", "tab\there-0123456789", "bell\x07-0123456789",
+              "nul\x00-0123456789", "é-accented-0123456789", "x" * 2000],
+    ids=["space", "tab", "bell", "nul", "non-ascii", "too-long"],
+)  # fmt: skip
+def test_tokens_with_whitespace_or_control_characters_are_refused(tmp_path, token):
+    with pytest.raises(AgentError) as e:
+        AgentSettings(token=token, port=0)
+    assert "\n" not in str(e.value) and token not in str(e.value)  # where, never the secret
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    with pytest.raises(AgentError):
+        AgentSettings(token=agent_token(token=None, token_file=path)[0], port=0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-seconds", "-5"],
+        ["--max-seconds", "1e9"],
+        ["--max-seconds", "nan"],
+        ["--max-memory-mb", "0"],
+        ["--max-memory-mb", "1e12"],
+        ["--max-store-mb", "-1"],
+        ["--max-upload-mb", "inf"],
+        ["--max-upload-mb", "0"],
+        ["--idle-timeout", "-1"],
+        ["--max-connections", "0"],
+        ["--max-connections", "100000"],
+        ["--port", "70000"],
+        ["--max-upload-mb", "100", "--max-store-mb", "10"],
+        ["--token-file", "/dev/zero"],
+    ],
+)
+def test_out_of_range_agent_flags_are_one_line_and_exit_2(args, capsys, monkeypatch):
+    from search.cli.main import main
+
+    monkeypatch.setenv("SEARCH_AGENT_TOKEN", TOKEN)
+    assert main(["agent", "--port", "0", *args]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and not captured.out, captured
+    assert args[0] in lines[0] or "token" in lines[0]
