@@ -36,6 +36,7 @@ from search.core.paths import MODEL_ONNX, PROGRAM, TRIAL_JSON, StudyPaths
 from search.distributed.storage import redact_text
 from search.errors import SearchError
 from search.export.program import program_source
+from search.export.readme import readme
 from search.record import TrialRecord, baseline_of, confirmed_figures
 
 PACKAGES = ("search", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
@@ -113,23 +114,24 @@ def export_trial(
             where the study recorded it.
 
     Returns:
-        The written files by role: ``measured``, ``float_onnx`` (when the measured file is
-        quantized), ``checkpoint`` (when the trial has a program), ``json``, ``reproduce``,
-        ``readme``.
+        The written files by role: ``measured``, ``float_onnx`` (a quantized trial's),
+        ``checkpoint`` (a trial's program), ``json``, ``reproduce``, ``readme``.
 
     Raises:
         ExportError: the trial is not complete, its files are missing or changed.
-        SearchError: ``out_dir`` holds files and ``force`` is not set.
+        SearchError: ``out_dir`` holds files and ``force`` is not set, or it is, holds or
+            lies in the trial's artifacts or the study's folders.
     """
-    from search.core.checks import check_out_dir
+    from search.core.checks import check_out_dir, check_out_not_source
 
-    check_out_dir(Path(out_dir), force=force)
+    out = Path(out_dir)
+    check_out_dir(out, force=force, study_dir=Path(study_dir))
     t = find_trial(study, number)
     rec = _record(t)
     src = artifact_dir(t, study_dir=Path(study_dir), study=study, artifacts=artifacts)
+    check_out_not_source(out, src, what=f"trial {number}'s own artifacts folder")
     measured_src = measured_source(src, rec, number=number)
     program = program_source(src, rec, number=number)  # checked before anything is written
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"measured": out / measured_src.name}
     shutil.copy2(measured_src, paths["measured"])
@@ -146,8 +148,6 @@ def export_trial(
     paths["json"] = out / TRIAL_JSON
     paths["json"].write_text(json.dumps(info, indent=2, default=str))
     paths["readme"] = out / "README.md"
-    from search.export.readme import readme
-
     paths["readme"].write_text(readme(info, rec, baseline_of(study)))
     return paths
 

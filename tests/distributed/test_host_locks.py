@@ -39,13 +39,13 @@ def test_apply_threads_limits_torch(monkeypatch):
         torch.set_num_threads(before)
 
 
-def _registered(ready, stop, n_threads):
-    with WorkerRegistry(threads=n_threads, study="other"):
+def _registered(ready, stop, n_threads, study="s"):
+    with WorkerRegistry(threads=n_threads, study=study):
         ready.set()
         stop.wait(60)
 
 
-def test_a_worker_is_told_when_another_shares_its_cores():
+def test_a_worker_is_told_when_another_of_its_study_shares_its_cores():
     ready, stop = FORK.Event(), FORK.Event()
     other = FORK.Process(target=_registered, args=(ready, stop, 64))
     other.start()
@@ -54,12 +54,25 @@ def test_a_worker_is_told_when_another_shares_its_cores():
         (found,) = me.others()
         assert found["pid"] == other.pid and found["threads"] == 64
         note = me.sharing_note()
-        assert note.startswith("1 other worker(s) on this machine: 65 torch threads")
+        assert note.startswith("1 other worker(s) of this study on this machine: 65 torch")
         assert "oversubscribed" in note
         stop.set()
         other.join()
         assert me.others() == [] and me.sharing_note() is None
     assert list(host_locks.lock_dir().glob("worker-*.lock")) == []
+
+
+def test_workers_of_other_studies_are_not_in_the_note():
+    ready, stop = FORK.Event(), FORK.Event()
+    other = FORK.Process(target=_registered, args=(ready, stop, 64, "another-study"))
+    other.start()
+    assert ready.wait(30)
+    try:
+        with WorkerRegistry(threads=1, study="s") as me:
+            assert len(me.others()) == 1 and me.sharing_note() is None
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_a_worker_killed_without_cleaning_up_is_not_counted():
