@@ -100,7 +100,8 @@ def test_a_late_result_whose_retry_runs_elsewhere_is_kept_within_the_budget(url)
     late = study.get_trials(deepcopy=False)[told.number]
     assert late.state == TrialState.COMPLETE and late.values == [0.7]
     assert late.params == study.trials[trial.number].params
-    assert late.user_attrs["uncounted"] is True and late.user_attrs["late_result_of"] == trial.number
+    assert late.user_attrs["uncounted"] is True
+    assert late.user_attrs["late_result_of"] == trial.number
     study.tell(retry, [0.6])
     assert budget.counted(study.get_trials(deepcopy=False)) == 1  # exactly --trials
 
