@@ -141,12 +141,11 @@ def main() -> None:
     blob = {"record": {f"k{i}": i * 0.5 for i in range(200)}, "config": "x" * 2000}
     for _ in range(args.trials):  # what the stale check reads: a study with finished trials
         study.add_trial(
-            optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE,
-                                      values=[0.5, 1.0], user_attrs=blob)  # fmt: skip
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE, values=[0.5, 1.0], user_attrs=blob
+            )  # fmt: skip
         )
-    load = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)
-    ]
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [

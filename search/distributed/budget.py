@@ -15,8 +15,10 @@ the other N below it holding budget when it was asked (no trial goes back from "
 
 Heartbeats: ``study.optimize`` records them; an ask/tell loop must. :class:`Heartbeat` beats
 right after ``ask()`` (a trial without any heartbeat is never called stale) and then every
-``heartbeat_interval`` seconds from a thread, which also runs Optuna's stale-trial check, so a
-dead worker's trial is failed and retried even while every live worker is busy.
+``heartbeat_interval`` seconds from a thread; a second thread runs Optuna's stale-trial check as
+often, so a dead worker's trial is failed and retried even while every live worker is busy. A
+live worker whose trial was failed that way tells its result late
+(:mod:`search.distributed.late`).
 """
 
 from __future__ import annotations

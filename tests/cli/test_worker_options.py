@@ -102,8 +102,22 @@ CHILD_CASES = [
     [],
     ["--hw", "cpu", "--space", "default", "--trials", "8", "--seed", "3"],
     ["--task", "tests.tiny_task:make_random_task", "--study", "s", "--storage=-weird"],
-    ["--task", "cifar10", "--model", "resnet18", "--data", "d", "--weights", "w.pt",
-     "--image-size", "64", "--train-device", "cpu", "--agent", "local"],  # fmt: skip
+    [
+        "--task",
+        "cifar10",
+        "--model",
+        "resnet18",
+        "--data",
+        "d",
+        "--weights",
+        "w.pt",
+        "--image-size",
+        "64",
+        "--train-device",
+        "cpu",
+        "--agent",
+        "local",
+    ],  # fmt: skip
     ["--artifacts", "s3://bucket", "--heartbeat", "5", "--grace", "90", "--threads", "1"],
     ["--results-dir=-r", "--no-progress", "--workers", "2"],
 ]
@@ -152,7 +166,9 @@ def test_workers_are_started_from_the_arguments_given_to_main(tmp_path, monkeypa
             "--results-dir", str(tmp_path), "--workers", "2", "--trials", "3"]  # fmt: skip
     assert main(argv) == 0
     (cmd,) = started
-    assert "--bogus" not in cmd and "--trials=3" in cmd and "--study=tests-tiny_task-" in " ".join(
-        cmd
+    assert (
+        "--bogus" not in cmd
+        and "--trials=3" in cmd
+        and "--study=tests-tiny_task-" in " ".join(cmd)
     )
     assert list(tmp_path.iterdir()) == []  # the leader checked, and created nothing
