@@ -263,5 +263,6 @@ def test_bad_input_is_one_line_and_touches_nothing(
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
     assert "Traceback" not in err + out
+    assert not out.strip(), out  # no note before the error, on stdout either
     assert (snapshot(scratch), snapshot(tmp_path)) == before
     assert not (tmp_path / "PWNED_bad_inputs").exists()

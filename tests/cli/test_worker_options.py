@@ -172,3 +172,23 @@ def test_workers_are_started_from_the_arguments_given_to_main(tmp_path, monkeypa
         and "--study=tests-tiny_task-" in " ".join(cmd)
     )
     assert list(tmp_path.iterdir()) == []  # the leader checked, and created nothing
+
+
+@pytest.mark.slow
+def test_an_error_every_worker_meets_is_said_once_on_stderr(tmp_path):
+    """A task that imports but fails to load passes the leader's checks; both workers then
+    fail alike, and the leader says it once, on stderr (``workers-bad-task-error-twice``)."""
+    import subprocess
+
+    from tests.conftest import DATA, REPO
+
+    task = tmp_path / "t_raises.py"
+    task.write_text("def make_task(*, seed, cache_dir):\n    raise ValueError('no data')\n")
+    cmd = [sys.executable, "-m", "search", "run", "--task", f"{task}:make_task",
+           "--hw", str(DATA / "tiny_cpu.yaml"), "--space", str(DATA / "tiny_space.yaml"),
+           "--results-dir", str(tmp_path / "res"), "--workers", "2"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: task ") and line.endswith("ValueError: no data"), line
+    assert done.stdout.startswith("started 2 workers: ") and "error: " not in done.stdout

@@ -130,3 +130,30 @@ def test_paced_data_reads_like_the_dataset_and_yields_every_few_items():
     assert [paced[i][1].item() for i in range(40)] == list(range(40))
     assert paced.lock._held is not None  # held while training; timing() releases it first
     paced.lock.release()
+
+
+def test_a_refused_run_says_one_line_even_beside_workers_of_its_study(tmp_path, capfd):
+    """``shared/cases/workers-bad-task-error-twice``: the notes (training on the CPU, other
+    workers of this study here) wait until the task has passed its checks, so a task that
+    fails to load is one line, also while another worker of the same study runs here."""
+    from search.cli.main import Run, build_parser, main
+    from tests.conftest import DATA
+
+    task = tmp_path / "t_raises.py"
+    task.write_text("def make_task(*, seed, cache_dir):\n    raise ValueError('no data')\n")
+    argv = ["run", "--task", f"{task}:make_task", "--hw", str(DATA / "tiny_cpu.yaml"),
+            "--space", str(DATA / "tiny_space.yaml"), "--study", "s",
+            "--results-dir", str(tmp_path / "res")]  # fmt: skip
+    spec, _ = Run.spec(build_parser().parse_args(argv))
+    ready, stop = FORK.Event(), FORK.Event()
+    other = FORK.Process(target=_registered, args=(ready, stop, 1, spec.study_key))
+    other.start()
+    assert ready.wait(30)
+    try:
+        assert main(argv) == 2
+    finally:
+        stop.set()
+        other.join()
+    out, err = capfd.readouterr()
+    assert not out.strip() and len(err.strip().splitlines()) == 1, out + err
+    assert "no data" in err and not (tmp_path / "res").exists()
