@@ -343,15 +343,15 @@ def run_arguments(
 
 
 def _yaml_value(text: object) -> Any:
-    import yaml
+    from search.core.yaml_input import parse_yaml  # strict: the study may come from elsewhere
 
     if not isinstance(text, str):
         return text
     if text == "None":  # str(None): YAML would read it as the string "None"
         return None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return parse_yaml(text, source="a task option")
+    except SearchError:
         return text
 
 
