@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--hw", default="cpu", help="hardware profile (default: cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="sessions per model (default 3)")
     args = parser.parse_args(argv)

@@ -176,7 +176,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--images", type=int, default=1000, help="training images (generated)")
     parser.add_argument("--held-out", type=int, default=100, help="val and test images each")

@@ -113,7 +113,7 @@ def one_run(i: int, delay: float, *, results: Path, ignored: bool, trials: int) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--window", type=float, default=10.0, help="latest SIGINT, seconds")
     parser.add_argument("--seed", type=int, default=17)

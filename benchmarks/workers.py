@@ -43,7 +43,7 @@ def _run(cmd: list[str], log: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="N, compared with 1")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each worker")

@@ -344,9 +344,9 @@ class Profile(Strict):
 def _resolve(name_or_path: str, folder: Path, what: str, flag: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        if not candidate.is_file():
+        if not candidate.exists() and not candidate.is_symlink():
             raise ConfigError(f"{what} file {name_or_path} does not exist")
-        return candidate
+        return candidate  # a folder, a FIFO, a symlink loop: read_yaml says which, in one line
     path = folder / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"

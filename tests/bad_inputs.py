@@ -128,9 +128,15 @@ def make_study(root: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every path under ``root``: folders as ``dir``, files by their sha256."""
+    """Every path under ``root``: symbolic links by their target, folders as ``dir``, files by
+    their sha256."""
+    import os
+
     out = {}
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_symlink():
+            out[rel] = f"link:{os.readlink(p)}"
+        else:
+            out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out

@@ -13,6 +13,7 @@ import pytest
 
 from search.cli.main import main
 from tests.bad_inputs import RUN, TINY, make_study, snapshot, write_files
+from tests.bad_inputs_more import MORE_CASES, write_more
 
 STUDY = ["--study", "s", "--results-dir", "{w}/studies"]
 EXPORT = ["export", *STUDY, "--out", "{w}/out"]
@@ -218,6 +219,7 @@ CASES = [
     ("bench-task", [*BENCH, "--task", "nope"], "unknown task"),
     ("bench-out-file", [*BENCH[:-1], "{w}/a_file", "--trials", "1"], "is a file"),
 ]
+CASES += MORE_CASES  # issue 27: abbreviations, YAML, --out, --storage, numbers, --workers 2
 # Agent cases run with a good token in the environment, so the check under test is what fails.
 WITH_TOKEN = {c[0] for c in CASES if c[0].startswith("agent-") and c[0] != "agent-no-token"}
 
@@ -227,6 +229,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w = tmp_path_factory.mktemp("bad")
     write_files(w)
     make_study(w)
+    write_more(w)
     return w
 
 
@@ -239,7 +242,7 @@ def busy_port():
 
 
 def test_the_table_is_big_enough() -> None:
-    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) >= 160 and len({c[0] for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize(("argv", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -260,5 +263,6 @@ def test_bad_input_is_one_line_and_touches_nothing(
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
     assert "Traceback" not in err + out
+    assert not out.strip(), out  # no note before the error, on stdout either
     assert (snapshot(scratch), snapshot(tmp_path)) == before
     assert not (tmp_path / "PWNED_bad_inputs").exists()

@@ -173,10 +173,12 @@ def table(records: list[dict[str, Any]], *, mem_gb: float, max_params: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="zoo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="zoo", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     for cmd in ("run", "table", "one"):
-        p = sub.add_parser(cmd)
+        p = sub.add_parser(cmd, allow_abbrev=False)
         p.add_argument("--max-params", type=float, default=MAX_PARAMS)
         p.add_argument("--mem-gb", type=float, default=MEM_GB)
         p.add_argument("--out", type=Path, default=RESULTS)

@@ -43,7 +43,14 @@ class Command:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one :class:`UsageError` line, not a usage block."""
+    """An ``ArgumentParser`` whose errors are one :class:`UsageError` line, not a usage block,
+    and that takes no abbreviated long options (``--wo 2`` is not ``--workers 2``): a prefix
+    that matches today may match another option tomorrow, and a worker's command line must
+    mean exactly what its leader parsed. Subparsers are made by this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     # The overloads of ArgumentParser.parse_args: the namespace given, else a new Namespace.
     @overload
@@ -115,8 +122,8 @@ def _say(line: str) -> None:
         pass
 
 
-def count(low: int):
-    """An argparse type: an integer of at least ``low``."""
+def count(low: int, *, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``low`` (and at most ``high``)."""
 
     def parse(text: str) -> int:
         try:
@@ -125,6 +132,8 @@ def count(low: int):
             raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
         return value
 
     return parse

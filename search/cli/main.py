@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from search.cli.agent import Agent
 from search.cli.base import (
@@ -27,6 +28,7 @@ from search.cli.bench import Bench
 from search.cli.workers import (
     add_store_argument,
     add_worker_arguments,
+    child_command,
     run_workers,
     worker_settings,
 )
@@ -35,6 +37,9 @@ from search.core.checks import check_study_name
 from search.core.device import add_argument as add_device_argument
 from search.core.paths import StudyPaths
 from search.errors import SearchError
+
+if TYPE_CHECKING:
+    from search.study import StudySpec
 
 __all__ = ["EXIT_USAGE", "COMMANDS", "build_parser", "main"]
 
@@ -88,8 +93,12 @@ class Run(Command):
         parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
         parser.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 python folder")
         parser.add_argument(
-            "--image-size", type=int, metavar="PX", help="image tasks: side of the square input "
-            "images are resized and cropped to (default 224, 32 for CIFAR-10)")  # fmt: skip
+            "--image-size",
+            type=_count(1, high=8192),
+            metavar="PX",
+            help="image tasks: side of the square input images are resized and cropped to "
+            "(default 224, 32 for CIFAR-10)",
+        )
         parser.add_argument("--space", default="default", help="search space name or YAML path")
         parser.add_argument(
             "--trials",
@@ -111,18 +120,36 @@ class Run(Command):
         add_worker_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
+        from search.study import run_study
+
+        spec, trials = self.spec(args)
+        if args.workers > 1:
+            from search.study.loop import check_study
+
+            check_study(spec)  # every input, before any worker starts: errors are said once
+            parser = OneLineParser(prog="search run")
+            self.add_arguments(parser)
+            fixed = {"study": spec.study_name, "trials": trials}
+            cmd = child_command(parser, args, workers=args.workers, fixed=fixed)
+            return run_workers(cmd, workers=args.workers)
+        run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
+        return 0
+
+    @staticmethod
+    def spec(args: argparse.Namespace) -> tuple[StudySpec, int]:
+        """The study ``args`` describe and the trials wanted, checked without side effects:
+        profile, space, worker options, the task's factory (imported, not run) and the study
+        name. Raises a one-line SearchError for the first bad one."""
         from search.config import load_profile, load_space
-        from search.study import StudySpec, run_study
+        from search.study import StudySpec
         from search.tasks import task_and_options, task_slug
 
-        # Validate everything before anything is created on disk.
         profile = load_profile(args.hw)
         if args.agent is not None:
             profile = profile.with_agent(None if args.agent == "local" else args.agent)
         space = load_space(args.space)
         trials = args.trials if args.trials is not None else space.search.trials
-        if args.workers > 1:  # N copies of this command here, each loading its own task
-            return run_workers(args.workers, sys.argv[1:], threads=worker_settings(args).threads)
+        worker = worker_settings(args)
         # Only the factory and its option names are checked here; run_study loads the task
         # (model, weights, data) before it opens the study, so bad input creates no study.
         options = {k: getattr(args, k) for k in ("model", "weights", "data", "image_size")}
@@ -139,11 +166,10 @@ class Run(Command):
             results_dir=args.results_dir,
             storage=args.storage,
             seed=args.seed,
-            worker=worker_settings(args),
+            worker=worker,
             train_device=args.train_device,
         )
-        run_study(spec, trials=trials, progress=not args.no_progress and sys.stderr.isatty())
-        return 0
+        return spec, trials
 
 
 class Report(Command):
@@ -208,10 +234,11 @@ def _load_study(args: argparse.Namespace):
     if args.storage is None and not paths.db.is_file():
         raise SearchError(f"no study at {paths.root}; run it first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.distributed.storage import open_storage, redact_url  # one line, no password
+    from search.distributed.storage import open_existing_storage, redact_url  # no password
 
+    opened = open_existing_storage(storage, study=args.study)  # creates no database
     try:
-        return optuna.load_study(study_name=args.study, storage=open_storage(storage))
+        return optuna.load_study(study_name=args.study, storage=opened)
     except KeyError:
         raise SearchError(f"no study {args.study!r} in {redact_url(storage)}") from None
 
@@ -241,7 +268,8 @@ class Export(Command):
 
         if args.pick:
             parse_rule(args.pick)
-        check_out_dir(args.out, force=args.force)  # before the study is even opened
+        study_dir = args.results_dir / args.study if args.study else None
+        check_out_dir(args.out, force=args.force, study_dir=study_dir)  # before the study opens
         study = _load_study(args)
         number = args.trial
         if args.pick:

@@ -84,11 +84,59 @@ def check_writable(
         )
 
 
-def check_out_dir(out: Path, *, force: bool) -> None:
-    """Refuse an export folder that is a file, or one that holds anything unless ``force``."""
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check_out_not_source(out: Path, source: Path, *, what: str, inside_ok: bool = False) -> None:
+    """Refuse an export folder that is ``source`` (a folder export reads from), holds it, or
+    (unless ``inside_ok``) lies inside it, symbolic links followed: writing there would change
+    or copy over what is being exported (``shutil.SameFileError`` when it is the same file).
+
+    Raises:
+        SearchError: one line naming ``what`` the source is.
+    """
+    o, src = _real(Path(out)), _real(Path(source))
+    if o == src:
+        relation = "is"
+    elif o in src.parents:
+        relation = "holds"
+    elif src in o.parents and not inside_ok:
+        relation = "lies inside"
+    else:
+        return
+    raise SearchError(
+        f"--out {out} {relation} {what} ({source}); name a new folder outside it for the export"
+    )
+
+
+def check_out_dir(out: Path, *, force: bool, study_dir: Path | None = None) -> None:
+    """Refuse an export folder that is not a folder (a file, a device, a broken or looping
+    symbolic link), holds anything unless ``force``, cannot be written, or clashes with the
+    study in ``study_dir``: is it or holds it, or lies in its ``artifacts/`` or ``store/``.
+
+    Raises:
+        SearchError: one line naming ``--out`` and the fix.
+    """
     out = Path(out)
+    try:
+        os.stat(out)
+    except FileNotFoundError:
+        if out.is_symlink():
+            raise SearchError(
+                f"--out {out} is a symbolic link to a path that does not exist "
+                f"({os.readlink(out)}); name a folder"
+            ) from None
+    except OSError as e:  # a loop of symbolic links, a path through a file, no permission
+        reason = (e.strerror or str(e)).lower()
+        raise SearchError(f"--out {out}: {reason}; name a folder to write the export to") from None
     if out.exists() and not out.is_dir():
         raise SearchError(f"--out {out} is a file; name a folder to write the export to")
+    if study_dir is not None:
+        study_dir = Path(study_dir)
+        check_out_not_source(out, study_dir, what="the study's folder", inside_ok=True)
+        for sub in ("artifacts", "store"):
+            check_out_not_source(out, study_dir / sub, what=f"the study's {sub} folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise SearchError(
             f"--out {out} is not empty: name a new or empty folder, or add --force to "

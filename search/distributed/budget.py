@@ -15,8 +15,10 @@ the other N below it holding budget when it was asked (no trial goes back from "
 
 Heartbeats: ``study.optimize`` records them; an ask/tell loop must. :class:`Heartbeat` beats
 right after ``ask()`` (a trial without any heartbeat is never called stale) and then every
-``heartbeat_interval`` seconds from a thread, which also runs Optuna's stale-trial check, so a
-dead worker's trial is failed and retried even while every live worker is busy.
+``heartbeat_interval`` seconds from a thread; a second thread runs Optuna's stale-trial check as
+often, so a dead worker's trial is failed and retried even while every live worker is busy. A
+live worker whose trial was failed that way tells its result late
+(:mod:`search.distributed.late`).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def fail_unowned(study: optuna.Study) -> int:
     worker's clock), so hosts' clocks must agree to well within the grace period. Returns how
     many were failed.
     """
-    storage = study._storage  # noqa: SLF001 - the storage the study was opened with
+    # Optuna wraps an RDBStorage in a cache that does not pass these on: read the storage's.
+    storage = getattr(study._storage, "_backend", study._storage)  # noqa: SLF001
     interval = getattr(storage, "heartbeat_interval", None)
     grace = getattr(storage, "grace_period", None) or 2 * (interval or 30)
     now = datetime.datetime.now()
@@ -127,7 +130,15 @@ class _Heartbeats(Protocol):
 
 class Heartbeat:
     """Records ``trial``'s heartbeat now and every ``heartbeat_interval`` seconds until stopped
-    (a no-op for a storage without heartbeats)."""
+    (a no-op for a storage without heartbeats), and checks the study for other workers' stale
+    trials as often.
+
+    The two run in threads of their own: the check reads every trial of the study and enqueues
+    retries, which on a busy machine takes seconds, and a beat that waited for it would come
+    late (live workers' trials were failed as stale on a machine at load 20 on 2 cores with
+    ``--heartbeat 5 --grace 15``). Beats keep to their schedule: a late beat is followed by the
+    next one an interval after it was due, not after it was sent.
+    """
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
         self._study = study
@@ -138,28 +149,39 @@ class Heartbeat:
         get = getattr(self._storage, "get_heartbeat_interval", lambda: None)
         self._interval = get()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> Heartbeat:
         if self._interval:
             self._storage.record_heartbeat(self._trial_id)
-            self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
-            self._thread.start()
+            for name, run in (("heartbeat", self._beat), ("stale-check", self._check)):
+                thread = threading.Thread(target=run, daemon=True, name=name)
+                thread.start()
+                self._threads.append(thread)
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+    def _beat(self) -> None:
+        interval = float(self._interval or 0)
+        due = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
             try:
                 self._storage.record_heartbeat(self._trial_id)
+            except Exception:  # noqa: BLE001, S110 - a blip must not kill the trial; the grace covers it
+                pass
+            due = max(due + interval, time.monotonic())  # behind: beat again at once
+
+    def _check(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
                 fail_stale(self._study)  # other workers' dead trials, even while all are busy
-            except Exception:  # noqa: BLE001 - a blip must not kill the trial; the grace covers it
+            except Exception:  # noqa: BLE001, S110 - the next check tries again
                 pass
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
     def __enter__(self) -> Heartbeat:
         return self
@@ -175,7 +197,8 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
-def _own(trial: optuna.Trial) -> None:
+def own(trial: optuna.Trial) -> None:
+    """Mark ``trial`` as this process's: its host and pid (see :mod:`search.study.resume`)."""
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
 
@@ -191,7 +214,7 @@ def start_attempt(study: optuna.Study, trial: optuna.Trial) -> int | None:
             if key in trial.user_attrs:
                 trial.set_user_attr(key, fresh)
         trial.set_user_attr("retry_of", history[-1])
-    _own(trial)
+    own(trial)
     return history[-1] if history else None
 
 
@@ -225,7 +248,7 @@ def next_trial(
             continue
         trial = _ask(study)
         beat = Heartbeat(study, trial).start()  # from now on Optuna's check can fail it
-        _own(trial)  # and from now on the same host's rerun fails it at once (resume.py)
+        own(trial)  # and from now on the same host's rerun fails it at once (resume.py)
         if slot(trial._trial_id, study.get_trials(deepcopy=False)) < n_trials:  # noqa: SLF001
             return trial, beat
         # Lost the race for the last slot to another worker: end it without counting it.

@@ -2,8 +2,9 @@
 another worker is training on.
 
 - :class:`WorkerRegistry`: each worker holds an ``flock`` on ``<lock dir>/worker-<pid>.lock``
-  (JSON: pid, threads, study). The kernel drops the lock when the process dies, so a stale file
-  is recognised by taking its lock, without trusting pids (which get recycled).
+  (JSON: pid, threads, study: a digest of the study's storage and name, never a URL). The
+  kernel drops the lock when the process dies, so a stale file is recognised by taking its
+  lock, without trusting pids (which get recycled).
 - :class:`CpuLock`: a worker holds a shared lock while it computes (training, export,
   quantization) and gives it up at :meth:`CpuLock.pace` points between training batches; timing
   takes it exclusively after queueing on a turnstile, so a waiting timer stops new batches
@@ -93,17 +94,20 @@ class WorkerRegistry:
         return found
 
     def sharing_note(self) -> str | None:
-        """One line for a worker that shares this machine with others; None when alone."""
-        others = self.others()
+        """One line for a worker that shares this machine with other workers of its own study
+        (the ``study`` it registered with); None when it has none. Workers of other studies
+        and other users are not counted (they also share the cores, but the note is about
+        the workers this study started)."""
+        others = [o for o in self.others() if o.get("study") == self.study]
         if not others:
             return None
         used = self.threads + sum(int(o.get("threads") or 1) for o in others)
         n = cores()
         over = " (oversubscribed: give each worker fewer --threads)" if used > n else ""
         return (
-            f"{len(others)} other worker(s) on this machine: {used} torch threads on {n} "
-            f"cores{over}; latency is timed under a host lock, so no worker here trains while "
-            "another times a model"
+            f"{len(others)} other worker(s) of this study on this machine: {used} torch threads "
+            f"on {n} cores{over}; latency is timed under a host lock, so no worker here trains "
+            "while another times a model"
         )
 
 

@@ -145,6 +145,84 @@ def storage_exists(url: str, *, default: bool = False) -> bool:
     return path is None or path.is_file()
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """An existing path of a SQLite URL must be a regular file holding a SQLite database (or be
+    empty: SQLite makes a new database of an empty file)."""
+    shown = redact_url(url)
+    if path.is_dir():
+        raise StorageError(f"cannot open storage {shown}: {path} is a folder, not a database")
+    if not path.is_file():
+        raise StorageError(f"cannot open storage {shown}: {path} is not a regular file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as e:
+        raise StorageError(f"cannot open storage {shown}: {(e.strerror or e)}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise StorageError(f"cannot open storage {shown}: {path} is not a SQLite database")
+
+
+def check_storage(url: str, *, default: bool = False, timeout_s: float = 10.0) -> None:
+    """Refuse a storage URL that cannot work, creating nothing (no file, no table).
+
+    - SQLite: not in memory (nothing would be kept, and no other worker could join); the
+      file's folder exists (unless ``default``: the study's own folder, made with the study);
+      an existing path is a SQLite database file.
+    - Any other URL: it parses, its driver is installed, and its server accepts a connection
+      within ``timeout_s`` (PostgreSQL's ``connect_timeout``).
+
+    Raises:
+        StorageError: one line, the URL's password masked.
+    """
+    if url.startswith("sqlite"):
+        try:
+            path = sqlite_path(url)
+        except Exception as e:  # noqa: BLE001 - an unparsable URL is the user's to fix
+            msg = f"cannot open storage {redact_url(url)}: {_why(e)}"
+            raise StorageError(scrub(msg, url)) from None
+        if path is None:
+            raise StorageError(
+                f"--storage {redact_url(url)} is an in-memory database: nothing would be kept; "
+                "name a file (sqlite:///path/study.db) or a server"
+            )
+        storage_exists(url, default=default)  # the folder
+        if path.exists() or path.is_symlink():
+            _check_sqlite_file(url, path)
+        return
+    import sqlalchemy
+
+    try:
+        connect_args = {"connect_timeout": int(timeout_s)} if url.startswith("postgres") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as e:  # noqa: BLE001 - every failure to connect is the user's to fix
+        msg = f"cannot open storage {redact_url(url)}: {_why(e)}"
+        raise StorageError(scrub(msg, url)) from None
+
+
+def open_existing_storage(url: str, *, study: str) -> optuna.storages.RDBStorage:
+    """The storage of an existing study (report, export): like :func:`open_storage`, but a
+    SQLite file that does not exist is refused instead of created.
+
+    Raises:
+        StorageError: a bad URL, an unreachable server, or no database at a SQLite path.
+    """
+    check_storage(url)
+    path = sqlite_path(url)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        raise StorageError(
+            f"no study {study!r} in {redact_url(url)}: {path} does not exist or is empty"
+        )
+    return open_storage(url)
+
+
 @contextlib.contextmanager
 def _creation_lock(url: str) -> Iterator[None]:
     """A host lock while a SQLite file's schema is created (a no-op for other backends). The

@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.core.hashing import sha256_file
+from search.errors import SearchError
 
 # Task options the run command takes as flags; others come only from a task YAML file.
 _FLAG_OPTIONS = ("model", "weights", "data")
@@ -151,15 +152,15 @@ def study_arguments(study: optuna.Study) -> RunArguments:
 
 
 def _yaml_value(text: object) -> Any:
-    import yaml
+    from search.core.yaml_input import parse_yaml  # strict: the study may come from elsewhere
 
     if not isinstance(text, str):
         return text
     if text == "None":  # str(None): YAML would read it as the string "None"
         return None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return parse_yaml(text, source="a task option")
+    except SearchError:
         return text
 
 

@@ -124,17 +124,19 @@ def export_trial(
 
     Raises:
         ExportError: the trial is not complete, its files are missing or changed.
-        SearchError: ``out_dir`` holds files and ``force`` is not set.
+        SearchError: ``out_dir`` holds files and ``force`` is not set, or it is, holds or
+            lies in the trial's artifacts or the study's folders.
     """
-    from search.core.checks import check_out_dir
+    from search.core.checks import check_out_dir, check_out_not_source
 
-    check_out_dir(Path(out_dir), force=force)
+    out = Path(out_dir)
+    check_out_dir(out, force=force, study_dir=Path(study_dir))
     t = find_trial(study, number)
     rec = _record(t)
     src = artifact_dir(t, study_dir=Path(study_dir), study=study, artifacts=artifacts)
+    check_out_not_source(out, src, what=f"trial {number}'s own artifacts folder")
     measured_src = measured_source(src, rec, number=number)
     program = program_source(src, rec, number=number)  # checked before anything is written
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"measured": out / measured_src.name}
     shutil.copy2(measured_src, paths["measured"])

@@ -7,25 +7,26 @@ a full disk or a failing target stop the run and leave the trial to be redone on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from search.config import Profile
 from search.core import interrupts
 from search.core.checks import disk_problem
-from search.core.device import on_spec_device
-from search.core.formatting import fmt
 from search.distributed.budget import counted, next_trial, start_attempt
 from search.distributed.storage import open_storage
 from search.errors import AgentError, ProviderError
-from search.record import TrialRecord, baseline_of
+from search.study.outcome import tell_complete, tell_ended
 from search.study.plans import after_trial, skip_same_plan
 from search.study.preflight import preflight
 from search.study.resume import fail_stale_trials
@@ -33,16 +34,54 @@ from search.study.samplers import build_sampler
 from search.study.spec import StudySpec, open_study
 
 if TYPE_CHECKING:
+    import torch
     from torch.utils.data import Dataset
 
-    from search.config import TrialConfig
     from search.core.progress import TrialBars
     from search.distributed.host_locks import CpuLock, Items
+    from search.measure.target import Target
     from search.study.setup import Joined
     from search.trial.context import Context
 
 
-@on_spec_device  # trains on spec.train_device; a missing CUDA device fails before any work
+@dataclasses.dataclass
+class Checked:
+    """What :func:`check_study` found: the training device, where trials are measured, and the
+    notes to print once the task has passed its checks too (nothing is said before)."""
+
+    device: torch.device
+    target: Target
+    notes: list[str]
+
+
+def check_study(
+    spec: StudySpec, *, timing: Callable[[], AbstractContextManager] | None = None
+) -> Checked:
+    """Check every input of ``spec`` that can be checked before its task is loaded, creating
+    nothing and printing nothing: the training device, the results folder (writable, with room),
+    the space against the profile, the profile's providers where it is measured (here or on
+    its agent), and the storage URL (its folder, its driver, its server). ``run --workers N``
+    calls it before any worker starts; :func:`run_study` before anything is created.
+
+    Raises:
+        SearchError: one line naming the input and the fix.
+    """
+    from search.core.device import resolve
+    from search.distributed.storage import check_storage
+    from search.measure.target import open_target
+
+    notes: list[str] = []
+    device = resolve(spec.train_device, say=notes.append)
+    preflight(spec)  # folder, free space, space vs profile
+    profile = spec.profile
+    target = open_target(
+        profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env,
+        timing=timing,
+    )  # fmt: skip
+    check_storage(spec.storage_url, default=spec.storage is None)
+    return Checked(device=device, target=target, notes=notes)
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -53,48 +92,67 @@ def run_study(
     """Run trials until the study holds ``trials`` counted ones, with any number of workers on
     the same storage (:mod:`search.distributed.budget`); returns the study.
 
+    Every input is checked before anything is created (:func:`check_study`, then the task and
+    its model), and notes are printed only after that: bad input is one line.
+
     ``enqueue``: Optuna params of trials to run first, enqueued once the study exists and has
     loaded its task (a task that fails to load leaves no study), and only into a study without
     trials of its own (a resumed rerun does not enqueue them again).
     """
+    from search.core.device import use
+    from search.distributed.host_locks import CpuLock
+
+    cpu = CpuLock()
+    # Latency timed here is noise while another worker here trains: timing holds the lock.
+    checked = check_study(spec, timing=cpu.timing)
+    with use(checked.device):
+        return _run_checked(
+            spec, checked, cpu=cpu, trials=trials, progress=progress, enqueue=enqueue
+        )
+
+
+def _run_checked(
+    spec: StudySpec,
+    checked: Checked,
+    *,
+    cpu: CpuLock,
+    trials: int,
+    progress: bool,
+    enqueue: Sequence[dict[str, Any]],
+) -> optuna.Study:
     from search.core.progress import console
     from search.core.threads import apply_threads, choose_threads
-    from search.distributed.host_locks import CpuLock, Paced, WorkerRegistry
+    from search.distributed.host_locks import Paced, WorkerRegistry
     from search.distributed.storage import storage_exists
-    from search.measure.target import open_target
     from search.study.confirm import confirm_after_run
     from search.study.setup import join_study
 
-    preflight(spec)  # folder, free space, space vs profile: before anything is created
-    # Checks providers and architecture where the measurement runs (here or on the agent) before
-    # anything is created, so a profile that cannot be measured stops with exit 2 and no study.
-    profile, cpu = spec.profile, CpuLock()
-    target = open_target(
-        profile.measure_spec(),
-        agent=profile.agent,
-        token_env=profile.agent_token_env,
-        timing=cpu.timing,  # latency timed here is noise while another worker here trains
-    )
-    settings = spec.worker
+    profile, target, settings = spec.profile, checked.target, spec.worker
     storage = None
-    if storage_exists(spec.storage_url, default=spec.storage is None):  # bad URLs fail now
+    if storage_exists(spec.storage_url, default=spec.storage is None):
         storage = open_storage(
             spec.storage_url, heartbeat_s=settings.heartbeat_s, grace_s=settings.grace_s
         )
     choice = choose_threads(settings.threads)
     threads = choice.threads
     apply_threads(threads)
-    if not settings.threads:
-        console.print(f"threads: {threads} ({choice.why}); --threads N overrides")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with WorkerRegistry(threads=threads, study=spec.study_name) as registry:
-        if note := registry.sharing_note():
-            console.print(note)
-        _note_timing_threads(profile, threads)
+    with WorkerRegistry(threads=threads, study=spec.study_key) as registry:
+
+        def say_notes() -> None:  # once the task and its model passed their checks
+            for line in checked.notes:
+                print(line, flush=True)
+            if not settings.threads:
+                console.print(f"threads: {threads} ({choice.why}); --threads N overrides")
+            if note := registry.sharing_note():
+                console.print(note)
+            _note_timing_threads(profile, threads)
+
         opener = functools.partial(open_study, scored=True)  # refuses old-scored studies
         joined = join_study(
-            spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=opener
-        )
+            spec, storage=storage, target=target, cpu=cpu, threads=threads, opener=opener,
+            on_checked=say_notes,
+        )  # fmt: skip
         study = joined.study
         spec = dataclasses.replace(spec, space=joined.ctx.space)  # groups fitted to the model
         if enqueue and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -158,7 +216,9 @@ def _run_trials(
                     study.sampler = build_sampler(
                         spec.space.search, seed=seed, n_existing=trial.number
                     )
-                    _one_trial(study, trial, spec, joined, TrialBars(bars, epochs))
+                    _one_trial(
+                        study, trial, spec, joined, TrialBars(bars, epochs), n_trials=trials
+                    )
                 joined.cpu.release()  # idle: let other workers on this host time
                 bars.advance(overall)
                 _write_outputs(study, spec.study_dir, html=False)
@@ -176,52 +236,74 @@ def _write_outputs(study: optuna.Study, study_dir: Path, *, html: bool) -> None:
 
 
 def _one_trial(
-    study: optuna.Study, trial: optuna.Trial, spec: StudySpec, joined: Joined, bars: TrialBars
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    joined: Joined,
+    bars: TrialBars,
+    *,
+    n_trials: int,
 ) -> None:
-    """Run one asked trial and tell Optuna how it ended (failures are recorded)."""
+    """Run one asked trial and tell Optuna how it ended (failures are recorded); a trial that
+    another worker judged dead meanwhile is told by :mod:`search.study.outcome`."""
     from search.core.progress import console
     from search.trial.pipeline import failure_reason, run_trial
 
-    retry_of = start_attempt(study, trial)
-    if retry_of is not None:
-        console.print(f"trial {trial.number}: retrying trial {retry_of} (its worker stopped)")
-    ctx = joined.ctx
+    ctx, history = joined.ctx, list[float]()
     started = time.perf_counter()
+    ended = functools.partial(tell_ended, study, trial, n_trials=n_trials, history=history)
     try:
+        retry_of = start_attempt(study, trial)
+        if retry_of is not None:
+            console.print(f"trial {trial.number}: retrying trial {retry_of} (its worker stopped)")
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
         skip_same_plan(study, trial, space=spec.space, profile=spec.profile, cfg=cfg)
         bars.show(trial.number, 0, total=cfg.distill.epochs)
         out_dir = spec.paths.trial_dir(trial.number)
-        on_epoch = _early_stop(trial, spec, ctx, bars, cpu=joined.cpu)
+        on_epoch = _early_stop(trial, spec, ctx, bars, cpu=joined.cpu, history=history)
         record = run_trial(cfg, ctx=ctx, out_dir=out_dir, on_epoch=on_epoch, number=trial.number)
     except optuna.TrialPruned as e:
-        trial.set_user_attr("fail_reason", f"stopped early: {e}")
-        study.tell(trial, state=TrialState.PRUNED)
-        console.print(f"trial {trial.number}: stopped early ({e})")
+        told = ended(state=TrialState.PRUNED, reason=f"stopped early: {e}")
+        console.print(f"trial {told.number}: stopped early ({e})")
+        return
+    except UpdateFinishedTrialError:  # judged dead before its work began: its retry does it
+        console.print(
+            f"trial {trial.number}: another worker judged it dead (no heartbeat within "
+            "--grace) as it started; its retry runs it"
+        )
         return
     except (KeyboardInterrupt, AgentError, ProviderError) as e:
         # Interrupted, or the target (not the trial) failed: agent down, provider fallback.
         # Later trials would fail the same way: stop, and let a rerun redo this trial.
-        if isinstance(e, KeyboardInterrupt):
-            interrupts.handled()  # seen: the way out is known, no need to deliver it again
-        trial.set_user_attr("fail_reason", interrupts.stop_reason(e))
-        trial.set_user_attr("interrupted", True)
-        study.tell(trial, state=TrialState.FAIL)
+        _mark_interrupted(study, trial, e)
         raise
     except Exception as e:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
         if disk_problem(e) or interrupts.requested():  # a full disk or a converted Ctrl-C:
             _stop_for_disk(study, trial, e)  # stop, and redo this trial on the rerun
             raise
         reason = failure_reason(e)  # the step, and the layer or file:line
-        trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
-        console.print(f"trial {trial.number}: failed: {reason}")
+        told = ended(state=TrialState.FAIL, reason=reason)
+        console.print(f"trial {told.number}: failed: {reason}")
         return
     finally:
         bars.hide()
-    _tell_complete(study, trial, spec, joined, cfg=cfg, record=record, started=started)
-    after_trial(study, trial, record, space=spec.space, profile=spec.profile)
+    told = tell_complete(
+        study, trial, joined, cfg=cfg, record=record, started=started, n_trials=n_trials,
+        history=history,
+    )  # fmt: skip
+    after_trial(study, told, record, space=spec.space, profile=spec.profile)
+
+
+def _mark_interrupted(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:
+    """Mark ``trial`` interrupted, to be redone by a rerun (a trial another worker judged dead
+    meanwhile has its retry already)."""
+    if isinstance(e, KeyboardInterrupt):
+        interrupts.handled()  # seen: the way out is known, no need to deliver it again
+    with contextlib.suppress(UpdateFinishedTrialError, ValueError):
+        trial.set_user_attr("fail_reason", interrupts.stop_reason(e))
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def _stop_for_disk(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:
@@ -236,14 +318,24 @@ def _stop_for_disk(study: optuna.Study, trial: optuna.Trial, e: BaseException) -
 
 
 def _early_stop(
-    trial: optuna.Trial, spec: StudySpec, ctx: Context, bars: TrialBars, *, cpu: CpuLock
+    trial: optuna.Trial,
+    spec: StudySpec,
+    ctx: Context,
+    bars: TrialBars,
+    *,
+    cpu: CpuLock,
+    history: list[float],
 ) -> Callable[[int, float], None]:
-    """``on_epoch`` of one trial: record its validation metric, stop it when hopeless."""
+    """``on_epoch`` of one trial: record its validation metric (in ``history`` too), stop it
+    when hopeless. A trial another worker judged dead meanwhile goes on: its result is told
+    late (:mod:`search.study.outcome`)."""
     stop, base_val = spec.space.early_stop, ctx.baseline_val
 
     def on_epoch(epoch: int, val: float) -> None:
         cpu.release()  # training paused: another worker here may time (the next batch waits)
-        trial.set_user_attr("val_history", [*trial.user_attrs.get("val_history", []), val])
+        history.append(val)
+        with contextlib.suppress(UpdateFinishedTrialError):
+            trial.set_user_attr("val_history", list(history))
         bars.show(trial.number, epoch)
         if epoch >= stop.min_epochs and val < base_val - stop.max_accuracy_drop:
             raise optuna.TrialPruned(
@@ -252,58 +344,3 @@ def _early_stop(
             )
 
     return on_epoch
-
-
-def _tell_complete(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    spec: StudySpec,
-    joined: Joined,
-    *,
-    cfg: TrialConfig,
-    record: TrialRecord,
-    started: float,
-) -> None:
-    """Store the record, files and budgets of a finished trial, tell Optuna, print one line."""
-    from search.core.progress import console
-    from search.distributed.artifacts import ArtifactError, upload_trial
-    from search.report.console import load_note, test_note
-
-    ctx = joined.ctx
-    try:
-        upload_trial(trial, joined.store, Path(record.artifacts))  # before tell: attrs freeze
-    except Exception as e:
-        # The store is gone (unmounted, full, unreachable): later trials would fail the same
-        # way. Stop; a rerun redoes this trial.
-        trial.set_user_attr("fail_reason", f"upload to the artifact store: {e}")
-        trial.set_user_attr("interrupted", True)
-        study.tell(trial, state=TrialState.FAIL)
-        raise ArtifactError(f"trial {trial.number}: cannot upload its files: {e}") from None
-    trial.set_user_attr("record", record.to_json())
-    for key, value in _violations(record, spec.profile).items():
-        trial.set_constraint(key, value)  # samplers treat > 0 as infeasible
-    trial.set_user_attr("duration_s", round(time.perf_counter() - started, 2))
-    study.tell(trial, list(record.objectives()))
-    baseline = baseline_of(study)
-    base_acc = baseline.accuracy if baseline else float("nan")
-    speed = baseline.speedup(record.latency_paired_ms) if baseline else None
-    kernels = f"{record.kernels.get('integer_layers', '?')} integer"
-    if "fp16" in cfg.quantize.precision.values():  # did the provider keep them in float16?
-        kernels += f", {record.kernels.get('fp16_layers', '?')} fp16"
-    console.print(
-        f"trial {trial.number}: {ctx.task.metric_name} {record.accuracy:.4f} "
-        f"({record.accuracy - base_acc:+.4f}){test_note(record)}, p50 "
-        f"{record.latency_paired_ms:.3f} ms ({fmt(speed, '.2f')}x), "
-        f"{fmt(record.size_mb, '.2f')} MB, prune {cfg.prune.ratio:.2f}, "
-        f"{cfg.distill.epochs} epoch(s), {kernels} layer kernel(s), "
-        f"{time.perf_counter() - started:.1f} s{load_note(record)}"
-    )
-
-
-def _violations(record: TrialRecord, profile: Profile) -> dict[str, float]:
-    """Optuna constraint values of the profile's budgets: > 0 means over budget."""
-    b, memory = profile.budgets, record.peak_memory_mb
-    return {
-        "latency_budget_ms": record.latency_paired_ms - b.latency_ms if b.latency_ms else 0.0,
-        "memory_budget_mb": memory - b.memory_mb if b.memory_mb and memory is not None else 0.0,
-    }

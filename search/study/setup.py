@@ -59,6 +59,7 @@ class _Worker:
     opener: Callable[..., optuna.Study]  # search.study.open_study
     task: Task | None = None
     checked: ModelChecks | None = None
+    on_checked: Callable[[], None] | None = None  # called once, when the checks first pass
 
     def check(self) -> ModelChecks:
         """The model checks (export, groups, pruning dry run), once, before a study is used."""
@@ -66,6 +67,8 @@ class _Worker:
 
         if self.checked is None:
             self.checked = check_model(self.load(), self.spec.space)
+            if self.on_checked is not None:
+                self.on_checked()
         return self.checked
 
     def load(self) -> Task:
@@ -124,17 +127,22 @@ def join_study(
     cpu: CpuLock,
     threads: int,
     opener: Callable[..., optuna.Study],
+    on_checked: Callable[[], None] | None = None,
 ) -> Joined:
     """Join ``spec``'s study as one of its workers, setting it up if no worker has.
 
     ``storage`` is the opened storage, or None for a SQLite file that does not exist yet;
-    ``opener`` is :func:`search.study.open_study` (which refuses other settings).
+    ``opener`` is :func:`search.study.open_study` (which refuses other settings);
+    ``on_checked()`` is called once the task is loaded and its model passed the checks (the
+    worker's notes wait for it, so bad input is one line).
 
     Raises:
         SearchError: bad task, settings that differ from the study's, a teacher or data that
             differ, another device, a setup that failed on the worker that claimed it.
     """
-    worker = _Worker(spec=spec, target=target, cpu=cpu, threads=threads, opener=opener)
+    worker = _Worker(
+        spec=spec, target=target, cpu=cpu, threads=threads, opener=opener, on_checked=on_checked
+    )
     settings = spec.worker
     if storage is None:  # a new local study: check task and model before anything is created
         worker.check()

@@ -62,6 +62,19 @@ class StudySpec:
     def storage_url(self) -> str:
         return self.storage or self.paths.default_storage
 
+    @property
+    def study_key(self) -> str:
+        """Which study this is, the same in every process on a host that works on it: a
+        digest of its storage (a SQLite file by its absolute path) and its name; no password
+        is kept."""
+        import hashlib
+
+        from search.distributed.storage import sqlite_path
+
+        path = sqlite_path(self.storage_url)
+        where = str(path.resolve()) if path is not None else self.storage_url
+        return hashlib.sha256(f"{where}\n{self.study_name}".encode()).hexdigest()[:16]
+
     def settings(self) -> dict[str, Any]:
         """What a resumed study must match: task, options, seed, and what the space and profile
         files say (:func:`search.study.resume.content_digests`)."""

@@ -40,13 +40,13 @@ def test_apply_threads_limits_torch(monkeypatch):
         torch.set_num_threads(before)
 
 
-def _registered(ready, stop, n_threads):
-    with WorkerRegistry(threads=n_threads, study="other"):
+def _registered(ready, stop, n_threads, study="s"):
+    with WorkerRegistry(threads=n_threads, study=study):
         ready.set()
         stop.wait(60)
 
 
-def test_a_worker_is_told_when_another_shares_its_cores():
+def test_a_worker_is_told_when_another_of_its_study_shares_its_cores():
     ready, stop = FORK.Event(), FORK.Event()
     other = FORK.Process(target=_registered, args=(ready, stop, 64))
     other.start()
@@ -55,12 +55,25 @@ def test_a_worker_is_told_when_another_shares_its_cores():
         (found,) = me.others()
         assert found["pid"] == other.pid and found["threads"] == 64
         note = me.sharing_note()
-        assert note.startswith("1 other worker(s) on this machine: 65 torch threads")
+        assert note.startswith("1 other worker(s) of this study on this machine: 65 torch")
         assert "oversubscribed" in note
         stop.set()
         other.join()
         assert me.others() == [] and me.sharing_note() is None
     assert list(host_locks.lock_dir().glob("worker-*.lock")) == []
+
+
+def test_workers_of_other_studies_are_not_in_the_note():
+    ready, stop = FORK.Event(), FORK.Event()
+    other = FORK.Process(target=_registered, args=(ready, stop, 64, "another-study"))
+    other.start()
+    assert ready.wait(30)
+    try:
+        with WorkerRegistry(threads=1, study="s") as me:
+            assert len(me.others()) == 1 and me.sharing_note() is None
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_a_worker_killed_without_cleaning_up_is_not_counted():
@@ -118,3 +131,30 @@ def test_paced_data_reads_like_the_dataset_and_yields_every_few_items():
     assert [paced[i][1].item() for i in range(40)] == list(range(40))
     assert paced.lock._held is not None  # held while training; timing() releases it first
     paced.lock.release()
+
+
+def test_a_refused_run_says_one_line_even_beside_workers_of_its_study(tmp_path, capfd):
+    """``shared/cases/workers-bad-task-error-twice``: the notes (training on the CPU, other
+    workers of this study here) wait until the task has passed its checks, so a task that
+    fails to load is one line, also while another worker of the same study runs here."""
+    from search.cli.main import Run, build_parser, main
+    from tests.conftest import DATA
+
+    task = tmp_path / "t_raises.py"
+    task.write_text("def make_task(*, seed, cache_dir):\n    raise ValueError('no data')\n")
+    argv = ["run", "--task", f"{task}:make_task", "--hw", str(DATA / "tiny_cpu.yaml"),
+            "--space", str(DATA / "tiny_space.yaml"), "--study", "s",
+            "--results-dir", str(tmp_path / "res")]  # fmt: skip
+    spec, _ = Run.spec(build_parser().parse_args(argv))
+    ready, stop = FORK.Event(), FORK.Event()
+    other = FORK.Process(target=_registered, args=(ready, stop, 1, spec.study_key))
+    other.start()
+    assert ready.wait(30)
+    try:
+        assert main(argv) == 2
+    finally:
+        stop.set()
+        other.join()
+    out, err = capfd.readouterr()
+    assert not out.strip() and len(err.strip().splitlines()) == 1, out + err
+    assert "no data" in err and not (tmp_path / "res").exists()
