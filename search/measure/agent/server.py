@@ -52,7 +52,7 @@ from search.errors import AgentError, ProviderError
 from search.measure.agent.limits import ConnectionLimits, HeadDeadline
 from search.measure.agent.token import check_token, private_dir
 from search.measure.confirmation import REQUIRED, check_names, time_files
-from search.measure.measurement import measure_onnx
+from search.measure.measurement import measure_onnx, pack_outputs
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
 
@@ -228,10 +228,11 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
             flush=True,
         )
         buf = io.BytesIO()
-        np.save(buf, m.outputs, allow_pickle=False)
+        packed, layout = pack_outputs(m.outputs)  # every output in one blob, exactly
+        np.save(buf, packed, allow_pickle=False)
         sha = hashlib.sha256(buf.getvalue()).hexdigest()
         (self.store / f"{sha}.npy").write_bytes(buf.getvalue())
-        return {**m.summary(), "outputs": sha}
+        return {**m.summary(), "outputs": sha, "output_layout": layout}
 
     def server_close(self) -> None:
         super().server_close()
