@@ -229,11 +229,10 @@ def prune_with_report(
     return pruned, report
 
 
-def _output_shape(model: nn.Module, example_input: torch.Tensor) -> tuple[int, ...]:
-    import torch
+def _output_shape(model: nn.Module, example_input: torch.Tensor) -> list[tuple[int, ...]]:
+    from search.compress.prune.plan import output_shapes
 
-    with torch.no_grad():
-        return tuple(model.eval()(example_input).shape)
+    return output_shapes(model, example_input)
 
 
 @dataclass
