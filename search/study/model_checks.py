@@ -287,6 +287,8 @@ def _say(checks: ModelChecks) -> None:
         shapes = ", ".join(f"{n} {tuple(s)}" for n, s in read["outputs"].items())
         say(f"outputs: {shapes}; distillation: {read['distillation']}")
     plan = checks.prune_plan
+    for rewrite in plan.rewrites:
+        say(f"pruning rewrites {rewrite} (the same function, prunable)")
     if plan.error:
         say(
             f"pruning: nothing of this model can be pruned ({plan.error}); prune ratio fixed "

@@ -207,6 +207,7 @@ def prune_with_report(
     report = PruneReport(
         left_alone={**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})},
         unwrapped=[name for name, _, _ in pp.unwrapped_parameters(model)],
+        rewrites=list(plan.rewrites) if plan else [],
     )
     if plan is None or ratio == 0.0 or plan.error:
         return copy.deepcopy(model).eval(), report
@@ -238,13 +239,21 @@ def _output_shape(model: nn.Module, example_input: torch.Tensor) -> list[tuple[i
 @dataclass
 class PruneReport:
     """What pruning did not touch: ``left_alone`` maps a module name to the reason (naming the
-    op that forced it); ``unwrapped`` names parameters outside standard layers."""
+    op that forced it); ``unwrapped`` names parameters outside standard layers; ``rewrites``
+    the blocks replaced by exact equivalents the library can cut (a C2f as SplitC2f)."""
 
     left_alone: dict[str, str] = field(default_factory=dict)
     unwrapped: list[str] = field(default_factory=list)
+    rewrites: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {"left_alone": dict(self.left_alone), "unwrapped_parameters": list(self.unwrapped)}
+        out: dict[str, object] = {
+            "left_alone": dict(self.left_alone),
+            "unwrapped_parameters": list(self.unwrapped),
+        }
+        if self.rewrites:
+            out["rewrites"] = list(self.rewrites)
+        return out
 
 
 def _last_executed(model: nn.Module, example_input: torch.Tensor) -> list[str]:
