@@ -29,6 +29,11 @@ BUILTIN = {
     "imagefolder": "search.tasks.vision:make_imagefolder_task",
     "cifar10": "search.tasks.vision:make_cifar10_task",
     "distorted_digits": "search.tasks.distorted_digits:make_task",
+    "shapes_detection": "search.tasks.shapes_detection:make_task",
+    "shapes_segmentation": "search.tasks.shapes_segmentation:make_task",
+    "tokens": "search.tasks.tokens:make_task",
+    "detection": "search.tasks.dense_data:make_detection_task",
+    "segmentation": "search.tasks.dense_data:make_segmentation_task",
 }
 
 _FROM_BASE = ("Task", "accuracy", "stack")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ class Task:
     test: Dataset
     calibration: Dataset
     example_input: torch.Tensor
-    metric: Callable[[np.ndarray, np.ndarray], float] = accuracy
+    metric: Callable[[Any, np.ndarray], float] = accuracy
     metric_name: str = "accuracy"
     ignored_layers: list[str] = field(default_factory=list)
     key: str = ""

@@ -50,11 +50,11 @@ def prepare(task: Task, spec: str) -> Task:
         return TaskError(f"task {spec!r}: {what}")
 
     _check_fields(task, fail)
+    label = _check_items(task, fail)
     model, outputs = adapt(task.model, task.example_input, task.outputs)
     if outputs.select is not None and not getattr(type(model), "_selects_outputs", False):
         model = select_outputs(model, outputs.select)
     shapes = _check_outputs(model, task.example_input, outputs, fail)
-    label = _check_items(task, fail)
     if outputs.loss == ClassKD():  # not chosen by the task: the loss that fits the labels
         outputs = dataclasses.replace(outputs, loss=default_loss(shapes[0], label))
     return dataclasses.replace(task, model=model.eval(), outputs=outputs)

@@ -36,7 +36,10 @@ Detections = Sequence[Mapping[str, Any]]  # per image: boxes (D, 4) xyxy, scores
 def _coco(dets: Detections, labels: np.ndarray) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Ground truth as a COCO dataset dict and detections as COCO results (boxes as xywh)."""
     labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1, 5)
-    images, anns, results, classes = [], [], [], set()
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    classes: set[int] = set()
     for i, rows in enumerate(labels):
         images.append({"id": i})
         for x1, y1, x2, y2, c in rows[rows[:, 4] >= 0]:

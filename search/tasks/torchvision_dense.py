@@ -68,12 +68,14 @@ class OneStageDetector(nn.Module):
     head tensors (see the module docstring). ``backbone`` and ``head`` are the detector's own
     modules (shared, and named as in the detector)."""
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: Any) -> None:  # a torchvision detector (attributes untyped)
         super().__init__()
         self.backbone = detector.backbone
         self.head = detector.head
         self.keys = head_keys(detector)
         t = detector.transform
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(t.image_mean).view(1, -1, 1, 1), False)
         self.register_buffer("std", torch.tensor(t.image_std).view(1, -1, 1, 1), False)
 
@@ -89,7 +91,7 @@ class Decoder:
     anchors, box coder, score threshold, NMS and top-k (see the module docstring); the boxes,
     scores and labels come back as numpy arrays."""
 
-    def __init__(self, detector: nn.Module, size: tuple[int, int]) -> None:
+    def __init__(self, detector: Any, size: tuple[int, int]) -> None:
         self.detector = detector
         self.size = (int(size[0]), int(size[1]))
         self.keys = head_keys(detector)
@@ -165,6 +167,29 @@ def final_layers(model: nn.Module) -> list[str]:
     return names
 
 
+def thaw_batchnorm(model: nn.Module) -> list[str]:
+    """Replace torchvision's ``FrozenBatchNorm2d`` (its detectors use it with pretrained
+    weights) by an eval-mode ``nn.BatchNorm2d`` with the same statistics, in place: the same
+    function, which torch-pruning can cut (it does not know FrozenBatchNorm2d and leaves its
+    buffers unpruned: "The size of tensor a (32) must match the size of tensor b (64)").
+    Returns the names replaced."""
+    try:
+        from torchvision.ops.misc import FrozenBatchNorm2d
+    except ImportError:
+        return []
+    done = []
+    for name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, FrozenBatchNorm2d):
+                bn = nn.BatchNorm2d(len(child.weight), eps=child.eps)
+                with torch.no_grad():
+                    for key in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(bn, key).copy_(getattr(child, key))
+                setattr(parent, child_name, bn.eval())
+                done.append(f"{name}.{child_name}" if name else child_name)
+    return done
+
+
 def adapt(model: nn.Module, example: torch.Tensor, outputs: Outputs) -> tuple[nn.Module, Outputs]:
     """The model the study compresses and how its outputs are read, for a torchvision
     detector or segmenter; ``(model, outputs)`` unchanged for any other model or when the task
@@ -182,6 +207,8 @@ def adapt(model: nn.Module, example: torch.Tensor, outputs: Outputs) -> tuple[nn
             "retinanet_resnet50_fpn(_v2), fcos_resnet50_fpn, ssd300_vgg16)"
         )
     declared = outputs.select is not None or outputs.decode is not None
+    if isinstance(model, one + seg):
+        thaw_batchnorm(model)
     if one and isinstance(model, one) and not declared:
         return _detector(model, example, outputs)
     if seg and isinstance(model, seg) and not declared:
@@ -195,9 +222,7 @@ def adapt(model: nn.Module, example: torch.Tensor, outputs: Outputs) -> tuple[nn
     return model, outputs
 
 
-def _detector(
-    model: nn.Module, example: torch.Tensor, outputs: Outputs
-) -> tuple[nn.Module, Outputs]:
+def _detector(model: Any, example: torch.Tensor, outputs: Outputs) -> tuple[nn.Module, Outputs]:
     from torchvision.models.detection.ssd import SSD
 
     model.eval()
@@ -205,10 +230,11 @@ def _detector(
         model.detections_per_img = min(int(model.detections_per_img), DETECTIONS_PER_IMAGE)
     size = (int(example.shape[-2]), int(example.shape[-1]))
     keys = head_keys(model)
-    scores = "softmax" if isinstance(model, SSD) else "sigmoid"
-    loss = outputs.loss if not isinstance(outputs.loss, ClassKD) else DetectionKD(
-        scores=scores, centerness=2 if len(keys) == 3 else None
+    centerness = 2 if len(keys) == 3 else None
+    kd = DetectionKD(scores="softmax", centerness=centerness) if isinstance(model, SSD) else (
+        DetectionKD(scores="sigmoid", centerness=centerness)
     )  # fmt: skip
+    loss = outputs.loss if not isinstance(outputs.loss, ClassKD) else kd
     raw = OneStageDetector(model).eval()
     return raw, Outputs(
         names=keys,

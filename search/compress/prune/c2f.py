@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -33,7 +34,7 @@ TOLERANCE = 1e-5
 class SplitC2f(nn.Module):
     """A C2f block with ``cv1`` split into ``cv0`` and ``cv1`` (see the module docstring)."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: Any) -> None:  # a C2f block (is_c2f); its attributes untyped
         super().__init__()
         c = int(block.c)
         self.cv0 = _half(block.cv1, range(c))
@@ -41,9 +42,12 @@ class SplitC2f(nn.Module):
         self.m = block.m
         self.cv2 = block.cv2
 
+    def bottlenecks(self) -> list[nn.Module]:
+        return list(self.m.children())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = [self.cv0(x), self.cv1(x)]
-        y.extend(m(y[-1]) for m in self.m)  # type: ignore[operator]  # m: bottleneck modules
+        y.extend(m(y[-1]) for m in self.bottlenecks())
         return self.cv2(torch.cat(y, 1))
 
 
