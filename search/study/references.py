@@ -218,7 +218,7 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
     if refs.sensitivity:
         sens = refs.sensitivity
         order = ", ".join(f"{g} {sens['groups'][g]['drop']:+.4f}" for g in sens["order"])
-        console.print(f"sensitivity (accuracy drop, {sens['precision']}): {order}")
+        console.print(f"sensitivity ({name} drop, {sens['precision']}): {order}")
 
 
 def store(

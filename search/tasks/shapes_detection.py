@@ -131,7 +131,7 @@ def decode(outputs: list[np.ndarray]) -> list[dict[str, Any]]:
     return found
 
 
-def _map(outputs: tuple[np.ndarray, ...] | list[Any], labels: np.ndarray) -> float:
+def mean_average_precision(outputs: tuple[np.ndarray, ...] | list[Any], labels: np.ndarray) -> float:
     """COCO mAP of raw (heatmap, boxes) outputs: the teacher's validation figure."""
     return detection_map(decode(list(outputs)), labels)
 
@@ -158,7 +158,7 @@ def make_task(*, seed: int, cache_dir: Path) -> Task:
         cache_dir=cache_dir,
         batch_size=32,
         criterion=centernet_loss,
-        metric=_map,
+        metric=mean_average_precision,
         read=tuple,
     )
     x, y = data["train"].tensors

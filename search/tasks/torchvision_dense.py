@@ -14,11 +14,9 @@ the graph with torchvision's own code:
   it: the model sees images at the size the task gives them.
 * segmentation models (FCN, DeepLabV3, LR-ASPP) return ``OrderedDict(out=..., aux=...)``:
   the study keeps ``out`` (N, C, H, W), already upsampled to the input size.
-* two-stage detectors (Faster, Mask and Keypoint R-CNN) are refused before any study: their
-  second stage runs on a data-dependent number of proposals after NMS, which torch.export
-  cannot trace with a dynamic batch (``GuardOnDataDependentSymNode`` in
-  ``_batched_nms_coordinate_trick``), and 74 % of Faster R-CNN's parameters (the box head)
-  sit behind RoIAlign, where channel pruning cannot reach.
+* two-stage detectors (Faster, Mask and Keypoint R-CNN) are compressed as a split: the first
+  stage (backbone, FPN, RPN head) is exported and measured, the second (proposals, RoIAlign,
+  box head) runs outside the graph, uncompressed (:mod:`search.tasks.two_stage`).
 
 Distillation compares the student's raw head outputs with the teacher's
 (:class:`~search.compress.kd_losses.DetectionKD`: softmax KL for SSD's classes, per-class
@@ -36,7 +34,6 @@ import torch
 from torch import nn
 
 from search.compress.kd_losses import ClassKD, DetectionKD
-from search.errors import TaskError
 from search.tasks.outputs import Outputs, select_outputs
 
 DETECTIONS_PER_IMAGE = 100  # COCO's mAP counts at most 100 detections per image
@@ -159,6 +156,11 @@ def final_layers(model: nn.Module) -> list[str]:
         names = list(by_block.values())
     from torchvision.models.segmentation import FCN, DeepLabV3
 
+    from search.tasks.two_stage import IGNORED, FirstStage
+
+    _, two, _ = _kinds()
+    if isinstance(model, FirstStage) or (two and isinstance(model, two)):
+        return list(IGNORED)
     if isinstance(model, FCN | DeepLabV3):
         last = len(model.classifier) - 1
         names.append(f"classifier.{last}")
@@ -195,20 +197,16 @@ def adapt(model: nn.Module, example: torch.Tensor, outputs: Outputs) -> tuple[nn
     detector or segmenter; ``(model, outputs)`` unchanged for any other model or when the task
     already says how to read them (``outputs.select`` or ``decode`` set).
 
-    Raises:
-        TaskError: a two-stage detector (see the module docstring).
+    A two-stage detector becomes its first stage (:mod:`search.tasks.two_stage`).
     """
+    from search.tasks.two_stage import adapt_two_stage
+
     one, two, seg = _kinds()
-    if two and isinstance(model, two):
-        raise TaskError(
-            f"{type(model).__name__} is a two-stage detector: its second stage runs on a "
-            "data-dependent number of proposals after NMS, which does not export with a dynamic "
-            "batch; use a one-stage torchvision detector (ssdlite320_mobilenet_v3_large, "
-            "retinanet_resnet50_fpn(_v2), fcos_resnet50_fpn, ssd300_vgg16)"
-        )
     declared = outputs.select is not None or outputs.decode is not None
-    if isinstance(model, one + seg):
+    if isinstance(model, one + two + seg):
         thaw_batchnorm(model)
+    if two and isinstance(model, two) and not declared:
+        return adapt_two_stage(model, example, outputs, DETECTIONS_PER_IMAGE)
     if one and isinstance(model, one) and not declared:
         return _detector(model, example, outputs)
     if seg and isinstance(model, seg) and not declared:
