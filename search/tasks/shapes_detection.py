@@ -131,7 +131,9 @@ def decode(outputs: list[np.ndarray]) -> list[dict[str, Any]]:
     return found
 
 
-def mean_average_precision(outputs: tuple[np.ndarray, ...] | list[Any], labels: np.ndarray) -> float:
+def mean_average_precision(
+    outputs: tuple[np.ndarray, ...] | list[Any], labels: np.ndarray
+) -> float:
     """COCO mAP of raw (heatmap, boxes) outputs: the teacher's validation figure."""
     return detection_map(decode(list(outputs)), labels)
 

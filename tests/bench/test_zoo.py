@@ -55,4 +55,6 @@ def test_one_segmenter_passes_every_step_and_fills_its_table():
     assert rec["integer_layers"] > 0 and "classes in the argmax" in rec["decoded"]
     rec["wall_s"] = 1.0
     page = dense_table([rec], kind="segmentation", mem_gb=10, max_params=60e6)
-    assert "**Totals: PASS 1** (1 models)" in page and "| lraspp_mobilenet_v3_large | 128 |" in page
+    assert (
+        "**Totals: PASS 1** (1 models)" in page and "| lraspp_mobilenet_v3_large | 128 |" in page
+    )
