@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from search.bench.zoo_trial import _version, _why
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "zoo" / "zoo.jsonl"
 DOC = ROOT / "docs" / "zoo.md"
@@ -115,12 +117,6 @@ def run(
               f"({rec['wall_s']} s)", flush=True)  # fmt: skip
 
 
-def _why(left_alone: dict[str, str], top: int = 2) -> str:
-    """The commonest reasons layers were left alone, shortened: ``16x BmmBackward0: ...``."""
-    short = [v.split(" (the group")[0][:120] for v in left_alone.values()]
-    return "; ".join(f"{n}x {k}" for k, n in Counter(short).most_common(top))
-
-
 def _row(r: dict[str, Any]) -> str:
     before, pruned, after = (r.get(k) for k in ("params_before", "params_pruned", "params_after"))
     params = f"{before / 1e6:.1f}" if before else ""
@@ -141,18 +137,6 @@ def _row(r: dict[str, Any]) -> str:
         r.get("wall_s", ""), verdict,
     ]  # fmt: skip
     return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
-
-
-def _version(*names: str) -> str:
-    """The installed version of the first distribution of ``names`` (``?`` if none is)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return "?"
 
 
 def table(records: list[dict[str, Any]], *, mem_gb: float, max_params: float) -> str:
@@ -226,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from search.bench.zoo_dense import dense_table
 
-        doc.write_text(dense_table(records, kind=a.kind, mem_gb=a.mem_gb, max_params=a.max_params))
+        page = dense_table(records, kind=a.kind, mem_gb=a.mem_gb, max_params=a.max_params,
+                           timeout_s=getattr(a, "timeout", TIMEOUT_S))  # fmt: skip
+        doc.write_text(page)
     print(f"wrote {doc}")
     return 0
 

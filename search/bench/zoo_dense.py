@@ -196,7 +196,7 @@ def _int8(path: Path, raw: Any, x: Any, outputs: Any, rec: dict[str, Any], steps
 
 
 def _row(r: dict[str, Any]) -> str:
-    from search.bench.zoo import _why
+    from search.bench.zoo_trial import _why
 
     before, pruned, after = (r.get(k) for k in ("params_before", "params_pruned", "params_after"))
     params = f"{before / 1e6:.1f}" if before else ""
@@ -220,13 +220,18 @@ def _row(r: dict[str, Any]) -> str:
 
 
 def dense_table(
-    records: list[dict[str, Any]], *, kind: str, mem_gb: float, max_params: float
+    records: list[dict[str, Any]],
+    *,
+    kind: str,
+    mem_gb: float,
+    max_params: float,
+    timeout_s: float = 1200,
 ) -> str:
     """The markdown page of a detection or segmentation sweep."""
     import datetime
     import platform
 
-    from search.bench.zoo import TIMEOUT_S, _version
+    from search.bench.zoo_trial import _version
 
     totals = Counter(r["verdict"] for r in records)
     skipped = [r["model"] for r in records if r["verdict"] == "SKIP"]
@@ -240,7 +245,7 @@ def dense_table(
         "",
         __doc__.split("\n\n")[1].replace("\n", " ")
         + f" Each model runs in its own child process (address space limited to {mem_gb:g} GB, "
-        f"{TIMEOUT_S} s, one thread). s: wall seconds of the child on a shared machine.",
+        f"{timeout_s:g} s, one thread). s: wall seconds of the child on a shared machine.",
         "",
         _WHAT[kind],
         "",

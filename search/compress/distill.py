@@ -313,11 +313,7 @@ def train(
                 if targets is None:
                     value = supervised(out, labels)
                 else:
-                    teacher = (
-                        _teacher_batch(targets, x, device)
-                        if online
-                        else tuple(t[idx.to(device)] for t in targets)
-                    )
+                    teacher = _teacher_batch(targets, x, idx, device, online=online)
                     value = kd_loss(out, teacher, labels, temperature=temperature, alpha=alpha)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(value).backward()
@@ -344,9 +340,15 @@ def _teacher_on(teacher: Teacher | None, device: torch.device) -> Iterator[Any]:
         yield tuple(t.to(device) for t in as_tuple(teacher))
 
 
-def _teacher_batch(teacher: nn.Module, x: torch.Tensor, device: torch.device) -> tuple:
+def _teacher_batch(
+    teacher: Any, x: torch.Tensor, idx: torch.Tensor, device: torch.device, *, online: bool
+) -> tuple[torch.Tensor, ...]:
+    """The teacher's outputs for the batch: its rows ``idx`` of the precomputed outputs, or
+    the teacher module run on ``x``."""
     import torch
 
+    if not online:
+        return tuple(t[idx.to(device)] for t in teacher)
     with torch.no_grad():
         return tuple(o.float() for o in as_tuple(_forward(teacher, x, device)))
 

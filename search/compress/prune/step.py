@@ -204,11 +204,9 @@ def prune_with_report(
     names = ignored_names(model, example_input, ignored_layers)
     if plan is None and ratio > 0.0:
         plan = pp.plan_pruning(model, example_input, ignored_layers=names, ratio=ratio)
-    report = PruneReport(
-        left_alone={**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})},
-        unwrapped=[name for name, _, _ in pp.unwrapped_parameters(model)],
-        rewrites=list(plan.rewrites) if plan else [],
-    )
+    alone = {**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})}
+    unwrapped = [name for name, _, _ in pp.unwrapped_parameters(model)]
+    report = PruneReport(alone, unwrapped, list(plan.rewrites) if plan else [])
     if plan is None or ratio == 0.0 or plan.error:
         return copy.deepcopy(model).eval(), report
     expected = _output_shape(model, example_input)
