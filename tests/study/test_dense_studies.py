@@ -40,3 +40,4 @@ def test_a_dense_or_sequence_model_compresses_and_reports_its_metric(
         assert math.isfinite(rec["accuracy"])
     page = (tmp_path / "dense" / "report.html").read_text()
     assert f'"text":"{metric} (ONNX Runtime, validation split)"' in page
+    assert "Exported and measured: " in page and "The metric reads " in page
