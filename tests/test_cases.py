@@ -92,6 +92,25 @@ def test_space_groups_and_patterns_that_match_nothing_are_one_line(space, says, 
         assert "top-level modules are: stem, layers, pool, fc" in line
 
 
+@pytest.mark.parametrize(
+    ("factory", "says"),
+    [
+        ("t_model_str.py", "Task.model is a str, not a torch nn.Module"),
+        ("t_shape.py", "accuracy needs (N, classes) logits and (N,) labels, not (32, 4, 3)"),
+        ("t_tuple_out.py", "the model returns a tuple of 2 ((2, 4), (2, 8)): say how to read"),
+        ("t_empty_train.py", "the train split is empty"),
+    ],
+)
+def test_a_task_with_an_unusable_model_or_data_is_one_line(factory, says, capsys, tmp_path):
+    """task-bad-model-tracebacks: each factory's Task, refused before any study."""
+    case = CASES / "task-bad-model-tracebacks"
+    results = tmp_path / "results"
+    argv = ["run", "--task", f"{case}/{factory}:make_task", "--hw", str(DATA / "tiny_cpu.yaml"),
+            "--space", str(DATA / "tiny_space.yaml"), "--trials", "1", "--study", "bad",
+            "--results-dir", str(results), "--no-progress"]  # fmt: skip
+    assert says in _one_line_exit_2(capsys, argv, results)
+
+
 # ----------------------------------------------------------- whole studies (slow)
 
 

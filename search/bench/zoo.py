@@ -1,14 +1,15 @@
-"""Model-zoo benchmark: every classification model of the installed torchvision through one
-short trial (:mod:`search.bench.zoo_trial`), each in its own child process under a memory and a
-time limit, and a table of what happened written to ``docs/zoo.md``.
+"""Model-zoo benchmark: every classification (or, with ``--kind``, detection or segmentation)
+model of the installed torchvision through one short trial (:mod:`search.bench.zoo_trial`,
+:mod:`search.bench.zoo_dense`), each in its own child process under a memory and a time limit,
+and a table of what happened written to ``docs/zoo.md`` (``docs/zoo-<kind>.md``).
 
-    python benchmarks/zoo.py run [--models a,b] [--max-params 100e6] [--mem-gb 10]
-    python benchmarks/zoo.py table           # rewrite docs/zoo.md from the results
-    python benchmarks/zoo.py one NAME        # one model in this process (what a child runs)
+    python benchmarks/zoo.py run [--kind detection] [--models a,b] [--max-params 100e6]
+    python benchmarks/zoo.py table [--kind detection]   # rewrite the page from the results
+    python benchmarks/zoo.py one NAME [--kind ...]      # one model in this process (a child)
 
-Results go to ``results/zoo/zoo.jsonl`` one line per model (a rerun skips the models already
-there, so an interrupted sweep resumes); models over ``--max-params`` parameters are skipped and
-listed. Acceptance: no FAIL, no child out of memory or time.
+Results go to ``results/zoo/zoo.jsonl`` (``zoo-<kind>.jsonl``) one line per model (a rerun
+skips the models already there, so an interrupted sweep resumes); models over ``--max-params``
+parameters are skipped and listed. Acceptance: no FAIL, no child out of memory or time.
 """
 
 from __future__ import annotations
@@ -28,18 +29,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from search.bench.zoo_trial import _version, _why
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "zoo" / "zoo.jsonl"
 DOC = ROOT / "docs" / "zoo.md"
 MAX_PARAMS = 100e6  # parameters at num_classes=10; larger models are skipped and listed
 MEM_GB, TIMEOUT_S = 10.0, 1200
+KINDS = ("classification", "detection", "segmentation")
 
 
-def models() -> list[str]:
-    """Every classification model of the installed torchvision, by name."""
+def models(kind: str = "classification") -> list[str]:
+    """Every model of the installed torchvision of ``kind``, by name."""
     import torchvision
 
+    if kind != "classification":
+        from search.bench.zoo_dense import models as dense
+
+        return dense(kind)
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def paths(kind: str) -> tuple[Path, Path]:
+    """The results file and the page of ``kind``."""
+    if kind == "classification":
+        return RESULTS, DOC
+    return RESULTS.with_name(f"zoo-{kind}.jsonl"), DOC.with_name(f"zoo-{kind}.md")
 
 
 def _limits(mem_gb: float) -> Callable[[], None]:
@@ -51,12 +66,14 @@ def _limits(mem_gb: float) -> Callable[[], None]:
     return apply
 
 
-def run_child(name: str, *, max_params: float, mem_gb: float, timeout_s: float) -> dict[str, Any]:
+def run_child(
+    name: str, *, max_params: float, mem_gb: float, timeout_s: float, kind: str = "classification"
+) -> dict[str, Any]:
     """``one NAME`` in a child process under ``mem_gb`` of address space and ``timeout_s``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     with tempfile.NamedTemporaryFile("w+", suffix=".json") as out:
         cmd = [sys.executable, "-m", "search.bench.zoo", "one", name, "--json", out.name]
-        cmd += ["--max-params", str(max_params)]
+        cmd += ["--max-params", str(max_params), "--kind", kind]
         try:
             proc = subprocess.run(
                 cmd, cwd=ROOT, env=env, preexec_fn=_limits(mem_gb), timeout=timeout_s,
@@ -73,7 +90,15 @@ def run_child(name: str, *, max_params: float, mem_gb: float, timeout_s: float) 
     return {"model": name, "verdict": "FAIL", "failed_step": "child", "reason": why}
 
 
-def run(names: list[str], out: Path, *, max_params: float, mem_gb: float, timeout_s: float):
+def run(
+    names: list[str],
+    out: Path,
+    *,
+    max_params: float,
+    mem_gb: float,
+    timeout_s: float,
+    kind: str = "classification",
+):
     """Each model not yet in ``out`` in its own child; one JSON line per model appended."""
     done = set()
     if out.exists():
@@ -83,19 +108,13 @@ def run(names: list[str], out: Path, *, max_params: float, mem_gb: float, timeou
         if name in done:
             continue
         t = time.perf_counter()
-        rec = run_child(name, max_params=max_params, mem_gb=mem_gb, timeout_s=timeout_s)
+        rec = run_child(name, max_params=max_params, mem_gb=mem_gb, timeout_s=timeout_s, kind=kind)
         rec["wall_s"] = round(time.perf_counter() - t, 1)
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         why = f" {rec.get('failed_step', '')} {rec.get('reason', '')[:120]}"
         print(f"{name}: {rec['verdict']}{why if rec['verdict'] != 'PASS' else ''} "
               f"({rec['wall_s']} s)", flush=True)  # fmt: skip
-
-
-def _why(left_alone: dict[str, str], top: int = 2) -> str:
-    """The commonest reasons layers were left alone, shortened: ``16x BmmBackward0: ...``."""
-    short = [v.split(" (the group")[0][:120] for v in left_alone.values()]
-    return "; ".join(f"{n}x {k}" for k, n in Counter(short).most_common(top))
 
 
 def _row(r: dict[str, Any]) -> str:
@@ -118,18 +137,6 @@ def _row(r: dict[str, Any]) -> str:
         r.get("wall_s", ""), verdict,
     ]  # fmt: skip
     return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
-
-
-def _version(*names: str) -> str:
-    """The installed version of the first distribution of ``names`` (``?`` if none is)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return "?"
 
 
 def table(records: list[dict[str, Any]], *, mem_gb: float, max_params: float) -> str:
@@ -181,26 +188,45 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(cmd, allow_abbrev=False)
         p.add_argument("--max-params", type=float, default=MAX_PARAMS)
         p.add_argument("--mem-gb", type=float, default=MEM_GB)
-        p.add_argument("--out", type=Path, default=RESULTS)
-        p.add_argument("--doc", type=Path, default=DOC)
+        p.add_argument("--kind", choices=KINDS, default="classification")
+        p.add_argument("--out", type=Path, default=None, help="results file (default by kind)")
+        p.add_argument("--doc", type=Path, default=None, help="page (default by kind)")
     sub.choices["run"].add_argument("--models", default="", help="comma-separated names")
     sub.choices["run"].add_argument("--timeout", type=float, default=TIMEOUT_S)
     sub.choices["one"].add_argument("name")
     sub.choices["one"].add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
+    results, doc = paths(a.kind)
+    out, doc = a.out or results, a.doc or doc
     if a.cmd == "one":
-        from search.bench.zoo_trial import one
-
-        text = json.dumps(one(a.name, max_params=a.max_params))
+        text = json.dumps(_one(a.name, kind=a.kind, max_params=a.max_params))
         a.json.write_text(text) if a.json else print(text)
         return 0
     if a.cmd == "run":
-        names = a.models.split(",") if a.models else models()
-        run(names, a.out, max_params=a.max_params, mem_gb=a.mem_gb, timeout_s=a.timeout)
-    records = [json.loads(line) for line in a.out.read_text().splitlines() if line]
-    a.doc.write_text(table(records, mem_gb=a.mem_gb, max_params=a.max_params))
-    print(f"wrote {a.doc}")
+        names = a.models.split(",") if a.models else models(a.kind)
+        run(names, out, max_params=a.max_params, mem_gb=a.mem_gb, timeout_s=a.timeout,
+            kind=a.kind)  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines() if line]
+    if a.kind == "classification":
+        doc.write_text(table(records, mem_gb=a.mem_gb, max_params=a.max_params))
+    else:
+        from search.bench.zoo_dense import dense_table
+
+        page = dense_table(records, kind=a.kind, mem_gb=a.mem_gb, max_params=a.max_params,
+                           timeout_s=getattr(a, "timeout", TIMEOUT_S))  # fmt: skip
+        doc.write_text(page)
+    print(f"wrote {doc}")
     return 0
+
+
+def _one(name: str, *, kind: str, max_params: float) -> dict[str, Any]:
+    if kind == "classification":
+        from search.bench.zoo_trial import one
+
+        return one(name, max_params=max_params)
+    from search.bench.zoo_dense import one as dense
+
+    return dense(name, kind=kind, max_params=max_params)
 
 
 if __name__ == "__main__":

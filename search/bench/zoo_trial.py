@@ -16,6 +16,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,6 +38,24 @@ SIZES = {
     "vit_h_14": 224,
 }
 RATIO, RANK_RATIO, CALIB_SAMPLES, N_GROUPS = 0.3, 0.5, 12, 5
+
+
+def _why(left_alone: dict[str, str], top: int = 2) -> str:
+    """The commonest reasons layers were left alone, shortened: ``16x BmmBackward0: ...``."""
+    short = [v.split(" (the group")[0][:120] for v in left_alone.values()]
+    return "; ".join(f"{n}x {k}" for k, n in Counter(short).most_common(top))
+
+
+def _version(*names: str) -> str:
+    """The installed version of the first distribution of ``names`` (``?`` if none is)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "?"
 
 
 def _params(model: nn.Module) -> int:

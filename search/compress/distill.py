@@ -1,8 +1,9 @@
 """Knowledge distillation: fine-tune the compressed student against the frozen teacher.
 
-The loss is ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``.
-Samples without a label (label ``-1``) contribute only the KL term, so a user without labels
-gets pure soft-label distillation. The step declares its own space section (:class:`DistillSpace`)
+The loss fits what the model returns (:mod:`search.compress.kd_losses`); for class logits it
+is ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``. Samples
+without a label (label ``-1``) contribute only the KL term, so a user without labels gets pure
+soft-label distillation. The step declares its own space section (:class:`DistillSpace`)
 and the part of a trial's config it runs from (:class:`DistillConfig`).
 
 Example:
@@ -14,19 +15,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, model_validator
 
+from search.compress.kd_losses import ClassKD, DistillLoss
 from search.core.device import autocast, grad_scaler, moved
 from search.core.device import current as train_device
 from search.core.schema import Bounds, FloatRange, IntRange, Section
 from search.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
     import torch
     from torch import nn
@@ -123,24 +127,16 @@ def distillation_loss(
     temperature: float,
     alpha: float,
 ) -> torch.Tensor:
-    """Hinton's KD loss; the KL term is scaled by T^2 so its gradient keeps its size."""
-    import torch.nn.functional as F
+    """Hinton's KD loss on (N, classes) logits (:class:`~search.compress.kd_losses.ClassKD`);
+    the KL term is scaled by T^2 so its gradient keeps its size."""
+    return ClassKD()(
+        (student_logits,), (teacher_logits,), labels, temperature=temperature, alpha=alpha
+    )
 
-    t = temperature
-    kl = F.kl_div(
-        F.log_softmax(student_logits / t, dim=1),
-        F.softmax(teacher_logits / t, dim=1),
-        reduction="batchmean",
-    ) * (t * t)
-    labelled = labels >= 0
-    if not bool(labelled.any()):
-        return kl
-    ce = F.cross_entropy(student_logits[labelled], labels[labelled])
-    if not bool(labelled.all()):
-        # Unlabelled samples carry only the teacher's signal.
-        share = labelled.float().mean()
-        return share * ((1 - alpha) * ce + alpha * kl) + (1 - share) * kl
-    return (1 - alpha) * ce + alpha * kl
+
+def as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
+    """A model's raw outputs as a tuple: one tensor, or the tensors of a tuple or list."""
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
 
 
 if TYPE_CHECKING:
@@ -165,34 +161,60 @@ class _Indexed(_IndexedBase):
         return x, y, i
 
 
-def predict(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> torch.Tensor:
-    """Logits of ``model`` over ``data`` in order, in eval mode, computed on the training device
-    (:func:`search.core.device.current`) and returned as float32 on the CPU."""
+def predict_outputs(
+    model: nn.Module, data: Dataset, *, batch_size: int = 256
+) -> tuple[torch.Tensor, ...]:
+    """Every output of ``model`` over ``data`` in order, in eval mode, computed on the training
+    device (:func:`search.core.device.current`) and returned as float32 tensors on the CPU."""
     import torch
 
     device = train_device()
     model.eval()
+    parts: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad(), moved(model, device):
-        return torch.cat(
-            [
-                _forward(model, x, device).float().cpu()
-                for x, _ in _loader(data, batch_size, device)
-            ]
-        )
+        for x, _ in _loader(data, batch_size, device):
+            parts.append(tuple(o.float().cpu() for o in as_tuple(_forward(model, x, device))))
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
-def evaluate(model: nn.Module, data: Dataset, metric: Callable, *, batch_size: int = 256) -> float:
-    """The task metric of ``model`` in torch (used between epochs; trials score ONNX files)."""
+def predict(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> torch.Tensor:
+    """The (first) output of ``model`` over ``data``, as :func:`predict_outputs`."""
+    return predict_outputs(model, data, batch_size=batch_size)[0]
+
+
+def outputs_and_labels(
+    model: nn.Module, data: Dataset, *, batch_size: int = 256
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every output of ``model`` over ``data`` as float32 arrays, and the labels stacked."""
     import torch
 
     device = train_device()
     model.eval()
-    outs, labels = [], []
+    parts: list[tuple[torch.Tensor, ...]] = []
+    labels = []
     with torch.no_grad(), moved(model, device):
         for x, y in _loader(data, batch_size, device):
-            outs.append(_forward(model, x, device).float().cpu())
-            labels.append(y)
-    return metric(torch.cat(outs).numpy(), torch.cat(labels).numpy())
+            parts.append(tuple(o.float().cpu() for o in as_tuple(_forward(model, x, device))))
+            labels.append(torch.as_tensor(y))
+    outs = [torch.cat(column).numpy() for column in zip(*parts, strict=True)]
+    return outs, torch.cat(labels).numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    metric: Callable,
+    *,
+    batch_size: int = 256,
+    read: Callable[[list[np.ndarray]], Any] | None = None,
+) -> float:
+    """The task metric of ``model`` in torch (used between epochs; trials score ONNX files).
+
+    ``read(arrays)`` turns the outputs (one float32 array per output, batch first) into what
+    the metric takes (:meth:`search.tasks.outputs.Outputs.read`); without it, the first output.
+    """
+    outs, labels = outputs_and_labels(model, data, batch_size=batch_size)
+    return metric(read(outs) if read is not None else outs[0], labels)
 
 
 def _loader(data: Dataset, batch_size: int, device: torch.device, **kwargs: Any) -> DataLoader:
@@ -202,8 +224,9 @@ def _loader(data: Dataset, batch_size: int, device: torch.device, **kwargs: Any)
     return DataLoader(data, batch_size=batch_size, pin_memory=device.type == "cuda", **kwargs)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``model(x)`` on ``device``, in mixed precision on CUDA."""
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> Any:
+    """``model(x)`` on ``device`` (a tensor or a tuple of tensors), in mixed precision on
+    CUDA."""
     with autocast(device):
         return model(x.to(device, non_blocking=True))
 
@@ -240,6 +263,9 @@ def recalibrate_batchnorm(
     model.eval()
 
 
+Teacher = Any  # torch.Tensor | tuple[torch.Tensor, ...] (precomputed) or nn.Module (online)
+
+
 def train(
     model: nn.Module,
     *,
@@ -248,41 +274,49 @@ def train(
     lr: float,
     batch_size: int,
     seed: int,
-    teacher_logits: torch.Tensor | None = None,
+    teacher_logits: Teacher | None = None,
     temperature: float = 4.0,
     alpha: float = 0.0,
     on_epoch: Callable[[int], None] | None = None,
+    loss: DistillLoss | None = None,
+    criterion: Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with AdamW and a cosine schedule, on the training device
     (:func:`search.core.device.current`; mixed precision on CUDA). The model is back on its own
     device when this returns.
 
-    With ``teacher_logits`` (one row per item of ``data``) the loss is the distillation loss;
-    without, plain cross-entropy. ``on_epoch(epoch)`` runs after each epoch (1-based) and may
-    raise to stop training early.
+    With ``teacher_logits`` the loss is ``loss`` (default :class:`ClassKD`) between the
+    model's outputs and the teacher's: a tensor or tuple of tensors with one row per item of
+    ``data`` (precomputed by :func:`predict_outputs`), or the teacher module itself, run on
+    each batch (for outputs too large to keep). Without, the supervised ``criterion(outputs,
+    labels)`` (default: cross-entropy, :meth:`ClassKD.supervised`). ``on_epoch(epoch)`` runs
+    after each epoch (1-based) and may raise to stop training early.
     """
     import torch
+    from torch import nn
 
     device = train_device()
     generator = torch.Generator().manual_seed(seed)
     loader = _loader(_Indexed(data), batch_size, device, shuffle=True, generator=generator)
-    with moved(model, device):
+    kd_loss = loss or ClassKD()
+    supervised = criterion or ClassKD().supervised
+    online = isinstance(teacher_logits, nn.Module)
+    with moved(model, device), _teacher_on(teacher_logits, device) as targets:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
         scaler = grad_scaler(device)
-        targets = None if teacher_logits is None else teacher_logits.to(device)
         for epoch in range(1, epochs + 1):
             model.train()
             for x, y, idx in loader:
-                loss = _loss(
-                    _forward(model, x, device).float(),
-                    y.to(device, non_blocking=True),
-                    None if targets is None else targets[idx.to(device)],
-                    temperature=temperature,
-                    alpha=alpha,
-                )
+                out = tuple(o.float() for o in as_tuple(_forward(model, x, device)))
+                labels = y.to(device, non_blocking=True)
+                if targets is None:
+                    value = supervised(out, labels)
+                else:
+                    teacher = _teacher_batch(targets, x, idx, device, online=online)
+                    value = kd_loss(out, teacher, labels, temperature=temperature, alpha=alpha)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(value).backward()
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
@@ -292,20 +326,31 @@ def train(
     return model
 
 
-def _loss(
-    out: torch.Tensor,
-    y: torch.Tensor,
-    teacher: torch.Tensor | None,
-    *,
-    temperature: float,
-    alpha: float,
-) -> torch.Tensor:
-    """Cross-entropy without teacher logits, else the distillation loss (in float32)."""
-    import torch.nn.functional as F
+@contextlib.contextmanager
+def _teacher_on(teacher: Teacher | None, device: torch.device) -> Iterator[Any]:
+    """The teacher's outputs on ``device`` as a tuple, or the teacher module moved there."""
+    from torch import nn
 
     if teacher is None:
-        return F.cross_entropy(out, y)
-    return distillation_loss(out, teacher, y, temperature=temperature, alpha=alpha)
+        yield None
+    elif isinstance(teacher, nn.Module):
+        with moved(teacher.eval(), device):
+            yield teacher
+    else:
+        yield tuple(t.to(device) for t in as_tuple(teacher))
+
+
+def _teacher_batch(
+    teacher: Any, x: torch.Tensor, idx: torch.Tensor, device: torch.device, *, online: bool
+) -> tuple[torch.Tensor, ...]:
+    """The teacher's outputs for the batch: its rows ``idx`` of the precomputed outputs, or
+    the teacher module run on ``x``."""
+    import torch
+
+    if not online:
+        return tuple(t[idx.to(device)] for t in teacher)
+    with torch.no_grad():
+        return tuple(o.float() for o in as_tuple(_forward(teacher, x, device)))
 
 
 def distill_step(
@@ -313,11 +358,13 @@ def distill_step(
     cfg: DistillConfig,
     *,
     data: Dataset,
-    teacher_logits: torch.Tensor,
+    teacher_logits: Teacher,
     seed: int,
     on_epoch: Callable[[int], None] | None = None,
+    loss: DistillLoss | None = None,
 ) -> nn.Module:
-    """The trial's step: :func:`train` against the teacher's logits with the trial's config."""
+    """The trial's step: :func:`train` against the teacher's outputs (or the teacher itself)
+    with the trial's config and the task's ``loss``."""
     import torch
 
     torch.manual_seed(seed)
@@ -332,4 +379,5 @@ def distill_step(
         temperature=cfg.temperature,
         alpha=cfg.alpha,
         on_epoch=on_epoch,
+        loss=loss,
     )

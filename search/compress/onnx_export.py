@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,14 +89,43 @@ def _batch_of(example_input: torch.Tensor, batch: int, *, noise: bool = False) -
     return x
 
 
-def _export(model: nn.Module, x: torch.Tensor, path: Path, *, exporter: str, opset: int) -> None:
+def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The model's raw outputs (a tensor or a tuple/list of tensors) as a tuple."""
+    with torch.no_grad():
+        out = model.eval()(x)
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
+
+
+def output_names(model: nn.Module, x: torch.Tensor, names: Sequence[str] | None) -> list[str]:
+    """``names``, or ``output`` for one output and ``output_0``, ``output_1``, ... for several.
+
+    Raises:
+        ExportError: ``names`` does not name every output.
+    """
+    count = len(_outputs(model, x[:1]))
+    if names is None:
+        return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    if len(names) != count:
+        raise ExportError(f"{len(names)} output names for {count} outputs")
+    return list(names)
+
+
+def _export(
+    model: nn.Module,
+    x: torch.Tensor,
+    path: Path,
+    *,
+    exporter: str,
+    opset: int,
+    names: list[str],
+) -> None:
     if exporter == "dynamo":
         torch.onnx.export(
             model,
             (x,),
             str(path),
             input_names=["input"],
-            output_names=["output"],
+            output_names=names,
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
             opset_version=opset,
             dynamo=True,
@@ -109,9 +138,9 @@ def _export(model: nn.Module, x: torch.Tensor, path: Path, *, exporter: str, ops
         (x,),
         str(path),
         input_names=["input"],
-        output_names=["output"],
+        output_names=names,
         opset_version=min(opset, 20),
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
         dynamo=False,
     )
 
@@ -128,8 +157,9 @@ def batch_dim(path: Path) -> str | int:
 def verify(
     path: Path, model: nn.Module, example_input: torch.Tensor, batches: tuple[int, ...] = (1, 3)
 ) -> dict[int, float]:
-    """Run the file at each batch size on ONNX Runtime's CPU provider; per batch, max |torch -
-    ORT| / max(1, max |torch|). Raises what ONNX Runtime raises for a batch it refuses."""
+    """Run the file at each batch size on ONNX Runtime's CPU provider; per batch, the largest
+    over the outputs of max |torch - ORT| / max(1, max |torch|). Raises what ONNX Runtime
+    raises for a batch it refuses."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -140,12 +170,20 @@ def verify(
     out: dict[int, float] = {}
     for b in batches:
         x = _batch_of(example_input, b, noise=True)
-        with torch.no_grad():
-            ref = model.eval()(x)
-        ref = (ref[0] if isinstance(ref, tuple | list) else ref).float().numpy()
-        got = sess.run(None, {name: x.numpy()})[0]
-        out[b] = float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max())))
+        refs = [r.float().numpy() for r in _outputs(model, x)]
+        got = sess.run(None, {name: x.numpy()})
+        if len(got) != len(refs):
+            raise ExportError(f"the file has {len(got)} outputs, the model {len(refs)}")
+        out[b] = max(_relative(g, r) for g, r in zip(got, refs, strict=True))
     return out
+
+
+def _relative(got: np.ndarray, ref: np.ndarray) -> float:
+    if got.shape != ref.shape:
+        raise ExportError(f"ONNX Runtime gave an output {got.shape} where torch gave {ref.shape}")
+    if ref.size == 0:
+        return 0.0
+    return float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max())))
 
 
 def _attempt(
@@ -156,10 +194,12 @@ def _attempt(
     exporter: str,
     batch: int,
     opset: int,
+    names: list[str],
 ) -> ExportResult:
     """One way of exporting; raises ExportError saying why the file is unusable."""
     with _quiet():
-        _export(model, _batch_of(example_input, batch), path, exporter=exporter, opset=opset)
+        x = _batch_of(example_input, batch)
+        _export(model, x, path, exporter=exporter, opset=opset, names=names)
     fixed = batch_dim(path)
     if isinstance(fixed, int):
         raise ExportError(f"the file fixes the batch at {fixed}")
@@ -192,13 +232,20 @@ def _first(e: BaseException) -> str:
 
 
 def export_with_report(
-    model: nn.Module, example_input: torch.Tensor, path: Path, *, opset: int = OPSET
+    model: nn.Module,
+    example_input: torch.Tensor,
+    path: Path,
+    *,
+    opset: int = OPSET,
+    names: Sequence[str] | None = None,
 ) -> ExportResult:
     """Export ``model`` (eval mode) to one self-contained ONNX file at ``path`` with a dynamic
     batch, traced at batch 2, then 3, then by the legacy exporter; each file is checked at
-    batches 1 and 3 in ONNX Runtime against torch (:func:`verify`).
+    batches 1 and 3 in ONNX Runtime against torch (:func:`verify`), every output.
 
-    The input is named ``input`` and the output ``output``; weights keep their PyTorch names.
+    The input is named ``input`` (in the example's dtype: int64 token ids stay int64) and the
+    outputs ``names`` (default :func:`output_names`); weights keep their PyTorch names. A
+    model returns one tensor or a tuple of tensors, batch first.
 
     Raises:
         ExportError: no way gave a usable file; the one-line message lists every attempt.
@@ -206,12 +253,14 @@ def export_with_report(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    out_names = output_names(model, example_input, names)
     notes: list[str] = []
     for exporter, batch in (("dynamo", 2), ("dynamo", 3), ("legacy", 2)):
         try:
             result = _attempt(
-                model, example_input, path, exporter=exporter, batch=batch, opset=opset
-            )
+                model, example_input, path, exporter=exporter, batch=batch, opset=opset,
+                names=out_names,
+            )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - try the next way, report all at the end
             what = str(e) if isinstance(e, ExportError) else f"{type(e).__name__}: {_first(e)}"
             if notes and notes[-1].endswith(f": {what}"):  # the same reason at another batch
@@ -226,7 +275,12 @@ def export_with_report(
 
 
 def export_onnx(
-    model: nn.Module, example_input: torch.Tensor, path: Path, *, opset: int = OPSET
+    model: nn.Module,
+    example_input: torch.Tensor,
+    path: Path,
+    *,
+    opset: int = OPSET,
+    names: Sequence[str] | None = None,
 ) -> Path:
     """:func:`export_with_report`, returning the path of the checked file."""
-    return export_with_report(model, example_input, path, opset=opset).path
+    return export_with_report(model, example_input, path, opset=opset, names=names).path

@@ -137,16 +137,8 @@ def export_trial(
     check_out_not_source(out, src, what=f"trial {number}'s own artifacts folder")
     measured_src = measured_source(src, rec, number=number)
     program = program_source(src, rec, number=number)  # checked before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"measured": out / measured_src.name}
-    shutil.copy2(measured_src, paths["measured"])
-    if measured_src.name != MODEL_ONNX:
-        paths["float_onnx"] = out / MODEL_ONNX
-        shutil.copy2(src / MODEL_ONNX, paths["float_onnx"])
+    paths = _copy_models(src, out, measured=measured_src, program=program)
     input_info = onnx_input(src / MODEL_ONNX)
-    if program is not None:  # copied, never loaded (see search.trial.programs)
-        paths["checkpoint"] = out / PROGRAM
-        shutil.copy2(program, paths["checkpoint"])
     task_copy = copy_task_file(study_arguments(study), out)
     if task_copy is not None:
         paths["task_file"] = task_copy
@@ -159,6 +151,21 @@ def export_trial(
     from search.export.readme import readme
 
     paths["readme"].write_text(readme(info, rec, baseline_of(study)))
+    return paths
+
+
+def _copy_models(src: Path, out: Path, *, measured: Path, program: Path | None) -> dict[str, Path]:
+    """Copy the measured file, the float ONNX file behind a quantized one, and the program
+    (copied, never loaded: see :mod:`search.trial.programs`) into ``out``; paths by role."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"measured": out / measured.name}
+    shutil.copy2(measured, paths["measured"])
+    if measured.name != MODEL_ONNX:
+        paths["float_onnx"] = out / MODEL_ONNX
+        shutil.copy2(src / MODEL_ONNX, paths["float_onnx"])
+    if program is not None:
+        paths["checkpoint"] = out / PROGRAM
+        shutil.copy2(program, paths["checkpoint"])
     return paths
 
 

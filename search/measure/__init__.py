@@ -5,7 +5,7 @@ can run on a target that has no PyTorch. This file only hands names on.
 """
 
 from search.measure.latency import LatencyStats
-from search.measure.measurement import Measurement, measure_onnx, run_batches
+from search.measure.measurement import Measurement, measure_onnx, run_all, run_batches
 from search.measure.memory import MemoryStats
 from search.measure.spec import MeasureSettings, MeasureSpec, ProviderSpec, Threads
 from search.measure.target import LocalTarget, Target, open_target
@@ -22,5 +22,6 @@ __all__ = [
     "Threads",
     "measure_onnx",
     "open_target",
+    "run_all",
     "run_batches",
 ]

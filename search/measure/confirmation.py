@@ -57,8 +57,9 @@ def time_files(
     profile's ``confirm_rounds`` rounds of ``paired_runs`` runs, pairing each with the reference
     (:func:`~search.measure.paired.time_paired`: noisy spreads are timed again).
 
-    ``latency_input`` is one input (its first row is repeated to the spec's first batch size);
-    None: a seeded standard-normal array of the reference's input shape. ``timing()`` is held
+    ``latency_input`` is one input in the dtype the model takes (its first row is repeated to
+    the spec's first batch size); None: a seeded standard-normal array of the reference's input
+    shape (zeros for integer inputs). ``timing()`` is held
     around the runs (a study's host lock); ``device_label`` as in
     :func:`~search.measure.runtime.describe_device`.
 
@@ -102,8 +103,15 @@ def _feed(
     session: ort.InferenceSession, latency_input: np.ndarray | None, batch: int
 ) -> np.ndarray:
     if latency_input is not None:
-        one = np.asarray(latency_input, dtype=np.float32)[:1]
+        one = np.asarray(latency_input)[:1]  # in the dtype the model takes (int64 ids too)
     else:
-        dims = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
-        one = np.random.default_rng(0).standard_normal(dims).astype(np.float32)[:1]
+        first = session.get_inputs()[0]
+        dims = [d if isinstance(d, int) else 1 for d in first.shape]
+        if first.type in _INTEGER:  # token ids: 0 is a valid id of any vocabulary
+            one = np.zeros(dims, dtype=_INTEGER[first.type])[:1]
+        else:
+            one = np.random.default_rng(0).standard_normal(dims).astype(np.float32)[:1]
     return np.repeat(one, batch, axis=0)
+
+
+_INTEGER = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}

@@ -28,9 +28,10 @@ from search.measure.spec import MeasureSpec
 
 @dataclass
 class Measurement:
-    """Raw measurement of one ONNX file; accuracy is computed from ``outputs`` by the caller."""
+    """Raw measurement of one ONNX file; the metric is computed from ``outputs`` (every output of
+    the file over the evaluation inputs, in the file's order, batch first) by the caller."""
 
-    outputs: np.ndarray
+    outputs: list[np.ndarray]
     latency: list[LatencyStats]
     memory: MemoryStats
     size_bytes: int
@@ -52,16 +53,45 @@ class Measurement:
         }
 
 
+def run_all(
+    session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256
+) -> list[np.ndarray]:
+    """Every output of the session over ``inputs`` (N x ..., in the dtype the model takes:
+    float images, int64 token ids), run ``batch_size`` at a time."""
+    name = session.get_inputs()[0].name
+    parts = [
+        session.run(None, {name: inputs[i : i + batch_size]})
+        for i in range(0, len(inputs), batch_size)
+    ]
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+
 def run_batches(
     session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
     """The session's first output over ``inputs`` (N x ...), run ``batch_size`` at a time."""
-    name = session.get_inputs()[0].name
-    outs = [
-        session.run(None, {name: inputs[i : i + batch_size]})[0]
-        for i in range(0, len(inputs), batch_size)
-    ]
-    return np.concatenate(outs)
+    return run_all(session, inputs, batch_size)[0]
+
+
+def pack_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Several outputs (batch first, any dtypes) as one (N, bytes) uint8 array and the layout
+    that :func:`unpack_outputs` reads back exactly: how the agent returns them in one blob."""
+    n = len(outputs[0])
+    layout = [{"shape": list(o.shape[1:]), "dtype": o.dtype.str} for o in outputs]
+    rows = [np.ascontiguousarray(o).reshape(n, -1).view(np.uint8) for o in outputs]
+    return np.concatenate(rows, axis=1) if n else np.zeros((0, 0), np.uint8), layout
+
+
+def unpack_outputs(packed: np.ndarray, layout: list[dict[str, Any]]) -> list[np.ndarray]:
+    """The outputs :func:`pack_outputs` packed."""
+    out, at = [], 0
+    for part in layout:
+        dtype, shape = np.dtype(part["dtype"]), tuple(int(d) for d in part["shape"])
+        width = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        chunk = np.ascontiguousarray(packed[:, at : at + width])
+        out.append(chunk.view(dtype).reshape(len(packed), *shape))
+        at += width
+    return out
 
 
 def measure_onnx(
@@ -74,9 +104,9 @@ def measure_onnx(
     reference: Path | str | None = None,
     timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Measurement:
-    """Run ``path`` as ``spec`` says: outputs over ``eval_inputs``, then latency at each of the
-    spec's batch sizes (``latency_input`` repeated: the same input every trial), then peak
-    memory at the first batch size in a fresh child process.
+    """Run ``path`` as ``spec`` says: every output over ``eval_inputs``, then latency at each of
+    the spec's batch sizes (``latency_input`` repeated: the same input every trial), then peak
+    memory at the first batch size in a fresh child process. Inputs keep their dtype.
 
     With ``reference`` (the study's baseline file) the first batch size is timed interleaved
     with it (:func:`~search.measure.paired.time_paired`): ``extra["paired"]`` holds the relative
@@ -92,8 +122,9 @@ def measure_onnx(
     """
     session = create_session(path, spec)
     name = session.get_inputs()[0].name
-    outputs = run_batches(session, eval_inputs.astype(np.float32, copy=False))
-    one = latency_input[:1].astype(np.float32, copy=False)
+    # The inputs keep their dtype: the file takes what the model took (int64 token ids too).
+    outputs = run_all(session, eval_inputs)
+    one = latency_input[:1]
     feeds = [{name: np.repeat(one, bs, axis=0)} for bs in spec.batch_sizes]
     extra: dict[str, Any] = {"measured_by": "local"}
     settings = spec.measure

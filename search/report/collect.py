@@ -30,7 +30,12 @@ from search.record import (
     confirmed_rows,
 )
 from search.report.hypervolume import hypervolume
-from search.report.notes import confirmation_note, measurement_notes, row_notes
+from search.report.notes import (
+    confirmation_note,
+    measurement_notes,
+    output_notes,
+    row_notes,
+)
 from search.report.picking import Pick, candidates, pick
 from search.report.quantization import precision_summary, quantization_summary, sensitivity_rows
 
@@ -186,6 +191,7 @@ def build_report(study: optuna.Study, *, picks: Sequence[str] = ()) -> ReportDat
     )
     data.notes = measurement_notes(trials, baseline, metric)
     data.notes += [n for n in [confirmation_note(data.confirmed)] if n]
+    data.notes += output_notes(study.user_attrs.get("model") or {})
     base_acc = baseline.accuracy if baseline else None
     data.picks = [pick(trials, rule, baseline_accuracy=base_acc, metric=metric) for rule in picks]
     data.importances, data.importance_note = importances(study)

@@ -62,6 +62,20 @@ def _split_note(baseline: BaselineRecord, metric: str) -> str:
     )
 
 
+def output_notes(model: dict[str, Any]) -> list[str]:
+    """What the measured files compute and what runs outside them (post-processing such as
+    box decoding and NMS), what the metric read and how outputs were distilled, from the
+    study's ``model`` record; none for a study made before it was recorded."""
+    read = (model.get("export") or {}).get("outputs") or {}
+    if not read:
+        return []
+    shapes = ", ".join(f"{n} {tuple(s)}" for n, s in (read.get("outputs") or {}).items())
+    return [
+        f"exported and measured: {read.get('exported')} (outputs per item: {shapes})",
+        f"the metric reads {read.get('scored')}; distillation: {read.get('distillation')}",
+    ]
+
+
 def confirmation_note(confirmed: dict[str, Any]) -> str:
     """One sentence on the front's confirmation, or '' when there was none."""
     if not confirmed:

@@ -44,7 +44,7 @@ def save_latency_input(references: Path, array: np.ndarray) -> None:
     references.mkdir(parents=True, exist_ok=True)
     path = references / LATENCY_INPUT
     if not path.is_file():
-        np.save(path, np.asarray(array, dtype=np.float32), allow_pickle=False)
+        np.save(path, np.asarray(array), allow_pickle=False)  # its dtype: int64 ids stay ids
 
 
 def _latency_input(references: Path) -> np.ndarray | None:

@@ -155,12 +155,7 @@ def _run_checked(
         )  # fmt: skip
         study = joined.study
         spec = dataclasses.replace(spec, space=joined.ctx.space)  # groups fitted to the model
-        if enqueue and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            for params in enqueue:
-                study.enqueue_trial(dict(params), skip_if_exists=True)
-        stale = fail_stale_trials(study)
-        if stale:
-            console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
+        _enqueue_and_fail_stale(study, enqueue)
         # Training yields to latency timing of any worker on this host between batches. A task's
         # train split is map-style (torch's Dataset type declares no __len__), and so is Paced.
         train = cast("Items", joined.ctx.task.train)
@@ -172,6 +167,19 @@ def _run_checked(
         confirm_after_run(study, profile=profile, study_dir=spec.study_dir, target=target)
     console.print(f"results: {spec.study_dir} (trials.csv, report.html, artifacts/)")
     return study
+
+
+def _enqueue_and_fail_stale(study: optuna.Study, enqueue: Sequence[dict[str, Any]]) -> None:
+    """Enqueue ``enqueue`` into a study without finished trials, and mark the trials a stopped
+    worker left running as failed (their configurations are rerun)."""
+    from search.core.progress import console
+
+    if enqueue and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for params in enqueue:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+    stale = fail_stale_trials(study)
+    if stale:
+        console.print(f"marked {stale} interrupted trial(s) as failed; they will be rerun")
 
 
 def _note_timing_threads(profile: Profile, threads: int) -> None:

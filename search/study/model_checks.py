@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from search.compress.prune.plan import OUTPUT_LAYER, PrunePlan
 from search.config import Space
+from search.core.errors import describe
 from search.core.progress import console
 from search.core.schema import FloatRange
-from search.errors import ConfigError, TaskError
-from search.trial.context import checked_metric
+from search.errors import ConfigError, SearchError, TaskError
+from search.trial.context import MetricError, checked_metric
 
 if TYPE_CHECKING:
     import optuna
@@ -92,14 +93,14 @@ def check_model(task: Task, space: Space) -> ModelChecks:
         ConfigError: a precision group or low-rank pattern matches no layer of the model.
         ModelError: no exporter made an ONNX file with a dynamic batch that agrees with torch.
     """
-    from search.compress import distill as kd
-
     model, x = task.model, task.example_input
-    where = "the validation split (the uncompressed model, in torch)"
-    checked_metric(kd.evaluate(model, task.val, task.metric), task.metric_name, where)
+    check_metric(task)
+    outputs = check_loss(task)
     check_lowrank_patterns(model, space)
+    names = task.outputs.output_names(len(outputs["outputs"]))
     with tempfile.TemporaryDirectory(prefix="search-check.") as tmp:
-        export = _export(model, x, Path(tmp) / "model.onnx")
+        export = _export(model, x, Path(tmp) / "model.onnx", names)
+        export["outputs"] = outputs
         groups, source, notes = fit_groups(model, x, space, Path(tmp) / "model.onnx")
     plan = dry_run(task, space)
     quantize = space.quantize.model_copy(update={"groups": groups})
@@ -110,6 +111,66 @@ def check_model(task: Task, space: Space) -> ModelChecks:
     checks = ModelChecks(space.model_copy(update=update), source, plan, export, notes)
     _say(checks)
     return checks
+
+
+def check_metric(task: Task) -> float:
+    """The task's metric of the uncompressed model on the validation split, in torch.
+
+    Raises:
+        MetricError: the metric raised, or returned something that is not a finite number.
+    """
+    from search.compress import distill as kd
+
+    where = "the validation split (the uncompressed model, in torch)"
+    try:
+        outs, labels = kd.outputs_and_labels(task.model, task.val)
+    except Exception as e:  # noqa: BLE001 - the user's model or data failed on their data
+        raise ModelError(f"the model failed on {where}: {describe(e)}") from None
+    try:
+        value = task.metric(task.outputs.read(outs), labels)
+    except SearchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's metric failed on their outputs
+        shapes = ", ".join(str(o.shape) for o in outs)
+        raise MetricError(
+            f"the task's metric {task.metric_name!r} raised {describe(e)} on {where} "
+            f"(outputs {shapes}, labels {labels.shape})"
+        ) from None
+    return checked_metric(value, task.metric_name, where)
+
+
+def check_loss(task: Task) -> dict[str, Any]:
+    """One distillation loss on two training items, the teacher against itself: the loss must
+    read the model's outputs with the task's labels. Returns the record of how outputs are read
+    (:meth:`~search.tasks.outputs.Outputs.describe`).
+
+    Raises:
+        ModelError: the loss raised or is not a finite number (one line naming the shapes).
+    """
+    import math
+
+    import torch
+
+    from search.compress.distill import as_tuple
+    from search.tasks import stack
+
+    x, y = stack(task.train, limit=2)
+    loss = task.outputs.distill_loss
+    with torch.no_grad():
+        out = as_tuple(task.model.eval()(x))
+        shapes = [tuple(o.shape) for o in out]
+        try:
+            value = float(loss(out, out, y, temperature=2.0, alpha=0.5))
+        except Exception as e:  # noqa: BLE001 - the loss does not fit these outputs or labels
+            raise ModelError(
+                f"distillation ({loss.describe()}) cannot read the outputs "
+                f"{', '.join(map(str, shapes))} with the training labels {tuple(y.shape)} "
+                f"{y.dtype}: {describe(e)}; give the task a loss that fits its outputs, "
+                "Task(outputs=Outputs(loss=...)) (see docs/your-own-model.md)"
+            ) from None
+    if not math.isfinite(value):
+        raise ModelError(f"distillation ({loss.describe()}) gives {value} on two training items")
+    return task.outputs.describe([s[1:] for s in shapes])
 
 
 def check_lowrank_patterns(model: nn.Module, space: Space) -> None:
@@ -131,11 +192,13 @@ def check_lowrank_patterns(model: nn.Module, space: Space) -> None:
             )
 
 
-def _export(model: nn.Module, x: torch.Tensor, path: Path) -> dict[str, Any]:
+def _export(
+    model: nn.Module, x: torch.Tensor, path: Path, names: tuple[str, ...]
+) -> dict[str, Any]:
     from search.compress.onnx_export import ExportError, export_with_report
 
     try:
-        result = export_with_report(model, x, path)
+        result = export_with_report(model, x, path, names=names)
     except ExportError as e:
         why = f"the model cannot be exported to ONNX with a dynamic batch: {e}"
         raise ModelError(why) from None
@@ -219,7 +282,13 @@ def _say(checks: ModelChecks) -> None:
     say = functools.partial(console.print, markup=False, highlight=False)  # reasons hold [..]
     for note in checks.notes + checks.export.get("notes", []):
         say(f"note: {note}")
+    read = checks.export.get("outputs") or {}
+    if read:
+        shapes = ", ".join(f"{n} {tuple(s)}" for n, s in read["outputs"].items())
+        say(f"outputs: {shapes}; distillation: {read['distillation']}")
     plan = checks.prune_plan
+    for rewrite in plan.rewrites:
+        say(f"pruning rewrites {rewrite} (the same function, prunable)")
     if plan.error:
         say(
             f"pruning: nothing of this model can be pruned ({plan.error}); prune ratio fixed "

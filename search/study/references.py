@@ -25,7 +25,7 @@ from search.compress.quantize.step import uniform_int8
 from search.core.formatting import fmt
 from search.core.progress import console
 from search.measure.load import describe_load
-from search.measure.measurement import run_batches
+from search.measure.measurement import run_all
 from search.measure.runtime import create_session
 from search.record import BaselineRecord, TrialRecord, baseline_of
 from search.study.warm_start import enqueued, warm_start_params
@@ -48,7 +48,7 @@ def export_float(ctx: Context, out_dir: Path) -> Path:
     """The uncompressed model as ``out_dir/model.onnx`` (exported once, then reused)."""
     path = out_dir / "model.onnx"
     if not path.is_file():
-        export_onnx(ctx.task.model, ctx.task.example_input, path)
+        export_onnx(ctx.task.model, ctx.task.example_input, path, names=ctx.output_names)
     return path
 
 
@@ -146,7 +146,8 @@ def _validation_metric(ctx: Context) -> Callable[[Path], float]:
     spec, labels = ctx.profile.measure_spec(), y_val.numpy()
 
     def evaluate(path: Path) -> float:
-        return ctx.task.metric(run_batches(create_session(path, spec), x_val.numpy()), labels)
+        outputs = run_all(create_session(path, spec), x_val.numpy())
+        return ctx.task.metric(ctx.task.outputs.read(outputs), labels)
 
     return evaluate
 
@@ -217,7 +218,7 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
     if refs.sensitivity:
         sens = refs.sensitivity
         order = ", ".join(f"{g} {sens['groups'][g]['drop']:+.4f}" for g in sens["order"])
-        console.print(f"sensitivity (accuracy drop, {sens['precision']}): {order}")
+        console.print(f"sensitivity ({name} drop, {sens['precision']}): {order}")
 
 
 def store(

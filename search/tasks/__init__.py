@@ -29,12 +29,19 @@ BUILTIN = {
     "imagefolder": "search.tasks.vision:make_imagefolder_task",
     "cifar10": "search.tasks.vision:make_cifar10_task",
     "distorted_digits": "search.tasks.distorted_digits:make_task",
+    "shapes_detection": "search.tasks.shapes_detection:make_task",
+    "shapes_segmentation": "search.tasks.shapes_segmentation:make_task",
+    "tokens": "search.tasks.tokens:make_task",
+    "detection": "search.tasks.dense_data:make_detection_task",
+    "segmentation": "search.tasks.dense_data:make_segmentation_task",
 }
 
 _FROM_BASE = ("Task", "accuracy", "stack")
+_FROM_OUTPUTS = ("Outputs",)
 
 __all__ = [
     "BUILTIN",
+    "Outputs",
     "Task",
     "accuracy",
     "check_options",
@@ -50,6 +57,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _FROM_BASE:
         return getattr(importlib.import_module("search.tasks.base"), name)
+    if name in _FROM_OUTPUTS:
+        return getattr(importlib.import_module("search.tasks.outputs"), name)
     raise AttributeError(f"module 'search.tasks' has no attribute {name!r}")
 
 
@@ -148,8 +157,15 @@ def check_options(factory: Callable[..., Task], spec: str, options: dict[str, An
 def load_task(
     spec: str, *, seed: int, cache_dir: Path, options: dict[str, Any] | None = None
 ) -> Task:
-    """Call the task factory; ``options`` (model, weights, data, ...) go to it as keywords."""
+    """Call the task factory; ``options`` (model, weights, data, ...) go to it as keywords.
+    The task comes back checked, with the model the study compresses
+    (:func:`search.tasks.checks.prepare`).
+
+    Raises:
+        TaskError: an unknown or failing factory, or an unusable task (one line).
+    """
     from search.tasks.base import Task
+    from search.tasks.checks import prepare
 
     options = dict(options or {})
     factory = resolve_factory(spec)
@@ -162,7 +178,7 @@ def load_task(
         raise TaskError(f"task {spec!r} failed to load {_where(e)}") from None
     if not isinstance(task, Task):
         raise TaskError(f"task {spec!r}: the factory returned {type(task).__name__}, not a Task")
-    return task
+    return prepare(task, spec)
 
 
 PATH_OPTIONS = ("weights", "data")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -21,6 +23,8 @@ from search.errors import TaskError
 from search.tasks.base import accuracy
 
 _USED: dict[str, Path] = {}
+Criterion = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]
+Metric = Callable[[Any, np.ndarray], float]
 
 
 def teacher_files() -> dict[str, Path]:
@@ -39,8 +43,15 @@ def load_or_train(
     cache_dir: Path,
     lr: float = 3e-3,
     batch_size: int = 64,
+    criterion: Criterion | None = None,
+    metric: Metric = accuracy,
+    read: Callable[[list[np.ndarray]], Any] | None = None,
 ) -> nn.Module:
-    """Return the cached teacher for ``key``, training and caching it on first use."""
+    """Return the cached teacher for ``key``, training and caching it on first use.
+
+    ``criterion(outputs, labels)`` is the supervised loss (cross-entropy by default);
+    ``metric`` (on ``read(outputs)``) is the validation figure printed once it is trained.
+    """
     path = teachers_dir(cache_dir) / f"{key}.pt"
     model = build()
     if not path.is_file():
@@ -58,6 +69,9 @@ def load_or_train(
                     seed=seed,
                     lr=lr,
                     batch_size=batch_size,
+                    criterion=criterion,
+                    metric=metric,
+                    read=read,
                 )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -81,6 +95,9 @@ def _train(
     seed: int,
     lr: float,
     batch_size: int,
+    criterion: Criterion | None,
+    metric: Metric,
+    read: Callable[[list[np.ndarray]], Any] | None,
 ) -> nn.Module:
     from search.core.progress import status
 
@@ -88,15 +105,19 @@ def _train(
     model = build()
     start = time.perf_counter()
     with status(f"training the {key} teacher ({epochs} epochs, first use only)"):
-        kd.train(model, data=train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    val_acc = kd.evaluate(model, val, accuracy)
+        kd.train(
+            model, data=train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+            criterion=criterion,
+        )  # fmt: skip
+    val_acc = kd.evaluate(model, val, metric, read=read)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": model.state_dict(), "val_accuracy": val_acc, "epochs": epochs}, tmp)
     tmp.replace(path)
     _USED[key] = path
+    name = getattr(metric, "__name__", "metric")
     print(
-        f"teacher {key}: validation accuracy {val_acc:.4f}, "
+        f"teacher {key}: validation {name} {val_acc:.4f}, "
         f"trained in {time.perf_counter() - start:.1f} s, cached at {path}"
     )
     return model.eval()

@@ -98,6 +98,11 @@ def load_weights(model: nn.Module, path: Path, *, what: str) -> nn.Module:
     """Load the checkpoint at ``path`` into ``model``; a mismatch is a one-line TaskError."""
     state = read_state_dict(path)
     own = model.state_dict()
+    # BatchNorm's step counter is bookkeeping: a checkpoint of a model built with torchvision's
+    # FrozenBatchNorm2d (its pretrained detectors) has none.
+    for k, v in own.items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [

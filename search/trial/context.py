@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from search.compress import distill as kd
+from search.compress.prune.plan import output_shapes
 from search.compress.prune.step import count_macs, count_params
 from search.config import Profile, Space
 from search.errors import TaskError
@@ -72,7 +73,9 @@ class Context:
     profile: Profile
     seed: int
     measure: MeasureFn
-    teacher_logits: torch.Tensor
+    # The teacher's raw outputs over the training split (a tuple of tensors, one row per item),
+    # or the teacher module itself when they would not fit in memory (run on each batch).
+    teacher_logits: tuple[torch.Tensor, ...] | nn.Module
     eval_inputs: np.ndarray
     eval_labels: np.ndarray
     baseline_val: float
@@ -86,6 +89,7 @@ class Context:
     # Distilled students shared by trials that differ only in their precision plan (None: every
     # trial distills its own; see search.trial.students).
     students: StudentStore | None = None
+    output_names: tuple[str, ...] = ("output",)  # the exported files' outputs
 
     @classmethod
     def build(
@@ -98,11 +102,13 @@ class Context:
         measure: MeasureFn,
         prune_plan: PrunePlan | None = None,
     ) -> Context:
-        """Compute the study's fixed data once: teacher logits over the training split, the
+        """Compute the study's fixed data once: teacher outputs over the training split, the
         validation (and test) split as arrays, the calibration inputs and the base model's
         size."""
-        # The teacher is frozen and the training data is fixed, so its logits are computed once.
-        teacher_logits = kd.predict(task.model, task.train)
+        # The teacher is frozen and the training data is fixed, so its outputs are computed
+        # once, unless they would take more memory than TEACHER_OUTPUTS_BYTES.
+        teacher_logits = teacher_outputs(task)
+        names = task.outputs.output_names(len(output_shapes(task.model, task.example_input)))
         x_val, y_val = stack(task.val)
         inputs, test_labels = x_val.numpy(), None
         if task.has_test_split:
@@ -120,7 +126,7 @@ class Context:
             eval_inputs=inputs,
             eval_labels=y_val.numpy(),
             baseline_val=checked_metric(
-                kd.evaluate(task.model, task.val, task.metric),
+                kd.evaluate(task.model, task.val, task.metric, read=task.outputs.read),
                 task.metric_name,
                 "the validation split (the uncompressed model)",
             ),
@@ -129,6 +135,7 @@ class Context:
             calib_inputs=x_calib.numpy(),
             prune_plan=prune_plan,
             test_labels=test_labels,
+            output_names=names,
         )
 
     def kernel_report(self, path: Path, out_path: Path) -> dict[str, Any]:
@@ -140,6 +147,23 @@ class Context:
                 "through an agent"
             }
         return kernel_report(path, self.profile.measure_spec(), out_path)
+
+
+TEACHER_OUTPUTS_BYTES = 1 << 30  # kept in memory up to this size, else computed per batch
+
+
+def teacher_outputs(task: Task) -> tuple[torch.Tensor, ...] | nn.Module:
+    """The teacher's raw outputs over ``task.train`` (float32, on the CPU), or the teacher
+    itself when they would take more than :data:`TEACHER_OUTPUTS_BYTES` (a detector's
+    per-anchor scores over thousands of images)."""
+    import torch
+
+    with torch.no_grad():
+        one = kd.as_tuple(task.model.eval()(task.example_input[:1]))
+    per_item = sum(4 * o[0].numel() for o in one)
+    if per_item * len(task.train) > TEACHER_OUTPUTS_BYTES:  # type: ignore[arg-type]
+        return task.model
+    return kd.predict_outputs(task.model, task.train)
 
 
 def model_size(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
@@ -156,7 +180,8 @@ def score(path: Path, ctx: Context) -> tuple[float, Measurement]:
     """
     measurement = ctx.measure(path)
     task, n_val = ctx.task, len(ctx.eval_labels)
-    metric = task.metric(measurement.outputs[:n_val], ctx.eval_labels)
+    metric = task.metric(task.outputs.read([o[:n_val] for o in measurement.outputs]),
+                         ctx.eval_labels)  # fmt: skip
     where = f"the validation split of {path.name}"
     return checked_metric(metric, task.metric_name, where), measurement
 
@@ -165,7 +190,9 @@ def metric_on_test(ctx: Context, m: Measurement) -> float | None:
     """The task metric of ``m``'s outputs on the test split; None without a test split."""
     if ctx.test_labels is None:
         return None
-    metric = ctx.task.metric(m.outputs[len(ctx.eval_labels) :], ctx.test_labels)
+    n_val = len(ctx.eval_labels)
+    metric = ctx.task.metric(ctx.task.outputs.read([o[n_val:] for o in m.outputs]),
+                             ctx.test_labels)  # fmt: skip
     return checked_metric(metric, ctx.task.metric_name, "the test split")
 
 

@@ -169,7 +169,9 @@ def _student(
         return onnx_path, cached
     draft.val_history = _distill(student, cfg, ctx=ctx, timer=timer, on_epoch=on_epoch)
     with timer.step("export"):
-        onnx_path = export_onnx(student, ctx.task.example_input, out_dir / MODEL_ONNX)
+        onnx_path = export_onnx(
+            student, ctx.task.example_input, out_dir / MODEL_ONNX, names=ctx.output_names
+        )
     with timer.step("program"):  # the torch model as data (model.pt2), never as a pickle
         draft.program = try_save_program(student, ctx.task.example_input, out_dir / PROGRAM)
     stored = _store_student(
@@ -249,7 +251,7 @@ def _distill(
     task, history = ctx.task, []
 
     def epoch_done(epoch: int) -> None:
-        history.append(kd.evaluate(student, task.val, task.metric))
+        history.append(kd.evaluate(student, task.val, task.metric, read=task.outputs.read))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
 
@@ -261,6 +263,7 @@ def _distill(
             teacher_logits=ctx.teacher_logits,
             seed=ctx.seed,
             on_epoch=epoch_done,
+            loss=task.outputs.distill_loss,
         )
     return history
 

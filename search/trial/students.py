@@ -116,7 +116,7 @@ class StudentStore:
         root: Path,
         *,
         task: Task,
-        teacher_logits: torch.Tensor,
+        teacher_logits: tuple[torch.Tensor, ...] | nn.Module,
         seed: int,
         round_to: int | None,
         space: Space,
@@ -126,7 +126,7 @@ class StudentStore:
             "version": _VERSION,
             "task": task.key,
             "teacher": state_dict_digest(task.model.state_dict()),
-            "data": state_dict_digest({"teacher_logits": teacher_logits}),
+            "data": _data_digest(task, teacher_logits),
             "train_items": len(task.train),  # type: ignore[arg-type]
             "ignored_layers": list(task.ignored_layers),
             "seed": seed,
@@ -203,6 +203,20 @@ class StudentStore:
             if self.find(digest) is None:
                 raise
         return self.find(digest)  # type: ignore[return-value]
+
+
+def _data_digest(task: Task, teacher: tuple[torch.Tensor, ...] | nn.Module) -> str:
+    """What the training data is to a student: the teacher's outputs over it (the first under
+    the name a single output always had, so older digests hold), or, where the teacher runs
+    per batch, the data itself."""
+    from torch import nn
+
+    from search.tasks.digests import dataset_digest
+
+    if isinstance(teacher, nn.Module):
+        return dataset_digest(task.train)
+    names = ["teacher_logits", *(f"teacher_logits_{i}" for i in range(1, len(teacher)))]
+    return state_dict_digest(dict(zip(names, teacher, strict=True)))
 
 
 def link_or_copy(src: Path, dst: Path) -> Path:

@@ -40,3 +40,21 @@ def test_a_child_past_its_time_is_a_failed_row_and_the_sweep_goes_on():
         "model": "resnet18", "verdict": "FAIL", "failed_step": "child",
         "reason": "timeout after 0.5 s",
     }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_one_segmenter_passes_every_step_and_fills_its_table():
+    pytest.importorskip("torchvision")
+    from search.bench.zoo_dense import dense_table, one
+
+    rec = one("lraspp_mobilenet_v3_large", kind="segmentation", max_params=60e6)
+    assert rec["verdict"] == "PASS", rec
+    assert rec["params_pruned"] < rec["params_before"] and not rec["left_alone"]
+    assert rec["kept"] == ["classifier.low_classifier", "classifier.high_classifier"]
+    assert rec["export"]["outputs"] == 1 and max(rec["export"]["ort_vs_torch"].values()) < 1e-3
+    assert rec["integer_layers"] > 0 and "classes in the argmax" in rec["decoded"]
+    rec["wall_s"] = 1.0
+    page = dense_table([rec], kind="segmentation", mem_gb=10, max_params=60e6)
+    assert (
+        "**Totals: PASS 1** (1 models)" in page and "| lraspp_mobilenet_v3_large | 128 |" in page
+    )

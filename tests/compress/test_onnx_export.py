@@ -86,3 +86,30 @@ def test_a_model_no_exporter_can_make_dynamic_is_one_line_naming_every_attempt(t
     assert not (tmp_path / "m.onnx").exists()
     out, errors = capfd.readouterr()
     assert out == "" and errors == ""  # the exporters' dumps and ONNX Runtime's log stay quiet
+
+
+class _Tagger(torch.nn.Module):
+    """int64 ids -> per-token logits and a pooled vector: an integer input, two outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        return self.head(h), h.mean(1)
+
+
+def test_an_int64_input_and_several_outputs_export_with_a_dynamic_batch(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 16, (1, 5))
+    result = export_with_report(
+        _Tagger().eval(), ids, tmp_path / "t.onnx", names=["tags", "pooled"]
+    )
+    graph = onnx.load(str(result.path)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [o.name for o in graph.output] == ["tags", "pooled"]
+    assert result.exporter == "dynamo" and max(result.verified.values()) < 1e-5

@@ -49,6 +49,7 @@ def test_the_default_space_keeps_its_own_groups_on_the_digits_resnet():
     task.model = ResNet(num_classes=10, widths=(8, 8, 8), blocks_per_stage=2).eval()
     task.example_input = torch.randn(1, 1, 16, 16)
     task.val = torch.utils.data.TensorDataset(torch.randn(8, 1, 16, 16), torch.zeros(8).long())
+    task.train = task.val
     checks = check_model(task, load_space("default"))
     assert checks.groups_source == "space"
     assert checks.space.quantize.groups == load_space("default").quantize.groups

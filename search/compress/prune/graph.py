@@ -55,9 +55,15 @@ _ROUTING = (
 
 
 def _infer_out(graph: tp.DependencyGraph, node: tp.dependency.Node) -> int | None:
+    """The library's channel inference for ``node``, or None where it raises (its legacy
+    recursion indexes a split's parts per consumer, shape_infer.py:68, and runs past the
+    parts of a split read by more consumers than it has parts: a C2f with two bottlenecks)."""
     from torch_pruning.dependency import shape_infer
 
-    return shape_infer.infer_out_channels_recursively(graph, node, [0])
+    try:
+        return shape_infer.infer_out_channels_recursively(graph, node, [0])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _output_nr(
@@ -196,10 +202,12 @@ def repair_graph(graph: tp.DependencyGraph) -> None:
     dims, and disable the mapping of nodes whose mapping raised (see the module docstring)."""
     for node, reason in list(graph.opaque.items()):
         make_opaque(graph, node, reason)
-    for node in list(graph.module2node.values()):
+    nodes = list(graph.module2node.values())
+    for node in nodes:  # splits first: the channel inference below reads their part sizes
         if node.type == OPTYPE.SPLIT:
             _fix_split(graph, node)
-        elif node.type == OPTYPE.PARAMETER:
+    for node in nodes:
+        if node.type == OPTYPE.PARAMETER:
             _fix_parameter_dim(graph, node)
         elif node.type == OPTYPE.ELEMENTWISE:
             _cut_broadcasts(graph, node)

@@ -51,18 +51,24 @@ class ChunkGLU(nn.Module):
         return a * torch.sigmoid(b)
 
 
-def rewrite_for_pruning(model: nn.Module) -> list[str]:
-    """Replace modules the library mis-maps by exact equivalents, in place; their names.
+def rewrite_for_pruning(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
+    """Replace modules the library mis-maps by exact equivalents, in place; what was done.
 
     ``nn.GLU`` has no parameters, so state_dict keys do not change; :func:`undo_rewrites` puts
-    the original type back after pruning.
+    the original type back after pruning. With ``x``, YOLOv8's C2f blocks become
+    :class:`~search.compress.prune.c2f.SplitC2f` (checked equal on ``x``), for good: a pruned
+    C2f has halves of unequal width, which only the rewritten block computes.
     """
+    from search.compress.prune.c2f import rewrite_c2f
+
     done = []
     for name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             if type(child) is nn.GLU:
                 setattr(parent, child_name, ChunkGLU(child.dim))
                 done.append(f"{name}.{child_name}" if name else child_name)
+    if x is not None:
+        done += [f"{n} (C2f -> SplitC2f: cv1 as two convs)" for n in rewrite_c2f(model, x)]
     return done
 
 

@@ -140,10 +140,11 @@ def build_pruner(
     return pruner
 
 
-def output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """The shape of every raw output of ``model`` at ``x`` (one tensor or a tuple of them)."""
     with torch.no_grad():
         out = model.eval()(x)
-    return out[0] if isinstance(out, tuple | list) else out
+    return [tuple(o.shape) for o in (out if isinstance(out, tuple | list) else (out,))]
 
 
 def dry_run_ratio(ratio: float) -> float:
@@ -170,12 +171,12 @@ def plan_pruning(
     ratio = dry_run_ratio(ratio)
     plan = PrunePlan(left_alone=dict.fromkeys(ignored_layers, OUTPUT_LAYER))
     plan.left_alone.update(attention_heads(model)[2])
-    expected = output(model, example_input).shape
+    expected = output_shapes(model, example_input)
     with guarded_torch_pruning():
         for _ in range(max_rounds):
             plan.dry_runs += 1
             work = copy.deepcopy(model)
-            plan.rewrites = rewrite_for_pruning(work)
+            plan.rewrites = rewrite_for_pruning(work, example_input)
             try:
                 ignored = list(plan.left_alone)
                 pruner = build_pruner(
@@ -244,7 +245,7 @@ def _dynamic_pass(
     pruner: tp.pruner.MetaPruner,
     work: nn.Module,
     x: torch.Tensor,
-    expected: torch.Size,
+    expected: list[tuple[int, ...]],
     plan: PrunePlan,
 ) -> bool:
     """Cut group by group; True when every group passed, False after leaving one alone."""
@@ -253,9 +254,9 @@ def _dynamic_pass(
         for group in _tracked_groups(pruner, current):
             group.prune()
             default_fixups(work)
-            got = output(work, x).shape
+            got = output_shapes(work, x)
             if got != expected:
-                raise RuntimeError(f"output shape changed from {tuple(expected)} to {tuple(got)}")
+                raise RuntimeError(f"output shape changed from {expected} to {got}")
         return True
     except Exception as e:  # noqa: BLE001 - any failure is this group's fault
         names, via = _blame(pruner, current["group"], work)
@@ -283,7 +284,7 @@ def prune_with_plan(
         return work
     current: dict[str, tp.dependency.Group | None] = {"group": None}
     with guarded_torch_pruning():
-        rewrite_for_pruning(work)
+        rewrite_for_pruning(work, example_input)
         pruner = build_pruner(
             work, example_input, ratio=ratio, ignored=list(plan.left_alone), **settings
         )

@@ -204,10 +204,9 @@ def prune_with_report(
     names = ignored_names(model, example_input, ignored_layers)
     if plan is None and ratio > 0.0:
         plan = pp.plan_pruning(model, example_input, ignored_layers=names, ratio=ratio)
-    report = PruneReport(
-        left_alone={**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})},
-        unwrapped=[name for name, _, _ in pp.unwrapped_parameters(model)],
-    )
+    alone = {**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})}
+    unwrapped = [name for name, _, _ in pp.unwrapped_parameters(model)]
+    report = PruneReport(alone, unwrapped, list(plan.rewrites) if plan else [])
     if plan is None or ratio == 0.0 or plan.error:
         return copy.deepcopy(model).eval(), report
     expected = _output_shape(model, example_input)
@@ -229,23 +228,30 @@ def prune_with_report(
     return pruned, report
 
 
-def _output_shape(model: nn.Module, example_input: torch.Tensor) -> tuple[int, ...]:
-    import torch
+def _output_shape(model: nn.Module, example_input: torch.Tensor) -> list[tuple[int, ...]]:
+    from search.compress.prune.plan import output_shapes
 
-    with torch.no_grad():
-        return tuple(model.eval()(example_input).shape)
+    return output_shapes(model, example_input)
 
 
 @dataclass
 class PruneReport:
     """What pruning did not touch: ``left_alone`` maps a module name to the reason (naming the
-    op that forced it); ``unwrapped`` names parameters outside standard layers."""
+    op that forced it); ``unwrapped`` names parameters outside standard layers; ``rewrites``
+    the blocks replaced by exact equivalents the library can cut (a C2f as SplitC2f)."""
 
     left_alone: dict[str, str] = field(default_factory=dict)
     unwrapped: list[str] = field(default_factory=list)
+    rewrites: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {"left_alone": dict(self.left_alone), "unwrapped_parameters": list(self.unwrapped)}
+        out: dict[str, object] = {
+            "left_alone": dict(self.left_alone),
+            "unwrapped_parameters": list(self.unwrapped),
+        }
+        if self.rewrites:
+            out["rewrites"] = list(self.rewrites)
+        return out
 
 
 def _last_executed(model: nn.Module, example_input: torch.Tensor) -> list[str]:

@@ -195,7 +195,7 @@ def calibrate(
         raise ConfigError(f"unknown calibration method {method!r}: use one of {list(METHODS)}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    inputs = np.ascontiguousarray(inputs)  # the dtype the model takes (int64 token ids too)
     pre, notes = _preprocessed(Path(onnx_path), cache_dir)
     key = _digest(pre.read_bytes(), inputs.tobytes(), str(inputs.shape).encode(), method.encode())
     ranges = cache_dir / f"{key}.{method}.calib.json"

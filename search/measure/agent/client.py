@@ -18,7 +18,7 @@ import numpy as np
 
 from search.errors import AgentError, ProviderError
 from search.measure.latency import LatencyStats
-from search.measure.measurement import Measurement
+from search.measure.measurement import Measurement, unpack_outputs
 from search.measure.memory import MemoryStats
 from search.measure.ort_options import check_client_options
 from search.measure.runtime import check_providers
@@ -34,7 +34,8 @@ class AgentLimitError(RuntimeError):
 
 def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    # In its own dtype: a model on token ids takes int64, not float32.
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
 
 
@@ -246,8 +247,12 @@ class AgentClient:
         status, data, model = self._send_again_if_evicted(send)
         summary = json.loads(self._checked(status, data, f"to measure {Path(path).name}"))
         outputs_sha = summary.pop("outputs")
+        layout = summary.pop("output_layout", None)
         status, data = self._request("GET", f"/v1/blobs/{outputs_sha}")
-        outputs = np.load(io.BytesIO(self._checked(status, data, "outputs")), allow_pickle=False)
+        packed = np.load(io.BytesIO(self._checked(status, data, "outputs")), allow_pickle=False)
+        # An agent of this version packs every output into one blob; an older one sent the
+        # first output alone.
+        outputs = unpack_outputs(packed, layout) if layout is not None else [packed]
         # Each trial's model and outputs are used once: keep the target's disk from filling up.
         for sha in (model, outputs_sha):
             self._request("DELETE", f"/v1/blobs/{sha}")

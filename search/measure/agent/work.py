@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from search.measure.confirmation import time_files
-from search.measure.measurement import measure_onnx
+from search.measure.measurement import measure_onnx, pack_outputs
 from search.measure.spec import MeasureSpec
 
 Work = Callable[[Path], dict[str, Any]]
@@ -24,7 +24,9 @@ Work = Callable[[Path], dict[str, Any]]
 def measure_work(paths: Mapping[str, Path], *, spec: MeasureSpec, label: str) -> Work:
     """``POST /v1/measure``: :func:`~search.measure.measurement.measure_onnx` of
     ``paths["model"]`` on ``eval_inputs`` and ``latency_input`` (paired with
-    ``paths["reference"]`` when given); the summary, outputs written to the scratch folder."""
+    ``paths["reference"]`` when given); the summary with ``output_layout``, every output
+    packed into one array in the scratch folder
+    (:func:`~search.measure.measurement.pack_outputs`)."""
 
     def work(scratch: Path) -> dict[str, Any]:
         m = measure_onnx(
@@ -35,8 +37,9 @@ def measure_work(paths: Mapping[str, Path], *, spec: MeasureSpec, label: str) ->
             device_label=label,
             reference=paths.get("reference"),
         )
-        np.save(scratch / "outputs.npy", m.outputs, allow_pickle=False)
-        return m.summary()
+        packed, layout = pack_outputs(m.outputs)  # every output in one blob, exactly
+        np.save(scratch / "outputs.npy", packed, allow_pickle=False)
+        return {**m.summary(), "output_layout": layout}
 
     return work
 

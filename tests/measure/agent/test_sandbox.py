@@ -164,7 +164,7 @@ def test_the_client_waits_its_turn_while_the_agent_is_busy(server, tmp_path):
     client = AgentClient(server.url, token=TOKEN)
     client.spec = MeasureSpec.from_json({"providers": CPU, "measure": QUICK})
     m = client.measure(model, eval_inputs=X, latency_input=X[:1])  # 503, retried, then 200
-    assert m.outputs.shape == X.shape
+    assert m.outputs[0].shape == X.shape
     thread.join(15)
 
 
@@ -177,7 +177,7 @@ def test_an_evicted_input_is_uploaded_again(server, tmp_path):
     for path in server.store.root.glob("*.npy"):
         path.unlink()  # as the store's eviction would
     m = client.measure(model, eval_inputs=X, latency_input=X[:1])
-    assert m.outputs.shape == X.shape
+    assert m.outputs[0].shape == X.shape
 
 
 def test_the_measuring_child_dies_with_the_agent_process(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 from search.measure.agent.server import AgentSettings, serve
 from search.measure.agent.store import BlobStore, StoreFull
 from search.measure.agent.uploads import UploadError, check_npy, check_onnx
+from search.measure.measurement import unpack_outputs
 from search.measure.ort_options import (
     CLIENT_SESSION_CONFIG_KEYS,
     SESSION_CONFIG_KEYS,
@@ -246,7 +247,7 @@ def test_uploads_in_flight_are_bounded_in_memory(server):
     assert _put(server, _npy(X), "npy")[0] == 201
 
 
-def test_outputs_of_a_measurement_are_a_plain_array(server):
+def test_outputs_of_a_measurement_are_plain_arrays(server):
     x = hashlib.sha256(_npy(X)).hexdigest()
     _put(server, _npy(X), "npy")
     relu = hashlib.sha256(attacks.relu()).hexdigest()
@@ -256,4 +257,6 @@ def test_outputs_of_a_measurement_are_a_plain_array(server):
     status, body = _http(server, "POST", "/v1/measure", json.dumps(request).encode())
     assert status == 200
     outputs = server.store.path(body["outputs"])
-    assert np.array_equal(np.load(io.BytesIO(outputs.read_bytes())), np.maximum(X, 0))
+    packed = np.load(io.BytesIO(outputs.read_bytes()), allow_pickle=False)  # no pickle
+    (relu_out,) = unpack_outputs(packed, body["output_layout"])
+    assert np.array_equal(relu_out, np.maximum(X, 0))
