@@ -89,6 +89,12 @@ class MeasureSettings:
     the measurement (:mod:`search.measure.load`): 0.10 is more than system daemons use and less
     than one other busy thread on a machine of up to 8 cores. ``confirm_rounds`` is how many
     rounds the front's confirmation times every Pareto trial and the baseline.
+
+    Before anything is timed, each session is warmed up to a steady state
+    (:func:`search.measure.latency.warm_up`): ``warmup_runs`` (and ``warmup_seconds``) of
+    throw-away runs, then windows of ``steady_window`` runs until two windows' medians agree
+    within ``steady_tolerance``, for at most ``warmup_max_runs`` runs or
+    ``warmup_max_seconds``.
     """
 
     __pydantic_config__ = _PYDANTIC
@@ -105,6 +111,10 @@ class MeasureSettings:
     max_repeats: int = 2
     busy_threshold: float = 0.10
     confirm_rounds: int = 60
+    steady_window: int = 10
+    steady_tolerance: float = 0.05
+    warmup_max_runs: int = 500
+    warmup_max_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         _within(self.paired_rounds, 1, 10**5, "paired_rounds")
@@ -120,6 +130,10 @@ class MeasureSettings:
         _within(self.min_seconds, 0.0, 600.0, "min_seconds")
         _within(self.max_runs, 1, 10**7, "max_runs")
         _within(self.memory_runs, 1, 10**4, "memory_runs")
+        _within(self.steady_window, 1, 10**4, "steady_window")
+        _within(self.steady_tolerance, 0.0, 10.0, "steady_tolerance")
+        _within(self.warmup_max_runs, 1, 10**6, "warmup_max_runs")
+        _within(self.warmup_max_seconds, 0.0, 3600.0, "warmup_max_seconds")
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs >= min_runs must hold, got {self.max_runs=}")
 
