@@ -285,6 +285,9 @@ class Profile(Strict):
     agent: str | None = None
     # Environment variable that holds the agent's token (never the token itself in a file).
     agent_token_env: str = "SEARCH_AGENT_TOKEN"
+    # A runtime of its own (``./setup.sh --target NAME`` makes ``.runtimes/NAME``) for a
+    # provider this onnxruntime lacks: the study measures through a local agent started there.
+    runtime: Literal["openvino", "qnn"] | None = None
     threads: Threads = Threads()
     batch_sizes: list[int] = Field([1], min_length=1)
     round_to: int | None = Field(8, ge=1)

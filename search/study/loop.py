@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from search.config import TrialConfig
     from search.core.progress import TrialBars
     from search.distributed.host_locks import CpuLock, Items
+    from search.measure.target import Target
     from search.study.setup import Joined
     from search.trial.context import Context
 
@@ -46,13 +47,8 @@ if TYPE_CHECKING:
 def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.Study:
     """Run trials until the study holds ``trials`` counted ones, with any number of workers on
     the same storage (:mod:`search.distributed.budget`); returns the study."""
-    from search.core.progress import console
-    from search.core.threads import apply_threads, resolve_threads
-    from search.distributed.host_locks import CpuLock, Paced, WorkerRegistry
-    from search.distributed.storage import storage_exists
-    from search.measure.target import open_target
-    from search.study.confirm import confirm_after_run
-    from search.study.setup import join_study
+    from search.distributed.host_locks import CpuLock
+    from search.measure.target import close_target, open_target
 
     preflight(spec)  # folder, free space, space vs profile: before anything is created
     # Checks providers and architecture where the measurement runs (here or on the agent) before
@@ -61,9 +57,28 @@ def run_study(spec: StudySpec, *, trials: int, progress: bool = True) -> optuna.
     target = open_target(
         profile.measure_spec(),
         agent=profile.agent,
+        runtime=profile.runtime,  # a runtime of its own: an agent started here, stopped below
         token_env=profile.agent_token_env,
         timing=cpu.timing,  # latency timed here is noise while another worker here trains
     )
+    try:
+        return _run_opened(spec, target=target, cpu=cpu, trials=trials, progress=progress)
+    finally:
+        close_target(target)
+
+
+def _run_opened(
+    spec: StudySpec, *, target: Target, cpu: CpuLock, trials: int, progress: bool
+) -> optuna.Study:
+    """:func:`run_study` once its target is open."""
+    from search.core.progress import console
+    from search.core.threads import apply_threads, resolve_threads
+    from search.distributed.host_locks import Paced, WorkerRegistry
+    from search.distributed.storage import storage_exists
+    from search.study.confirm import confirm_after_run
+    from search.study.setup import join_study
+
+    profile = spec.profile
     settings = spec.worker
     storage = None
     if storage_exists(spec.storage_url, default=spec.storage is None):  # bad URLs fail now
