@@ -118,3 +118,15 @@ def test_a_study_on_openvino_end_to_end(openvino_runtime, teacher_cache, tiny_sp
     out = subprocess.run(["ps", "-eo", "ppid,args"], capture_output=True, text=True).stdout
     assert not [ln for ln in out.splitlines() if ln.split()[0] == str(os.getpid())
                 and "search agent" in ln]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("studies", "needle"),
+    [(["a"], "at least two different --study"), (["a", "a"], "at least two different"),
+     (["a", "b"], "no study at")],
+)  # fmt: skip
+def test_compare_refuses_what_it_cannot_compare(studies, needle, tmp_path, capsys):
+    argv = ["compare", "--results-dir", str(tmp_path / "res"), "--out", str(tmp_path / "out")]
+    for name in studies:
+        argv += ["--study", name]
+    assert needle in _run_refused(argv, tmp_path, capsys)
