@@ -107,12 +107,9 @@ def cross_measure(
     """
     rows = []
     for here in group:
-        spec = here.profile.measure_spec()
+        p = here.profile
         target = open_target(
-            spec,
-            agent=here.profile.agent,
-            runtime=here.profile.runtime,
-            token_env=here.profile.agent_token_env,
+            p.measure_spec(), agent=p.agent, runtime=p.runtime, token_env=p.agent_token_env
         )
         try:
             others = {f"winner-{o.target}": o for o in group if o is not here}
@@ -127,8 +124,7 @@ def cross_measure(
                 scores = {o.target: _score(target, o, latency_input, task_inputs) for o in group}
         finally:
             close_target(target)
-        paired = timed["paired"]
-        base = paired["baseline"]
+        paired, base = timed["paired"], timed["paired"]["baseline"]
         common = {
             "seed": here.seed,
             "measured_on": here.target,
