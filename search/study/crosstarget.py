@@ -139,11 +139,11 @@ def cross_measure(
             "speedup_ci": [base["ci_low"], base["ci_high"]], "accuracy": scores[here.target],
         })  # fmt: skip
         for name, other in others.items():
-            p = paired[name]
+            got = paired[name]
             rows.append({
                 **common, "winner_of": other.target, "trial": other.winner,
-                "relative": p["relative"], "ci": [p["ci_low"], p["ci_high"]],
-                "speedup": base["relative"] / p["relative"], "speedup_ci": None,
+                "relative": got["relative"], "ci": [got["ci_low"], got["ci_high"]],
+                "speedup": base["relative"] / got["relative"], "speedup_ci": None,
                 "accuracy": scores[other.target],
             })  # fmt: skip
     return rows
