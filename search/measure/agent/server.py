@@ -52,6 +52,7 @@ from search.errors import AgentError, ProviderError
 from search.measure.agent.limits import ConnectionLimits, HeadDeadline
 from search.measure.agent.token import check_token, private_dir
 from search.measure.confirmation import REQUIRED, check_names, time_files
+from search.measure.machine import runtime_info
 from search.measure.measurement import measure_onnx
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
@@ -132,6 +133,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
             "onnxruntime": ort.__version__,
             "arch": local_arch(),
             "device": describe_device(settings.label),
+            "runtime": runtime_info(),  # the onnxruntime build, plugins, OpenVINO, emulation
             "max_upload_bytes": settings.max_upload_bytes,
         }
         super().__init__((settings.host, settings.port), _Handler)
@@ -220,6 +222,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
                 latency_input=np.load(paths["latency_input"], allow_pickle=False),
                 device_label=self.settings.label,
                 reference=paths.get("reference"),
+                kernels=True,  # the model runs here: so is what it ran as audited here
             )
         first = m.latency[0]
         print(
