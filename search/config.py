@@ -291,6 +291,8 @@ class Profile(Strict):
     threads: Threads = Threads()
     batch_sizes: list[int] = Field([1], min_length=1)
     round_to: int | None = Field(8, ge=1)
+    # Symbolic input dimensions fixed for the target's sessions, e.g. {batch: 1} (QNN).
+    free_dimensions: dict[str, int] = {}
     measure: MeasureSettings = MeasureSettings()
     budgets: Budgets = Budgets()
     precisions: PrecisionSupport = PrecisionSupport()
@@ -338,6 +340,7 @@ class Profile(Strict):
             session_config=dict(self.session_config),
             batch_sizes=tuple(self.batch_sizes),
             measure=self.measure,
+            free_dimensions=dict(self.free_dimensions),
         )
 
 

@@ -57,8 +57,11 @@ class Measurement:
 def run_batches(
     session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
-    """The session's first output over ``inputs`` (N x ...), run ``batch_size`` at a time."""
-    name = session.get_inputs()[0].name
+    """The session's first output over ``inputs`` (N x ...), run ``batch_size`` at a time, or
+    at the session's own batch size where its input has a fixed one (a static export, or a
+    profile's ``free_dimensions``)."""
+    name, first = session.get_inputs()[0].name, session.get_inputs()[0].shape[0]
+    batch_size = first if isinstance(first, int) and first > 0 else batch_size
     outs = [
         session.run(None, {name: inputs[i : i + batch_size]})[0]
         for i in range(0, len(inputs), batch_size)

@@ -77,7 +77,7 @@ def openvino_report(path: Path | str, spec: MeasureSpec) -> dict[str, Any]:
     wanted = requested_providers(spec, available_providers())
     with tempfile.TemporaryDirectory(prefix="search-ov-audit-") as tmp:
         ctx = Path(tmp) / "model_ctx.onnx"
-        options = session_options(spec.threads, spec.session_config)
+        options = session_options(spec.threads, spec.session_config, spec.free_dimensions)
         options.add_session_config_entry("ep.context_enable", "1")
         options.add_session_config_entry("ep.context_embed_mode", "0")
         options.add_session_config_entry("ep.context_file_path", str(ctx))

@@ -46,7 +46,7 @@ def qnn_report(path: Path | str, spec: MeasureSpec) -> dict[str, Any]:
     """
     wanted = requested_providers(spec, available_providers())
     qnn = wanted[0][0]
-    options = session_options(spec.threads, spec.session_config)
+    options = session_options(spec.threads, spec.session_config, spec.free_dimensions)
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     placed: dict[str, tuple[str, str]] = {}

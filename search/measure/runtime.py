@@ -139,10 +139,16 @@ def _check_spelling(spec: MeasureSpec, missing: list[str], available: list[str])
             )
 
 
-def session_options(threads: Threads, config: dict[str, str] | None = None) -> ort.SessionOptions:
-    """Fixed thread counts, sequential execution, full graph optimization, quiet logs, and the
-    profile's session config entries."""
+def session_options(
+    threads: Threads,
+    config: dict[str, str] | None = None,
+    free_dimensions: dict[str, int] | None = None,
+) -> ort.SessionOptions:
+    """Fixed thread counts, sequential execution, full graph optimization, quiet logs, the
+    profile's session config entries and its fixed dimensions."""
     so = ort.SessionOptions()
+    for name, size in (free_dimensions or {}).items():
+        so.add_free_dimension_override_by_name(name, size)
     so.intra_op_num_threads = threads.intra_op
     so.inter_op_num_threads = threads.inter_op
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -167,7 +173,7 @@ def create_session(
     available = available_providers()
     check_providers(spec, available)
     wanted = requested_providers(spec, available)  # optional providers this build lacks: out
-    options = session_options(spec.threads, spec.session_config)
+    options = session_options(spec.threads, spec.session_config, spec.free_dimensions)
     if optimized_path is not None:
         Path(optimized_path).parent.mkdir(parents=True, exist_ok=True)
         options.optimized_model_filepath = str(optimized_path)

@@ -156,6 +156,9 @@ class MeasureSpec:
     session_config: dict[str, str] = field(default_factory=dict)
     batch_sizes: tuple[int, ...] = (1,)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    # Symbolic input dimensions fixed when a session is built (ONNX Runtime's free dimension
+    # overrides), e.g. {"batch": 1} for a provider that takes static shapes only (QNN).
+    free_dimensions: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -173,6 +176,10 @@ class MeasureSpec:
         ):
             raise ValueError("session_config must map text keys to text values")
         check_session_config(self.session_config, [p.name for p in self.providers])
+        for name, size in self.free_dimensions.items():
+            if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int):
+                raise ValueError("free_dimensions must map dimension names to sizes")
+            _within(size, 1, 4096, f"free dimension {name!r}")
 
     @property
     def provider_names(self) -> list[str]:
@@ -184,7 +191,9 @@ class MeasureSpec:
         return [p.name for p in self.providers if not p.optional]
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON data; :meth:`from_json` gives the same spec back."""
+        """Plain JSON data; :meth:`from_json` gives the same spec back. ``free_dimensions`` is
+        left out when empty, so agents of earlier versions accept the spec."""
+        extra = {"free_dimensions": dict(self.free_dimensions)} if self.free_dimensions else {}
         return {
             "name": self.name,
             "arch": self.arch,
@@ -196,6 +205,7 @@ class MeasureSpec:
             "batch_sizes": list(self.batch_sizes),
             "measure": _plain(self.measure),
             "session_config": dict(self.session_config),
+            **extra,
         }
 
     @classmethod
@@ -213,6 +223,9 @@ class MeasureSpec:
         providers = data.get("providers") or []
         batch_sizes = data.get("batch_sizes") or [1]
         config = data.get("session_config") or {}
+        free = data.get("free_dimensions") or {}
+        if not isinstance(free, dict):
+            raise ValueError("free_dimensions must be a JSON object")
         if not isinstance(providers, list) or not isinstance(batch_sizes, list):
             raise ValueError("providers and batch_sizes must be lists")
         if not isinstance(config, dict):
@@ -224,6 +237,7 @@ class MeasureSpec:
             providers=tuple(_typed(ProviderSpec, p, "provider") for p in providers),
             threads=_typed(Threads, data.get("threads") or {}, "threads"),
             session_config={str(k): str(v) for k, v in config.items()},
+            free_dimensions={str(k): _number(v, int, "free dimension") for k, v in free.items()},
             batch_sizes=tuple(_number(b, int, "batch size") for b in batch_sizes),
             measure=_typed(MeasureSettings, data.get("measure") or {}, "measure"),
         )
