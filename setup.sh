@@ -87,9 +87,13 @@ target_setup() {
     "$PYTHON" -m venv "$dir"
   fi
   PY=$dir/bin/python
-  # This checkout on the runtime's path without installing its dependencies (no torch there).
+  # This checkout's package on the runtime's path without its dependencies (no torch there):
+  # a folder holding only a link to search/, so pip does not see the checkout's egg-info and
+  # complain about requirements this runtime does not need.
   site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  echo "$PWD" > "$site/search-checkout.pth"
+  mkdir -p "$dir/checkout"
+  ln -sfn "$PWD/search" "$dir/checkout/search"
+  echo "$PWD/$dir/checkout" > "$site/search-checkout.pth"
   if ! "$PY" -c "$check" >/dev/null 2>&1; then
     pip install -q $pkgs
   fi
