@@ -54,9 +54,12 @@ def runtime_python(name: str) -> Path:
     return runtimes_dir() / name / "bin" / "python"
 
 
+# Loaded before any fork: the child only calls into it (no allocation between fork and exec).
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the agent ends with the study
+    _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the agent ends with the study
 
 
 class RuntimeTarget:
@@ -109,7 +112,7 @@ class RuntimeTarget:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+                preexec_fn=_die_with_parent,  # only prctl, between fork and exec
             )
         try:
             url = self._wait_for_url()
