@@ -48,7 +48,7 @@ class Compare(Command):
     def run(self, args: argparse.Namespace) -> int:
         from search.core.checks import check_writable
         from search.report import parse_rule
-        from search.report.targets import render_markdown, winners_differ
+        from search.report.targets import differ_words, render_markdown, winners_differ
         from search.study.crosstarget import by_seed, cross_measure, entries
 
         parse_rule(args.pick)
@@ -74,15 +74,8 @@ class Compare(Command):
                 differ = winners_differ(
                     {e.target: e.study for e in group}, {e.target: e.winner for e in group}
                 )
-                same = (
-                    "identical files"
-                    if differ["same_file"]
-                    else "the same configuration, distilled separately (different weights)"
-                    if differ["same_config"]
-                    else "different configurations"
-                )
                 described = "; ".join(f"{t}: {_describe(c)}" for t, c in differ["configs"].items())
-                notes.append(f"seed {seed}: the winners are {same} ({described})")
+                notes.append(f"seed {seed}: the winners are {differ_words(differ)}; {described}")
         settings = studies[0].user_attrs.get("settings") or {}
         text = render_markdown(
             title=f"Targets compared: task {settings.get('task')}, space {settings.get('space')}",

@@ -40,22 +40,41 @@ def front_table(study: optuna.Study) -> pd.DataFrame:
 
 def winners_differ(studies: dict[str, optuna.Study], winners: dict[str, int]) -> dict[str, Any]:
     """Whether the targets' winners are different models: ``{"configs": {target: config},
-    "same_config": bool, "same_file": bool}``. The configs (prune ratio, low-rank, precision
-    plan, distillation) may agree while the files differ: each study distilled its own
-    student, and distillation is not bit-reproducible across processes and thread counts."""
-    configs, digests = {}, set()
+    "params": {target: parameter count}, "same_config": bool, "same_size": bool,
+    "same_file": bool}``. The search parameters (prune ratio, low-rank, precision plan,
+    distillation) may agree while the models differ: each profile prunes to its own channel
+    multiple (``round_to``), and each study distilled its own student."""
+    configs, params, digests = {}, {}, set()
     for target, number in winners.items():
         rec = TrialRecord.of(studies[target].trials[number])
         configs[target] = rec.config if rec else {}
+        sizes = list((rec.sizes if rec else {}).values())
+        params[target] = sizes[-1].get("params") if sizes and isinstance(sizes[-1], dict) else None
         path = Path(rec.measured_file) if rec else None
         digests.add(sha256_file(path) if path is not None and path.is_file() else None)
-    values = list(configs.values())
-    same_config = all(v == values[0] for v in values[1:])
+    values, counts = list(configs.values()), list(params.values())
     return {
         "configs": configs,
-        "same_config": same_config,
+        "params": params,
+        "same_config": all(v == values[0] for v in values[1:]),
+        "same_size": all(c == counts[0] for c in counts[1:]),
         "same_file": len(digests) == 1 and None not in digests,
     }
+
+
+def differ_words(differ: dict[str, Any]) -> str:
+    """:func:`winners_differ` in words."""
+    if differ["same_file"]:
+        return "identical files"
+    sizes = ", ".join(f"{t}: {n} parameters" for t, n in differ["params"].items())
+    if differ["same_config"] and not differ["same_size"]:
+        return (
+            "the same search parameters but different models: the profiles prune to "
+            f"different channel multiples (round_to) ({sizes})"
+        )
+    if differ["same_config"]:
+        return f"the same search parameters and sizes, distilled separately ({sizes})"
+    return f"different configurations ({sizes})"
 
 
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:

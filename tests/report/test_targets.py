@@ -10,7 +10,13 @@ from optuna.trial import TrialState, create_trial
 from search.report import build_report
 from search.report.batches import batch_fronts, pareto_mask
 from search.report.page import page
-from search.report.targets import front_table, render_markdown, summary_lines, winners_differ
+from search.report.targets import (
+    differ_words,
+    front_table,
+    render_markdown,
+    summary_lines,
+    winners_differ,
+)
 from tests.report.conftest import BASE, hand_built, record
 
 
@@ -88,9 +94,12 @@ def test_winners_differ_by_config_and_by_file(tmp_path):
     retrained = winners_differ({"cpu": a, "ov": _one_winner("c", tmp_path / "c.onnx", 0.3)},
                                {"cpu": 0, "ov": 0})  # fmt: skip
     assert retrained["same_config"] and not retrained["same_file"]
+    assert differ_words(retrained).startswith("the same search parameters and sizes")
     other = winners_differ({"cpu": a, "ov": _one_winner("d", tmp_path / "c.onnx", 0.5)},
                            {"cpu": 0, "ov": 0})  # fmt: skip
-    assert not other["same_config"]
+    assert not other["same_config"] and not other["same_size"]
+    assert differ_words(other).startswith("different configurations (cpu: 700 parameters")
+    assert differ_words(same) == "identical files"
 
 
 def test_the_markdown_has_each_front_the_cross_table_and_the_summary():
