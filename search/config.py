@@ -285,9 +285,14 @@ class Profile(Strict):
     agent: str | None = None
     # Environment variable that holds the agent's token (never the token itself in a file).
     agent_token_env: str = "SEARCH_AGENT_TOKEN"
+    # A runtime of its own (``./setup.sh --target NAME`` makes ``.runtimes/NAME``) for a
+    # provider this onnxruntime lacks: the study measures through a local agent started there.
+    runtime: Literal["openvino", "qnn"] | None = None
     threads: Threads = Threads()
     batch_sizes: list[int] = Field([1], min_length=1)
     round_to: int | None = Field(8, ge=1)
+    # Symbolic input dimensions fixed for the target's sessions, e.g. {batch: 1} (QNN).
+    free_dimensions: dict[str, int] = {}
     measure: MeasureSettings = MeasureSettings()
     budgets: Budgets = Budgets()
     precisions: PrecisionSupport = PrecisionSupport()
@@ -335,6 +340,7 @@ class Profile(Strict):
             session_config=dict(self.session_config),
             batch_sizes=tuple(self.batch_sizes),
             measure=self.measure,
+            free_dimensions=dict(self.free_dimensions),
         )
 
 

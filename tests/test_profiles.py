@@ -9,7 +9,7 @@ from search.config import PROFILES_DIR, list_profiles, load_profile, load_space
 from search.errors import ProviderError
 from search.measure.runtime import check_fallback, check_providers
 
-ALL = ["arm", "cpu", "cuda", "jetson", "tensorrt"]
+ALL = ["arm", "cpu", "cuda", "jetson", "openvino", "qnn-sim", "tensorrt"]
 
 
 def test_profile_comments_have_no_fragments_of_removed_keys():
@@ -35,6 +35,11 @@ def test_every_profile_loads_and_explains_its_defaults():
     assert jetson.arch == "aarch64" and jetson.agent
     assert load_profile("arm").measure_spec().required == ["CPUExecutionProvider"]
     assert load_profile("cpu").arch == "x86_64"
+    # Targets with an onnxruntime build of their own name their runtime (./setup.sh --target).
+    openvino, qnn = load_profile("openvino"), load_profile("qnn-sim")
+    assert openvino.runtime == "openvino" and qnn.runtime == "qnn"
+    assert openvino.session_config == {"session.disable_cpu_ep_fallback": "1"}  # no fallback
+    assert qnn.free_dimensions == {"batch": 1}  # QNN builds static graphs
 
 
 def test_default_space_offers_each_profile_the_precisions_its_provider_runs():
@@ -43,6 +48,7 @@ def test_default_space_offers_each_profile_the_precisions_its_provider_runs():
         name: space.choices(load_profile(name).precisions)["precision_stage1"] for name in ALL
     }
     assert offered["cpu"] == ["float", "int8"] and offered["arm"] == ["float", "int8"]
+    assert offered["openvino"] == offered["qnn-sim"] == ["float", "int8"]
     assert offered["cuda"] == ["float", "fp16"]
     assert offered["tensorrt"] == offered["jetson"] == ["float", "fp16", "int8"]
 
@@ -110,3 +116,5 @@ def test_profiles_command_says_what_is_measurable_here(capsys, monkeypatch):
     assert "measurable here" in lines["cpu"] and "NOT" not in lines["cpu"]
     assert "NOT measurable" in lines["cuda"] and "NOT measurable" in lines["tensorrt"]
     assert "through agent http://jetson.local:8765" in lines["jetson"]
+    # Measured in its runtime where ./setup.sh --target openvino made it, else the fix is named.
+    assert "in the openvino runtime" in lines["openvino"] or "--target openvino" in out

@@ -25,6 +25,7 @@ from search.cli.base import (
     seed as _seed,
 )
 from search.cli.bench import Bench
+from search.cli.compare import Compare
 from search.cli.workers import (
     add_store_argument,
     add_worker_arguments,
@@ -124,9 +125,11 @@ class Run(Command):
 
         spec, trials = self.spec(args)
         if args.workers > 1:
+            from search.measure.target import close_target
             from search.study.loop import check_study
 
-            check_study(spec)  # every input, before any worker starts: errors are said once
+            # Every input, before any worker starts: errors are said once.
+            close_target(check_study(spec).target)
             parser = OneLineParser(prog="search run")
             self.add_arguments(parser)
             fixed = {"study": spec.study_name, "trials": trials}
@@ -308,7 +311,7 @@ class Profiles(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from search.config import list_profiles, load_profile
-        from search.measure.target import open_target
+        from search.measure.target import close_target, open_target
 
         for name in list_profiles():
             try:
@@ -319,7 +322,16 @@ class Profiles(Command):
             where = f"through agent {profile.agent}" if profile.agent else "here"
             try:
                 spec, token_env = profile.measure_spec(), profile.agent_token_env
-                open_target(spec, agent=profile.agent, token_env=token_env, timeout=5.0)
+                target = open_target(
+                    spec,
+                    agent=profile.agent,
+                    runtime=profile.runtime,
+                    token_env=token_env,
+                    timeout=5.0,
+                )
+                close_target(target)
+                if not profile.agent and target.where != "here":
+                    where = target.where
                 status, reason = f"measurable {where}", ""
             except SearchError as e:
                 status, reason = f"NOT measurable {where}", f"\n{'':11}{e}"
@@ -333,7 +345,7 @@ class Profiles(Command):
 
 
 COMMANDS: dict[str, Command] = {
-    c.name: c for c in (Run(), Report(), Export(), Profiles(), Agent(), Bench())
+    c.name: c for c in (Run(), Report(), Export(), Profiles(), Agent(), Bench(), Compare())
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from search.measure.latency import (
     summarize,
 )
 from search.measure.load import LoadWatch
+from search.measure.machine import runtime_info, timing_of
 from search.measure.memory import MemoryStats, measure_peak_memory
 from search.measure.paired import time_paired
 from search.measure.runtime import create_session, describe_device
@@ -57,8 +59,11 @@ def run_all(
     session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256
 ) -> list[np.ndarray]:
     """Every output of the session over ``inputs`` (N x ..., in the dtype the model takes:
-    float images, int64 token ids), run ``batch_size`` at a time."""
-    name = session.get_inputs()[0].name
+    float images, int64 token ids), run ``batch_size`` at a time, or at the session's own batch
+    size where its input has a fixed one (a static export, or a profile's
+    ``free_dimensions``)."""
+    name, first = session.get_inputs()[0].name, session.get_inputs()[0].shape[0]
+    batch_size = first if isinstance(first, int) and first > 0 else batch_size
     parts = [
         session.run(None, {name: inputs[i : i + batch_size]})
         for i in range(0, len(inputs), batch_size)
@@ -69,7 +74,7 @@ def run_all(
 def run_batches(
     session: ort.InferenceSession, inputs: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
-    """The session's first output over ``inputs`` (N x ...), run ``batch_size`` at a time."""
+    """The session's first output over ``inputs`` (N x ...), batched as :func:`run_all`."""
     return run_all(session, inputs, batch_size)[0]
 
 
@@ -103,10 +108,15 @@ def measure_onnx(
     device_label: str = "",
     reference: Path | str | None = None,
     timing: Callable[[], contextlib.AbstractContextManager] | None = None,
+    kernels: bool = False,
 ) -> Measurement:
     """Run ``path`` as ``spec`` says: every output over ``eval_inputs``, then latency at each of
     the spec's batch sizes (``latency_input`` repeated: the same input every trial), then peak
     memory at the first batch size in a fresh child process. Inputs keep their dtype.
+
+    ``extra["runtime"]`` is the ONNX Runtime build (:func:`~search.measure.machine.runtime_info`);
+    with ``kernels`` (the agent's case) ``extra["kernels"]`` is what the provider ran it as,
+    audited here (:func:`~search.measure.kernels.kernel_report`, without the optimized graph).
 
     With ``reference`` (the study's baseline file) the first batch size is timed interleaved
     with it (:func:`~search.measure.paired.time_paired`): ``extra["paired"]`` holds the relative
@@ -126,20 +136,12 @@ def measure_onnx(
     outputs = run_all(session, eval_inputs)
     one = latency_input[:1]
     feeds = [{name: np.repeat(one, bs, axis=0)} for bs in spec.batch_sizes]
-    extra: dict[str, Any] = {"measured_by": "local"}
-    settings = spec.measure
-    cpu = cpu_timed(spec)
     with timing() if timing is not None else contextlib.nullcontext():
-        with LoadWatch(threshold=settings.busy_threshold) as watch:
-            if reference is None:
-                latency = [measure_latency(session, feed, settings, cpu=cpu) for feed in feeds]
-            else:
-                first, extra["paired"] = _paired(session, reference, feeds[0], spec)
-                extra["noisy"] = extra["paired"]["spread"] > settings.noise_threshold
-                rest = [measure_latency(session, f, settings, cpu=cpu) for f in feeds[1:]]
-                latency = [first, *rest]
-    assert watch.load is not None
-    extra["load"] = watch.load.to_dict()
+        latency, extra = _timed(session, feeds, reference=reference, spec=spec)
+    extra["runtime"] = runtime_info()
+    extra["timing"] = timing_of(session.get_providers()[0])  # device, emulated or simulated
+    if kernels:
+        extra["kernels"] = _kernels(path, spec)
     memory = measure_peak_memory(path, feed=feeds[0], spec=spec)
     return Measurement(
         outputs=outputs,
@@ -151,6 +153,31 @@ def measure_onnx(
         device=describe_device(device_label),
         extra=extra,
     )
+
+
+def _timed(
+    session: ort.InferenceSession,
+    feeds: list[dict[str, np.ndarray]],
+    *,
+    reference: Path | str | None,
+    spec: MeasureSpec,
+) -> tuple[list[LatencyStats], dict[str, Any]]:
+    """Latency at each batch size of ``feeds`` (the first paired with ``reference`` when
+    given), and ``extra``: ``measured_by``, ``paired``/``noisy`` and the window's ``load``."""
+    extra: dict[str, Any] = {"measured_by": "local"}
+    settings = spec.measure
+    cpu = cpu_timed(spec)
+    with LoadWatch(threshold=settings.busy_threshold) as watch:
+        if reference is None:
+            latency = [measure_latency(session, feed, settings, cpu=cpu) for feed in feeds]
+        else:
+            first, extra["paired"] = _paired(session, reference, feeds[0], spec)
+            extra["noisy"] = extra["paired"]["spread"] > settings.noise_threshold
+            rest = [measure_latency(session, f, settings, cpu=cpu) for f in feeds[1:]]
+            latency = [first, *rest]
+    assert watch.load is not None
+    extra["load"] = watch.load.to_dict()
+    return latency, extra
 
 
 def _paired(
@@ -176,3 +203,13 @@ def _paired(
         np.concatenate(mine.wall), batch, np.concatenate(mine.cpu) if clock == "cpu" else None
     )
     return stats, paired["candidate"].to_dict()
+
+
+def _kernels(path: Path | str, spec: MeasureSpec) -> dict[str, Any]:
+    """The kernel report of ``path`` computed here; its optimized graph is not kept."""
+    from search.measure.kernels import kernel_report
+
+    with tempfile.TemporaryDirectory(prefix="search-kernels-") as tmp:
+        report = kernel_report(path, spec, Path(tmp) / "model.opt.onnx")
+    report.pop("optimized_graph", None)
+    return report

@@ -63,6 +63,8 @@ class PairedLatency:
         candidate_p50_ms, reference_p50_ms: Absolute p50 of each over all its runs in the
             window: these move with the load, the ratio should not.
         attempts: How many times the rounds were timed (1 + repeats for a noisy spread).
+        steady: Both reached a steady state in their warm-up before the rounds
+            (:func:`~search.measure.latency.warm_up`); None where no steady-state rule ran.
     """
 
     relative: float
@@ -74,6 +76,7 @@ class PairedLatency:
     candidate_p50_ms: float
     reference_p50_ms: float
     attempts: int = 1
+    steady: bool | None = None
 
     @property
     def spread(self) -> float:
@@ -130,12 +133,15 @@ def relative_latency(
     if clock not in ("cpu", "wall"):
         raise ValueError(f"clock must be 'cpu' or 'wall', got {clock!r}")
     ref = np.array([np.median(r) for r in getattr(times[reference], clock)])
+    ref_warm = times[reference].warmup
     out = {}
     for name, rounds in times.items():
         if name == reference:
             continue
         ratios = np.array([np.median(r) for r in getattr(rounds, clock)]) / ref
         low, high = median_ci(ratios)
+        warm = rounds.warmup
+        steady = None if warm is None or ref_warm is None else warm.steady and ref_warm.steady
         out[name] = PairedLatency(
             relative=float(np.median(ratios)),
             clock=clock,
@@ -146,6 +152,7 @@ def relative_latency(
             candidate_p50_ms=float(np.median(np.concatenate(rounds.wall))),
             reference_p50_ms=float(np.median(np.concatenate(times[reference].wall))),
             attempts=attempts,
+            steady=steady,
         )
     return out
 
@@ -173,14 +180,16 @@ def time_paired(
     per_round = settings.paired_runs
     with LoadWatch(threshold=settings.busy_threshold) as watch:
         times = time_interleaved(
-            runners, rounds=rounds, runs_per_round=per_round, warmup_runs=settings.warmup_runs
+            runners, rounds=rounds, runs_per_round=per_round, settings=settings, clock=clock
         )
         attempts = 1
         paired = relative_latency(times, reference=reference, clock=clock)
         while attempts <= settings.max_repeats and any(
             p.spread > settings.noise_threshold for p in paired.values()
         ):
-            more = time_interleaved(runners, rounds=rounds, runs_per_round=per_round)
+            more = time_interleaved(
+                runners, rounds=rounds, runs_per_round=per_round, warmup_runs=0
+            )
             times = {name: times[name].extend(more[name]) for name in times}
             attempts += 1
             paired = relative_latency(times, reference=reference, clock=clock, attempts=attempts)

@@ -8,17 +8,19 @@ kernel counts read, and the peak-memory child all build their sessions with it f
 from __future__ import annotations
 
 import difflib
-import functools
-import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
 from search.errors import ProviderError
+
+# Where they lived before machine.py: re-exported for the modules that import them from here.
+from search.measure.machine import describe_device as describe_device
+from search.measure.machine import gpu_name as gpu_name
+from search.measure.machine import nvidia_smi as nvidia_smi
+from search.measure.plugins import PLUGINS, register_plugins
 from search.measure.spec import MeasureSpec, Threads
 
 GPU_PROVIDERS = (
@@ -30,6 +32,10 @@ GPU_PROVIDERS = (
 _FIX = {
     "CUDAExecutionProvider": "install onnxruntime-gpu (pip install -e '.[cuda]') on a machine "
     "with an NVIDIA GPU",
+    "OpenVINOExecutionProvider": "make its runtime with ./setup.sh --target openvino (an agent "
+    "elsewhere: start it with .runtimes/openvino/bin/python -m search agent)",
+    "QnnHtpExecutionProvider": "make its runtime with ./setup.sh --target qnn (onnxruntime-qnn; "
+    "an agent elsewhere: start it with .runtimes/qnn/bin/python -m search agent)",
     "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT libraries on the target "
     "(on a Jetson: NVIDIA's JetPack onnxruntime-gpu wheel)",
     "ACLExecutionProvider": "use an onnxruntime build with the Arm Compute Library",
@@ -50,6 +56,8 @@ def local_arch() -> str:
 
 
 def available_providers() -> list[str]:
+    """The providers of this onnxruntime, plugins included (:func:`register_plugins`)."""
+    register_plugins()
     return list(ort.get_available_providers())
 
 
@@ -121,7 +129,7 @@ _RETIRED = frozenset(
 def _check_spelling(spec: MeasureSpec, missing: list[str], available: list[str]) -> None:
     """A missing provider whose name is close to a known one is a typo, not an install to fix.
     (Names this onnxruntime does not know may still be real: other builds have other ones.)"""
-    known = sorted(set(ort.get_all_providers()) | set(available) | _RETIRED)
+    known = sorted(set(ort.get_all_providers()) | set(available) | _RETIRED | set(PLUGINS))
     for name in missing:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
         if name not in known and close:
@@ -131,10 +139,16 @@ def _check_spelling(spec: MeasureSpec, missing: list[str], available: list[str])
             )
 
 
-def session_options(threads: Threads, config: dict[str, str] | None = None) -> ort.SessionOptions:
-    """Fixed thread counts, sequential execution, full graph optimization, quiet logs, and the
-    profile's session config entries."""
+def session_options(
+    threads: Threads,
+    config: dict[str, str] | None = None,
+    free_dimensions: dict[str, int] | None = None,
+) -> ort.SessionOptions:
+    """Fixed thread counts, sequential execution, full graph optimization, quiet logs, the
+    profile's session config entries and its fixed dimensions."""
     so = ort.SessionOptions()
+    for name, size in (free_dimensions or {}).items():
+        so.add_free_dimension_override_by_name(name, size)
     so.intra_op_num_threads = threads.intra_op
     so.inter_op_num_threads = threads.inter_op
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -159,7 +173,7 @@ def create_session(
     available = available_providers()
     check_providers(spec, available)
     wanted = requested_providers(spec, available)  # optional providers this build lacks: out
-    options = session_options(spec.threads, spec.session_config)
+    options = session_options(spec.threads, spec.session_config, spec.free_dimensions)
     if optimized_path is not None:
         Path(optimized_path).parent.mkdir(parents=True, exist_ok=True)
         options.optimized_model_filepath = str(optimized_path)
@@ -176,57 +190,3 @@ def check_fallback(got: list[str], wanted: list[str], path: Path | str) -> None:
             f"ONNX Runtime fell back from {', '.join(dropped)} to {', '.join(got)} for "
             f"{Path(path).name}; refusing to report these numbers as the profile's"
         )
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace").strip("\x00\n ")
-    except OSError:
-        return ""
-
-
-def nvidia_smi(*args: str) -> str | None:
-    """nvidia-smi's output for ``args``, or None where it is missing or fails."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        return subprocess.run(
-            ["nvidia-smi", *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-@functools.cache
-def gpu_name() -> str:
-    """The NVIDIA GPU's name and driver from nvidia-smi, or '' (none, or a Jetson without it)."""
-    out = nvidia_smi("--query-gpu=name,driver_version", "--format=csv,noheader") or ""
-    first = out.strip().splitlines()[:1]
-    return f"GPU {first[0].strip()}" if first else ""
-
-
-def describe_device(label: str = "") -> str:
-    """A one-line description of this machine, the same for every measurement on it.
-
-    CPU model, core count, architecture and OS; the board model where the device tree names one
-    (a Jetson says "NVIDIA Jetson AGX Orin ..."); the NVIDIA GPU where nvidia-smi finds one; and
-    a free-form ``label`` the agent's owner gave (power mode, cooling) that nothing can detect.
-    """
-    model = platform.processor() or platform.machine()
-    for line in _read("/proc/cpuinfo").splitlines():
-        if line.lower().startswith(("model name", "hardware")):
-            model = line.split(":", 1)[1].strip()
-            break
-    parts = [f"{model}, {os.cpu_count()} cores, {platform.machine()}, {platform.system()}"]
-    board = _read("/proc/device-tree/model")
-    if board:
-        parts.append(board)
-    l4t = _read("/etc/nv_tegra_release").splitlines()[:1]
-    if l4t:
-        parts.append(l4t[0].lstrip("# ").split(",")[0])
-    gpu = gpu_name()
-    if gpu:
-        parts.append(gpu)
-    if label:
-        parts.append(label)
-    return "; ".join(parts)

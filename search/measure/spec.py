@@ -89,6 +89,12 @@ class MeasureSettings:
     the measurement (:mod:`search.measure.load`): 0.10 is more than system daemons use and less
     than one other busy thread on a machine of up to 8 cores. ``confirm_rounds`` is how many
     rounds the front's confirmation times every Pareto trial and the baseline.
+
+    Before anything is timed, each session is warmed up to a steady state
+    (:func:`search.measure.latency.warm_up`): ``warmup_runs`` (and ``warmup_seconds``) of
+    throw-away runs, then windows of ``steady_window`` runs until two windows' medians agree
+    within ``steady_tolerance``, for at most ``warmup_max_runs`` runs or
+    ``warmup_max_seconds``.
     """
 
     __pydantic_config__ = _PYDANTIC
@@ -105,6 +111,10 @@ class MeasureSettings:
     max_repeats: int = 2
     busy_threshold: float = 0.10
     confirm_rounds: int = 60
+    steady_window: int = 10
+    steady_tolerance: float = 0.05
+    warmup_max_runs: int = 500
+    warmup_max_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         _within(self.paired_rounds, 1, 10**5, "paired_rounds")
@@ -120,6 +130,10 @@ class MeasureSettings:
         _within(self.min_seconds, 0.0, 600.0, "min_seconds")
         _within(self.max_runs, 1, 10**7, "max_runs")
         _within(self.memory_runs, 1, 10**4, "memory_runs")
+        _within(self.steady_window, 1, 10**4, "steady_window")
+        _within(self.steady_tolerance, 0.0, 10.0, "steady_tolerance")
+        _within(self.warmup_max_runs, 1, 10**6, "warmup_max_runs")
+        _within(self.warmup_max_seconds, 0.0, 3600.0, "warmup_max_seconds")
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs >= min_runs must hold, got {self.max_runs=}")
 
@@ -142,6 +156,9 @@ class MeasureSpec:
     session_config: dict[str, str] = field(default_factory=dict)
     batch_sizes: tuple[int, ...] = (1,)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    # Symbolic input dimensions fixed when a session is built (ONNX Runtime's free dimension
+    # overrides), e.g. {"batch": 1} for a provider that takes static shapes only (QNN).
+    free_dimensions: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -159,6 +176,10 @@ class MeasureSpec:
         ):
             raise ValueError("session_config must map text keys to text values")
         check_session_config(self.session_config, [p.name for p in self.providers])
+        for name, size in self.free_dimensions.items():
+            if not isinstance(name, str) or isinstance(size, bool) or not isinstance(size, int):
+                raise ValueError("free_dimensions must map dimension names to sizes")
+            _within(size, 1, 4096, f"free dimension {name!r}")
 
     @property
     def provider_names(self) -> list[str]:
@@ -170,7 +191,9 @@ class MeasureSpec:
         return [p.name for p in self.providers if not p.optional]
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON data; :meth:`from_json` gives the same spec back."""
+        """Plain JSON data; :meth:`from_json` gives the same spec back. ``free_dimensions`` is
+        left out when empty, so agents of earlier versions accept the spec."""
+        extra = {"free_dimensions": dict(self.free_dimensions)} if self.free_dimensions else {}
         return {
             "name": self.name,
             "arch": self.arch,
@@ -182,6 +205,7 @@ class MeasureSpec:
             "batch_sizes": list(self.batch_sizes),
             "measure": _plain(self.measure),
             "session_config": dict(self.session_config),
+            **extra,
         }
 
     @classmethod
@@ -199,6 +223,9 @@ class MeasureSpec:
         providers = data.get("providers") or []
         batch_sizes = data.get("batch_sizes") or [1]
         config = data.get("session_config") or {}
+        free = data.get("free_dimensions") or {}
+        if not isinstance(free, dict):
+            raise ValueError("free_dimensions must be a JSON object")
         if not isinstance(providers, list) or not isinstance(batch_sizes, list):
             raise ValueError("providers and batch_sizes must be lists")
         if not isinstance(config, dict):
@@ -210,6 +237,7 @@ class MeasureSpec:
             providers=tuple(_typed(ProviderSpec, p, "provider") for p in providers),
             threads=_typed(Threads, data.get("threads") or {}, "threads"),
             session_config={str(k): str(v) for k, v in config.items()},
+            free_dimensions={str(k): _number(v, int, "free dimension") for k, v in free.items()},
             batch_sizes=tuple(_number(b, int, "batch size") for b in batch_sizes),
             measure=_typed(MeasureSettings, data.get("measure") or {}, "measure"),
         )

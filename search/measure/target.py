@@ -1,5 +1,6 @@
-"""Where a profile is measured: this machine (:class:`LocalTarget`) or its agent
-(:class:`~search.measure.agent.client.AgentClient`); both answer ``measure(path, ...)``."""
+"""Where a profile is measured: this machine (:class:`LocalTarget`), its agent
+(:class:`~search.measure.agent.client.AgentClient`) or a runtime of its own on this machine
+(:class:`~search.measure.runtimes.RuntimeTarget`); all answer ``measure(path, ...)``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 from search.measure.agent.client import AgentClient
 from search.measure.confirmation import time_files
 from search.measure.measurement import Measurement, measure_onnx
-from search.measure.runtime import check_providers, describe_device
+from search.measure.runtime import available_providers, check_providers, describe_device
 from search.measure.spec import MeasureSpec
 
 DEFAULT_TOKEN_ENV = "SEARCH_AGENT_TOKEN"
@@ -104,17 +105,33 @@ def open_target(
     spec: MeasureSpec,
     *,
     agent: str | None = None,
+    runtime: str | None = None,
     token_env: str = DEFAULT_TOKEN_ENV,
     timeout: float = 900.0,
     timing: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Target:
-    """Where ``spec`` is measured: the agent at URL ``agent`` (its token in ``$token_env``), or
-    this machine when ``agent`` is None.
+    """Where ``spec`` is measured: the agent at URL ``agent`` (its token in ``$token_env``);
+    else, when this onnxruntime lacks a provider ``spec`` needs and the profile names a
+    ``runtime``, an agent started from that runtime here
+    (:class:`~search.measure.runtimes.RuntimeTarget`); else this machine.
 
     Either way the providers and architecture are checked first, so a study that cannot be
     measured as the profile says stops with a :class:`ProviderError` (or :class:`AgentError`)
-    before any trial. ``timing`` is held around latency runs on this machine.
+    before any trial. ``timing`` is held around latency runs on this machine (and around each
+    request to a runtime's agent, which runs here too). Close what this returns with
+    :func:`close_target`.
     """
     if agent:
         return AgentClient.connect(agent, spec=spec, token_env=token_env, timeout=timeout)
+    if runtime is not None and any(p not in available_providers() for p in spec.required):
+        from search.measure.runtimes import RuntimeTarget
+
+        return RuntimeTarget(spec, runtime, timing=timing, timeout=timeout)
     return LocalTarget(spec, timing=timing)
+
+
+def close_target(target: Target) -> None:
+    """Stop what ``target`` started (a runtime's agent); nothing for the others."""
+    close = getattr(target, "close", None)
+    if callable(close):
+        close()

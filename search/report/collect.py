@@ -29,6 +29,7 @@ from search.record import (
     baseline_of,
     confirmed_rows,
 )
+from search.report.batches import batch_fronts
 from search.report.hypervolume import hypervolume
 from search.report.notes import (
     confirmation_note,
@@ -158,6 +159,8 @@ class ReportData:
     quantization: pd.DataFrame = field(default_factory=pd.DataFrame)
     confirmed: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Batch size -> the front at it, for the batch sizes after the first (search.report.batches).
+    batch_fronts: dict[int, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def pareto(self) -> pd.DataFrame:
@@ -188,6 +191,7 @@ def build_report(study: optuna.Study, *, picks: Sequence[str] = ()) -> ReportDat
         sensitivity=sensitivity_rows(study.user_attrs.get("sensitivity")),
         quantization=quantization_summary(study),
         confirmed=study.user_attrs.get("confirmed") or {},
+        batch_fronts=batch_fronts(study),
     )
     data.notes = measurement_notes(trials, baseline, metric)
     data.notes += [n for n in [confirmation_note(data.confirmed)] if n]

@@ -27,8 +27,10 @@ def test_note(rec: Measured) -> str:
 
 
 def load_note(rec: Measured) -> str:
-    """`` [busy: ...]`` / `` [noisy: ...]`` for a trial's console line when its latency was
-    measured under load or stayed noisy after its repeats; nothing otherwise."""
+    """`` [busy: ...]`` / `` [noisy: ...]`` / `` [emulated: ...]`` / `` [simulated: ...]`` for a
+    trial's console line when its latency was measured under load, stayed noisy after its
+    repeats, or is not the device's latency (:func:`search.measure.machine.timing_of`);
+    nothing otherwise."""
     from search.measure.load import describe_load
 
     measurement = rec.measurement
@@ -40,5 +42,8 @@ def load_note(rec: Measured) -> str:
         notes.append(
             f"noisy: +-{paired.get('spread', 0.0):.1%} after {paired.get('attempts')} tries"
         )
+    timing = measurement.get("timing")
+    if timing and timing != "device":
+        notes.append(f"{timing.split(':')[0]} timing, not the device's latency")
     # Escaped: rich would read "[busy: ...]" as a markup tag and drop it.
     return "".join(escape(f" [{n}]") for n in notes)

@@ -28,6 +28,19 @@ def measurement_notes(
             f"loads compare ({PAIRED} in trials.csv); the p50 as measured is in trials.csv "
             "(latency_measured_p50_ms)"
         )
+    timing = baseline.measurement.get("timing")
+    if timing and timing != "device":
+        notes.append(
+            f"timings are {timing}: they are not the target's latency, so they check that the "
+            "plans run and how accurate they are there, and rank nothing"
+        )
+    first = (baseline.measurement.get("latency") or [{}])[0]
+    if first.get("steady") is False:
+        notes.append(
+            "the baseline's latency did not reach a steady state within the warm-up's bound "
+            f"(timed runs drifted {fmt(first.get('drift'), '.1%')}): the ms scale of this study "
+            "is uncertain; speedups are paired and are not"
+        )
     if baseline.busy:
         notes.append(
             "the baseline was measured while other processes used the cores: its absolute "

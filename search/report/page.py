@@ -48,6 +48,7 @@ def page(data: ReportData, figs: dict[str, go.Figure | None]) -> str:
     links = [f"<a href='#{f.key}'>{_e(f.words(data)[0])}</a>" for f in shown]
     parts.append(f"<nav>{''.join(links)}<a href='#failed'>Failed</a></nav>")
     parts.append("<h2>Pareto trials</h2>" + _picks(data) + _front_table(data))
+    parts.append(_batch_fronts(data))
     parts.append(_quantization(data))
     plotly_js: bool | str = True
     for f in shown:
@@ -136,6 +137,30 @@ def _front_table(data: ReportData) -> str:
     if data.pareto.empty:
         table += "<p class='cap'>No completed trials yet.</p>"
     return table
+
+
+def _batch_fronts(data: ReportData) -> str:
+    """The front at each further batch size the profile lists (search.report.batches)."""
+    out = []
+    for batch, front in data.batch_fronts.items():
+        rows = [
+            [
+                str(r.trial),
+                fmt(r.accuracy, ".4f"),
+                fmt(r.p50, ".3f"),
+                fmt(r.speedup, ".2f", "x"),
+                "busy" if r.busy else "",
+            ]  # fmt: skip
+            for r in front.itertuples()
+        ]
+        out.append(
+            f"<h2 id='batch-{batch}'>Pareto trials at batch {batch}</h2><p class='cap'>Only the "
+            "first batch size is an objective; this is the front the trials' measurements at "
+            f"batch {batch} make (p50 as measured in each trial's window, not paired; speedup "
+            f"over the baseline at batch {batch}).</p>"
+            + _table(["trial", data.metric, "p50 ms", "speedup", "notes"], rows)
+        )
+    return "".join(out)
 
 
 def _quantization(data: ReportData) -> str:

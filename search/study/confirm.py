@@ -30,7 +30,7 @@ from search.core.paths import MODEL_ONNX, StudyPaths
 from search.errors import SearchError
 from search.measure.confirmation import MAX_FILES
 from search.measure.paired import PairedLatency
-from search.measure.target import Target, open_target
+from search.measure.target import Target, close_target, open_target
 from search.record import PAIRED, TrialRecord, baseline_of
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def confirm_after_run(
     if not study.best_trials:
         return
     if target is None:
-        target = open_target(profile.measure_spec(), timing=timing)
+        target = open_target(profile.measure_spec(), runtime=profile.runtime, timing=timing)
     try:
         with console.status(f"confirming the front {target.where}: Pareto trials, baseline"):
             confirmed = confirm_front(study, target=target, study_dir=study_dir)
@@ -264,5 +264,11 @@ def confirm_study(study: optuna.Study, *, study_dir: Path, agent: str | None = N
     """
     profile = study_profile(study, agent=agent)
     spec = profile.measure_spec()
-    target = open_target(spec, agent=profile.agent, token_env=profile.agent_token_env)
-    return "\n".join(summary_lines(confirm_front(study, target=target, study_dir=study_dir)))
+    target = open_target(
+        spec, agent=profile.agent, runtime=profile.runtime, token_env=profile.agent_token_env
+    )
+    try:
+        confirmed = confirm_front(study, target=target, study_dir=study_dir)
+    finally:
+        close_target(target)
+    return "\n".join(summary_lines(confirmed))

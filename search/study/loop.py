@@ -61,14 +61,16 @@ def check_study(
     nothing and printing nothing: the training device, the results folder (writable, with room),
     the space against the profile, the profile's providers where it is measured (here or on
     its agent), and the storage URL (its folder, its driver, its server). ``run --workers N``
-    calls it before any worker starts; :func:`run_study` before anything is created.
+    calls it before any worker starts; :func:`run_study` before anything is created. Close
+    the returned target with :func:`~search.measure.target.close_target` (a profile's
+    ``runtime`` starts an agent here).
 
     Raises:
         SearchError: one line naming the input and the fix.
     """
     from search.core.device import resolve
     from search.distributed.storage import check_storage
-    from search.measure.target import open_target
+    from search.measure.target import close_target, open_target
 
     notes: list[str] = []
     device = resolve(spec.train_device, say=notes.append)
@@ -76,9 +78,14 @@ def check_study(
     profile = spec.profile
     target = open_target(
         profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env,
+        runtime=profile.runtime,  # a runtime of its own: an agent started here
         timing=timing,
     )  # fmt: skip
-    check_storage(spec.storage_url, default=spec.storage is None)
+    try:
+        check_storage(spec.storage_url, default=spec.storage is None)
+    except BaseException:
+        close_target(target)
+        raise
     return Checked(device=device, target=target, notes=notes)
 
 
@@ -101,14 +108,18 @@ def run_study(
     """
     from search.core.device import use
     from search.distributed.host_locks import CpuLock
+    from search.measure.target import close_target
 
     cpu = CpuLock()
     # Latency timed here is noise while another worker here trains: timing holds the lock.
     checked = check_study(spec, timing=cpu.timing)
-    with use(checked.device):
-        return _run_checked(
-            spec, checked, cpu=cpu, trials=trials, progress=progress, enqueue=enqueue
-        )
+    try:
+        with use(checked.device):
+            return _run_checked(
+                spec, checked, cpu=cpu, trials=trials, progress=progress, enqueue=enqueue
+            )
+    finally:
+        close_target(checked.target)
 
 
 def _run_checked(

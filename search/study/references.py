@@ -30,7 +30,13 @@ from search.measure.runtime import create_session
 from search.record import BaselineRecord, TrialRecord, baseline_of
 from search.study.warm_start import enqueued, warm_start_params
 from search.tasks import stack
-from search.trial.context import Context, latency_scale, measurement_record, score
+from search.trial.context import (
+    Context,
+    kernels_of,
+    latency_scale,
+    measurement_record,
+    score,
+)
 
 
 @dataclass
@@ -59,8 +65,17 @@ def measure_baseline(ctx: Context, path: Path) -> BaselineRecord:
     Its ``latency_scale_ms`` (:func:`~search.trial.context.latency_scale`) is the p50 every
     trial's relative latency is multiplied by, and also its ``latency_paired_ms``, so a speedup
     over the baseline is exactly ``1 / relative latency``.
+
+    Every trial's latency is scaled by it, so it must be steady
+    (:mod:`search.measure.latency`: warm-up settled, timed runs not drifting): one that is not
+    is measured again, at most ``measure.max_repeats`` more times, and one still unsteady is
+    kept with ``steady: false`` in its latency (a warning now, a note in the report).
     """
     metric, m = score(path, ctx)
+    for _ in range(ctx.profile.measure.max_repeats):
+        if m.latency[0].steady is not False:
+            break
+        metric, m = score(path, ctx)
     scale = latency_scale(m)
     measured = measurement_record(metric, m, ctx)
     return BaselineRecord.from_json({
@@ -131,17 +146,25 @@ def _uniform_int8(
         activations=activations,
         weights=weights,
     )
+    local = ctx.kernel_report(q.path, out_dir / "model.int8.opt.onnx")
     metric, m = score(q.path, ctx)
     return TrialRecord.from_json({
         **measurement_record(metric, m, ctx).to_json(),
         "quantize": {**q.to_dict(), "calibration": calib.key, "activations": activations},
-        "kernels": ctx.kernel_report(q.path, out_dir / "model.int8.opt.onnx"),
+        "kernels": kernels_of(local, m),
         "measured_onnx": str(q.path),
     })  # fmt: skip
 
 
 def _validation_metric(ctx: Context) -> Callable[[Path], float]:
-    """``evaluate(path)``: the task metric of an ONNX file on the validation split, here."""
+    """``evaluate(path)``: the task metric of an ONNX file on the validation split, where the
+    study measures (a runtime of its own: through its agent, ``ctx.outputs``), else here."""
+    outputs = ctx.outputs
+    if outputs is not None:
+        n_val = len(ctx.eval_labels)
+        return lambda path: ctx.task.metric(
+            ctx.task.outputs.read([o[:n_val] for o in outputs(path)]), ctx.eval_labels
+        )
     x_val, y_val = stack(ctx.task.val)
     spec, labels = ctx.profile.measure_spec(), y_val.numpy()
 
@@ -176,6 +199,13 @@ def ensure_baseline(study: optuna.Study, ctx: Context, out_dir: Path) -> Baselin
     )
     load = baseline.measurement.get("load") or {}
     console.print(f"machine: {describe_load(load)}")
+    first = (baseline.measurement.get("latency") or [{}])[0]
+    if first.get("steady") is False:
+        console.print(
+            f"warning: the baseline's latency did not settle (warm-up {first.get('warmup_runs')}"
+            f" runs, timed runs drifted {fmt(first.get('drift'), '.1%')}): the latency scale of "
+            "this study is uncertain; rerun on a quieter machine for absolute figures"
+        )
     if load.get("busy"):
         console.print(
             "warning: the machine was busy while the baseline was measured: its absolute "

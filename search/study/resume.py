@@ -50,7 +50,10 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     # Measure settings added since (issue 15) were not in a version-1 dump; at their defaults
     # they leave it as it was, set otherwise they are other content.
     later = {k for k in _LATER_MEASURE if getattr(profile.measure, k) == _MEASURE_DEFAULTS[k]}
-    profile_json = profile.model_dump_json(exclude={**words, "agent": True, "measure": later})
+    top = {k: True for k, default in _LATER_PROFILE.items() if getattr(profile, k) == default}
+    profile_json = profile.model_dump_json(
+        exclude={**words, **top, "agent": True, "measure": later}
+    )
     devices = ("cpu", "cuda", "arm", "jetson")
     return {
         "space_digest": {_sha(space_json)},
@@ -72,7 +75,13 @@ _LATER_MEASURE = (
     "max_repeats",
     "busy_threshold",
     "confirm_rounds",
+    "steady_window",  # issue 25: warm-up to a steady state
+    "steady_tolerance",
+    "warmup_max_runs",
+    "warmup_max_seconds",
 )
+# Profile keys added since, with their defaults: a runtime of its own, fixed input dimensions.
+_LATER_PROFILE: dict[str, Any] = {"runtime": None, "free_dimensions": {}}
 _MEASURE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MeasureSettings)}
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 
 from search.core.progress import console
@@ -107,6 +108,16 @@ class _Worker:
             measure=measure,
             prune_plan=checked.prune_plan,
         )
+        ctx.measured_here = self.target.where == "here"
+        if not ctx.measured_here and spec.profile.agent is None:  # a runtime of its own here
+
+            def outputs(path: Path) -> list[np.ndarray]:  # unpaired: only outputs are used
+                m = self.target.measure(
+                    path, eval_inputs=ctx.eval_inputs, latency_input=latency_input
+                )
+                return m.outputs
+
+            ctx.outputs = outputs
         if checked.space.distill.plans_per_student > 1:  # students are kept only to be reused
             ctx.students = StudentStore.for_study(
                 spec.paths.students,

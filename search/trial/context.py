@@ -90,6 +90,12 @@ class Context:
     # trial distills its own; see search.trial.students).
     students: StudentStore | None = None
     output_names: tuple[str, ...] = ("output",)  # the exported files' outputs
+    # False where files are measured elsewhere (an agent, a runtime of its own): what ran is
+    # then audited there and comes back with the measurement (kernels_of).
+    measured_here: bool = True
+    # The file's outputs over ``eval_inputs`` where it is measured, for the sensitivity pass when
+    # that is not here (None: a session here).
+    outputs: Callable[[Path], list[np.ndarray]] | None = None
 
     @classmethod
     def build(
@@ -138,14 +144,12 @@ class Context:
             output_names=names,
         )
 
-    def kernel_report(self, path: Path, out_path: Path) -> dict[str, Any]:
+    def kernel_report(self, path: Path, out_path: Path) -> dict[str, Any] | None:
         """What really ran as integer/fp16 kernels in ``path`` (see
-        :func:`search.measure.kernels.kernel_report`), or why that is not known."""
-        if self.profile.agent:
-            return {
-                "unavailable": "kernel counts need a local session; this profile is measured "
-                "through an agent"
-            }
+        :func:`search.measure.kernels.kernel_report`), or why that is not known; None where
+        files are measured elsewhere (the measurement brings it: :func:`kernels_of`)."""
+        if not self.measured_here:
+            return None
         return kernel_report(path, self.profile.measure_spec(), out_path)
 
 
@@ -164,6 +168,17 @@ def teacher_outputs(task: Task) -> tuple[torch.Tensor, ...] | nn.Module:
     if per_item * len(task.train) > TEACHER_OUTPUTS_BYTES:  # type: ignore[arg-type]
         return task.model
     return kd.predict_outputs(task.model, task.train)
+
+
+def kernels_of(local: dict[str, Any] | None, m: Measurement) -> dict[str, Any]:
+    """The kernel report of a measured file: ``local`` (computed here), else the one the target
+    computed where the model ran (``m.extra["kernels"]``), else why there is none."""
+    if local is not None:
+        return local
+    remote = m.extra.get("kernels")
+    if isinstance(remote, dict):
+        return remote
+    return {"unavailable": f"the target ({m.extra.get('measured_by', '?')}) sent no kernel audit"}
 
 
 def model_size(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from search.compress import distill as kd
 from search.compress.onnx_export import export_onnx
-from search.compress.quantize.audit import group_labels, layer_kernels
+from search.compress.quantize.audit import group_labels, layer_kernels, layer_kernels_reported
 from search.compress.quantize.calibration import CalibMethod, calibrate
 from search.compress.quantize.qdq import is_quantized, needs_calibration
 from search.compress.quantize.step import quantize_step
@@ -32,7 +32,7 @@ from search.core.errors import describe
 from search.core.paths import MODEL_ONNX, MODEL_OPT, MODEL_QDQ, PROGRAM, TRIAL_JSON
 from search.errors import AgentError, ProviderError
 from search.record import TrialRecord
-from search.trial.context import Context, measurement_record, model_size, score
+from search.trial.context import Context, kernels_of, measurement_record, model_size, score
 from search.trial.programs import try_save_program
 from search.trial.students import Student, link_or_copy
 
@@ -124,11 +124,12 @@ def run_trial(
     measured = _quantize(
         cfg, ctx=ctx, onnx_path=onnx_path, timer=timer, calib_dir=calib_dir, draft=draft
     )
-    with timer.step("kernels"):
-        draft.kernels = ctx.kernel_report(measured, out_dir / MODEL_OPT)
-        draft.ran = _ran(draft, ctx)
+    with timer.step("kernels"):  # here; where measured elsewhere, the target audits it
+        local = ctx.kernel_report(measured, out_dir / MODEL_OPT)
     with timer.step("measure"):
         metric, measurement = score(measured, ctx)
+    draft.kernels = kernels_of(local, measurement)
+    draft.ran = _ran(draft, ctx)
     base = measurement_record(metric, measurement, ctx).to_json()
     record = TrialRecord.from_json({
         **base,
@@ -313,13 +314,19 @@ def _quantize(
 def _ran(draft: _Draft, ctx: Context) -> dict[str, str]:
     """Group -> what its layers ran at, from the optimized graph
     (:mod:`search.compress.quantize.audit`); every group ``float`` when nothing was quantized;
-    ``{}`` when the graph is not known."""
+    ``{}`` when the graph is not known. Where the provider reported per layer instead (OpenVINO,
+    QNN, an agent) that report says it."""
     import onnx
 
     if not draft.quantize.get("quantized"):
         return dict.fromkeys(ctx.space.quantize.groups, "float")
     graph = draft.kernels.get("optimized_graph")
-    if not graph:
+    reported = draft.kernels.get("ran_weights")
+    stored = draft.quantize["layer_types"]
+    if graph:
+        ran = layer_kernels(onnx.load(graph, load_external_data=False), stored)
+    elif isinstance(reported, dict):
+        ran = layer_kernels_reported(reported, stored)
+    else:
         return {}
-    ran = layer_kernels(onnx.load(graph, load_external_data=False), draft.quantize["layer_types"])
     return group_labels(ran, draft.weight_groups)

@@ -65,7 +65,10 @@ def test_bad_worker_options_are_one_line_and_exit_2(argv, needle, tmp_path, capf
     assert list(tmp_path.iterdir()) == []
 
 
-REQUIRED = {"export": ["--out", "o", "--trial", "0"]}  # so the shortened option is what fails
+REQUIRED = {  # so the shortened option is what fails
+    "export": ["--out", "o", "--trial", "0"],
+    "compare": ["--study", "a"],
+}
 
 
 def test_no_command_takes_an_abbreviated_option(capfd):

@@ -45,5 +45,6 @@ def test_the_optimized_graph_is_saved_where_asked(int8_model, tmp_path):
     path = optimized_graph(int8_model, CPU, tmp_path / "deep" / "opt.onnx")
     report = kernel_report(int8_model, CPU, tmp_path / "again.opt.onnx")
     assert report.pop("optimized_graph") == str(tmp_path / "again.opt.onnx")
+    assert report.pop("method") == "ONNX Runtime's optimized graph"
     assert count_kernels(onnx.load(str(path))) == report
     assert report["ops"]["QLinearConv"] >= 1 and report["dequantize_nodes"] >= 1

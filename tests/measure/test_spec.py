@@ -52,3 +52,36 @@ def test_the_same_checks_run_where_a_spec_is_built_in_python():
     assert spec.required == ["CPUExecutionProvider"]
     with pytest.raises(ValueError, match="batch size"):
         dataclasses.replace(spec, batch_sizes=(5000,))
+
+
+def test_free_dimensions_fix_the_batch_and_round_trip(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from search.measure.measurement import run_batches
+    from search.measure.runtime import session_options
+
+    cpu = (ProviderSpec("CPUExecutionProvider"),)
+    spec = MeasureSpec(providers=cpu, free_dimensions={"batch": 1})
+    assert MeasureSpec.from_json(spec.to_json()) == spec
+    assert "free_dimensions" not in MeasureSpec(providers=cpu).to_json()  # earlier agents
+    with pytest.raises(ValueError, match="free dimension"):
+        MeasureSpec(providers=cpu, free_dimensions={"batch": 0})
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "r",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "r.onnx")
+    options = session_options(spec.threads, free_dimensions=spec.free_dimensions)
+    session = ort.InferenceSession(
+        str(tmp_path / "r.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    assert session.get_inputs()[0].shape == [1, 3]
+    x = np.arange(-6, 6, dtype=np.float32).reshape(4, 3)
+    assert np.array_equal(run_batches(session, x), np.maximum(x, 0))  # one row at a time

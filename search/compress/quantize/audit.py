@@ -61,6 +61,25 @@ def layer_kernels(optimized: onnx.ModelProto, stored: Mapping[str, str]) -> dict
     return ran
 
 
+def layer_kernels_reported(
+    ran_weights: Mapping[str, str], stored: Mapping[str, str]
+) -> dict[str, str]:
+    """As :func:`layer_kernels`, from a provider's own per-layer report (weight -> ``integer``,
+    ``float`` or ``fp16``; :func:`search.measure.kernels.kernel_report`'s ``ran_weights``) where
+    no optimized graph is at hand (OpenVINO, QNN, a model measured on an agent). A weight the
+    report does not name ran as it is stored in float (``float``, or ``fp16``)."""
+    ran: dict[str, str] = {}
+    for weight, kind in stored.items():
+        got = ran_weights.get(weight)
+        if got == "integer":
+            ran[weight] = kind if kind.startswith(_INTEGER) else "int8"
+        elif got in ("float", "fp16"):
+            ran[weight] = got
+        else:
+            ran[weight] = "fp16" if kind == "fp16" else "float"
+    return ran
+
+
 def group_labels(
     ran: Mapping[str, str], weight_groups: Mapping[str, str | None]
 ) -> dict[str, str]:

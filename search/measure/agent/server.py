@@ -61,6 +61,7 @@ from search.measure.agent.token import check_token, private_dir
 from search.measure.agent.uploads import UploadError, check_npy, check_onnx
 from search.measure.agent.work import Work, confirm_work, measure_work
 from search.measure.confirmation import REQUIRED, check_names
+from search.measure.machine import runtime_info
 from search.measure.ort_options import check_client_options
 from search.measure.runtime import available_providers, describe_device, local_arch
 from search.measure.spec import MeasureSpec
@@ -112,6 +113,7 @@ class AgentServer(ConnectionLimits, ThreadingHTTPServer):
             "onnxruntime": ort.__version__,
             "arch": local_arch(),
             "device": describe_device(settings.label),
+            "runtime": runtime_info(),  # the onnxruntime build, plugins, OpenVINO, emulation
             "max_upload_bytes": settings.max_upload_bytes,
             "limits": {
                 **settings.limits.to_dict(),

@@ -108,7 +108,10 @@ def test_client_reports_a_wrong_token_in_one_line(server):
     client = AgentClient(server.url, token="wrong-token-xxxx")
     with pytest.raises(AgentError, match="refused the token"):
         client.info()
-    assert AgentClient(server.url, token=TOKEN).info()["device"].endswith(LABEL)
+    info = AgentClient(server.url, token=TOKEN).info()
+    assert info["device"].endswith(LABEL)
+    # The agent says what it measures with: the onnxruntime build, plugins, emulation.
+    assert info["runtime"]["build"] == "onnxruntime" and info["runtime"]["emulated"] is None
 
 
 def test_agent_command_does_not_import_torch():
@@ -229,6 +232,11 @@ def test_two_trial_study_is_measured_on_the_agent(tmp_path, agent_process, monke
         assert m["onnxruntime"]
         assert m["latency"][0]["runs"] >= 10
         assert m["paired"]["relative"] > 0  # paired with the baseline, on the agent
+        # What ran was audited where it ran (no "?" through an agent), and said by whom.
+        kernels = t.user_attrs["record"]["kernels"]
+        assert isinstance(kernels["integer_layers"], int), kernels
+        assert "optimized graph" in kernels["method"]
+        assert m["runtime"]["onnxruntime"] and m["timing"] == "device"
     assert study.user_attrs["baseline"]["measurement"]["device"].endswith(LABEL)
     # The front was confirmed on the agent, at the end of run, interleaved with the baseline.
     confirmed = study.user_attrs["confirmed"]
