@@ -63,6 +63,9 @@ class PairedLatency:
         candidate_p50_ms, reference_p50_ms: Absolute p50 of each over all its runs in the
             window: these move with the load, the ratio should not.
         attempts: How many times the rounds were timed (1 + repeats for a noisy spread).
+        processes: Fresh processes the figure is pooled over (:mod:`search.measure.pooled`);
+            1: one window of one process.
+        process_relatives: Each process's own ratio, when pooled.
     """
 
     relative: float
@@ -74,6 +77,8 @@ class PairedLatency:
     candidate_p50_ms: float
     reference_p50_ms: float
     attempts: int = 1
+    processes: int = 1
+    process_relatives: tuple[float, ...] = ()
 
     @property
     def spread(self) -> float:
@@ -81,12 +86,17 @@ class PairedLatency:
         return (self.ci_high - self.ci_low) / 2 / self.relative if self.relative > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "spread": self.spread, "confidence": CONFIDENCE}
+        out = {**asdict(self), "spread": self.spread, "confidence": CONFIDENCE}
+        out["process_relatives"] = list(self.process_relatives)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairedLatency:
         """The inverse of :meth:`to_dict` (derived keys are dropped)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        out = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if "process_relatives" in out:
+            out["process_relatives"] = tuple(out["process_relatives"])
+        return cls(**out)
 
 
 def median_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
