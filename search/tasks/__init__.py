@@ -29,6 +29,7 @@ BUILTIN = {
     "imagefolder": "search.tasks.vision:make_imagefolder_task",
     "cifar10": "search.tasks.vision:make_cifar10_task",
     "distorted_digits": "search.tasks.distorted_digits:make_task",
+    "mobilenet_digits": "search.tasks.mobilenet_digits:make_task",
 }
 
 _FROM_BASE = ("Task", "accuracy", "stack")
