@@ -1,52 +1,56 @@
-"""What the benchmark measures itself: every candidate's latency paired with the float baseline.
+"""What the benchmark measures itself: every candidate's latency paired with the float baseline,
+confirmed in several fresh processes on the target.
 
-Latencies measured one trial at a time drift with the load of a shared machine (about 10 % here),
-which is as large as the differences being compared. So every candidate's session is loaded in
-one process and timed round-robin, in short chunks, with the order rotated each round
-(:func:`~search.measure.latency.time_interleaved`): a burst of load slows every candidate alike.
+Latencies measured one trial at a time drift with the load of a shared machine, and the ratio to
+a baseline timed in the same window moves too when the load competes for caches and memory
+(a co-runner that trains slowed a float baseline more than its int8 copy:
+``../shared/cases/latency-ratio-shifts-under-load``). So after all methods ran, every candidate
+that could be on a front is timed again, side by side with the float baseline, as the study's
+front confirmation times its Pareto trials (:func:`~search.measure.confirmation.time_files`,
+here or on the profile's agent): in ``confirm_processes`` fresh processes (at least three), each
+timing all of them interleaved, pooled into one figure per candidate whose interval covers the
+variation between the processes (:mod:`search.measure.pooled`). Before it starts it waits for a
+quiet machine (``quiet_wait_s``); a window in which other processes used the cores marks the
+result ``contended``.
 
-The figure compared is the study's own: the candidate's latency *relative to the float baseline
-timed in the same rounds* (:func:`~search.measure.paired.relative_latency`), on the clock the
-study uses for the profile (thread CPU time where ONNX Runtime runs on the calling thread,
-:func:`~search.measure.latency.cpu_timed`; wall time elsewhere), scaled by the baseline's wall
-p50. Ratios of separate wall-time p50s did not hold still: one file (prune 0.5 + int8) read
-4.59x-6.81x faster than the baseline in four re-measurements of one session on this 2-core
-machine, a spread as large as the gaps the bench judges.
+The figure compared is the study's own: the candidate's latency relative to the float baseline
+timed in the same rounds, on the clock the study uses for the profile (thread CPU time where ONNX
+Runtime runs on the calling thread), scaled by the baseline's wall p50.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search.measure.latency import (
-    Rounds,
-    cpu_timed,
-    make_runner,
-    summarize,
-    time_interleaved,
-)
-from search.measure.paired import relative_latency
-from search.measure.runtime import create_session
-from search.measure.spec import MeasureSpec
+from search.measure.confirmation import MAX_FILES
+from search.measure.load import wait_for_quiet
+
+if TYPE_CHECKING:
+    from search.measure.target import Target
+
+MIN_PROCESSES = 3  # the bench's speedups come from at least this many fresh processes
 
 
 @dataclass(frozen=True)
 class BenchLatency:
-    """One candidate's latency in the bench's shared window.
+    """One candidate's latency in the bench's confirmation.
 
     Attributes:
         latency_ms: ``relative * reference_p50_ms``: what the bench compares (ms, batch
             ``batch_size``); the reference's own wall p50 for the reference.
-        relative: Median over rounds of the candidate's / reference's round medians (1.0 for
-            the reference); ``ci_low``, ``ci_high`` its 95 % order-statistic interval.
+        relative: Median over processes of each process's median round ratio (candidate /
+            reference; 1.0 for the reference); ``ci_low``, ``ci_high`` its interval, covering
+            every process's 95 % interval and the 95 % prediction interval of a new process.
         clock: ``cpu`` or ``wall``: what the ratio is taken of.
-        p50_ms, cv, runs: The candidate's own wall-time p50, coefficient of variation and timed
-            runs (these move with the load; the ratio should not).
-        reference_p50_ms: The reference's wall-time p50 in the same window.
+        p50_ms: The candidate's own wall-time p50 (median over processes; moves with the load).
+        reference_p50_ms: The reference's wall-time p50 in the same windows.
+        processes: Fresh processes pooled; ``process_relatives`` each one's ratio.
+        contended: Other processes used the cores while it was timed.
     """
 
     latency_ms: float
@@ -55,84 +59,121 @@ class BenchLatency:
     ci_high: float
     clock: str
     p50_ms: float
-    cv: float
-    runs: int
     reference_p50_ms: float
     batch_size: int
+    processes: int = 1
+    process_relatives: tuple[float, ...] = ()
+    contended: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["process_relatives"] = list(self.process_relatives)
+        return out
 
 
-def measure_interleaved(
+def confirm_candidates(
     paths: dict[str, Path],
     *,
     reference: str,
-    spec: MeasureSpec,
-    example_input: np.ndarray,
-    rounds: int = 20,
-    runs_per_round: int = 10,
-    warmup_runs: int = 20,
-) -> dict[str, BenchLatency]:
-    """Latency of every ONNX file in ``paths`` paired with ``reference``, at the spec's first
-    batch size, all timed interleaved in this process.
+    target: Target,
+    latency_input: np.ndarray | None,
+    quiet_wait_s: float = 0.0,
+) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """Latency of every ONNX file in ``paths`` paired with ``reference``, confirmed on
+    ``target`` in at least :data:`MIN_PROCESSES` fresh processes (at most ``MAX_FILES - 1``
+    candidates per confirmation, each with the reference).
 
     Args:
-        paths: Candidate name -> ONNX file; ``reference`` must be among them.
+        paths: Candidate key -> ONNX file; ``reference`` must be among them.
         reference: The candidate every other is paired with (the float baseline).
-        spec: The profile's measurement spec (providers, threads, batch sizes).
-        example_input: One input (batch 1); it is repeated to the first batch size.
-        rounds: Round-robin passes over all candidates.
-        runs_per_round: Timed runs of one candidate in one pass.
-        warmup_runs: Untimed runs of each candidate before the first pass.
+        target: Where to time (this machine or the profile's agent).
+        latency_input: One input (batch 1), repeated to the first batch size; None: the
+            target times a seeded normal array of the model's input shape.
+        quiet_wait_s: Seconds to wait for a quiet machine before the first confirmation.
 
     Returns:
-        Candidate name -> :class:`BenchLatency` over ``rounds * runs_per_round`` runs.
+        Candidate key -> :class:`BenchLatency`, and what the confirmation recorded
+        (``processes``, ``contended``, ``load`` and ``quiet_wait`` of each part).
 
     Raises:
-        ValueError: ``rounds`` or ``runs_per_round`` below 1, or ``reference`` not in ``paths``.
+        ValueError: ``reference`` is not among ``paths``.
     """
-    if rounds < 1 or runs_per_round < 1:
-        raise ValueError(
-            f"rounds and runs_per_round must be >= 1, got {rounds=}, {runs_per_round=}"
-        )
     if reference not in paths:
         raise ValueError(f"reference {reference!r} is not among the candidates")
-    bs = spec.batch_sizes[0]
-    one = np.asarray(example_input[:1], dtype=np.float32)
-    feed_value = np.repeat(one, bs, axis=0)
-    sessions = {name: create_session(path, spec) for name, path in paths.items()}
-    runners = {
-        name: make_runner(s, {s.get_inputs()[0].name: feed_value}) for name, s in sessions.items()
-    }
-    # The study's paired runs and confirmation use the same loop (search.measure.latency).
-    times = time_interleaved(
-        runners, rounds=rounds, runs_per_round=runs_per_round, warmup_runs=warmup_runs
+    spec = target.spec
+    settings = dataclasses.replace(
+        spec.measure,
+        confirm_processes=max(spec.measure.confirm_processes, MIN_PROCESSES),
+        quiet_wait_s=0.0,
     )
-    return _paired(times, reference=reference, clock="cpu" if cpu_timed(spec) else "wall", bs=bs)
+    # Waited for here, not on the target: an agent answers within its request timeout.
+    wait = None
+    if quiet_wait_s > 0:
+        threshold = spec.measure.busy_threshold
+        wait = wait_for_quiet(threshold=threshold, max_wait_s=quiet_wait_s).to_dict()
+    others = [k for k in paths if k != reference]
+    names = {f"c{i}": k for i, k in enumerate(others)}
+    parts: list[dict[str, Any]] = []
+    target.spec = dataclasses.replace(spec, measure=settings)
+    try:
+        keys, chunk = list(names), MAX_FILES - 1
+        for i in range(0, max(len(keys), 1), chunk):
+            part = {n: paths[names[n]] for n in keys[i : i + chunk]}
+            parts.append(
+                target.confirm(part, reference=paths[reference], latency_input=latency_input)
+            )
+    finally:
+        target.spec = spec
+    summary = {**_summary(parts), "quiet_wait": wait}
+    return _latencies(parts, names, reference, spec.batch_sizes[0]), summary
 
 
-def _paired(
-    times: dict[str, Rounds], *, reference: str, clock: str, bs: int
+def _latencies(
+    parts: list[dict[str, Any]], names: dict[str, str], reference: str, bs: int
 ) -> dict[str, BenchLatency]:
-    """Each runner's :class:`BenchLatency` from its timed rounds, paired with ``reference``."""
-    paired = relative_latency(times, reference=reference, clock=clock)
-    own = {name: summarize(np.concatenate(t.wall), bs) for name, t in times.items()}
-    ref_p50 = own[reference].p50_ms
-    out = {}
-    for name, stats in own.items():
-        p = paired.get(name)
-        relative, low, high = (p.relative, p.ci_low, p.ci_high) if p else (1.0, 1.0, 1.0)
-        out[name] = BenchLatency(
-            latency_ms=relative * ref_p50,
-            relative=relative,
-            ci_low=low,
-            ci_high=high,
-            clock=clock,
-            p50_ms=stats.p50_ms,
-            cv=stats.cv,
-            runs=stats.runs,
+    ref_p50 = float(np.median([p["reference_p50_ms"] for p in parts]))
+    contended = any(p.get("contended") for p in parts)
+    processes = min(int(p.get("processes") or 1) for p in parts)
+    out = {
+        reference: BenchLatency(
+            latency_ms=ref_p50,
+            relative=1.0,
+            ci_low=1.0,
+            ci_high=1.0,
+            clock=parts[0]["clock"],
+            p50_ms=ref_p50,
             reference_p50_ms=ref_p50,
             batch_size=bs,
+            processes=processes,
+            contended=contended,
         )
+    }
+    for part in parts:
+        for name, p in part["paired"].items():
+            out[names[name]] = BenchLatency(
+                latency_ms=p["relative"] * ref_p50,
+                relative=p["relative"],
+                ci_low=p["ci_low"],
+                ci_high=p["ci_high"],
+                clock=p["clock"],
+                p50_ms=p["candidate_p50_ms"],
+                reference_p50_ms=ref_p50,
+                batch_size=bs,
+                processes=int(p.get("processes", 1)),
+                process_relatives=tuple(p.get("process_relatives") or ()),
+                contended=bool(part.get("contended")),
+            )
     return out
+
+
+def _summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "processes": min(int(p.get("processes") or 1) for p in parts),
+        "contended": any(p.get("contended") for p in parts),
+        "parts": [
+            {"load": p.get("load"), "quiet_wait": p.get("quiet_wait"), "rounds": p.get("rounds")}
+            for p in parts
+        ],
+        "device": parts[0].get("device"),
+        "measured_by": parts[0].get("measured_by", "here"),
+    }

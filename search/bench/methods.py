@@ -31,6 +31,7 @@ from search.study.warm_start import warm_start_params
 if TYPE_CHECKING:
     import optuna
 
+    from search.study.prune_references import PruneReferences
     from search.study.references import QuantizationReferences
     from search.trial.context import Context
 
@@ -65,12 +66,22 @@ class BenchSettings(Protocol):
     def methods(self) -> tuple[str, ...]: ...
 
 
-class References(TypedDict):
-    """The study references measured once for the whole benchmark: the float baseline and the
-    quantization references per plan encoding (``categorical``, ``ordinal``)."""
+class References(TypedDict, total=False):
+    """The study references measured once for the whole benchmark: the float baseline, the
+    quantization references per plan encoding (``categorical``, ``ordinal``) and the per-group
+    pruning sensitivity pass."""
 
     baseline: BaselineRecord
     quantization: dict[str, QuantizationReferences]
+    prune: PruneReferences
+
+
+# Space variants a joint method can name after a colon (``tpe:global``): the same space with one
+# of the new dimensions turned off or on, to measure what it adds.
+VARIANTS = {
+    "global": "one global prune ratio (no per-group scales)",
+    "groups": "per-group prune scales over the precision groups",
+}
 
 
 @dataclass
@@ -85,6 +96,7 @@ class MethodRun:
     trials: int
     wall_s: float
     points: list[Point] = field(default_factory=list)
+    distillations: int = 0
     step_seconds: dict[str, float] = field(default_factory=dict)
     base: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
@@ -96,19 +108,45 @@ def measured_onnx(record: TrialRecord) -> Path:
     return Path(record.measured_file)
 
 
-def method_space(space: Space, method: str) -> Space:
+def method_space(
+    space: Space, method: str, *, groups: dict[str, list[str]] | None = None
+) -> Space:
     """``space`` searched the way ``method`` says: ``<sampler>`` (categorical precision plan)
-    or ``<sampler>-ordinal`` (:mod:`search.compress.quantize.encoding`)."""
+    or ``<sampler>-ordinal`` (:mod:`search.compress.quantize.encoding`), optionally
+    ``:<variant>`` (:data:`VARIANTS`): ``global`` prunes with one ratio, ``groups`` searches a
+    scale per prune group (``groups`` when given, else the precision groups, resolved against
+    the model by the study)."""
+    method, _, variant = method.partition(":")
     sampler, _, encoding = method.partition("-")
     search = space.search.model_copy(update={"sampler": sampler})
     quantize = space.quantize.model_copy(update={"encoding": encoding or "categorical"})
-    return space.model_copy(update={"search": search, "quantize": quantize})
+    update: dict[str, Any] = {"search": search, "quantize": quantize}
+    if variant == "global":
+        update["prune"] = space.prune.model_copy(update={"groups": {}})
+    elif variant == "groups" and not space.prune.group_names:
+        update["prune"] = space.prune.model_copy(update={"groups": groups or "quantize"})
+    return space.model_copy(update=update)
 
 
 def default_method(space: Space) -> str:
     """The method name of the space's own sampler and encoding (the default search)."""
     suffix = "-ordinal" if space.quantize.encoding == "ordinal" else ""
     return f"{space.search.sampler}{suffix}"
+
+
+def distillations(study: optuna.Study) -> int:
+    """Students a study distilled: finished trials that did not reuse one (a failed or stopped
+    trial paid for its distillation too)."""
+    from optuna.trial import TrialState
+
+    count = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            rec = TrialRecord.of(t)
+            count += rec is not None and rec.reused_student is None
+        elif t.state in (TrialState.FAIL, TrialState.PRUNED):
+            count += 1
+    return count
 
 
 def step_split(records: list[TrialRecord], durations: list[float]) -> dict[str, float]:
@@ -152,7 +190,12 @@ def study_points(study: optuna.Study) -> tuple[list[Point], list[TrialRecord], l
                 size_bytes=os.path.getsize(path),
                 label=f"trial {t.number}",
                 order=t.number + 1,
-                extra={"onnx": str(path), "params": dict(t.params), "elapsed_s": elapsed},
+                extra={
+                    "onnx": str(path),
+                    "params": dict(t.params),
+                    "elapsed_s": elapsed,
+                    "distilled": rec.reused_student is None,
+                },
             )
         )
         records.append(rec)
@@ -161,20 +204,27 @@ def study_points(study: optuna.Study) -> tuple[list[Point], list[TrialRecord], l
 
 
 def run_study_method(
-    spec: BenchSettings, *, method: str, trials: int, seed: int, refs: References
+    spec: BenchSettings,
+    *,
+    method: str,
+    trials: int,
+    seed: int,
+    refs: References,
+    resolved: Space | None = None,
 ) -> MethodRun:
-    """One study of ``method`` with sampler seed ``seed``, from the benchmark's references."""
+    """One study of ``method`` with sampler seed ``seed``, from the benchmark's references;
+    ``resolved`` is the space with groups fitted to the model (the warm start names them)."""
     from search.core.progress import console
     from search.study import StudySpec, open_study, run_study
     from search.study.references import store
 
     studies_dir = Path(spec.out_dir) / "studies"
-    name = f"{method}-seed{seed}"
+    name = f"{method.replace(':', '+')}-seed{seed}"  # a study name has no colon
     shutil.rmtree(studies_dir / name, ignore_errors=True)  # a benchmark starts fresh
     console.print(f"[bold]bench: {method} search, {trials} trials, sampler seed {seed}[/bold]")
     study_spec = StudySpec(
         task=spec.task,
-        space=method_space(spec.space, method),
+        space=method_space(spec.space, method, groups=_prune_groups(refs)),
         profile=spec.profile,
         study_name=name,
         results_dir=studies_dir,
@@ -185,18 +235,8 @@ def run_study_method(
     # Reuse the references measured once for the whole benchmark: run_study measures them only
     # when the study has none. The seeded trial follows the method's encoding; a joint search
     # starts with the space's warm start, random search with the seeded trial alone.
-    space = method_space(spec.space, method)
-    quantization = refs["quantization"].get(space.quantize.encoding)
-    warm = None
-    if quantization is not None and space.search.sampler != "random":
-        choices = space.quantize.choices(spec.profile.precisions)
-        warm = warm_start_params(space, quantization.seed, choices)
-    store(
-        open_study(study_spec, create=True),
-        baseline=refs["baseline"],
-        quantization=quantization,
-        warm_start=warm,
-    )
+    space = method_space(resolved or spec.space, method, groups=_prune_groups(refs))
+    store(open_study(study_spec, create=True), **_references(spec, space, refs))
     study = run_study(study_spec, trials=trials, progress=False)
     points, records, durations = study_points(study)
     base = baseline_of(study)
@@ -211,7 +251,36 @@ def run_study_method(
         base={"accuracy": base.accuracy, "latency_ms": base.latency_paired_ms},
         seed=seed,
         durations=durations,
+        distillations=distillations(study),
     )
+
+
+def _references(spec: BenchSettings, space: Space, refs: References) -> dict[str, Any]:
+    """What a study of ``space`` takes of the benchmark's references: the baseline, the
+    quantization references of its encoding, the pruning pass where it searches per-group
+    scales, and its warm start (a joint search's; random search keeps the seeded trial)."""
+    quantization = refs["quantization"].get(space.quantize.encoding)
+    prune = refs.get("prune")
+    if prune is not None and not space.prune.group_names:
+        prune = None  # this method prunes with one global ratio
+    warm = None
+    if quantization is not None and space.search.sampler != "random":
+        choices = space.quantize.choices(spec.profile.precisions)
+        seed_params = {**(prune.seed if prune else {}), **quantization.seed}
+        warm = warm_start_params(space, seed_params, choices)
+    return {
+        "baseline": refs["baseline"],
+        "quantization": quantization,
+        "prune": prune,
+        "warm_start": warm,
+    }
+
+
+def _prune_groups(refs: References) -> dict[str, list[str]] | None:
+    """The prune groups the benchmark's sensitivity pass measured (None without a pass)."""
+    prune = refs.get("prune")
+    sens = prune.sensitivity if prune is not None else None
+    return dict(sens.get("patterns") or {}) if sens else None
 
 
 def prefix(run: MethodRun, n: int, name: str) -> MethodRun:
@@ -219,7 +288,16 @@ def prefix(run: MethodRun, n: int, name: str) -> MethodRun:
     the start of random search of 3N: its suggestions do not depend on the results)."""
     kept = [p for p in run.points if p.order <= n]
     wall = max((p.extra.get("elapsed_s", 0.0) for p in kept), default=0.0)
-    return MethodRun(name=name, trials=n, wall_s=wall, points=kept, base=run.base, seed=run.seed)
+    distilled = sum(1 for p in kept if p.extra.get("distilled", True))
+    return MethodRun(
+        name=name,
+        trials=n,
+        wall_s=wall,
+        points=kept,
+        base=run.base,
+        seed=run.seed,
+        distillations=distilled,
+    )
 
 
 def prune_alone(
@@ -262,6 +340,7 @@ def prune_alone(
         points=points,
         step_seconds=step_split(records, durations),
         durations=durations,
+        distillations=len(spec.ratios),
     )
     return run, records
 
@@ -295,6 +374,7 @@ def sequential(ctx: Context, prune_run: MethodRun, records: list[TrialRecord]) -
         trials=len(points),
         wall_s=prune_run.wall_s + time.perf_counter() - start,
         points=points,
+        distillations=prune_run.distillations,
     )
 
 

@@ -40,17 +40,25 @@ SAMPLER_TITLES = {"tpe": "TPE", "gp": "GP (log EHVI)", "nsga2": "NSGA-II"}
 
 def title(name: str) -> str:
     """A method's name in the tables: ``random@30`` -> "random search, 30 trials"."""
+    from search.bench.methods import VARIANTS
+
     if name.startswith("random@"):
         return f"random search, {name.split('@')[1]} trials"
-    sampler, _, encoding = name.partition("-")
+    method, _, variant = name.partition(":")
+    sampler, _, encoding = method.partition("-")
     if sampler in SAMPLER_TITLES:
-        return f"joint search ({SAMPLER_TITLES[sampler]}, {encoding or 'categorical'} plan)"
+        more = f"; {VARIANTS[variant]}" if variant in VARIANTS else ""
+        return f"joint search ({SAMPLER_TITLES[sampler]}, {encoding or 'categorical'} plan{more})"
     return TITLES.get(name, name)
 
 
 def _remeasured(points: list[Point], latency: dict[str, BenchLatency]) -> list[Point]:
     return [
-        dataclasses.replace(p, latency_ms=latency[p.extra["onnx"]].latency_ms)
+        dataclasses.replace(
+            p,
+            latency_ms=latency[p.extra["onnx"]].latency_ms,
+            extra={**p.extra, "confirmed": latency[p.extra["onnx"]].to_dict()},
+        )
         for p in points
         if p.extra.get("onnx") in latency
     ]
@@ -59,15 +67,25 @@ def _remeasured(points: list[Point], latency: dict[str, BenchLatency]) -> list[P
 def _point(p: Point | None, base: dict[str, float]) -> dict[str, Any] | None:
     if p is None:
         return None
+    confirmed = p.extra.get("confirmed") or {}
+    interval = None
+    if confirmed.get("ci_low") and confirmed.get("ci_high"):
+        interval = [1 / confirmed["ci_high"], 1 / confirmed["ci_low"]]
     return {
         "label": p.label,
         "accuracy": p.accuracy,
         "accuracy_drop": base["accuracy"] - p.accuracy,
         "latency_ms": p.latency_ms,
         "speedup": base["latency_ms"] / p.latency_ms if math.isfinite(p.latency_ms) else None,
+        # The speedup's interval from the confirmation (covers every process's interval and a
+        # new process's prediction interval), and how many fresh processes it spans.
+        "speedup_interval": interval,
+        "processes": confirmed.get("processes"),
+        "contended": confirmed.get("contended"),
         "size_bytes": p.size_bytes,
         "size_reduction": base["size_bytes"] / p.size_bytes if p.size_bytes else None,
         "params": p.extra.get("params", {}),
+        "onnx": p.extra.get("onnx"),
     }
 
 
@@ -106,6 +124,7 @@ def _run_row(
         "trials": run.trials,
         "completed": sum(1 for p in run.points if p.order > 0),
         "wall_s": run.wall_s,
+        "distillations": run.distillations,
         "hypervolume": hypervolume(
             final,
             base_accuracy=base["accuracy"],
@@ -148,6 +167,7 @@ def summarize_runs(
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "task": spec.task,
         "profile": spec.profile.name,
+        "profile_source": getattr(spec, "profile_source", "") or spec.profile.name,
         "space": spec.space.name,
         "trials": spec.trials,
         "random_trials": spec.random_factor * spec.trials,
@@ -174,10 +194,10 @@ def _f(v: object, fmt: str, unit: str = "") -> str:
 
 
 def _pm(s: dict[str, Any], fmt: str, unit: str = "") -> str:
-    """``mean ± std`` of a :func:`search.bench.summary.stats` dict (``n/of`` when some are
-    missing)."""
+    """``mean [low, high]`` of a :func:`search.bench.summary.stats` dict: the mean over seeds and
+    its 95 % confidence interval (``n/of`` when some are missing)."""
     text = (
-        f"{_f(s['mean'], fmt, unit)} ± {_f(s['std'], fmt)}"
+        f"{_f(s['mean'], fmt, unit)} [{_f(s.get('ci_low'), fmt)}, {_f(s.get('ci_high'), fmt)}]"
         if s["of"] > 1
         else _f(s["mean"], fmt, unit)
     )
@@ -200,14 +220,40 @@ def _header(data: dict[str, Any]) -> list[str]:
         f"Float baseline: accuracy {base['accuracy']:.4f}, p50 {base['latency_ms']:.3f} ms "
         f"(batch 1, interleaved), {base['size_bytes'] / 1e6:.2f} MB.",
         "",
+        _confirmation_line(data),
+        "",
         f"Hypervolume: normalized, reference point (latency = float baseline, accuracy = "
         f"baseline - {data['ref_drop']:.2f}); 1.0 would be zero latency at the baseline's "
         f"accuracy. Best speedup: over points at most {pct:g} accuracy point(s) below the "
         "float baseline (1.00x when none is: the float model). Latencies of all compared "
-        "candidates are measured interleaved in one process and paired with the float "
-        f"baseline in the same rounds ({_clock(data)}), as the study measures them. Mean ± "
-        "sample std over seeds; methods without a sampler ran once.",
+        "candidates are confirmed side by side in fresh processes and paired with the float "
+        f"baseline in the same rounds ({_clock(data)}), as the study confirms its front. "
+        "Mean [95 % confidence interval of the mean, Student's t] over seeds; methods without "
+        "a sampler ran once.",
     ]
+
+
+def _confirmation_line(data: dict[str, Any]) -> str:
+    """How the compared latencies were confirmed: processes, and whether the machine was
+    quiet."""
+    c = data.get("confirmation") or {}
+    if c.get("unconfirmed") or not c:
+        return (
+            "**Not yet confirmed**: these latencies are the studies' own (each paired with the "
+            "baseline when it was measured); the final confirmation runs after the last seed."
+        )
+    state = (
+        "**contended** (other processes used the cores: the speedups may be off; rerun on a "
+        "quiet machine)"
+        if c.get("contended")
+        else "quiet (no other process used more than the threshold of the cores)"
+    )
+    wait = c.get("quiet_wait") or {}
+    waited = f" after waiting {wait['waited_s']:.0f} s for a quiet machine" if wait else ""
+    return (
+        f"Confirmation: every compared candidate timed with the baseline in {c.get('processes')} "
+        f"fresh processes {c.get('measured_by', 'here')}{waited}; the machine was {state}."
+    )
 
 
 def _clock(data: dict[str, Any]) -> str:
@@ -221,13 +267,15 @@ def _method_table(data: dict[str, Any]) -> list[str]:
     pct = data["max_drop"] * 100
     lines = [
         "",
-        f"| method | seeds | trials | wall (s) | hypervolume | best speedup (≤{pct:g} % drop) "
-        f"| best size reduction (≤{pct:g} % drop) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| method | seeds | trials | distillations | wall (s) | hypervolume | best speedup "
+        f"(≤{pct:g} % drop) | best size reduction (≤{pct:g} % drop) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in data["methods"]:
+        distilled = m.get("distillations") or {"mean": None, "of": 1, "n": 1}
         lines.append(
-            f"| {m['title']} | {len(m['seeds'])} | {m['trials']} | {_pm(m['wall_s'], '.0f')} | "
+            f"| {m['title']} | {len(m['seeds'])} | {m['trials']} | "
+            f"{_f(distilled['mean'], '.1f')} | {_pm(m['wall_s'], '.0f')} | "
             f"{_pm(m['hypervolume'], '.4f')} | {_pm(m['best_speedup'], '.2f', 'x')} | "
             f"{_pm(m['best_size_reduction'], '.2f', 'x')} |"
         )
@@ -239,15 +287,21 @@ def _run_table(data: dict[str, Any]) -> list[str]:
         "",
         "## Every run",
         "",
-        "| method | seed | completed | hypervolume | best speedup | its accuracy | its trial |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| method | seed | completed | distillations | hypervolume | best speedup [interval, "
+        "processes] | its accuracy | its trial |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in data["runs"]:
         p = r["best_speedup_point"]
         acc = f"{p['accuracy']:.4f} ({-p['accuracy_drop']:+.4f})" if p else "–"
+        interval = ""
+        if p and p.get("speedup_interval"):
+            lo, hi = p["speedup_interval"]
+            interval = f" [{lo:.2f}, {hi:.2f}; {p.get('processes')}]"
         lines.append(
             f"| {r['method']} | {_f(r['seed'], 'd')} | {r['completed']} | "
-            f"{r['hypervolume']:.4f} | {_f(r['best_speedup'], '.2f', 'x')} | {acc} | "
+            f"{r.get('distillations', '–')} | {r['hypervolume']:.4f} | "
+            f"{_f(r['best_speedup'], '.2f', 'x')}{interval} | {acc} | "
             f"{p['label'] if p else '–'} |"
         )
     return lines

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from search.bench.methods import (
+    VARIANTS,
     MethodRun,
     References,
     default_method,
@@ -40,6 +43,7 @@ from search.bench.methods import (
     sequential,
 )
 from search.bench.metrics import MAX_DROP, REF_DROP, Point, near_front
+from search.bench.reconfirm import LATENCY_INPUT
 from search.compress.prune.step import PRUNE_RATIO
 from search.compress.quantize.encoding import ordinal_seed
 from search.config import Profile, Space
@@ -50,6 +54,7 @@ from search.study.samplers import SAMPLERS
 if TYPE_CHECKING:
     from search.bench.measure import BenchLatency
     from search.measure.measurement import Measurement
+    from search.study.prune_references import PruneReferences
     from search.trial.context import Context
 
 JOINT = tuple(s for s in SAMPLERS if s != "random")
@@ -73,7 +78,9 @@ class BenchSpec:
             with ``-ordinal``).
         ratios: Fixed pruning ratios of the pruning-alone and sequential methods.
         random_factor: Random search's budget as a multiple of N.
-        rounds: Round-robin passes of the interleaved latency measurement.
+        rounds: Interleaved rounds of the final confirmation, in each fresh process.
+        quiet_wait_s: Seconds the final confirmation waits for a quiet machine.
+        profile_source: What ``--hw`` named (a built-in name or a file), for ``--reconfirm``.
         max_drop: The accuracy drop the "best speedup" columns allow (absolute).
         ref_drop: The accuracy drop of the hypervolume's reference point (absolute).
     """
@@ -89,6 +96,8 @@ class BenchSpec:
     ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
     random_factor: int = 3
     rounds: int = 20
+    quiet_wait_s: float = 0.0
+    profile_source: str = ""
     max_drop: float = MAX_DROP
     ref_drop: float = REF_DROP
 
@@ -97,10 +106,12 @@ class BenchSpec:
             raise SearchError(f"--trials must be at least 1, but got {self.trials}")
         if self.seeds < 1:
             raise SearchError(f"--seeds must be at least 1, but got {self.seeds}")
-        bad = [s for s in self.samplers if s not in JOINT_METHODS]
+        bad = [s for s in self.samplers if s.partition(":")[0] not in JOINT_METHODS]
+        bad += [s for s in self.samplers if s.partition(":")[2] not in ("", *VARIANTS)]
         if bad:
             raise SearchError(
-                f"unknown joint sampler(s) {bad}: choose from {', '.join(JOINT_METHODS)}"
+                f"unknown joint sampler(s) {bad}: choose from {', '.join(JOINT_METHODS)}, "
+                f"each optionally with :{' or :'.join(VARIANTS)}"
             )
         for r in self.ratios:
             PRUNE_RATIO.check(r, "--ratios")
@@ -134,69 +145,147 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     started = time.perf_counter()
     ctx, teacher_s = _context(spec, out / "studies")
     refs, runs = _references(ctx, work)
+    refs["prune"] = _prune_references(spec, ctx, work)
+    np.save(out / LATENCY_INPUT, ctx.task.example_input.numpy(), allow_pickle=False)
     prune_run, records = prune_alone(spec, ctx, work)
     runs += [prune_run, sequential(ctx, prune_run, records)]
     n, n_random = spec.trials, spec.random_factor * spec.trials
     seeds = list(range(spec.seed, spec.seed + spec.seeds))
     for i, seed in enumerate(seeds):
-        rand = run_study_method(spec, method="random", trials=n_random, seed=seed, refs=refs)
+        rand = run_study_method(
+            spec, method="random", trials=n_random, seed=seed, refs=refs, resolved=ctx.space
+        )
         runs += [
             prefix(rand, n, f"random@{n}"),
             dataclasses.replace(rand, name=f"random@{n_random}"),
         ]
         for method in spec.methods:
-            runs.append(run_study_method(spec, method=method, trials=n, seed=seed, refs=refs))
+            runs.append(
+                run_study_method(
+                    spec, method=method, trials=n, seed=seed, refs=refs, resolved=ctx.space
+                )
+            )
         # Written after every seed, so a bench stopped early still leaves its finished seeds.
+        # Confirmed after the last seed only (a quiet spell is waited for once); the seeds
+        # before are written with their study-time latencies, marked as such.
+        last = i == len(seeds) - 1
+        latency, confirmation = _confirm(spec, ctx, runs) if last else _unconfirmed(runs)
         extra = {
             "teacher_load_s": teacher_s,
             "total_wall_s": time.perf_counter() - started,
             "task_key": ctx.task.key,
             "load_average": os.getloadavg(),
             "seeds_done": seeds[: i + 1],
+            "confirmation": confirmation,
+            "prune_sensitivity": refs["prune"].sensitivity,
+            "prune_seed": refs["prune"].seed,
         }
-        latency = _remeasure(spec, ctx, runs)
         data = summarize_runs(runs, latency=latency, spec=spec, extra=extra)
         paths = write_bench(data, out)
         console.print(f"bench: wrote {', '.join(str(p) for p in paths.values())}")
     return data
 
 
-def _remeasure(spec: BenchSpec, ctx: Context, runs: list[MethodRun]) -> dict[str, BenchLatency]:
-    """Every point that could be on a front, re-measured side by side in one process, paired
-    with the float baseline (:mod:`search.bench.measure`)."""
-    from search.bench.measure import measure_interleaved
-    from search.core.progress import console
-
+def _candidates(runs: list[MethodRun]) -> dict[str, Path]:
+    """Every point that could be on a front, by its ONNX path (the float baseline first)."""
     fixed = ("float", "int8", "prune", "sequential")
     candidates = {}
     for run in runs:
         keep = run.points if run.name in fixed else near_front(run.points)
         candidates.update({p.extra["onnx"]: Path(p.extra["onnx"]) for p in keep})
-    console.print(f"bench: measuring {len(candidates)} candidates interleaved")
-    return measure_interleaved(
+    return candidates
+
+
+def _confirm(
+    spec: BenchSpec, ctx: Context, runs: list[MethodRun]
+) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """The candidates confirmed on the target in fresh processes, paired with the float
+    baseline (:func:`search.bench.measure.confirm_candidates`)."""
+    from search.bench.measure import confirm_candidates
+    from search.core.progress import console
+    from search.measure.load import describe_load
+    from search.measure.target import open_target
+
+    candidates = _candidates(runs)
+    profile = spec.profile
+    measure = dataclasses.replace(profile.measure_spec().measure, confirm_rounds=spec.rounds)
+    target = open_target(
+        dataclasses.replace(profile.measure_spec(), measure=measure),
+        agent=profile.agent,
+        token_env=profile.agent_token_env,
+    )
+    console.print(
+        f"bench: confirming {len(candidates)} candidates {target.where} in fresh processes"
+        + (
+            f" (waiting up to {spec.quiet_wait_s:.0f} s for a quiet machine)"
+            if spec.quiet_wait_s
+            else ""
+        )
+    )
+    latency, info = confirm_candidates(
         candidates,
         reference=runs[0].points[0].extra["onnx"],  # the float baseline, as summarize_runs
-        spec=spec.profile.measure_spec(),
-        example_input=ctx.task.example_input.numpy(),
-        rounds=spec.rounds,
+        target=target,
+        latency_input=ctx.task.example_input.numpy(),
+        quiet_wait_s=spec.quiet_wait_s,
     )
+    loads = "; ".join(describe_load(p["load"] or {}) for p in info["parts"])
+    state = "CONTENDED" if info["contended"] else "quiet"
+    console.print(f"bench: confirmed in {info['processes']} processes, {state}: {loads}")
+    return latency, info
+
+
+def _unconfirmed(runs: list[MethodRun]) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """The study-time latencies (each paired with the baseline when it was measured), for the
+    pages written before the final confirmation."""
+    from search.bench.measure import BenchLatency
+
+    base = runs[0].points[0]
+    ref_ms = base.latency_ms
+    out = {}
+    for run in runs:
+        for p in run.points:
+            rel = p.latency_ms / ref_ms if math.isfinite(ref_ms) and ref_ms > 0 else math.nan
+            out[p.extra["onnx"]] = BenchLatency(
+                latency_ms=p.latency_ms,
+                relative=rel,
+                ci_low=rel,
+                ci_high=rel,
+                clock="study",
+                p50_ms=p.latency_ms,
+                reference_p50_ms=ref_ms,
+                batch_size=1,
+                processes=0,
+            )
+    return out, {"processes": 0, "contended": None, "parts": [], "unconfirmed": True}
 
 
 def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Context, float]:
-    """The trials' shared context, measured on this machine, and the teacher's load time."""
-    from search.measure.target import LocalTarget
+    """The trials' shared context, measured on the profile's target (here or its agent), and
+    the teacher's load time. Once the baseline is measured (:func:`_references`) every file is
+    timed paired with it, as a study times its trials."""
+    from search.measure.target import open_target
     from search.study.model_checks import check_model
     from search.tasks import load_task
     from search.trial.context import Context
 
-    target = LocalTarget(spec.profile.measure_spec())  # checks the providers before any work
+    profile = spec.profile
+    # Checks the providers (here or on the agent) before any work.
+    target = open_target(
+        profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env
+    )
     t0 = time.perf_counter()
     task = load_task(spec.task, seed=spec.seed, cache_dir=studies_dir)
     teacher_s = time.perf_counter() - t0
     latency_input = task.example_input.numpy()
 
     def measure(path: Path) -> Measurement:
-        return target.measure(path, eval_inputs=ctx.eval_inputs, latency_input=latency_input)
+        return target.measure(
+            path,
+            eval_inputs=ctx.eval_inputs,
+            latency_input=latency_input,
+            reference=ctx.reference,
+        )
 
     checked = check_model(task, spec.space)  # groups fitted to the model, as a study's are
     ctx = Context.build(
@@ -215,11 +304,17 @@ def _references(ctx: Context, work: Path) -> tuple[References, list[MethodRun]]:
     once and handed to every study of the benchmark. Uniform int8 is what users try first, so
     it is measured even where the profile does not search int8."""
     from search.core.progress import console
-    from search.study.references import export_float, measure_baseline, quantization_references
+    from search.study.references import (
+        export_float,
+        measure_baseline,
+        pair_with_baseline,
+        quantization_references,
+    )
 
     t0 = time.perf_counter()
     base_path = export_float(ctx, work / "float")
     baseline = measure_baseline(ctx, base_path)
+    pair_with_baseline(ctx, baseline, work / "float")
     runs = [_one_point("float", baseline, base_path, wall_s=time.perf_counter() - t0)]
     t0 = time.perf_counter()
     quant = quantization_references(ctx, base_path, work / "float", int8=True)
@@ -245,11 +340,35 @@ def _references(ctx: Context, work: Path) -> tuple[References, list[MethodRun]]:
     return {"baseline": baseline, "quantization": by_encoding}, runs
 
 
+def _prune_references(spec: BenchSpec, ctx: Context, work: Path) -> PruneReferences:
+    """The per-group pruning sensitivity pass, once for every study of the benchmark: on the
+    space's prune groups, or on the precision groups that own prunable layers where the space
+    prunes globally (a ``:groups`` variant may search them)."""
+    from search.compress.prune.groups import prunable_groups
+    from search.core.progress import console
+    from search.study.prune_references import describe, prune_references
+
+    prune = ctx.space.prune
+    if not prune.group_names:
+        plan = ctx.prune_plan.left_alone if ctx.prune_plan else {}
+        groups = prunable_groups(ctx.task.model, ctx.space.quantize.groups, plan)
+        prune = prune.model_copy(update={"groups": groups})
+    space = ctx.space
+    ctx.space = space.model_copy(update={"prune": prune})
+    try:
+        refs = prune_references(ctx, work / "float")
+    finally:
+        ctx.space = space
+    if refs.sensitivity:
+        console.print(f"bench: {describe(refs.sensitivity, refs.seed)}", markup=False)
+    return refs
+
+
 def _one_point(name: str, record: Measured, path: Path, *, wall_s: float) -> MethodRun:
-    """A method of one measured file (its latency comes from the interleaved re-measurement)."""
+    """A method of one measured file (paired with the baseline; confirmed at the end)."""
     point = Point(
         accuracy=record.accuracy,
-        latency_ms=math.inf,
+        latency_ms=record.latency_paired_ms,
         size_bytes=os.path.getsize(path),
         label=name,
         order=0 if name == "float" else 1,

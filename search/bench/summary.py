@@ -22,18 +22,35 @@ SINGLE = ("int8", "prune")  # the single techniques
 
 def stats(values: Iterable[float | None]) -> dict[str, Any]:
     """Mean, sample standard deviation (ddof 1; 0 for one value), min and max of the finite
-    ``values``; ``n`` counts them and ``of`` counts all (a seed without a point within the
-    accuracy drop has no best speedup)."""
+    ``values`` and the 95 % confidence interval of the mean (Student's t with ``n - 1``
+    degrees of freedom; the mean itself for one value); ``n`` counts them and ``of`` counts all
+    (a seed without a point within the accuracy drop has no best speedup)."""
+    from search.measure.pooled import t975
+
     every = [v for v in values]
     finite = [float(v) for v in every if v is not None and math.isfinite(v)]
     if not finite:
         nan = float("nan")
-        return {"mean": nan, "std": nan, "min": nan, "max": nan, "n": 0, "of": len(every)}
+        return {
+            "mean": nan,
+            "std": nan,
+            "min": nan,
+            "max": nan,
+            "ci_low": nan,
+            "ci_high": nan,
+            "n": 0,
+            "of": len(every),
+        }
+    mean = float(np.mean(finite))
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    half = t975(len(finite) - 1) * std / math.sqrt(len(finite)) if len(finite) > 1 else 0.0
     return {
-        "mean": float(np.mean(finite)),
-        "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0,
+        "mean": mean,
+        "std": std,
         "min": min(finite),
         "max": max(finite),
+        "ci_low": mean - half,
+        "ci_high": mean + half,
         "n": len(finite),
         "of": len(every),
     }
@@ -73,6 +90,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "best_speedup": stats(_or_one(r["best_speedup"]) for r in runs),
                 "best_size_reduction": stats(r["best_size_reduction"] for r in runs),
                 "wall_s": stats(r["wall_s"] for r in runs),
+                "distillations": stats(r.get("distillations") for r in runs),
                 "hv_by_trial": mean_curve(
                     [r["hv_history"] for r in runs if r["hv_history"]], trials
                 ),

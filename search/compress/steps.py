@@ -136,8 +136,9 @@ def _prune(
         ignored_layers=env.ignored_layers or None,
         round_to=env.round_to,
         plan=env.prune_plan,
+        groups=section.groups if isinstance(section.groups, dict) else None,
     )
-    return student, report.to_dict()
+    return student, {**report.to_dict(), "group_ratios": part.group_ratios}
 
 
 def _lowrank(
@@ -159,8 +160,10 @@ STEPS: tuple[Step, ...] = (
         kind="model",
         sample=lambda s, trial, env: s.sample(trial),
         sample_rank=1,
-        student_inputs=lambda s: {},
+        # Which layers a group's scale prunes is in the space (its patterns), not the config.
+        student_inputs=lambda s: {"groups": s.groups} if s.groups else {},
         apply=_prune,
+        hand_pipeline=lambda s, choices: s.hand_pipeline(),
     ),
     Step(
         name="lowrank",

@@ -13,7 +13,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from search.measure.latency import cpu_timed, make_runner
+from search.measure.load import wait_for_quiet
+from search.measure.memory import child_env
 from search.measure.paired import time_paired
+from search.measure.pooled import pool_timings
 from search.measure.runtime import create_session, describe_device
 from search.measure.spec import MeasureSpec
 
@@ -55,39 +62,81 @@ def time_files(
 ) -> dict[str, Any]:
     """Time every file of ``paths`` (name -> ONNX file) and ``reference`` interleaved over the
     profile's ``confirm_rounds`` rounds of ``paired_runs`` runs, pairing each with the reference
-    (:func:`~search.measure.paired.time_paired`: noisy spreads are timed again).
+    (:func:`~search.measure.paired.time_paired`), in each of ``confirm_processes`` fresh
+    processes, pooled (:func:`~search.measure.pooled.pool_timings`); 0: once in this process.
 
+    First it waits up to ``quiet_wait_s`` for a quiet window (:func:`wait_for_quiet`).
     ``latency_input`` is one input in the dtype the model takes (its first row is repeated to
     the spec's first batch size); None: a seeded standard-normal array of the reference's input
-    shape (zeros for integer inputs). ``timing()`` is held
-    around the runs (a study's host lock); ``device_label`` as in
+    shape (zeros for integer inputs). ``timing()`` is held around the wait and the runs (a
+    study's host lock); ``device_label`` as in
     :func:`~search.measure.runtime.describe_device`.
 
     Returns:
         JSON-ready: ``clock`` (``cpu`` or ``wall``), ``rounds``, ``runs_per_round``, ``load``,
         ``reference_p50_ms`` (wall p50 of the reference over its runs in the window),
-        ``device`` and ``paired``: name -> :meth:`PairedLatency.to_dict`.
+        ``device``, ``paired``: name -> :meth:`PairedLatency.to_dict`, ``processes`` (0: this
+        process), ``contended`` (a window was busy) and ``quiet_wait`` (None: no wait); pooled
+        results add ``per_process``.
 
     Raises:
-        ValueError: bad names (:func:`check_names`).
-        ProviderError: a session would not run on the profile's providers.
+        ValueError: bad names (:func:`check_names`); ProviderError: a session would not run on
+        the profile's providers; RuntimeError: a fresh process failed (its stderr's last line).
     """
     check_names(list(paths))
+    settings = spec.measure
+    lock = timing() if timing is not None else contextlib.nullcontext()
+    with lock:
+        wait = None
+        if settings.quiet_wait_s > 0:
+            wait = wait_for_quiet(
+                threshold=settings.busy_threshold, max_wait_s=settings.quiet_wait_s
+            ).to_dict()
+        if settings.confirm_processes == 0:
+            out = time_here(
+                paths,
+                reference=reference,
+                spec=spec,
+                latency_input=latency_input,
+                device_label=device_label,
+            )
+            out.update(processes=0, contended=bool(out["load"].get("busy")))
+        else:
+            request = {
+                "paths": {n: str(p) for n, p in paths.items()},
+                "reference": str(reference),
+                "spec": spec.to_json(),
+                "device_label": device_label,
+            }
+            runs = range(settings.confirm_processes)
+            out = pool_timings([_in_fresh_process(request, latency_input) for _ in runs])
+    out["quiet_wait"] = wait
+    return out
+
+
+def time_here(
+    paths: Mapping[str, Path],
+    *,
+    reference: Path,
+    spec: MeasureSpec,
+    latency_input: np.ndarray | None,
+    device_label: str = "",
+) -> dict[str, Any]:
+    """:func:`time_files` in this process, once, without waiting or a lock (what each fresh
+    process runs)."""
     sessions = {REFERENCE: create_session(reference, spec)}
     sessions.update({n: create_session(p, spec) for n, p in paths.items()})
     feed = _feed(sessions[REFERENCE], latency_input, spec.batch_sizes[0])
     runners = {n: make_runner(s, {s.get_inputs()[0].name: feed}) for n, s in sessions.items()}
     clock = "cpu" if cpu_timed(spec) else "wall"
     settings = spec.measure
-    lock = timing() if timing is not None else contextlib.nullcontext()
-    with lock:
-        times, paired, load = time_paired(
-            runners,
-            reference=REFERENCE,
-            settings=settings,
-            clock=clock,
-            rounds=settings.confirm_rounds,
-        )
+    times, paired, load = time_paired(
+        runners,
+        reference=REFERENCE,
+        settings=settings,
+        clock=clock,
+        rounds=settings.confirm_rounds,
+    )
     return {
         "clock": clock,
         "rounds": next(iter(paired.values())).rounds if paired else 0,
@@ -97,6 +146,40 @@ def time_files(
         "device": describe_device(device_label),
         "paired": {n: p.to_dict() for n, p in paired.items()},
     }
+
+
+def _in_fresh_process(
+    request: dict[str, Any], latency_input: np.ndarray | None, timeout: float = 3600.0
+) -> dict[str, Any]:
+    """:func:`time_here` in a new interpreter (``python -m search.measure.confirmation``)."""
+    with tempfile.TemporaryDirectory(prefix="search-confirm.") as tmp:
+        feed = None
+        if latency_input is not None:
+            feed = str(Path(tmp) / "latency_input.npy")
+            np.save(feed, np.asarray(latency_input, dtype=np.float32), allow_pickle=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "search.measure.confirmation"],
+            input=json.dumps({**request, "latency_input": feed}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=child_env(),
+        )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"confirmation in a fresh process failed: {tail[0]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _child(request: dict[str, Any]) -> dict[str, Any]:
+    feed = request.get("latency_input")
+    return time_here(
+        {n: Path(p) for n, p in request["paths"].items()},
+        reference=Path(request["reference"]),
+        spec=MeasureSpec.from_json(request["spec"]),
+        latency_input=None if feed is None else np.load(feed, allow_pickle=False),
+        device_label=str(request.get("device_label", "")),
+    )
 
 
 def _feed(
@@ -115,3 +198,7 @@ def _feed(
 
 
 _INTEGER = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.stdin.read()))))

@@ -149,3 +149,36 @@ def describe_load(load: dict[str, Any]) -> str:
         busy=load.get("busy"),
         threshold=float(load.get("threshold") or 0.0),
     ).describe()
+
+
+@dataclass(frozen=True)
+class QuietWait:
+    """What :func:`wait_for_quiet` found: whether a quiet window came, after how long, and the
+    share of the cores other processes used in the last window (None: unknown)."""
+
+    quiet: bool | None
+    waited_s: float
+    other_cpu: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wait_for_quiet(*, threshold: float, max_wait_s: float, window_s: float = 1.0) -> QuietWait:
+    """Sleep in windows of ``window_s`` until one in which other processes used at most
+    ``threshold`` of all cores' time, or until ``max_wait_s`` have passed.
+
+    The co-runners that move a paired ratio (training, streaming memory) show as other
+    processes' CPU time; where ``/proc`` is missing nothing is known and nothing is waited for.
+    """
+    start = time.perf_counter()
+    last: Load | None = None
+    while True:
+        with LoadWatch(threshold=threshold) as watch:
+            time.sleep(window_s)
+        last = watch.load
+        assert last is not None
+        waited = time.perf_counter() - start
+        if last.busy is None or not last.busy or waited >= max_wait_s:
+            quiet = None if last.busy is None else not last.busy
+            return QuietWait(quiet=quiet, waited_s=round(waited, 1), other_cpu=last.other_cpu)

@@ -168,7 +168,7 @@ def measure_peak_memory(
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_child_env(),
+            env=child_env(),
         )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -184,7 +184,7 @@ def measure_peak_memory(
     )
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """This process's environment, with this ``search`` package first on the child's path: the
     child must run the same code, whatever its working directory or installed copy."""
     root = str(Path(__file__).resolve().parents[2])

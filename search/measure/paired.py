@@ -65,6 +65,9 @@ class PairedLatency:
         attempts: How many times the rounds were timed (1 + repeats for a noisy spread).
         steady: Both reached a steady state in their warm-up before the rounds
             (:func:`~search.measure.latency.warm_up`); None where no steady-state rule ran.
+        processes: Fresh processes the figure is pooled over (:mod:`search.measure.pooled`);
+            1: one window of one process.
+        process_relatives: Each process's own ratio, when pooled.
     """
 
     relative: float
@@ -77,6 +80,8 @@ class PairedLatency:
     reference_p50_ms: float
     attempts: int = 1
     steady: bool | None = None
+    processes: int = 1
+    process_relatives: tuple[float, ...] = ()
 
     @property
     def spread(self) -> float:
@@ -84,12 +89,17 @@ class PairedLatency:
         return (self.ci_high - self.ci_low) / 2 / self.relative if self.relative > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "spread": self.spread, "confidence": CONFIDENCE}
+        out = {**asdict(self), "spread": self.spread, "confidence": CONFIDENCE}
+        out["process_relatives"] = list(self.process_relatives)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairedLatency:
         """The inverse of :meth:`to_dict` (derived keys are dropped)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        out = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if "process_relatives" in out:
+            out["process_relatives"] = tuple(out["process_relatives"])
+        return cls(**out)
 
 
 def median_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:

@@ -88,7 +88,15 @@ class MeasureSettings:
     as busy when other processes used more than ``busy_threshold`` of all cores' time during
     the measurement (:mod:`search.measure.load`): 0.10 is more than system daemons use and less
     than one other busy thread on a machine of up to 8 cores. ``confirm_rounds`` is how many
-    rounds the front's confirmation times every Pareto trial and the baseline.
+    rounds the front's confirmation times every Pareto trial and the baseline, in each of
+    ``confirm_processes`` fresh processes (0: in the measuring process itself); the figures
+    pooled over them carry an interval that covers the variation between processes
+    (:mod:`search.measure.pooled`). One process's interval was narrower than that variation: a
+    front confirmed at 6.2-6.6x read 4.5-4.9x eleven minutes later, and an int8 model's p50 was
+    bimodal across processes. Before the confirmation starts it waits at most ``quiet_wait_s``
+    seconds for a window in which other processes use at most ``busy_threshold`` of the cores
+    (a co-runner that trains moved a paired ratio by 14 %, :mod:`search.measure.pooled`); 0
+    does not wait, and a contended confirmation is flagged either way.
 
     Before anything is timed, each session is warmed up to a steady state
     (:func:`search.measure.latency.warm_up`): ``warmup_runs`` (and ``warmup_seconds``) of
@@ -115,6 +123,8 @@ class MeasureSettings:
     steady_tolerance: float = 0.05
     warmup_max_runs: int = 500
     warmup_max_seconds: float = 10.0
+    confirm_processes: int = 3
+    quiet_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         _within(self.paired_rounds, 1, 10**5, "paired_rounds")
@@ -123,6 +133,8 @@ class MeasureSettings:
         _within(self.max_repeats, 0, 20, "max_repeats")
         _within(self.busy_threshold, 0.0, 1.0, "busy_threshold")
         _within(self.confirm_rounds, 1, 10**5, "confirm_rounds")
+        _within(self.confirm_processes, 0, 32, "confirm_processes")
+        _within(self.quiet_wait_s, 0.0, 86400.0, "quiet_wait_s")
         # Upper bounds keep a request to the agent from occupying it for days.
         _within(self.warmup_runs, 0, 10**6, "warmup_runs")
         _within(self.warmup_seconds, 0.0, 600.0, "warmup_seconds")

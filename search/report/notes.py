@@ -95,11 +95,25 @@ def confirmation_note(confirmed: dict[str, Any]) -> str:
         return ""
     rows = confirmed.get("trials") or {}
     off = sorted((n for n, r in rows.items() if not r.get("on_front")), key=int)
-    busy = " while the machine was busy" if (confirmed.get("load") or {}).get("busy") else ""
+    contended = confirmed.get("contended", (confirmed.get("load") or {}).get("busy"))
+    busy = ""
+    if contended:
+        busy = (
+            " while other processes used the cores (contended: the figures may be off; confirm "
+            "again on a quiet machine)"
+        )
+    elif contended is not None:
+        busy = " on a quiet machine"
     fell = f"; off the front after it: trial(s) {', '.join(off)}" if off else "; all stayed on it"
+    processes = confirmed.get("processes") or 0
+    where = (
+        f" in {processes} fresh processes (the intervals cover the variation between them)"
+        if processes
+        else ""
+    )
     return (
         f"the front was confirmed at {confirmed.get('at', '?')}{busy}: {len(rows)} trial(s) and "
-        f"the baseline re-measured interleaved over {confirmed.get('rounds')} rounds{fell}"
+        f"the baseline re-measured interleaved over {confirmed.get('rounds')} rounds{where}{fell}"
     )
 
 

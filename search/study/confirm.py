@@ -79,6 +79,18 @@ def _check_target(study: optuna.Study, target: Target) -> None:
         )
 
 
+def _time_front(target: Target, found: list[tuple[str, Path]], references: Path) -> dict:
+    """The front's files timed with the baseline on ``target``, at most ``MAX_FILES`` at once."""
+    feed = _latency_input(references)
+    timed: dict[str, Any] = {}
+    for i in range(0, len(found), MAX_FILES):
+        part = target.confirm(
+            dict(found[i : i + MAX_FILES]), reference=references / MODEL_ONNX, latency_input=feed
+        )
+        timed = {**part, "paired": {**timed.get("paired", {}), **part["paired"]}}
+    return timed
+
+
 def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> dict[str, Any]:
     """Re-measure the Pareto trials and the baseline interleaved on ``target`` (this machine or
     the agent); keep and return the result.
@@ -111,13 +123,7 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
             f"none of the {len(paths)} Pareto trials' files is under {study_dir}/artifacts; "
             "pass the --results-dir the study wrote to"
         )
-    feed = _latency_input(references)
-    timed: dict[str, Any] = {}
-    for i in range(0, len(found), MAX_FILES):  # a target times at most MAX_FILES at once
-        part = target.confirm(
-            dict(found[i : i + MAX_FILES]), reference=references / MODEL_ONNX, latency_input=feed
-        )
-        timed = {**part, "paired": {**timed.get("paired", {}), **part["paired"]}}
+    timed = _time_front(target, found, references)
     paired = {n: PairedLatency.from_dict(d) for n, d in timed["paired"].items()}
     scale = float(baseline.latency_scale_ms)
     threshold = target.spec.measure.noise_threshold
@@ -129,12 +135,42 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
         "baseline_measured_p50_ms": timed["reference_p50_ms"],
         "device": timed.get("device", target.device),
         "measured_by": timed.get("measured_by", "here"),
+        # Fresh processes the figures are pooled over (0: the measuring process itself), and
+        # whether other processes used the cores meanwhile: then the figures may be off (a
+        # co-runner that trains moves a paired ratio, search.measure.pooled).
+        "processes": timed.get("processes", 0),
+        "contended": bool(timed.get("contended", (timed["load"] or {}).get("busy"))),
+        "quiet_wait": timed.get("quiet_wait"),
         "missing": missing,
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "trials": _rows(paired, front, scale=scale, threshold=threshold),
     }
+    before = study.user_attrs.get("confirmed")
+    if before:
+        confirmed["previous"] = against_previous(confirmed, before)
     study.set_user_attr("confirmed", confirmed)
     return confirmed
+
+
+def against_previous(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Whether each trial confirmed again lands inside the interval the previous confirmation
+    gave it: ``{"at", "contended", "trials": {n: {"interval", "inside"}}, "inside", "of"}``
+    (only trials both confirmed)."""
+    rows = {}
+    for n, row in now["trials"].items():
+        old = (before.get("trials") or {}).get(n)
+        if not old or not old.get("relative_ci"):
+            continue
+        low, high = old["relative_ci"]
+        rel = row["latency_relative"]
+        rows[n] = {"interval": [low, high], "inside": bool(low <= rel <= high)}
+    return {
+        "at": before.get("at"),
+        "contended": before.get("contended"),
+        "trials": rows,
+        "inside": sum(r["inside"] for r in rows.values()),
+        "of": len(rows),
+    }
 
 
 def _rows(
@@ -153,6 +189,8 @@ def _rows(
             "relative_ci": [p.ci_low, p.ci_high],
             "spread": p.spread,
             "noisy": p.spread > threshold,
+            "processes": p.processes,
+            "process_relatives": list(p.process_relatives),
             "measured_p50_ms": p.candidate_p50_ms,
             "study_p50_ms": front[n].values[1],
             "accuracy": front[n].values[0],
@@ -175,24 +213,40 @@ def summary_lines(confirmed: dict[str, Any]) -> list[str]:
     """What the confirmation found, one line a trial, for the console."""
     from search.measure.load import describe_load
 
+    processes = confirmed.get("processes", 0)
+    where = f" in {processes} fresh processes" if processes else ""
     lines = [
-        f"confirmed the front: {len(confirmed['trials'])} trial(s) and the baseline over "
+        f"confirmed the front{where}: {len(confirmed['trials'])} trial(s) and the baseline over "
         f"{confirmed['rounds']} interleaved rounds; {describe_load(confirmed['load'])}"
     ]
+    previous = (confirmed.get("previous") or {}).get("trials") or {}
     for n, row in sorted(confirmed["trials"].items(), key=lambda kv: kv[1][PAIRED]):
         low, high = row["latency_ci_ms"]
         flags = "" if row["on_front"] else "  off the front after confirmation"
         flags += "  noisy" if row["noisy"] else ""
+        if n in previous:
+            where = "inside" if previous[n]["inside"] else "OUTSIDE"
+            flags += f"  {where} the previous confirmation's interval"
         lines.append(
             f"  trial {n}: p50 {row[PAIRED]:.3f} ms [{low:.3f}, {high:.3f}] "
             f"(study {row['study_p50_ms']:.3f} ms){flags}"
+        )
+    prev = confirmed.get("previous")
+    if prev and prev["of"]:
+        lines.append(
+            f"  {prev['inside']} of {prev['of']} trial(s) landed inside the interval the "
+            f"confirmation of {prev['at']} gave"
         )
     if confirmed.get("missing"):
         lines.append(
             f"  not re-measured (files missing): trials {', '.join(confirmed['missing'])}"
         )
-    if confirmed["load"].get("busy"):
-        lines.append("warning: the machine was busy during the confirmation")
+    if confirmed.get("contended", confirmed["load"].get("busy")):
+        lines.append(
+            "warning: other processes used the cores during the confirmation (contended): a "
+            "co-runner that trains or streams memory moves these ratios; run `report --confirm` "
+            "again when the machine is quiet"
+        )
     return lines
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.compress.prune.plan import OUTPUT_LAYER, PrunePlan
+from search.compress.prune.step import PruneSpace
 from search.config import Space
 from search.core.errors import describe
 from search.core.progress import console
@@ -104,10 +105,13 @@ def check_model(task: Task, space: Space) -> ModelChecks:
         groups, source, notes = fit_groups(model, x, space, Path(tmp) / "model.onnx")
     plan = dry_run(task, space)
     quantize = space.quantize.model_copy(update={"groups": groups})
-    update: dict[str, Any] = {"quantize": quantize}
+    update: dict[str, Any] = {
+        "quantize": quantize,
+        "prune": _prune_groups(model, space, groups, plan),
+    }
     if plan.error:  # nothing can be pruned: no prune ratio to search
         no_pruning = FloatRange(low=0.0, high=0.0)
-        update["prune"] = space.prune.model_copy(update={"ratio": no_pruning})
+        update["prune"] = space.prune.model_copy(update={"ratio": no_pruning, "groups": {}})
     checks = ModelChecks(space.model_copy(update=update), source, plan, export, notes)
     _say(checks)
     return checks
@@ -240,6 +244,20 @@ def fit_groups(
     return derived, "derived", [note]
 
 
+def _prune_groups(
+    model: nn.Module, space: Space, groups: dict[str, list[str]], plan: PrunePlan
+) -> PruneSpace:
+    """The prune section with ``groups: quantize`` resolved: the precision groups that own
+    layers pruning may cut (the output layer and what the plan leaves alone do not count);
+    groups the space names itself stay as they are."""
+    from search.compress.prune.groups import prunable_groups
+
+    prune = space.prune
+    if prune.groups != "quantize":
+        return prune
+    return prune.resolved(prunable_groups(model, groups, plan.left_alone))
+
+
 def dry_run(task: Task, space: Space) -> PrunePlan:
     """The pruning plan of ``task``'s model, made in a child process under a memory and time
     limit (in this process where there is no fork); a plan with ``error`` when it failed."""
@@ -251,7 +269,7 @@ def dry_run(task: Task, space: Space) -> PrunePlan:
     names = ignored_names(model, x, task.ignored_layers or None)  # a misspelt name: exit 2
     if space.prune.ratio.high == 0.0:
         return PrunePlan(left_alone=dict.fromkeys(names, OUTPUT_LAYER))
-    ratio = space.prune.ratio.high
+    ratio = space.prune.max_ratio
 
     def plan() -> dict[str, Any]:
         return plan_pruning(model, x, ignored_layers=names, ratio=ratio).to_dict()

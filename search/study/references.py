@@ -28,6 +28,7 @@ from search.measure.load import describe_load
 from search.measure.measurement import run_all
 from search.measure.runtime import create_session
 from search.record import BaselineRecord, TrialRecord, baseline_of
+from search.study.prune_references import PruneReferences, describe, prune_references
 from search.study.warm_start import enqueued, warm_start_params
 from search.tasks import stack
 from search.trial.context import (
@@ -233,8 +234,13 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
         return
     with console.status("quantization references: per-layer sensitivity, uniform int8"):
         refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir)
+    with console.status("pruning references: per-group sensitivity"):
+        prune = prune_references(ctx, out_dir)
     choices = ctx.space.quantize.choices(ctx.profile.precisions)
-    store(study, quantization=refs, warm_start=warm_start_params(ctx.space, refs.seed, choices))
+    warm = warm_start_params(ctx.space, {**prune.seed, **refs.seed}, choices)
+    store(study, quantization=refs, prune=prune, warm_start=warm)
+    if prune.sensitivity:
+        console.print(describe(prune.sensitivity, prune.seed), markup=False, highlight=False)
     for note in refs.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     name = ctx.task.metric_name
@@ -256,6 +262,7 @@ def store(
     *,
     baseline: BaselineRecord | None = None,
     quantization: QuantizationReferences | None = None,
+    prune: PruneReferences | None = None,
     warm_start: list[dict[str, Any]] | None = None,
 ) -> None:
     """Keep references measured elsewhere (the benchmark's) with ``study``, so running it
@@ -263,6 +270,9 @@ def store(
     one seeded trial) are enqueued and kept as ``warm_start``."""
     if baseline is not None:
         study.set_user_attr("baseline", baseline.to_json())
+    if prune is not None:
+        study.set_user_attr("prune_sensitivity", prune.sensitivity)
+        study.set_user_attr("prune_seed", prune.seed)
     if quantization is not None:
         study.set_user_attr("sensitivity", quantization.sensitivity)
         int8 = quantization.int8

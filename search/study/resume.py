@@ -67,6 +67,7 @@ _LATER = {
     "search": ("warm_start",),
     "quantize": ("unmatched_groups", "derived_groups", "encoding"),
     "distill": ("plans_per_student",),
+    "prune": ("groups", "scale", "sensitivity", "probe_ratio"),  # issue 29: per-group ratios
 }
 _LATER_MEASURE = (
     "paired_rounds",
@@ -79,6 +80,8 @@ _LATER_MEASURE = (
     "steady_tolerance",
     "warmup_max_runs",
     "warmup_max_seconds",
+    "confirm_processes",  # issue 29: confirmation pooled over fresh processes
+    "quiet_wait_s",
 )
 # Profile keys added since, with their defaults: a runtime of its own, fixed input dimensions.
 _LATER_PROFILE: dict[str, Any] = {"runtime": None, "free_dimensions": {}}

@@ -34,6 +34,7 @@ BUILTIN = {
     "tokens": "search.tasks.tokens:make_task",
     "detection": "search.tasks.dense_data:make_detection_task",
     "segmentation": "search.tasks.dense_data:make_segmentation_task",
+    "mobilenet_digits": "search.tasks.mobilenet_digits:make_task",
 }
 
 _FROM_BASE = ("Task", "accuracy", "stack")

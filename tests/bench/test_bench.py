@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,14 +110,17 @@ def test_distorted_digits_is_deterministic_and_shaped():
     assert torch.equal(splits["test"].tensors[0], load_splits(0)["test"].tensors[0])
 
 
-def test_interleaved_latency_of_float_and_int8(tmp_path):
+def test_candidates_are_confirmed_in_fresh_processes_paired_with_the_float_baseline(tmp_path):
+    import dataclasses
+
     import onnx
 
-    from search.bench.measure import measure_interleaved
+    from search.bench.measure import MIN_PROCESSES, confirm_candidates
     from search.compress.onnx_export import export_onnx
     from search.compress.quantize.calibration import calibrate
     from search.compress.quantize.qdq import quantize
     from search.config import load_profile
+    from search.measure.target import LocalTarget
     from search.tasks.models import ResNet
 
     torch.manual_seed(0)
@@ -129,26 +133,29 @@ def test_interleaved_latency_of_float_and_int8(tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    same = {"spec": load_profile("cpu").measure_spec(), "example_input": x[:1].numpy()}
-    stats = measure_interleaved(
-        {"float": src, "int8": dst},
-        reference="float",
-        rounds=3,
-        runs_per_round=2,
-        warmup_runs=1,
-        **same,
+    spec = load_profile("cpu").measure_spec()
+    quick = dataclasses.replace(
+        spec.measure, confirm_rounds=3, paired_runs=2, warmup_runs=1, max_repeats=0
     )
-    assert set(stats) == {"float", "int8"}
-    assert all(s.runs == 6 and s.p50_ms > 0 for s in stats.values())
+    target = LocalTarget(dataclasses.replace(spec, measure=quick))
+    paths = {"float": src, "int8": dst}
+    stats, info = confirm_candidates(
+        paths, reference="float", target=target, latency_input=x[:1].numpy()
+    )
+    assert set(stats) == {"float", "int8"} and target.spec.measure == quick  # left as it was
     # The bench compares what the study compares: the ratio to the float baseline timed in the
-    # same rounds, on the profile's clock (the cpu profile runs on one thread: CPU time).
+    # same rounds, on the profile's clock (the cpu profile runs on one thread: CPU time), from
+    # at least three fresh processes; the interval covers each process's.
     ref, int8 = stats["float"], stats["int8"]
-    assert ref.relative == 1.0 and ref.latency_ms == ref.p50_ms
-    assert int8.clock == ref.clock == "cpu"
-    assert int8.ci_low <= int8.relative <= int8.ci_high
+    assert ref.relative == 1.0 and ref.latency_ms == ref.reference_p50_ms
+    assert int8.clock == ref.clock == "cpu" and int8.processes == MIN_PROCESSES
+    assert len(int8.process_relatives) == MIN_PROCESSES
+    assert int8.ci_low <= min(int8.process_relatives) <= max(int8.process_relatives)
+    assert max(int8.process_relatives) <= int8.ci_high
     assert int8.latency_ms == pytest.approx(int8.relative * ref.p50_ms)
+    assert info["processes"] == MIN_PROCESSES and isinstance(info["contended"], bool)
     with pytest.raises(ValueError, match="reference"):
-        measure_interleaved({"int8": dst}, reference="float", rounds=1, **same)
+        confirm_candidates({"int8": dst}, reference="float", target=target, latency_input=None)
 
 
 def tiny_task(*, seed: int, cache_dir):
@@ -244,11 +251,14 @@ def test_sequential_is_the_pruned_model_then_uniform_int8(tmp_path, monkeypatch)
 def test_multi_seed_summary_gives_mean_and_spread():
     from search.bench.summary import aggregate, mean_curve, stats, targets
 
+    half = 4.303 * 0.2 / 3**0.5  # Student's t, 2 degrees of freedom
     assert stats([0.2, 0.4, 0.6]) == pytest.approx(
-        {"mean": 0.4, "std": 0.2, "min": 0.2, "max": 0.6, "n": 3, "of": 3}
-    )
+        {"mean": 0.4, "std": 0.2, "min": 0.2, "max": 0.6, "n": 3, "of": 3,
+         "ci_low": 0.4 - half, "ci_high": 0.4 + half}, abs=1e-3
+    )  # fmt: skip
     one = stats([float("nan"), 2.0])
     assert (one["mean"], one["std"], one["n"], one["of"]) == (2.0, 0.0, 1, 2)
+    assert one["ci_low"] == one["ci_high"] == 2.0
     assert mean_curve([[(1, 0.1), (3, 0.3)], [(2, 0.2)]], 3) == pytest.approx([0.05, 0.15, 0.25])
 
     def row(method, seed, hv, speed):
@@ -292,25 +302,39 @@ def test_multi_seed_summary_gives_mean_and_spread():
 
 
 @pytest.mark.slow
-def test_bench_end_to_end_on_a_tiny_task(tmp_path, monkeypatch):
-    from search.bench import run_bench
+def test_quick_bench_end_to_end_on_a_tiny_task_then_reconfirmed(tmp_path, monkeypatch):
+    """``bench --quick`` (the CI variant: 2 trials, 2 seeds) through the command line, with a
+    joint search without per-group prune scales beside the default; then ``--reconfirm``."""
+    from search.cli.main import main
 
-    spec, here = _tiny_spec(tmp_path, seeds=2, samplers=("gp-ordinal",))
-    monkeypatch.syspath_prepend(str(here))
-    data = run_bench(spec)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "bench"
+    args = ["bench", "--quick", "--task", "test_bench:tiny_task", "--out", str(out)]
+    assert main([*args, "--samplers", "tpe:global"]) == 0
+    data = json.loads((out / "bench.json").read_text())
     names = [m["method"] for m in data["methods"]]
-    expected = ["float", "int8", "prune", "sequential", "random@1", "random@3", "tpe"]
-    assert names == [*expected, "gp-ordinal"] and data["default"] == "tpe"
+    expected = ["float", "int8", "prune", "sequential", "random@2", "random@6", "tpe"]
+    assert names == [*expected, "tpe:global"] and data["default"] == "tpe"
     runs = [(r["method"], r["seed"]) for r in data["runs"]]
-    assert runs.count(("tpe", 0)) == 1 and runs.count(("tpe", 1)) == 1
-    seeded = ("random@1", "random@3", "tpe", "gp-ordinal")
+    assert runs.count(("tpe", 0)) == 1 and runs.count(("tpe:global", 1)) == 1
+    seeded = ("random@2", "random@6", "tpe", "tpe:global")
     assert all(m["hypervolume"]["of"] == (1 + (m["method"] in seeded)) for m in data["methods"])
-    assert (tmp_path / "bench" / "bench.md").read_text().count("|") > 20
-    assert (tmp_path / "bench" / "bench.html").stat().st_size > 1000
-    saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
-    assert saved["methods"][0]["hypervolume"]["mean"] == 0.0  # the baseline alone adds nothing
-    assert all(r["wall_s"] >= 0 for r in saved["runs"])
-    assert any(r["hv_time_history"] for r in saved["runs"] if r["method"] == "tpe")
+    by = {m["method"]: m for m in data["methods"]}
+    assert by["random@6"]["distillations"]["mean"] <= 6 and by["prune"]["distillations"]["n"]
+    # The speedups come from a confirmation in at least three fresh processes.
+    assert data["confirmation"]["processes"] >= 3 and "contended" in data["confirmation"]
+    assert all(v["processes"] >= 3 for v in data["interleaved"].values())
+    md = (out / "bench.md").read_text()
+    assert "fresh processes" in md and md.count("|") > 20
+    assert (out / "bench.html").stat().st_size > 1000
+    assert data["methods"][0]["hypervolume"]["mean"] == 0.0  # the baseline alone adds nothing
+    assert all(r["wall_s"] >= 0 for r in data["runs"])
+    assert any(r["hv_time_history"] for r in data["runs"] if r["method"] == "tpe")
+
+    assert main(["bench", "--reconfirm", str(out), "--quiet-wait", "0"]) == 0
+    (again,) = json.loads((out / "reconfirm.json").read_text())
+    assert again["of"] == len(data["interleaved"]) - 1 and 0 <= again["inside"] <= again["of"]
+    assert "landed inside" in (out / "reconfirm.md").read_text()
 
 
 def test_bench_cli_rejects_bad_flags_with_one_line(capsys):
@@ -318,5 +342,9 @@ def test_bench_cli_rejects_bad_flags_with_one_line(capsys):
 
     assert main(["bench", "--samplers", "foo", "--trials", "2"]) == 2
     assert "unknown joint sampler" in capsys.readouterr().err
+    assert main(["bench", "--samplers", "tpe:nope"]) == 2
+    assert main(["bench", "--quiet-wait", "-1"]) == 2
+    assert main(["bench", "--reconfirm", "/nonexistent"]) == 2
+    assert "no bench.json" in capsys.readouterr().err
     assert main(["bench", "--ratios", "0.3,x"]) == 2
     assert main(["bench", "--trials", "0"]) == 2

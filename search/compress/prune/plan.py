@@ -27,7 +27,7 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
@@ -117,9 +117,16 @@ def build_pruner(
     model: nn.Module, x: torch.Tensor, *, ratio: float, ignored: list[str], **settings: object
 ) -> tp.pruner.MetaPruner:
     """The library's MetaPruner with our settings (call inside ``guarded_torch_pruning``):
-    heads, an LSTM pruner, equal chunks, L2 group importance, global ranking by default."""
+    heads, an LSTM pruner, equal chunks, L2 group importance, global ranking by default.
+    ``scopes`` (``{(module names): ratio}``, :func:`~search.compress.prune.groups.ratio_scopes`)
+    becomes the library's ``pruning_ratio_dict`` on this model's modules."""
     found = dict(model.named_modules())
     options: dict[str, Any] = {"round_to": None, "global_pruning": True, **settings}
+    scopes = cast(dict[tuple[str, ...], float], options.pop("scopes", None) or {})
+    if scopes:
+        options["pruning_ratio_dict"] = {
+            tuple(found[n] for n in names if n in found): r for names, r in scopes.items()
+        }
     heads, groups, _ = attention_heads(model)
     pruner = tp.pruner.MetaPruner(
         model,
@@ -280,7 +287,7 @@ def prune_with_plan(
         PruneError: a cut failed; the message names the group's layers and the ops routing it.
     """
     work = copy.deepcopy(model).eval()
-    if ratio == 0:
+    if ratio == 0 and not any(cast(dict, settings.get("scopes") or {}).values()):
         return work
     current: dict[str, tp.dependency.Group | None] = {"group": None}
     with guarded_torch_pruning():

@@ -43,47 +43,114 @@ PRUNE_RATIO = Bounds(0.0, 1.0, hi_open=True)
 
 
 class PruneSpace(Section):
-    """Structured pruning with torch-pruning: the share of channels removed, globally ranked."""
+    """Structured pruning with torch-pruning: the share of channels removed, globally ranked,
+    or per group of layers (:mod:`search.compress.prune.groups`).
+
+    ``groups``: ``{}`` prunes with one global ratio; a mapping names groups by module patterns;
+    ``quantize`` takes the study's precision groups (resolved against the model before the
+    study, :func:`resolve_groups`). Each group that owns prunable layers gets a searched
+    ``prune_scale_<group>`` in ``scale``; ``sensitivity`` runs the one-off per-group pruning
+    sensitivity pass (:mod:`search.compress.prune.sensitivity`) that seeds the warm start's
+    scales, cutting each group alone at ``probe_ratio``.
+    """
 
     ratio: FloatRange = FloatRange(low=0.0, high=0.7)
     importance: Literal["l1", "l2"] = "l2"
     max_layer_ratio: float = Field(0.9, gt=0.0, le=1.0)
+    groups: dict[str, list[str]] | Literal["quantize"] = {}
+    scale: FloatRange = FloatRange(low=0.25, high=1.75)
+    sensitivity: bool = True
+    probe_ratio: float = Field(0.5, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> PruneSpace:
         PRUNE_RATIO.check_range(self.ratio, "ratio")
+        Bounds(0.0, 10.0, lo_open=True).check_range(self.scale, "scale")
+        if isinstance(self.groups, dict):
+            empty = [g for g, pats in self.groups.items() if not pats]
+            if empty:
+                raise ValueError(f"prune.groups: group {empty[0]!r} lists no module pattern")
         return self
 
+    @property
+    def max_ratio(self) -> float:
+        """The largest share of a layer's channels a trial of this space can cut."""
+        if not self.groups:
+            return self.ratio.high
+        return max(self.ratio.high, min(self.ratio.high * self.scale.high, self.max_layer_ratio))
+
+    @property
+    def group_names(self) -> list[str]:
+        """The groups with a scale of their own (none while ``groups`` is unresolved)."""
+        return list(self.groups) if isinstance(self.groups, dict) else []
+
+    def resolved(self, groups: dict[str, list[str]]) -> PruneSpace:
+        """This section with ``groups: quantize`` replaced by ``groups`` (the prunable ones of
+        the study's precision groups); a section that names its own groups is unchanged."""
+        if self.groups != "quantize":
+            return self
+        return self.model_copy(update={"groups": dict(groups)})
+
+    def hand_pipeline(self) -> dict[str, Any]:
+        """The hand-built pipeline's scales: every group pruned at the global ratio (1.0)."""
+        if self.scale.low == self.scale.high or not 0 < self.ratio.high:
+            return {}
+        one = min(max(1.0, self.scale.low), self.scale.high)
+        return {f"prune_scale_{g}": one for g in self.group_names}
+
     def sample(self, trial: optuna.Trial) -> PruneConfig:
-        """This trial's pruning: Optuna parameter ``prune_ratio``."""
+        """This trial's pruning: Optuna parameters ``prune_ratio`` and ``prune_scale_<group>``.
+
+        Raises:
+            ConfigError: ``groups: quantize`` was not resolved against the model first.
+        """
+        if self.groups == "quantize":
+            raise ConfigError(
+                "prune.groups 'quantize' is resolved against the model before sampling "
+                "(search.study.model_checks.check_model)"
+            )
         return PruneConfig(
             ratio=self.ratio.suggest(trial, "prune_ratio"),
             importance=self.importance,
             max_layer_ratio=self.max_layer_ratio,
+            scales={g: self.scale.suggest(trial, f"prune_scale_{g}") for g in self.group_names},
         )
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     """What one trial prunes: ``ratio`` of the channels, ranked by L1 or L2 group magnitude,
-    at most ``max_layer_ratio`` of any one layer."""
+    at most ``max_layer_ratio`` of any one layer; with ``scales``, group ``g`` loses
+    ``min(ratio * scales[g], max_layer_ratio)`` of its channels, ranked within the group."""
 
     ratio: float = 0.0
     importance: str = "l2"
     max_layer_ratio: float = 0.9
+    scales: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         PRUNE_RATIO.check(self.ratio, "prune_ratio")
         if self.importance not in _IMPORTANCE:
             raise ConfigError(f"importance must be l1 or l2, but got {self.importance!r}")
         Bounds(0.0, 1.0, lo_open=True).check(self.max_layer_ratio, "max_layer_ratio")
+        for g, v in self.scales.items():
+            Bounds(0.0, 10.0, lo_open=True).check(v, f"prune_scale_{g}")
+
+    @property
+    def group_ratios(self) -> dict[str, float]:
+        """Each group's share of channels removed."""
+        from search.compress.prune.groups import group_ratios
+
+        return group_ratios(self.ratio, self.scales, max_layer_ratio=self.max_layer_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def active(self) -> dict[str, Any]:
-        """The Optuna parameters this part stands for: ``prune_ratio``."""
-        return {"prune_ratio": self.ratio}
+        """The Optuna parameters this part stands for: ``prune_ratio``, and the groups' scales
+        where something was pruned (at ratio 0 they change nothing)."""
+        scales = {f"prune_scale_{g}": s for g, s in self.scales.items()} if self.ratio else {}
+        return {"prune_ratio": self.ratio, **scales}
 
 
 def count_params(model: nn.Module) -> int:
@@ -152,9 +219,10 @@ def prune_step(
     ignored_layers: list[str] | None,
     round_to: int | None,
     plan: PrunePlan | None = None,
+    groups: dict[str, list[str]] | None = None,
 ) -> tuple[nn.Module, PruneReport]:
-    """The trial's step: :func:`prune_with_report` with the trial's :class:`PruneConfig` and the
-    study's dry-run ``plan``."""
+    """The trial's step: :func:`prune_with_report` with the trial's :class:`PruneConfig`, the
+    space's ``groups`` (patterns) and the study's dry-run ``plan``."""
     return prune_with_report(
         model,
         ratio=cfg.ratio,
@@ -164,6 +232,8 @@ def prune_step(
         importance=cfg.importance,
         max_layer_ratio=cfg.max_layer_ratio,
         plan=plan,
+        groups={g: (groups or {})[g] for g in cfg.scales} if cfg.scales else None,
+        group_ratios=cfg.group_ratios or None,
     )
 
 
@@ -177,20 +247,20 @@ def prune_with_report(
     importance: str = "l2",
     max_layer_ratio: float = 0.9,
     plan: PrunePlan | None = None,
+    groups: dict[str, list[str]] | None = None,
+    group_ratios: dict[str, float] | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Return a pruned copy of ``model`` with about ``ratio`` of its channels removed, and a
-    report of the layers left alone and why.
+    report of the layers left alone and why. With ``groups`` (name -> module patterns) and
+    ``group_ratios``, each group loses its own share, ranked within it, and ``ratio`` applies
+    outside every group (:mod:`search.compress.prune.groups`).
 
     Channels are ranked globally by group magnitude (L1 or L2 over every coupled layer);
-    ``round_to`` keeps channel counts multiples of the target's vector width. Residual adds,
-    concats, splits, grouped convs, gates, attention heads and single-layer LSTMs are coupled
-    by the dependency graph (:mod:`search.compress.prune.plan`); what the library cannot cut
-    correctly (channel shuffles, ``F.glu``, layers written by hand, a group that fails the dry
-    run) is left alone with the reason.
-
-    ``plan`` is the study's dry run (:func:`~search.compress.prune.plan.plan_pruning`); without
-    one it is made here, unbounded. A plan with an ``error`` (nothing can be pruned) returns an
-    unchanged copy.
+    ``round_to`` keeps channel counts multiples of the target's vector width. The dependency
+    graph couples residual adds, concats, splits, grouped convs, gates, attention heads and
+    LSTMs (:mod:`search.compress.prune.plan`); what it cannot cut is left alone, with why.
+    ``plan`` is the study's dry run (:func:`~search.compress.prune.plan.plan_pruning`; made
+    here when None); one with an ``error`` (nothing can be pruned) returns an unchanged copy.
 
     Raises:
         ConfigError: ``ratio`` outside [0, 1), or an ignored layer that does not exist.
@@ -200,14 +270,15 @@ def prune_with_report(
 
     from search.compress.prune import plan as pp
 
-    PRUNE_RATIO.check(ratio, "prune ratio")
     names = ignored_names(model, example_input, ignored_layers)
-    if plan is None and ratio > 0.0:
-        plan = pp.plan_pruning(model, example_input, ignored_layers=names, ratio=ratio)
+    scopes = _scopes(model, ratio, groups, group_ratios)
+    most = max([ratio, *scopes.values()])
+    if plan is None and most > 0.0:
+        plan = pp.plan_pruning(model, example_input, ignored_layers=names, ratio=most)
     alone = {**dict.fromkeys(names, pp.OUTPUT_LAYER), **(plan.left_alone if plan else {})}
     unwrapped = [name for name, _, _ in pp.unwrapped_parameters(model)]
     report = PruneReport(alone, unwrapped, list(plan.rewrites) if plan else [])
-    if plan is None or ratio == 0.0 or plan.error:
+    if plan is None or most == 0.0 or plan.error:
         return copy.deepcopy(model).eval(), report
     expected = _output_shape(model, example_input)
     pruned = pp.prune_with_plan(
@@ -218,14 +289,32 @@ def prune_with_report(
         importance=tp.importance.GroupMagnitudeImportance(p=_IMPORTANCE[importance]),
         max_pruning_ratio=max_layer_ratio,
         round_to=round_to,
+        **({"scopes": scopes} if scopes else {}),
     )
-    got = _output_shape(pruned, example_input)
-    if got != expected:
-        raise RuntimeError(
-            f"pruning changed the output shape from {expected} to {got}; "
-            "list the output layer in the task's ignored_layers"
-        )
+    if (got := _output_shape(pruned, example_input)) != expected:
+        why = "list the output layer in the task's ignored_layers"
+        raise RuntimeError(f"pruning changed the output shape from {expected} to {got}; {why}")
     return pruned, report
+
+
+def _scopes(
+    model: nn.Module,
+    ratio: float,
+    groups: dict[str, list[str]] | None,
+    group_ratios: dict[str, float] | None,
+) -> dict[tuple[str, ...], float]:
+    """The checked ratios; each group's as a ranking scope of module names
+    (:func:`~search.compress.prune.groups.ratio_scopes`).
+
+    Raises:
+        ConfigError: a ratio outside [0, 1).
+    """
+    from search.compress.prune.groups import ratio_scopes
+
+    PRUNE_RATIO.check(ratio, "prune ratio")
+    for g, r in (group_ratios or {}).items():
+        PRUNE_RATIO.check(r, f"prune ratio of group {g}")
+    return ratio_scopes(model, groups or {}, group_ratios or {})
 
 
 def _output_shape(model: nn.Module, example_input: torch.Tensor) -> list[tuple[int, ...]]:
