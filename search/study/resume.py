@@ -164,9 +164,10 @@ def redo_interrupted(study: optuna.Study) -> list[int]:
     none yet; it runs before the waiting queue (:func:`search.distributed.budget.slot`).
     Returns the numbers of the trials to be redone.
 
-    A trial whose worker died is not redone here: the storage's retry callback enqueued its
-    retry (once) when it was failed. A warm-start trial the queue got back as a fresh copy
-    (:func:`search.study.references.ensure_quantization`) is taken out of the queue, uncounted,
+    A trial whose worker died is redone here only where the storage had no retry callback to
+    enqueue its retry when it was failed, and only once. A warm-start trial the queue got back
+    as a fresh copy (:func:`search.study.references.ensure_quantization`) is taken out of the
+    queue, uncounted,
     so its parameters run once, as the redo.
     """
     trials = study.get_trials(deepcopy=False)
@@ -176,7 +177,11 @@ def redo_interrupted(study: optuna.Study) -> list[int]:
         reason = str(t.user_attrs.get("fail_reason", ""))
         if t.state != TrialState.FAIL or not t.user_attrs.get("interrupted"):
             continue
-        if t.number in redone or reason.startswith("interrupted ("):  # a dead worker's
+        # A dead worker's trial was retried by the storage's callback (when it has one), and
+        # a redo that died too is not redone again: a trial that kills its process would
+        # otherwise kill every resume.
+        crashed = reason.startswith("interrupted (")
+        if t.number in redone or (crashed and t.system_attrs.get("retry_history")):
             continue
         fixed = t.system_attrs.get("fixed_params")
         for copy in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -98,3 +99,34 @@ def test_a_queued_trial_counts_a_waiting_redo_ahead_of_it(tmp_path: Path) -> Non
     # the redo, so with one trial left the queue's first trial would be uncounted.
     assert slot(redo._trial_id, trials) == 2
     assert slot(queued._trial_id, trials) == 3
+
+
+@pytest.mark.slow
+def test_a_resumed_study_redoes_its_killed_trial_before_the_queue(
+    teacher_cache: Path, tiny_space: Path, tiny_profile: Path, tmp_path: Path
+) -> None:
+    from search.config import load_profile, load_space
+    from search.study import StudySpec, run_study
+
+    data = yaml.safe_load(tiny_space.read_text())
+    data["search"]["warm_start"] = [0.1, 0.3, 0.4]
+    data["distill"]["epochs"] = {"low": 1, "high": 1}
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec = StudySpec(
+        task="tests.tiny_task:make_task",
+        space=load_space(str(path)),
+        profile=load_profile(str(tiny_profile)),
+        study_name="redo",
+        results_dir=teacher_cache,
+    )
+    study = run_study(spec, trials=1, progress=False)
+    killed = study.ask()  # a second run took the next warm start and was killed
+    killed.set_user_attr("host", socket.gethostname())
+    killed.set_user_attr("pid", _dead_pid())
+    study = run_study(spec, trials=2, progress=False)  # one more trial allowed
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and done[1].user_attrs["redo_of"] == killed.number
+    assert done[1].params["prune_ratio"] == 0.3  # the killed trial's, not the queue's next
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"]["prune_ratio"] for t in waiting] == [0.4]
