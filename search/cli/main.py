@@ -91,7 +91,11 @@ class Run(Command):
             "--data is given)",
         )
         parser.add_argument("--model", default=None, help="torchvision model name (resnet18, ...)")
-        parser.add_argument("--weights", default=None, help="your trained state_dict checkpoint")
+        parser.add_argument(
+            "--weights",
+            default=None,
+            help="your trained weights: a state_dict saved with torch.save (read weights_only)",
+        )
         parser.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 python folder")
         parser.add_argument(
             "--image-size",
@@ -247,7 +251,12 @@ def _load_study(args: argparse.Namespace):
 
 
 class Export(Command):
-    """Export one trial: the measured ONNX file, a PyTorch checkpoint, trial.json, a README."""
+    """Export one trial: the measured ONNX file, model.pt2 (a torch.export program), trial.json,
+    a README.
+
+    model.pt2 is the compressed float model as a torch.export ExportedProgram, not a
+    checkpoint: torch.export.load("model.pt2").module() runs it with torch alone (no model
+    class, no search code)."""
 
     name = "export"
 
@@ -356,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         doc = (command.__doc__ or "").strip()
-        p = sub.add_parser(name, help=doc.splitlines()[0], description=doc)
+        # The docstring's first paragraph; argparse expands % in help texts.
+        summary = " ".join(doc.split("\n\n")[0].split()).replace("%", "%%")
+        p = sub.add_parser(name, help=summary, description=doc)
         command.add_arguments(p)
     return parser
 

@@ -57,9 +57,35 @@ def counted(trials: Iterable[FrozenTrial]) -> int:
     return sum(is_counted(t) for t in trials)
 
 
+def is_redo(t: FrozenTrial) -> bool:
+    """Whether ``t`` redoes an interrupted trial: Optuna's retry callback (and
+    :func:`enqueue_redo`) create it with a ``failed_trial`` system attribute, so this never
+    changes over a trial's life."""
+    return "failed_trial" in t.system_attrs
+
+
 def slot(trial_id: int, trials: Iterable[FrozenTrial]) -> int:
-    """Budget-holding trials created before ``trial_id``."""
-    return sum(holds_budget(t) for t in trials if t._trial_id < trial_id)  # noqa: SLF001
+    """Budget-holding trials ahead of trial ``trial_id``.
+
+    Redos of interrupted trials go first: a trial counts every redo that holds budget, whatever
+    its id, and the trials with lower ids; a redo counts the redos with lower ids and the lower-id
+    trials that are no longer WAITING (it runs before those still in the queue). Of any two
+    trials that both hold budget, one counts the other: a trial that did not see a redo asked
+    before the redo was created, so it has the lower id and had left the queue when the redo
+    looked (the race-free rule of the module docstring, with redos moved to the front).
+    """
+    trials = list(trials)
+    me = next((t for t in trials if t._trial_id == trial_id), None)  # noqa: SLF001
+    if me is not None and is_redo(me):
+        ahead = [
+            t
+            for t in trials
+            if t._trial_id < trial_id  # noqa: SLF001
+            and (is_redo(t) or t.state != TrialState.WAITING)
+        ]
+    else:
+        ahead = [t for t in trials if t._trial_id < trial_id or is_redo(t)]  # noqa: SLF001
+    return sum(holds_budget(t) for t in ahead if t._trial_id != trial_id)  # noqa: SLF001
 
 
 def fail_stale(study: optuna.Study) -> None:
@@ -120,6 +146,39 @@ def _retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         clean = copy.deepcopy(t)
         clean.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in ATTEMPT_ATTRS}
         callback(study, clean)
+
+
+def enqueue_redo(study: optuna.Study, t: FrozenTrial) -> None:
+    """Enqueue a redo of the interrupted trial ``t`` (Ctrl-C, a stopped target): its parameters
+    and user attributes without this attempt's, marked as Optuna's retry callback marks a retry
+    (``failed_trial``, ``retry_history``), so it runs before the waiting queue (:func:`slot`)."""
+    system = {"failed_trial": t.number, **t.system_attrs}
+    system["retry_history"] = [*system.get("retry_history", []), t.number]
+    user = {k: v for k, v in t.user_attrs.items() if k not in ATTEMPT_ATTRS}
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=t.params,
+            distributions=t.distributions,
+            user_attrs=user,
+            system_attrs=system,
+        )
+    )
+
+
+def _claim_redo(study: optuna.Study) -> optuna.Trial | None:
+    """The first waiting redo, claimed as Optuna claims a waiting trial (set RUNNING; False or
+    an error when another worker took it first), or None."""
+    storage = study._storage  # noqa: SLF001
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if not is_redo(t):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
+                return optuna.Trial(study, t._trial_id)  # noqa: SLF001
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
 
 
 class _Heartbeats(Protocol):
@@ -204,8 +263,9 @@ def own(trial: optuna.Trial) -> None:
 
 
 def start_attempt(study: optuna.Study, trial: optuna.Trial) -> int | None:
-    """Mark ``trial`` as this process's attempt; for a retry (Optuna copies the dead trial's
-    user attributes into it) clear the old attempt's and return the retried trial's number."""
+    """Mark ``trial`` as this process's attempt; for a redo of an interrupted trial (Optuna
+    copies its user attributes into it) clear the old attempt's, record ``redo_of`` (and
+    ``retry_of``, its older name) and return the interrupted trial's number."""
     storage = study._storage  # noqa: SLF001
     system = storage.get_trial_system_attrs(trial._trial_id)  # noqa: SLF001
     history = system.get("retry_history") or []
@@ -214,6 +274,7 @@ def start_attempt(study: optuna.Study, trial: optuna.Trial) -> int | None:
             if key in trial.user_attrs:
                 trial.set_user_attr(key, fresh)
         trial.set_user_attr("retry_of", history[-1])
+        trial.set_user_attr("redo_of", history[-1])
     own(trial)
     return history[-1] if history else None
 
@@ -246,7 +307,7 @@ def next_trial(
                 told = True
             time.sleep(poll_s)
             continue
-        trial = _ask(study)
+        trial = _claim_redo(study) or _ask(study)  # an interrupted trial's redo goes first
         beat = Heartbeat(study, trial).start()  # from now on Optuna's check can fail it
         own(trial)  # and from now on the same host's rerun fails it at once (resume.py)
         if slot(trial._trial_id, study.get_trials(deepcopy=False)) < n_trials:  # noqa: SLF001

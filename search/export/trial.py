@@ -1,4 +1,4 @@
-"""Export one trial: the exact ONNX file that was measured, a PyTorch checkpoint, its record.
+"""Export one trial: the exact ONNX file that was measured, its torch.export program, its record.
 
 What lands in the output folder:
 

@@ -274,7 +274,7 @@ def _one_trial(
     try:
         retry_of = start_attempt(study, trial)
         if retry_of is not None:
-            console.print(f"trial {trial.number}: retrying trial {retry_of} (its worker stopped)")
+            console.print(f"trial {trial.number}: redo of interrupted trial {retry_of}")
         cfg = spec.space.sample(trial, spec.profile)
         trial.set_user_attr("config", cfg.to_dict())
         skip_same_plan(study, trial, space=spec.space, profile=spec.profile, cfg=cfg)

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from pydantic import BaseModel
 
 from search.config import Profile, Space
-from search.distributed.budget import retry_failed
+from search.distributed.budget import enqueue_redo, is_redo, retry_failed
 from search.errors import SearchError
 from search.measure.spec import MeasureSettings
 
@@ -155,7 +155,56 @@ def fail_stale_trials(study: optuna.Study) -> int:
         if t.user_attrs.get("host") != host or pid is None or _alive(pid):
             continue
         failed += retry_failed(study, t, f"interrupted (process {pid} ended)")
+    redo_interrupted(study)
     return failed
+
+
+def redo_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue a redo of each trial stopped by Ctrl-C, a signal or a failing target that has
+    none yet; it runs before the waiting queue (:func:`search.distributed.budget.slot`).
+    Returns the numbers of the trials to be redone.
+
+    A trial whose worker died is redone here only where the storage had no retry callback to
+    enqueue its retry when it was failed, and only once. A warm-start trial the queue got back
+    as a fresh copy (:func:`search.study.references.ensure_quantization`) is taken out of the
+    queue, uncounted,
+    so its parameters run once, as the redo.
+    """
+    trials = study.get_trials(deepcopy=False)
+    redone = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    numbers = []
+    for t in trials:
+        reason = str(t.user_attrs.get("fail_reason", ""))
+        if t.state != TrialState.FAIL or not t.user_attrs.get("interrupted"):
+            continue
+        # A dead worker's trial was retried by the storage's callback (when it has one), and
+        # a redo that died too is not redone again: a trial that kills its process would
+        # otherwise kill every resume.
+        crashed = reason.startswith("interrupted (")
+        if t.number in redone or (crashed and t.system_attrs.get("retry_history")):
+            continue
+        fixed = t.system_attrs.get("fixed_params")
+        for copy in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if fixed is not None and copy.system_attrs.get("fixed_params") == fixed:
+                _withdraw(study, copy, f"not run: the redo of trial {t.number} runs it")
+        enqueue_redo(study, t)
+        numbers.append(t.number)
+    return numbers
+
+
+def _withdraw(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Take the waiting trial ``t`` out of the queue, uncounted (unless a worker took it)."""
+    if is_redo(t):
+        return
+    storage, tid = study._storage, t._trial_id  # noqa: SLF001 - no public API for this
+    try:
+        if not storage.set_trial_state_values(tid, TrialState.RUNNING):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    storage.set_trial_user_attr(tid, "uncounted", True)
+    storage.set_trial_user_attr(tid, "fail_reason", reason)
+    storage.set_trial_state_values(tid, TrialState.FAIL)
 
 
 def _alive(pid: int) -> bool:

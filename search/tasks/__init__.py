@@ -11,13 +11,12 @@ import importlib
 import importlib.util
 import inspect
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from search.core.errors import first_line
+from search.core.errors import at_user, first_line
 from search.errors import SearchError, TaskError
 
 if TYPE_CHECKING:
@@ -102,16 +101,6 @@ def _import(module_name: str, spec: str) -> Any:
     return importlib.import_module(module_name)
 
 
-def _where(e: BaseException) -> str:
-    """``at file.py:line: Type: first line of the message`` for an exception ``e``."""
-    frames = traceback.extract_tb(e.__traceback__)
-    # The user's code, not importlib's: the last frame outside the import machinery.
-    user = [f for f in frames if "importlib" not in f.filename] or frames
-    at = f"at {Path(user[-1].filename).name}:{user[-1].lineno}: " if user else ""
-    first = first_line(e, 200)
-    return f"{at}{type(e).__name__}: {first}"
-
-
 def resolve_factory(spec: str) -> Callable[..., Task]:
     """Find the factory for a built-in task name or a ``module:function`` spec."""
     target = BUILTIN.get(spec, spec)
@@ -134,25 +123,64 @@ def resolve_factory(spec: str) -> Callable[..., Task]:
             f"task {spec!r}: cannot import {module_name}: SyntaxError at {where}: {e.msg}"
         ) from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while it was imported
-        raise TaskError(f"task {spec!r}: importing {module_name} failed {_where(e)}") from None
+        raise TaskError(f"task {spec!r}: importing {module_name} failed {at_user(e)}") from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"task {spec!r}: module {module_name!r} has no function {func_name!r}")
     return factory
 
 
+FLAGS = {
+    "model": "--model",
+    "weights": "--weights",
+    "data": "--data",
+    "image_size": "--image-size",
+}
+_GIVEN = ("seed", "cache_dir")  # what load_task passes to every factory
+
+
+def _missing(spec: str, name: str) -> TaskError:
+    """The error for a required option of the factory that nobody gave: which flag to pass,
+    or for an option without a flag, the task YAML file to write it in."""
+    if name in FLAGS:
+        return TaskError(f"task {spec!r} needs option {name!r}: pass {FLAGS[name]}")
+    return TaskError(
+        f"task {spec!r} needs option {name!r}, which has no flag: write it in a task YAML file "
+        f"(task: {spec}, {name}: ...) and pass that file as --task"
+    )
+
+
 def check_options(factory: Callable[..., Task], spec: str, options: dict[str, Any]) -> None:
-    """Refuse options the factory does not take (a factory with ``**options`` takes all)."""
-    params = inspect.signature(factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    accepted = {p.name for p in params} - {"seed", "cache_dir"}
-    extra = sorted(set(options) - accepted)
-    if extra:
+    """Refuse options the factory does not take (a factory with ``**options`` takes all) and
+    required options that are not given, naming the flag (``--data``) or the task YAML key
+    that gives them.
+
+    Raises:
+        TaskError: an option the factory does not take, a required one missing, or a factory
+            that cannot be called as ``factory(seed=..., cache_dir=..., **options)``.
+    """
+    sig = inspect.signature(factory)
+    params = sig.parameters.values()
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    for p in params:
+        if p.kind in keyword and p.default is p.empty and p.name not in (*_GIVEN, *options):
+            raise _missing(spec, p.name)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        accepted = {p.name for p in params} - set(_GIVEN)
+        extra = sorted(set(options) - accepted)
+        if extra:
+            raise TaskError(
+                f"task {spec!r} takes no option(s) {', '.join(extra)}; its factory accepts "
+                f"{', '.join(sorted(accepted)) or 'none'}"
+            )
+    try:
+        sig.bind(**dict.fromkeys(_GIVEN), **options)
+    except TypeError as e:
         raise TaskError(
-            f"task {spec!r} takes no option(s) {', '.join(extra)}; its factory accepts "
-            f"{', '.join(sorted(accepted)) or 'none'}"
-        )
+            f"task {spec!r}: its factory cannot be called as "
+            f"{getattr(factory, '__name__', 'factory')}(seed=..., cache_dir=..., <options>): "
+            f"{first_line(e)}"
+        ) from None
 
 
 def load_task(
@@ -176,7 +204,7 @@ def load_task(
     except SearchError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's factory failing is the user's to fix
-        raise TaskError(f"task {spec!r} failed to load {_where(e)}") from None
+        raise TaskError(f"task {spec!r} failed to load {at_user(e)}") from None
     if not isinstance(task, Task):
         raise TaskError(f"task {spec!r}: the factory returned {type(task).__name__}, not a Task")
     return prepare(task, spec)
