@@ -30,7 +30,7 @@ from search.measure.memory import child_env
 from search.measure.paired import time_paired
 from search.measure.pooled import pool_timings
 from search.measure.runtime import create_session, describe_device
-from search.measure.spec import MeasureSpec
+from search.measure.spec import MeasureSettings, MeasureSpec
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -87,11 +87,7 @@ def time_files(
     settings = spec.measure
     lock = timing() if timing is not None else contextlib.nullcontext()
     with lock:
-        wait = None
-        if settings.quiet_wait_s > 0:
-            wait = wait_for_quiet(
-                threshold=settings.busy_threshold, max_wait_s=settings.quiet_wait_s
-            ).to_dict()
+        wait = _wait_for_quiet(settings)
         if settings.confirm_processes == 0:
             out = time_here(
                 paths,
@@ -112,6 +108,14 @@ def time_files(
             out = pool_timings([_in_fresh_process(request, latency_input) for _ in runs])
     out["quiet_wait"] = wait
     return out
+
+
+def _wait_for_quiet(settings: MeasureSettings) -> dict[str, Any] | None:
+    """The wait for a quiet window, when ``quiet_wait_s`` asks for one (None: no wait)."""
+    if settings.quiet_wait_s <= 0:
+        return None
+    quiet = wait_for_quiet(threshold=settings.busy_threshold, max_wait_s=settings.quiet_wait_s)
+    return quiet.to_dict()
 
 
 def time_here(
