@@ -16,46 +16,101 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from search.record import PAIRED
+from search.report.axes import NON_NEGATIVE, OPEN, Bounds, metric_bounds, padded_range
 from search.report.collect import ReportData
-from search.report.scatter import DOMINATED, FRONT, PICK, objective_figure
+from search.report.scatter import DOMINATED, FRONT, PICK, faded_words, objective_figure
+
+# Long parameter names (a group's precision or pruning scale, with the group's derived name)
+# overlap as axis titles; these prefixes are shortened and the rest cut in the middle.
+SHORT_PREFIXES = {"precision_": "prec ", "prune_scale_": "scale ", "lowrank_ratio_": "rank "}
+LABEL_CHARS = 14
+
+
+def short_label(name: str, chars: int = LABEL_CHARS) -> str:
+    """A parameter's axis title that fits: ``precision_features.3.block.1`` -> ``prec
+    …block.1`` (known prefixes shortened, then the middle cut to ``chars`` characters)."""
+    for prefix, short in SHORT_PREFIXES.items():
+        if name.startswith(prefix):
+            name = short + name[len(prefix) :]
+            break
+    if len(name) <= chars:
+        return name
+    head = name.split(" ", 1)[0] + " " if " " in name else ""
+    return head + "…" + name[len(head) :][-(chars - len(head) - 1) :]
+
+
+def parallel_params(data: ReportData) -> list[str]:
+    """The parameters the parallel coordinates draw: those that acted in a completed trial."""
+    df = data.trials
+    if df.empty:
+        return []
+    done = df[(df.state == "COMPLETE") & df.accuracy.notna()]
+    return [
+        c.removeprefix("param_")
+        for c in df.columns
+        if c.startswith("param_") and done[c].notna().any()
+    ]
+
+
+def parallel_note(data: ReportData) -> str:
+    """The full names of the axes whose titles are shortened, or ''."""
+    names = [n for n in parallel_params(data) if short_label(n) != n]
+    if not names:
+        return ""
+    return "axis titles shortened: " + "; ".join(f"{short_label(n)} = {n}" for n in names)
 
 
 def parallel_figure(data: ReportData) -> go.Figure | None:
-    """Parallel coordinates: each searched parameter, then the two objectives."""
+    """Parallel coordinates: each parameter that acted, then the two objectives; every axis
+    ranged on its values with a little margin, within its bounds."""
     df = data.trials
-    if df.empty:
+    params = parallel_params(data)
+    if df.empty or not params:
         return None
     done = df[(df.state == "COMPLETE") & df.accuracy.notna()]
-    params = [c for c in df.columns if c.startswith("param_")]
-    if done.empty or not params:
-        return None
-    dims = []
-    for col in params:
-        values, label = done[col], col.removeprefix("param_")
-        if pd.api.types.is_numeric_dtype(values):
-            dims.append({"label": label, "values": values})
-            continue
-        # A parameter that did not act in a trial (low-rank's kind with low-rank off) reads "-".
-        words = values.map(lambda v: "-" if pd.isna(v) else str(v))
-        cats = sorted(words.unique())
-        codes = words.map({c: i for i, c in enumerate(cats)})
-        dims.append(
-            {"label": label, "values": codes, "tickvals": list(range(len(cats))), "ticktext": cats}
-        )
-    dims.append({"label": data.metric, "values": done.accuracy})
-    dims.append({"label": "p50 ms", "values": done[PAIRED]})
+    dims = [_dimension(done[f"param_{name}"], short_label(name)) for name in params]
+    base = data.baseline
+    metric = list(done.accuracy) + [base.accuracy if base is not None else None]
+    dims.append(_numeric(done.accuracy, data.metric, metric_bounds(metric)))
+    dims.append(_numeric(done[PAIRED], "p50 ms", NON_NEGATIVE))
     fig = go.Figure(
         go.Parcoords(
             dimensions=dims,
             line={"color": done.pareto.astype(int), "colorscale": [[0, "#c7c7c7"], [1, FRONT]]},
+            labelangle=-25 if len(dims) > 8 else 0,
+            labelside="top",
         )
     )
     fig.update_layout(
         title="parameters against objectives (blue: Pareto front, grey: other completed trials)",
         template="plotly_white",
-        height=460,
+        height=500,
+        margin={"t": 150 if len(dims) > 8 else 110},
     )
     return fig
+
+
+def _dimension(values: pd.Series, label: str) -> dict:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # Parameters are ratios, scales, epochs, rates: none below 0.
+        return _numeric(values, label, NON_NEGATIVE if (values.dropna() >= 0).all() else OPEN)
+    # A parameter that did not act in a trial (low-rank's kind with low-rank off) reads "-".
+    words = values.map(lambda v: "-" if pd.isna(v) else str(v))
+    cats = sorted(words.unique())
+    codes = words.map({c: i for i, c in enumerate(cats)})
+    return {
+        "label": label,
+        "values": codes,
+        "tickvals": list(range(len(cats))),
+        "ticktext": cats,
+        "range": [-0.5, len(cats) - 0.5] if len(cats) == 1 else [0, len(cats) - 1],
+    }
+
+
+def _numeric(values: pd.Series, label: str, bounds: Bounds) -> dict:
+    out = {"label": label, "values": values}
+    found = padded_range(values, bounds=bounds)
+    return out | ({"range": list(found)} if found is not None else {})
 
 
 def importance_figure(data: ReportData) -> go.Figure | None:
@@ -91,6 +146,9 @@ def hypervolume_figure(data: ReportData) -> go.Figure | None:
             line={"shape": "hv", "color": FRONT},
         )
     )
+    found = padded_range(hv.hypervolume, bounds=NON_NEGATIVE)
+    if found is not None:  # plotly stretches a flat curve to -1..1: hypervolume is >= 0
+        fig.update_yaxes(range=list(found))
     if hv.trial.max() - hv.trial.min() <= 20:
         fig.update_xaxes(dtick=1)  # trial numbers are integers; no 0.5 ticks on short studies
     metric_ref, lat_ref = data.hv_reference
@@ -197,7 +255,8 @@ class Figure:
 
     Attributes:
         key: Anchor on the page and name of the PNG copy.
-        title, caption: Words on the page; ``{metric}`` stands for the task's metric.
+        title, caption: Words on the page; ``{metric}`` stands for the task's metric and
+            ``{faded}`` for what the faded points of the scatter plots are (the kinds present).
         draw: The figure of the data, or ``None`` when there is nothing to draw.
         missing: Why the figure is not shown, when it has no data.
         note: A remark about the data shown with the figure (or, when there is no figure,
@@ -219,7 +278,8 @@ class Figure:
         """The title (first letter capital: it heads a section) and caption for ``data``'s
         metric."""
         title = self.title.format(metric=data.metric)
-        return title[:1].upper() + title[1:], self.caption.format(metric=data.metric)
+        caption = self.caption.format(metric=data.metric, faded=faded_words(data))
+        return title[:1].upper() + title[1:], caption
 
 
 def _objective(x: str, x_title: str) -> Callable[[ReportData], go.Figure | None]:
@@ -232,8 +292,7 @@ FIGURES: tuple[Figure, ...] = (
         "Pareto front: {metric} against latency",
         "Each point is one trial's exported ONNX file, measured in ONNX Runtime. Bold blue "
         "points are the Pareto front (no other trial has both a higher {metric} and a lower "
-        "latency); faded points are dominated, over budget or failed. Hover a point for its "
-        "whole configuration.",
+        "latency); {faded}. Hover a point for its configuration.",
         _objective(PAIRED, "latency p50 (ms)"),
         png=True,
     ),
@@ -255,8 +314,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "parallel",
         "Parameters against objectives",
-        "Drag along an axis to filter trials.",
+        "One line a completed trial, through each searched parameter that acted in some "
+        "trial ('-' where it did not act in this one) and both objectives. Drag along an axis "
+        "to filter trials.",
         parallel_figure,
+        note=parallel_note,
     ),
     Figure(
         "importance",
