@@ -189,12 +189,19 @@ def _next(detail: str, order: pd.DataFrame, metric: str, better: str) -> str:
 def _knee(front: pd.DataFrame, rule: Rule, *, metric: str) -> Pick:
     found = knee_of(front)
     row = front[front.trial == found.trial].iloc[0]
-    if found.distance is None:
+    corner = (
+        f"the one nearest the ideal corner (the front's best {metric} and lowest p50), both "
+        "objectives scaled to [0, 1]"
+    )
+    if found.points == 1:
+        why = "the front's only trial"
+    elif found.distance is None and found.points == 2:
+        why = f"of the front's 2 trials, {corner}"
+    elif found.distance is None:
         why = (
-            f"a front of {found.points} point(s): the one nearest the ideal corner (best "
-            f"{metric} and lowest p50 of the front), objectives scaled to [0, 1]"
-            if found.points > 1
-            else "the front's only trial"
+            f"no trial of the front's {found.points} lies above the straight line from its "
+            f"fastest end (trial {found.fastest}) to its most accurate end (trial "
+            f"{found.accurate}), so {corner}"
         )
     else:
         why = (

@@ -23,20 +23,38 @@ from search.report.scatter import DOMINATED, FRONT, PICK, faded_words, objective
 # Long parameter names (a group's precision or pruning scale, with the group's derived name)
 # overlap as axis titles; these prefixes are shortened and the rest cut in the middle.
 SHORT_PREFIXES = {"precision_": "prec ", "prune_scale_": "scale ", "lowrank_ratio_": "rank "}
-LABEL_CHARS = 14
+LABEL_CHARS = 12
 
 
 def short_label(name: str, chars: int = LABEL_CHARS) -> str:
-    """A parameter's axis title that fits: ``precision_features.3.block.1`` -> ``prec
-    …block.1`` (known prefixes shortened, then the middle cut to ``chars`` characters)."""
+    """A parameter's axis title that fits: a known prefix shortened (``precision_`` ->
+    ``prec``), and a name after it longer than ``chars`` cut to its end, from a dot where one
+    is near (``precision_features.3.block.2.fc1`` -> ``prec …block.2.fc1``)."""
+    head = ""
     for prefix, short in SHORT_PREFIXES.items():
         if name.startswith(prefix):
-            name = short + name[len(prefix) :]
+            head, name = short, name[len(prefix) :]
             break
+    else:
+        chars += 4  # a name without a group (quantized_groups) has room for its prefix
     if len(name) <= chars:
-        return name
-    head = name.split(" ", 1)[0] + " " if " " in name else ""
-    return head + "…" + name[len(head) :][-(chars - len(head) - 1) :]
+        return head + name
+    tail = name[-(chars - 1) :]
+    cut = tail.find(".")
+    if name[-chars] != "." and 0 <= cut < len(tail) - 4:  # start at a component when one is near
+        tail = tail[cut + 1 :]
+    return f"{head}…{tail}"
+
+
+def axis_labels(names: list[str]) -> dict[str, str]:
+    """Each name's :func:`short_label`, numbered where two would read the same."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for name in names:
+        label = short_label(name)
+        seen[label] = seen.get(label, 0) + 1
+        out[name] = label if seen[label] == 1 else f"{label} ({seen[label]})"
+    return out
 
 
 def parallel_params(data: ReportData) -> list[str]:
@@ -53,11 +71,19 @@ def parallel_params(data: ReportData) -> list[str]:
 
 
 def parallel_note(data: ReportData) -> str:
-    """The full names of the axes whose titles are shortened, or ''."""
-    names = [n for n in parallel_params(data) if short_label(n) != n]
-    if not names:
+    """What the shortened axis titles stand for: the prefixes, and the full name of each title
+    cut in the middle; '' when no title is shortened."""
+    names = parallel_params(data)
+    prefixes = [
+        f"{short.strip()} = {prefix.removesuffix('_')} of a group"
+        for prefix, short in SHORT_PREFIXES.items()
+        if any(n.startswith(prefix) for n in names)
+    ]
+    labels = axis_labels(names)
+    cut = [f"{labels[n]} = {n}" for n in names if "…" in labels[n] or "(" in labels[n]]
+    if not prefixes and not cut:
         return ""
-    return "axis titles shortened: " + "; ".join(f"{short_label(n)} = {n}" for n in names)
+    return "axis titles shortened: " + "; ".join(prefixes + cut)
 
 
 def parallel_figure(data: ReportData) -> go.Figure | None:
@@ -68,7 +94,8 @@ def parallel_figure(data: ReportData) -> go.Figure | None:
     if df.empty or not params:
         return None
     done = df[(df.state == "COMPLETE") & df.accuracy.notna()]
-    dims = [_dimension(done[f"param_{name}"], short_label(name)) for name in params]
+    labels = axis_labels(params)
+    dims = [_dimension(done[f"param_{name}"], labels[name]) for name in params]
     base = data.baseline
     metric = list(done.accuracy) + [base.accuracy if base is not None else None]
     dims.append(_numeric(done.accuracy, data.metric, metric_bounds(metric)))

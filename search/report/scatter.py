@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from search.record import PAIRED
-from search.report.axes import NON_NEGATIVE, metric_bounds, padded_range
+from search.report.axes import NON_NEGATIVE, finite, metric_bounds, padded_range
 from search.report.collect import ReportData
 from search.report.notes import redo_of
 from search.report.picking import parse_rule
@@ -119,10 +119,10 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
             "<extra></extra>",
         )
     _budget_line(fig, data, x)
-    _pick_labels(fig, data, x)
     if x == PAIRED:
         _metric_floors(fig, data)
     _ranges(fig, data, x)
+    _pick_labels(fig, data, x)
     missing = int((df.accuracy.isna() | df[x].isna()).sum())
     note = f"<br><sup>{missing} trial(s) without measurements are listed below</sup>"
     fig.update_layout(
@@ -194,7 +194,9 @@ def _budget_line(fig: go.Figure, data: ReportData, x: str) -> None:
 
 def _pick_labels(fig: go.Figure, data: ReportData, x: str) -> None:
     # One label a picked trial, naming every rule that chose it, so labels do not overlap.
+    # A label points away from the nearer edges, so one at the top or right stays inside.
     df = data.trials
+    x_range, y_range = fig.layout.xaxis.range, fig.layout.yaxis.range
     for trial in dict.fromkeys(p.trial for p in data.picks if p.trial is not None):
         row = df[df.trial == trial].iloc[0]
         fig.add_annotation(
@@ -204,10 +206,16 @@ def _pick_labels(fig: go.Figure, data: ReportData, x: str) -> None:
             showarrow=True,
             arrowcolor=PICK,
             font={"color": PICK},
-            ax=40,
-            ay=-30,
+            ax=-40 if _upper_half(row[x], x_range) else 40,
+            ay=30 if _upper_half(row.accuracy, y_range) else -30,
             bgcolor="rgba(255,255,255,0.8)",
         )
+
+
+def _upper_half(value: object, span: tuple[float, float] | None) -> bool:
+    if span is None or not finite([value]):
+        return False
+    return finite([value])[0] > (span[0] + span[1]) / 2
 
 
 def _metric_floors(fig: go.Figure, data: ReportData) -> None:
