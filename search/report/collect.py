@@ -17,10 +17,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import TrialConfig
 from search.core.errors import first_line
 from search.core.formatting import fmt, is_number
-from search.errors import SearchError
 from search.record import (
     OBJECTIVES,
     PAIRED,
@@ -29,6 +27,7 @@ from search.record import (
     baseline_of,
     confirmed_rows,
 )
+from search.report.active import acted, acted_config
 from search.report.batches import batch_fronts
 from search.report.hypervolume import hypervolume
 from search.report.notes import (
@@ -80,31 +79,30 @@ def collect(study: optuna.Study) -> pd.DataFrame:
 
 def _confirmed_columns(found: dict[str, Any] | None) -> dict[str, Any]:
     """A trial's confirmed figures (p50 and its interval in ms, relative latency, spread,
-    noisy, still on the front), or None in each column when it was not confirmed."""
+    noisy, still on the front, and the speedup over the baseline with its interval: the
+    inverse of the relative latency and of its interval's ends), or None in each column when
+    it was not confirmed."""
     found = found or {}
     out = {col: found.get(key) for col, key in CONFIRMED.items()}
     low, high = found.get("latency_ci_ms") or (None, None)
-    return {**out, "confirmed_ci_low_ms": low, "confirmed_ci_high_ms": high}
+    out |= {"confirmed_ci_low_ms": low, "confirmed_ci_high_ms": high}
+    rel_low, rel_high = found.get("relative_ci") or (None, None)
+    return out | {
+        "confirmed_speedup": _inverse(found.get("latency_relative")),
+        "confirmed_speedup_low": _inverse(rel_high),
+        "confirmed_speedup_high": _inverse(rel_low),
+    }
 
 
-def _params(t: FrozenTrial, rec: TrialRecord | None) -> dict[str, Any]:
-    """The trial's searched parameters that acted (``param_<name>``): each step's part says
-    which of its parameters did (:meth:`~search.config.TrialConfig.active`); a parameter
-    suggested but without effect (low-rank's kind when low-rank was off) is left out."""
-    config = rec.config if rec is not None else t.user_attrs.get("config")
-    if not isinstance(config, dict):
-        return {f"param_{k}": v for k, v in t.params.items()}
-    try:
-        active = TrialConfig.from_dict(config).active()
-    except (TypeError, ValueError, SearchError):  # a config of another version's steps
-        return {f"param_{k}": v for k, v in t.params.items()}
-    return {f"param_{k}": v for k, v in t.params.items() if k in active}
+def _inverse(x: object) -> float | None:
+    return 1.0 / float(x) if is_number(x) and float(x) > 0 else None  # type: ignore[arg-type]
 
 
 def _row(t: FrozenTrial, base: BaselineRecord | None, on_front: bool) -> dict[str, Any]:
     rec = TrialRecord.of(t)
     row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
-    row.update(_params(t, rec))
+    params = acted(t, rec)
+    row.update({f"param_{k}": v for k, v in params.items()})
     row.update({k: getattr(rec, k) if rec else None for k in COLUMNS})
     has_base = base is not None and is_number(base.accuracy)
     row["accuracy_change"] = rec.accuracy - base.accuracy if rec and base and has_base else None
@@ -126,8 +124,13 @@ def _row(t: FrozenTrial, base: BaselineRecord | None, on_front: bool) -> dict[st
     row["train_device"] = rec.train_device if rec else None
     row["reused_student_of"] = (rec.reused_student or {}).get("trial") if rec else None
     row["fail_reason"] = t.user_attrs.get("fail_reason", "")
-    config = (rec.config if rec else None) or t.user_attrs.get("config") or t.params
-    row["config"] = json.dumps(config, sort_keys=True, default=str)
+    # The trial this one redoes after an interruption (search.study.resume), or None.
+    redo = t.user_attrs.get("redo_of")
+    row["redo_of"] = redo if isinstance(redo, int) and not isinstance(redo, bool) else None
+    config = (rec.config if rec else None) or t.user_attrs.get("config")
+    # What the trial ran with: settings of parameters that did not act are left out.
+    shown = acted_config(config, t.params, params) if isinstance(config, dict) else t.params
+    row["config"] = json.dumps(shown, sort_keys=True, default=str)
     return row
 
 
@@ -229,17 +232,25 @@ def _objective(i: int) -> Callable[[FrozenTrial], float]:
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, dict[str, float]], str]:
-    """Optuna's (fANOVA) parameter importances for each objective, or why there are none."""
+    """Optuna's (fANOVA) parameter importances for each objective, over the parameters that
+    acted in some completed trial (:func:`search.report.active.acted`), or why there are none."""
     names = study.metric_names or list(OBJECTIVES)
     out: dict[str, dict[str, float]] = {}
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if len(done) < 2:
         return out, "parameter importances need at least 2 completed trials"
+    # Parameters that acted in no completed trial (low-rank's kind with low-rank always off)
+    # would only spread noise over bars for settings that changed nothing.
+    acting = {k for t in done for k in acted(t, TrialRecord.of(t))}
+    shared = set.intersection(*(set(t.params) for t in done))
+    params = sorted(acting & shared) or None
     for i, name in enumerate(names):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[name] = optuna.importance.get_param_importances(study, target=_objective(i))
+                out[name] = optuna.importance.get_param_importances(
+                    study, target=_objective(i), params=params
+                )
         except (RuntimeError, ValueError) as e:
             return {}, f"parameter importances unavailable: {first_line(e)}"
     if len(done) < 10:
@@ -279,14 +290,16 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
         Column names and rows of formatted cells; when the study has a baseline, the first row
         is it (its first cell is ``"baseline"``). Numbers missing from a record show as ``-``.
         ``test`` (the test-split metric) shows when any trial has one, ``confirmed p50 ms``
-        (with its interval) when the front was confirmed; ``notes`` marks trials measured
-        under load (busy), noisy ones and those off the front after confirmation.
+        and ``confirmed speedup`` (each with its 95 % interval) when the front was confirmed;
+        ``notes`` marks redos of interrupted trials, trials measured under load (busy), noisy
+        ones and those off the front after confirmation.
     """
     trials = data.trials
     test = "test_accuracy" in trials and trials.test_accuracy.notna().any()
     confirmed = bool(data.confirmed)
     columns = ["trial", data.metric, "vs baseline"] + (["test"] if test else [])
-    columns += ["p50 ms", "speedup"] + (["confirmed p50 ms"] if confirmed else [])
+    columns += ["p50 ms", "speedup"]
+    columns += ["confirmed p50 ms", "confirmed speedup"] if confirmed else []
     columns += ["peak MB", "size MB", "precision", "notes", "picked by"]
     rows: list[list[str]] = []
     b = data.baseline
@@ -295,7 +308,7 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             ["baseline", fmt(b.accuracy, ".4f"), ""]
             + ([fmt(b.test_accuracy, ".4f")] if test else [])
             + [fmt(b.latency_paired_ms, ".3f"), "1.00x"]
-            + ([fmt(b.latency_paired_ms, ".3f")] if confirmed else [])
+            + ([fmt(b.latency_paired_ms, ".3f"), "1.00x"] if confirmed else [])
             + [fmt(b.peak_memory_mb, ".1f"), fmt(b.size_mb, ".2f")]
             + ["float", "busy" if b.busy else "", ""]
         )
@@ -304,7 +317,7 @@ def front_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             [str(r.trial), fmt(r.accuracy, ".4f"), fmt(r.accuracy_change, "+.2%")]
             + ([fmt(r.test_accuracy, ".4f")] if test else [])
             + [fmt(r[PAIRED], ".3f"), fmt(r.speedup, ".2f", "x")]
-            + ([_confirmed_cell(r)] if confirmed else [])
+            + ([_confirmed_cell(r), confirmed_speedup(r)] if confirmed else [])
             + [fmt(r.peak_memory_mb, ".1f"), fmt(r.size_mb, ".2f"), str(r.precision)]
             + [row_notes(r), ", ".join(data.picked_by(int(r.trial)))]
         )
@@ -317,3 +330,12 @@ def _confirmed_cell(r: pd.Series) -> str:
         return "-"
     low, high = r.get("confirmed_ci_low_ms"), r.get("confirmed_ci_high_ms")
     return f"{fmt(r.confirmed_p50_ms, '.3f')} [{fmt(low, '.3f')}, {fmt(high, '.3f')}]"
+
+
+def confirmed_speedup(r: pd.Series) -> str:
+    """``1.82x [1.75, 1.90]``: the confirmed speedup over the baseline and its 95 % interval
+    (from the interval of the relative latency), or ``-`` for a trial not confirmed."""
+    if not is_number(r.get("confirmed_speedup")):
+        return "-"
+    low, high = r.get("confirmed_speedup_low"), r.get("confirmed_speedup_high")
+    return f"{fmt(r.confirmed_speedup, '.2f', 'x')} [{fmt(low, '.2f')}, {fmt(high, '.2f')}]"

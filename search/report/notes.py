@@ -118,8 +118,9 @@ def confirmation_note(confirmed: dict[str, Any]) -> str:
 
 
 def row_notes(r: pd.Series) -> str:
-    """``busy``, ``noisy``, ``off front (confirmed)`` for one trial row of the front table."""
-    words = [w for w in ("busy", "noisy") if _flag(r.get(w))]
+    """``redo of trial N``, ``busy``, ``noisy``, ``off front (confirmed)`` for one trial row."""
+    words = [f"redo of trial {redo_of(r)}"] if redo_of(r) is not None else []
+    words += [w for w in ("busy", "noisy") if _flag(r.get(w))]
     front = r.get("confirmed_front")
     if front is not None and not pd.isna(front) and not bool(front):
         words.append("off front (confirmed)")
@@ -129,3 +130,9 @@ def row_notes(r: pd.Series) -> str:
 def _flag(value: object) -> bool:
     """True for a set flag; False for False, None and NaN (a CSV cell or a missing key)."""
     return value is not None and not pd.isna(value) and bool(value)
+
+
+def redo_of(r: pd.Series) -> int | None:
+    """The interrupted trial this row's trial redoes (its ``redo_of`` column), or None."""
+    value = r.get("redo_of")
+    return int(value) if is_number(value) else None

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import html
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from search.core.formatting import fmt
 from search.record import PAIRED
 from search.report.collect import TEXT_COLUMNS, ReportData, front_table
+from search.report.notes import redo_of
 from search.report.plots import FIGURES
 
 STYLE = """
@@ -110,7 +112,9 @@ def _picks(data: ReportData) -> str:
     items = "".join(
         f"<li><code>{_e(p.rule)}</code>: "
         + (f"<b>trial {p.trial}</b>" if p.trial is not None else "<b>no trial</b>")
-        + f" ({_e(p.reason)})</li>"
+        + f" ({_e(p.reason)})"
+        + (f"<br><span class='cap'>{_e(p.detail)}.</span>" if p.detail else "")
+        + "</li>"
         for p in data.picks
     )
     return f"<ul>{items}</ul>"
@@ -180,12 +184,34 @@ def _quantization(data: ReportData) -> str:
         for _, r in q.iterrows()
     ]
     columns = ["model", data.metric, "p50 ms", "size MB", "int kernels", "trial"]
-    return (
-        "<h2 id='quantization'>Float, uniform int8 and mixed precision</h2><p class='cap'>The "
-        "uncompressed model, the same model with every group at int8, and the mixed-precision "
-        f"trial with the highest {_e(data.metric)}, measured like every trial.</p>"
-        + _table(columns, rows)
+    title, caption = quantization_words(set(q.model), data.metric)
+    return f"<h2 id='quantization'>{_e(title)}</h2><p class='cap'>{_e(caption)}</p>" + _table(
+        columns, rows
     )
+
+
+def quantization_words(models: set[str], metric: str) -> tuple[str, str]:
+    """The quantization table's title and caption, naming only the rows it has."""
+    what = {
+        "float baseline": ("float", "the uncompressed model"),
+        "uniform int8": ("uniform int8", "the same model with every group at int8"),
+        "best mixed precision": (
+            "mixed precision",
+            f"the mixed-precision trial (groups at more than one precision) with the highest "
+            f"{metric}",
+        ),
+    }
+    shown = [words for model, words in what.items() if model in models]
+    title = _and([t for t, _ in shown])
+    caption = _and([c for _, c in shown]) + ", measured like every trial."
+    if "best mixed precision" not in models:
+        caption += " No trial ran its groups at more than one precision."
+    return title[:1].upper() + title[1:], caption[:1].upper() + caption[1:]
+
+
+def _and(words: list[str]) -> str:
+    """``a, b and c``."""
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def _failed(data: ReportData) -> str:
@@ -194,15 +220,26 @@ def _failed(data: ReportData) -> str:
     out = "<h2 id='failed'>Trials that did not complete</h2>"
     if bad.empty:
         return out + "<p class='cap'>None: every trial completed.</p>"
+    redone = {n: int(r.trial) for _, r in df.iterrows() if (n := redo_of(r)) is not None}
     rows = "".join(
         f"<tr><td>{r.trial}</td><td class='l'>{_e(r.state.lower())}</td>"
-        f"<td class='l'>{_e(r.fail_reason or '-')}</td></tr>"
+        f"<td class='l'>{_e(_failed_reason(r, redone))}</td></tr>"
         for _, r in bad.iterrows()
     )
     return (
         out + "<table><tr><th>trial</th><th class='l'>state</th><th class='l'>reason</th>"
         f"</tr>{rows}</table>"
     )
+
+
+def _failed_reason(r: pd.Series, redone: dict[int, int]) -> str:
+    """The reason a trial did not complete, with the trial it redoes or that redid it."""
+    words = [str(r.fail_reason or "-")]
+    if redo_of(r) is not None:
+        words.append(f"redo of trial {redo_of(r)}")
+    if int(r.trial) in redone:
+        words.append(f"redone as trial {redone[int(r.trial)]}")
+    return "; ".join(words)
 
 
 def _footer(data: ReportData) -> str:

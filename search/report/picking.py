@@ -50,11 +50,14 @@ class Rule:
 
 @dataclass(frozen=True)
 class Pick:
-    """The trial a rule chose (``None`` when no trial qualifies) and why, in words."""
+    """The trial a rule chose (``None`` when no trial qualifies) and why, in words: ``reason``
+    states the rule's test in one phrase; ``detail`` explains it with the chosen trial's
+    figures (its metric and change from the baseline, its p50 and speedup, and what it beat)."""
 
     rule: str
     trial: int | None
     reason: str
+    detail: str = ""
 
 
 _NUMBER = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
@@ -117,7 +120,20 @@ def pick(
     if rule.kind == "accurate-within":
         return _accurate_within(pool, rule, metric=metric)
     front = pool[pool.pareto.astype(bool)] if "pareto" in pool else pool
-    return Pick(rule.text, knee(front if not front.empty else pool), "knee of the Pareto front")
+    return _knee(front if not front.empty else pool, rule, metric=metric)
+
+
+def figures(row: pd.Series, metric: str) -> str:
+    """``accuracy 0.9450 (-0.50% vs baseline), p50 5.000 ms (2.00x)``: one trial's figures."""
+    change = row.get("accuracy_change")
+    speedup = row.get("speedup")
+    vs = f" ({change:+.2%} vs baseline)" if _number(change) else ""
+    fast = f" ({speedup:.2f}x the baseline's speed)" if _number(speedup) else ""
+    return f"{metric} {row.accuracy:.4f}{vs}, p50 {row[PAIRED]:.3f} ms{fast}"
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _fastest_within(pool: pd.DataFrame, rule: Rule, *, base: float, metric: str) -> Pick:
@@ -131,7 +147,13 @@ def _fastest_within(pool: pd.DataFrame, rule: Rule, *, base: float, metric: str)
         return Pick(rule.text, None, why)
     order = ok.sort_values([PAIRED, "accuracy", "trial"], ascending=[True, False, True])
     why = f"fastest trial with {metric} >= {floor:.4f} (baseline - {rule.bound:.2%})"
-    return Pick(rule.text, int(order.iloc[0].trial), why)
+    best = order.iloc[0]
+    detail = (
+        f"{figures(best, metric)}; the fastest of the {len(ok)} of {len(pool)} completed "
+        f"within-budget trials whose {metric} is at least {floor:.4f} (the baseline's "
+        f"{base:.4f} minus {rule.bound:.2%})"
+    )
+    return Pick(rule.text, int(best.trial), why, _next(detail, order, metric, "faster"))
 
 
 def _accurate_within(pool: pd.DataFrame, rule: Rule, *, metric: str) -> Pick:
@@ -141,12 +163,77 @@ def _accurate_within(pool: pd.DataFrame, rule: Rule, *, metric: str) -> Pick:
         why = f"no trial at or under {rule.bound:g} ms p50 (fastest: {fastest:.3f} ms)"
         return Pick(rule.text, None, why)
     order = ok.sort_values(["accuracy", PAIRED, "trial"], ascending=[False, True, True])
+    best = order.iloc[0]
+    detail = (
+        f"{figures(best, metric)}; the highest {metric} of the {len(ok)} of {len(pool)} "
+        f"completed within-budget trials with a p50 of at most {rule.bound:g} ms"
+    )
     return Pick(
-        rule.text, int(order.iloc[0].trial), f"highest {metric} at <= {rule.bound:g} ms p50"
+        rule.text,
+        int(best.trial),
+        f"highest {metric} at <= {rule.bound:g} ms p50",
+        _next(detail, order, metric, "more accurate"),
     )
 
 
+def _next(detail: str, order: pd.DataFrame, metric: str, better: str) -> str:
+    """``detail`` and the runner-up it beat, when there is one."""
+    if len(order) < 2:
+        return detail
+    second = order.iloc[1]
+    return f"{detail}; {better} than the runner-up, trial {int(second.trial)}: " + figures(
+        second, metric
+    )
+
+
+def _knee(front: pd.DataFrame, rule: Rule, *, metric: str) -> Pick:
+    found = knee_of(front)
+    row = front[front.trial == found.trial].iloc[0]
+    corner = (
+        f"the one nearest the ideal corner (the front's best {metric} and lowest p50), both "
+        "objectives scaled to [0, 1]"
+    )
+    if found.points == 1:
+        why = "the front's only trial"
+    elif found.distance is None and found.points == 2:
+        why = f"of the front's 2 trials, {corner}"
+    elif found.distance is None:
+        why = (
+            f"no trial of the front's {found.points} lies above the straight line from its "
+            f"fastest end (trial {found.fastest}) to its most accurate end (trial "
+            f"{found.accurate}), so {corner}"
+        )
+    else:
+        why = (
+            f"of the front's {found.points} trials, the farthest above the straight line from "
+            f"its fastest end (trial {found.fastest}) to its most accurate end (trial "
+            f"{found.accurate}): {found.distance:.3f} with both objectives scaled to [0, 1]; "
+            "on either side of it a step along the front trades much of one objective for "
+            "little of the other"
+        )
+    detail = f"{figures(row, metric)}; {why}"
+    return Pick(rule.text, found.trial, "knee of the Pareto front", detail)
+
+
+@dataclass(frozen=True)
+class Knee:
+    """The knee of a front: the trial, the front's size and ends, and the knee's distance above
+    the line between the ends (``None`` when the nearest-to-the-ideal-corner fallback chose)."""
+
+    trial: int
+    points: int
+    fastest: int
+    accurate: int
+    distance: float | None
+
+
 def knee(front: pd.DataFrame) -> int:
+    """The knee of a front given as rows with ``trial``, ``accuracy`` and the paired latency
+    (:func:`knee_of`'s trial)."""
+    return knee_of(front).trial
+
+
+def knee_of(front: pd.DataFrame) -> Knee:
     """The knee of a front given as rows with ``trial``, ``accuracy`` and the paired latency.
 
     Both objectives are scaled to [0, 1] (1 = best). The knee is the point farthest above the
@@ -157,7 +244,7 @@ def knee(front: pd.DataFrame) -> int:
     trials = [int(t) for t in rows.trial]
     acc, lat = list(rows.accuracy.astype(float)), list(rows[PAIRED].astype(float))
     if len(trials) == 1:
-        return trials[0]
+        return Knee(trials[0], 1, trials[0], trials[0], None)
     span_a = (max(acc) - min(acc)) or 1.0
     span_l = (max(lat) - min(lat)) or 1.0
     # Scaled so that larger is better on both axes.
@@ -170,8 +257,10 @@ def knee(front: pd.DataFrame) -> int:
         ((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0)) / length if length else 0.0 for x, y in pts
     ]
     best = max(range(len(pts)), key=lambda i: (round(dist[i], 12), -trials[i]))
+    distance: float | None = dist[best]
     if len(pts) < 3 or dist[best] <= 1e-12:
+        distance = None
         best = min(
             range(len(pts)), key=lambda i: (math.hypot(1 - pts[i][0], 1 - pts[i][1]), trials[i])
         )
-    return trials[best]
+    return Knee(trials[best], len(trials), trials[0], trials[-1], distance)

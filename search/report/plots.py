@@ -16,46 +16,128 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from search.record import PAIRED
+from search.report.axes import NON_NEGATIVE, OPEN, Bounds, metric_bounds, padded_range
 from search.report.collect import ReportData
-from search.report.scatter import DOMINATED, FRONT, PICK, objective_figure
+from search.report.scatter import DOMINATED, FRONT, PICK, faded_words, objective_figure
+
+# Long parameter names (a group's precision or pruning scale, with the group's derived name)
+# overlap as axis titles; these prefixes are shortened and the rest cut in the middle.
+SHORT_PREFIXES = {"precision_": "prec ", "prune_scale_": "scale ", "lowrank_ratio_": "rank "}
+LABEL_CHARS = 12
+
+
+def short_label(name: str, chars: int = LABEL_CHARS) -> str:
+    """A parameter's axis title that fits: a known prefix shortened (``precision_`` ->
+    ``prec``), and a name after it longer than ``chars`` cut to its end, from a dot where one
+    is near (``precision_features.3.block.2.fc1`` -> ``prec …block.2.fc1``)."""
+    head = ""
+    for prefix, short in SHORT_PREFIXES.items():
+        if name.startswith(prefix):
+            head, name = short, name[len(prefix) :]
+            break
+    else:
+        chars += 4  # a name without a group (quantized_groups) has room for its prefix
+    if len(name) <= chars:
+        return head + name
+    tail = name[-(chars - 1) :]
+    cut = tail.find(".")
+    if name[-chars] != "." and 0 <= cut < len(tail) - 4:  # start at a component when one is near
+        tail = tail[cut + 1 :]
+    return f"{head}…{tail}"
+
+
+def axis_labels(names: list[str]) -> dict[str, str]:
+    """Each name's :func:`short_label`, numbered where two would read the same."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for name in names:
+        label = short_label(name)
+        seen[label] = seen.get(label, 0) + 1
+        out[name] = label if seen[label] == 1 else f"{label} ({seen[label]})"
+    return out
+
+
+def parallel_params(data: ReportData) -> list[str]:
+    """The parameters the parallel coordinates draw: those that acted in a completed trial."""
+    df = data.trials
+    if df.empty:
+        return []
+    done = df[(df.state == "COMPLETE") & df.accuracy.notna()]
+    return [
+        c.removeprefix("param_")
+        for c in df.columns
+        if c.startswith("param_") and done[c].notna().any()
+    ]
+
+
+def parallel_note(data: ReportData) -> str:
+    """What the shortened axis titles stand for: the prefixes, and the full name of each title
+    cut in the middle; '' when no title is shortened."""
+    names = parallel_params(data)
+    prefixes = [
+        f"{short.strip()} = {prefix.removesuffix('_')} of a group"
+        for prefix, short in SHORT_PREFIXES.items()
+        if any(n.startswith(prefix) for n in names)
+    ]
+    labels = axis_labels(names)
+    cut = [f"{labels[n]} = {n}" for n in names if "…" in labels[n] or "(" in labels[n]]
+    if not prefixes and not cut:
+        return ""
+    return "axis titles shortened: " + "; ".join(prefixes + cut)
 
 
 def parallel_figure(data: ReportData) -> go.Figure | None:
-    """Parallel coordinates: each searched parameter, then the two objectives."""
+    """Parallel coordinates: each parameter that acted, then the two objectives; every axis
+    ranged on its values with a little margin, within its bounds."""
     df = data.trials
-    if df.empty:
+    params = parallel_params(data)
+    if df.empty or not params:
         return None
     done = df[(df.state == "COMPLETE") & df.accuracy.notna()]
-    params = [c for c in df.columns if c.startswith("param_")]
-    if done.empty or not params:
-        return None
-    dims = []
-    for col in params:
-        values, label = done[col], col.removeprefix("param_")
-        if pd.api.types.is_numeric_dtype(values):
-            dims.append({"label": label, "values": values})
-            continue
-        # A parameter that did not act in a trial (low-rank's kind with low-rank off) reads "-".
-        words = values.map(lambda v: "-" if pd.isna(v) else str(v))
-        cats = sorted(words.unique())
-        codes = words.map({c: i for i, c in enumerate(cats)})
-        dims.append(
-            {"label": label, "values": codes, "tickvals": list(range(len(cats))), "ticktext": cats}
-        )
-    dims.append({"label": data.metric, "values": done.accuracy})
-    dims.append({"label": "p50 ms", "values": done[PAIRED]})
+    labels = axis_labels(params)
+    dims = [_dimension(done[f"param_{name}"], labels[name]) for name in params]
+    base = data.baseline
+    metric = list(done.accuracy) + [base.accuracy if base is not None else None]
+    dims.append(_numeric(done.accuracy, data.metric, metric_bounds(metric)))
+    dims.append(_numeric(done[PAIRED], "p50 ms", NON_NEGATIVE))
     fig = go.Figure(
         go.Parcoords(
             dimensions=dims,
             line={"color": done.pareto.astype(int), "colorscale": [[0, "#c7c7c7"], [1, FRONT]]},
+            labelangle=-25 if len(dims) > 8 else 0,
+            labelside="top",
         )
     )
     fig.update_layout(
         title="parameters against objectives (blue: Pareto front, grey: other completed trials)",
         template="plotly_white",
-        height=460,
+        height=500,
+        margin={"t": 150 if len(dims) > 8 else 110},
     )
     return fig
+
+
+def _dimension(values: pd.Series, label: str) -> dict:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # Parameters are ratios, scales, epochs, rates: none below 0.
+        return _numeric(values, label, NON_NEGATIVE if (values.dropna() >= 0).all() else OPEN)
+    # A parameter that did not act in a trial (low-rank's kind with low-rank off) reads "-".
+    words = values.map(lambda v: "-" if pd.isna(v) else str(v))
+    cats = sorted(words.unique())
+    codes = words.map({c: i for i, c in enumerate(cats)})
+    return {
+        "label": label,
+        "values": codes,
+        "tickvals": list(range(len(cats))),
+        "ticktext": cats,
+        "range": [-0.5, len(cats) - 0.5] if len(cats) == 1 else [0, len(cats) - 1],
+    }
+
+
+def _numeric(values: pd.Series, label: str, bounds: Bounds) -> dict:
+    out = {"label": label, "values": values}
+    found = padded_range(values, bounds=bounds)
+    return out | ({"range": list(found)} if found is not None else {})
 
 
 def importance_figure(data: ReportData) -> go.Figure | None:
@@ -91,6 +173,9 @@ def hypervolume_figure(data: ReportData) -> go.Figure | None:
             line={"shape": "hv", "color": FRONT},
         )
     )
+    found = padded_range(hv.hypervolume, bounds=NON_NEGATIVE)
+    if found is not None:  # plotly stretches a flat curve to -1..1: hypervolume is >= 0
+        fig.update_yaxes(range=list(found))
     if hv.trial.max() - hv.trial.min() <= 20:
         fig.update_xaxes(dtick=1)  # trial numbers are integers; no 0.5 ticks on short studies
     metric_ref, lat_ref = data.hv_reference
@@ -197,7 +282,8 @@ class Figure:
 
     Attributes:
         key: Anchor on the page and name of the PNG copy.
-        title, caption: Words on the page; ``{metric}`` stands for the task's metric.
+        title, caption: Words on the page; ``{metric}`` stands for the task's metric and
+            ``{faded}`` for what the faded points of the scatter plots are (the kinds present).
         draw: The figure of the data, or ``None`` when there is nothing to draw.
         missing: Why the figure is not shown, when it has no data.
         note: A remark about the data shown with the figure (or, when there is no figure,
@@ -219,7 +305,8 @@ class Figure:
         """The title (first letter capital: it heads a section) and caption for ``data``'s
         metric."""
         title = self.title.format(metric=data.metric)
-        return title[:1].upper() + title[1:], self.caption.format(metric=data.metric)
+        caption = self.caption.format(metric=data.metric, faded=faded_words(data))
+        return title[:1].upper() + title[1:], caption
 
 
 def _objective(x: str, x_title: str) -> Callable[[ReportData], go.Figure | None]:
@@ -232,8 +319,7 @@ FIGURES: tuple[Figure, ...] = (
         "Pareto front: {metric} against latency",
         "Each point is one trial's exported ONNX file, measured in ONNX Runtime. Bold blue "
         "points are the Pareto front (no other trial has both a higher {metric} and a lower "
-        "latency); faded points are dominated, over budget or failed. Hover a point for its "
-        "whole configuration.",
+        "latency); {faded}. Hover a point for its configuration.",
         _objective(PAIRED, "latency p50 (ms)"),
         png=True,
     ),
@@ -255,8 +341,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "parallel",
         "Parameters against objectives",
-        "Drag along an axis to filter trials.",
+        "One line a completed trial, through each searched parameter that acted in some "
+        "trial ('-' where it did not act in this one) and both objectives. Drag along an axis "
+        "to filter trials.",
         parallel_figure,
+        note=parallel_note,
     ),
     Figure(
         "importance",

@@ -10,7 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from search.record import PAIRED
+from search.report.axes import NON_NEGATIVE, finite, metric_bounds, padded_range
 from search.report.collect import ReportData
+from search.report.notes import redo_of
 from search.report.picking import parse_rule
 
 FRONT = "#1f77b4"
@@ -31,9 +33,11 @@ def _hover(r: pd.Series, metric: str) -> str:
     if pd.notna(r.peak_memory_mb):
         lines.append(f"memory {r.peak_memory_mb:.1f} MB, size {r.size_mb:.3f} MB")
     lines.append(f"precision: {r.precision}")
+    if redo_of(r) is not None:
+        lines.append(f"redo of trial {redo_of(r)} (interrupted)")
     if r.fail_reason:
         lines.append(f"reason: {r.fail_reason[:90]}")
-    lines.append("<i>configuration</i>")
+    lines.append("<i>configuration (settings that acted)</i>")
     for key, value in _flat(json.loads(r.config)).items():
         shown = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
         lines.append(f"  {key}: {shown[:80]}")
@@ -99,6 +103,7 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
             line={"color": FRONT, "shape": "hv"} if lines else None,
             text=[_hover(r, metric) for _, r in part.iterrows()],
             hovertemplate="%{text}<extra></extra>",
+            cliponaxis=False,  # a point on the axis range's end (accuracy 1.0) is drawn whole
             **style,
         )
     base = data.baseline
@@ -114,9 +119,10 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
             "<extra></extra>",
         )
     _budget_line(fig, data, x)
-    _pick_labels(fig, data, x)
     if x == PAIRED:
         _metric_floors(fig, data)
+    _ranges(fig, data, x)
+    _pick_labels(fig, data, x)
     missing = int((df.accuracy.isna() | df[x].isna()).sum())
     note = f"<br><sup>{missing} trial(s) without measurements are listed below</sup>"
     fig.update_layout(
@@ -128,6 +134,43 @@ def objective_figure(data: ReportData, *, x: str, x_title: str) -> go.Figure | N
         height=520,
     )
     return fig
+
+
+def _ranges(fig: go.Figure, data: ReportData, x: str) -> None:
+    """Both axes on what is drawn (points, baseline, budget and floor lines) with a little
+    margin, never past the metric's bounds ([0, 1] for accuracy-like metrics) or below 0 ms,
+    MB: plotly's autorange stretches a single value to twice it."""
+    df, base = data.trials, data.baseline
+    ys = list(df.accuracy) + [base.accuracy if base is not None else None]
+    ys += [line.y0 for line in fig.layout.shapes if line.y0 == line.y1]
+    xs = list(df[x]) + [getattr(base, x, None) if base is not None else None]
+    xs += [line.x0 for line in fig.layout.shapes if line.x0 == line.x1]
+    y_range = padded_range(ys, bounds=metric_bounds(ys[: len(df) + 1]))
+    x_range = padded_range(xs, bounds=NON_NEGATIVE)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    if x_range is not None:
+        fig.update_xaxes(range=list(x_range))
+
+
+def faded_words(data: ReportData) -> str:
+    """What the faded points of the scatter plots are, naming only the kinds present."""
+    df = data.trials
+    if df.empty:
+        return "there are no other points"
+    df = df.dropna(subset=["accuracy", PAIRED])  # what the figures draw
+    groups = [(name, len(part)) for name, part, _ in _groups(df) if name != "Pareto front"]
+    words = {
+        "dominated": "dominated",
+        "over budget": "over a budget (orange diamonds)",
+        "failed / stopped": "failed or stopped before measuring (red crosses)",
+    }
+    shown = [words[name] for name, n in groups if n]
+    if not shown:
+        return "every completed trial is on the front"
+    return "faded points are " + (
+        ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
+    )
 
 
 def _objective_split(data: ReportData) -> str:
@@ -151,7 +194,9 @@ def _budget_line(fig: go.Figure, data: ReportData, x: str) -> None:
 
 def _pick_labels(fig: go.Figure, data: ReportData, x: str) -> None:
     # One label a picked trial, naming every rule that chose it, so labels do not overlap.
+    # A label points away from the nearer edges, so one at the top or right stays inside.
     df = data.trials
+    x_range, y_range = fig.layout.xaxis.range, fig.layout.yaxis.range
     for trial in dict.fromkeys(p.trial for p in data.picks if p.trial is not None):
         row = df[df.trial == trial].iloc[0]
         fig.add_annotation(
@@ -161,10 +206,16 @@ def _pick_labels(fig: go.Figure, data: ReportData, x: str) -> None:
             showarrow=True,
             arrowcolor=PICK,
             font={"color": PICK},
-            ax=40,
-            ay=-30,
+            ax=-40 if _upper_half(row[x], x_range) else 40,
+            ay=30 if _upper_half(row.accuracy, y_range) else -30,
             bgcolor="rgba(255,255,255,0.8)",
         )
+
+
+def _upper_half(value: object, span: tuple[float, float] | None) -> bool:
+    if span is None or not finite([value]):
+        return False
+    return finite([value])[0] > (span[0] + span[1]) / 2
 
 
 def _metric_floors(fig: go.Figure, data: ReportData) -> None:
