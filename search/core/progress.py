@@ -175,7 +175,8 @@ class Ticker:
             if self._spinner is not None:  # a terminal: the spinner says it, no line
                 self.detail(self._detail)
             elif time.monotonic() - self._last >= self.interval:  # else a line came meanwhile
-                self.line(f"  ... {self._detail or 'working'}, {duration(self.elapsed)} elapsed")
+                said = f": {self._detail}" if self._detail else ""
+                self.line(f"  ... {duration(self.elapsed)} elapsed{said}")
 
 
 class EpochReporter:
@@ -193,11 +194,9 @@ class EpochReporter:
         self._start = time.monotonic()
 
     def _left(self, done: float) -> str:
-        """The time left when ``done`` (a fraction of all epochs) is done."""
-        if done <= 0:
-            return "time left unknown"
+        """The time left once ``done`` (a fraction of all epochs) is done, extrapolated."""
         spent = time.monotonic() - self._start
-        return f"{duration(spent)} elapsed, about {duration(spent * (1 - done) / done)} left"
+        return f"about {duration(spent * (1 - done) / done)} left" if done > 0 else "time left ?"
 
     def batch(self, batch: int, batches: int, loss: float) -> None:
         """After batch ``batch`` of ``batches`` (1-based) with training loss ``loss``."""
@@ -212,7 +211,7 @@ class EpochReporter:
     def epoch(self, epoch: int) -> None:
         """After epoch ``epoch`` (1-based): its line, then the next epoch starts afresh."""
         loss = f"{self._sum / self._count:.4f}" if self._count else "-"
-        self.ticker.note(
-            f"epoch {epoch}/{self.epochs}: loss {loss}, {self._left(epoch / self.epochs)}"
-        )
+        spent = duration(time.monotonic() - self._start)
+        left = self._left(epoch / self.epochs)
+        self.ticker.note(f"epoch {epoch}/{self.epochs}: loss {loss}, {spent} elapsed, {left}")
         self._sum, self._count, self._epoch = 0.0, 0, epoch + 1
