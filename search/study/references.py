@@ -193,7 +193,7 @@ def _announced(
         if group in order and path.name.endswith(".q.onnx"):
             say(f"sensitivity pass: group {group} ({order[group]}/{len(order)}) at {precision}")
         else:
-            say(f"sensitivity pass: the float model on the validation split ({path.name})")
+            say("sensitivity pass: the float model on the validation split (its reference)")
         return evaluate(path)
 
     return announced
