@@ -280,17 +280,18 @@ def train(
     on_epoch: Callable[[int], None] | None = None,
     loss: DistillLoss | None = None,
     criterion: Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor] | None = None,
+    on_batch: Callable[[int, int, float], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place with AdamW and a cosine schedule, on the training device
-    (:func:`search.core.device.current`; mixed precision on CUDA). The model is back on its own
-    device when this returns.
+    """Train ``model`` in place with AdamW and a cosine schedule on the training device
+    (:func:`search.core.device.current`; mixed precision on CUDA), back on its own device after.
 
     With ``teacher_logits`` the loss is ``loss`` (default :class:`ClassKD`) between the
     model's outputs and the teacher's: a tensor or tuple of tensors with one row per item of
     ``data`` (precomputed by :func:`predict_outputs`), or the teacher module itself, run on
     each batch (for outputs too large to keep). Without, the supervised ``criterion(outputs,
-    labels)`` (default: cross-entropy, :meth:`ClassKD.supervised`). ``on_epoch(epoch)`` runs
-    after each epoch (1-based) and may raise to stop training early.
+    labels)`` (default: cross-entropy, :meth:`ClassKD.supervised`). ``on_epoch(epoch)`` after
+    each epoch (1-based; may raise to stop early), ``on_batch(batch, batches, loss)`` after each
+    step (1-based in its epoch; reading ``loss`` waits for the device: only when asked).
     """
     import torch
     from torch import nn
@@ -298,8 +299,7 @@ def train(
     device = train_device()
     generator = torch.Generator().manual_seed(seed)
     loader = _loader(_Indexed(data), batch_size, device, shuffle=True, generator=generator)
-    kd_loss = loss or ClassKD()
-    supervised = criterion or ClassKD().supervised
+    kd_loss, supervised = loss or ClassKD(), criterion or ClassKD().supervised
     online = isinstance(teacher_logits, nn.Module)
     with moved(model, device), _teacher_on(teacher_logits, device) as targets:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -307,7 +307,7 @@ def train(
         scaler = grad_scaler(device)
         for epoch in range(1, epochs + 1):
             model.train()
-            for x, y, idx in loader:
+            for batch, (x, y, idx) in enumerate(loader, 1):
                 out = tuple(o.float() for o in as_tuple(_forward(model, x, device)))
                 labels = y.to(device, non_blocking=True)
                 if targets is None:
@@ -320,6 +320,8 @@ def train(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                if on_batch is not None:
+                    on_batch(batch, len(loader), float(value.detach()))
             recalibrate_batchnorm(model, data)
             if on_epoch is not None:
                 on_epoch(epoch)

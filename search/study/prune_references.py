@@ -10,6 +10,7 @@ all alike. The benchmark measures it once with the same function and hands it to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,16 +43,32 @@ class PruneReferences:
     seed: dict[str, float] = field(default_factory=dict)
 
 
-def prune_references(ctx: Context, out_dir: Path) -> PruneReferences:
+def pass_groups(ctx: Context) -> dict[str, list[str]]:
+    """The groups the pass cuts one by one: none where the space prunes with one global
+    ratio, turns the pass off or prunes nothing."""
+    space = ctx.space.prune
+    groups = space.groups if isinstance(space.groups, dict) else {}
+    if not space.sensitivity or space.ratio.high == 0.0:
+        return {}
+    return groups
+
+
+def _quiet(_: str) -> None:
+    """Say nothing (the benchmark and the tests run the pass without a ticker)."""
+
+
+def prune_references(
+    ctx: Context, out_dir: Path, *, say: Callable[[str], None] = _quiet
+) -> PruneReferences:
     """The per-group pruning sensitivity pass on ``ctx``'s model, where the space searches
-    per-group scales and asks for it; latencies paired with ``ctx.reference``.
+    per-group scales and asks for it (:func:`pass_groups`); latencies paired with
+    ``ctx.reference``. ``say(line)`` is told each group as its cut starts.
 
     Raises:
         ValueError: ``ctx`` is not paired with a baseline yet (``ctx.reference`` unset).
     """
-    space = ctx.space.prune
-    groups = space.groups if isinstance(space.groups, dict) else {}
-    if not groups or not space.sensitivity or space.ratio.high == 0.0:
+    space, groups = ctx.space.prune, pass_groups(ctx)
+    if not groups:
         return PruneReferences()
     if ctx.reference is None:
         raise ValueError("the pruning sensitivity pass times files paired with the baseline")
@@ -85,16 +102,7 @@ def prune_references(ctx: Context, out_dir: Path) -> PruneReferences:
         task.model,
         groups=groups,
         probe_ratio=space.probe_ratio,
-        cut=group_cutter(
-            task.model,
-            groups,
-            example_input=task.example_input,
-            ignored_layers=task.ignored_layers or None,
-            round_to=ctx.profile.round_to,
-            plan=ctx.prune_plan,
-            importance=space.importance,
-            max_layer_ratio=space.max_layer_ratio,
-        ),
+        cut=_cutter(ctx, groups, say),
         recover=recover,
         evaluate=lambda m: kd.evaluate(m, task.val, task.metric, read=task.outputs.read),
         latency=latency,
@@ -103,6 +111,34 @@ def prune_references(ctx: Context, out_dir: Path) -> PruneReferences:
     searched = space.scale.low != space.scale.high
     seed = seed_scales(sensitivity, low=space.scale.low, high=space.scale.high) if searched else {}
     return PruneReferences(sensitivity=sensitivity, seed=seed)
+
+
+def _cutter(
+    ctx: Context, groups: dict[str, list[str]], say: Callable[[str], None]
+) -> Callable[[str, float], nn.Module]:
+    """``cut(group, ratio)`` (:func:`group_cutter` on ``ctx``'s model) that first says which
+    group it cuts, of how many, and what follows."""
+    task, space = ctx.task, ctx.space.prune
+    cut = group_cutter(
+        task.model,
+        groups,
+        example_input=task.example_input,
+        ignored_layers=task.ignored_layers or None,
+        round_to=ctx.profile.round_to,
+        plan=ctx.prune_plan,
+        importance=space.importance,
+        max_layer_ratio=space.max_layer_ratio,
+    )
+    names = list(groups)
+
+    def announced(group: str, ratio: float) -> nn.Module:
+        say(
+            f"group {group} ({names.index(group) + 1}/{len(names)}): cut {ratio:g}, one "
+            f"recovery epoch on {RECOVER_ITEMS} items at most, score, time"
+        )
+        return cut(group, ratio)
+
+    return announced
 
 
 def describe(sensitivity: dict[str, Any], seed: dict[str, float]) -> str:

@@ -9,7 +9,7 @@ each of its studies with :func:`store`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,17 @@ from search.compress.quantize.qdq import INTEGER_PRECISIONS
 from search.compress.quantize.sensitivity import seed_params, sensitivity_pass
 from search.compress.quantize.step import uniform_int8
 from search.core.formatting import fmt
-from search.core.progress import console
+from search.core.progress import Ticker, console
 from search.measure.load import describe_load
 from search.measure.measurement import run_all
 from search.measure.runtime import create_session
 from search.record import BaselineRecord, TrialRecord, baseline_of
-from search.study.prune_references import PruneReferences, describe, prune_references
+from search.study.prune_references import (
+    PruneReferences,
+    describe,
+    pass_groups,
+    prune_references,
+)
 from search.study.warm_start import enqueued, warm_start_params
 from search.tasks import stack
 from search.trial.context import (
@@ -59,7 +64,14 @@ def export_float(ctx: Context, out_dir: Path) -> Path:
     return path
 
 
-def measure_baseline(ctx: Context, path: Path) -> BaselineRecord:
+Say = Callable[[str], None]  # what a long step does now, one line (Ticker.note)
+
+
+def _quiet(_: str) -> None:
+    """Say nothing (the benchmark and the tests call the steps without a ticker)."""
+
+
+def measure_baseline(ctx: Context, path: Path, *, say: Say = _quiet) -> BaselineRecord:
     """The float baseline's record: measured like a trial (alone: it is the reference), plus
     the PyTorch model's validation metric (``val_accuracy``).
 
@@ -71,11 +83,15 @@ def measure_baseline(ctx: Context, path: Path) -> BaselineRecord:
     (:mod:`search.measure.latency`: warm-up settled, timed runs not drifting): one that is not
     is measured again, at most ``measure.max_repeats`` more times, and one still unsteady is
     kept with ``steady: false`` in its latency (a warning now, a note in the report).
+    ``say(line)`` is told each measurement as it starts.
     """
+    say(f"scoring {path.name} (validation metric) and timing it")
     metric, m = score(path, ctx)
-    for _ in range(ctx.profile.measure.max_repeats):
+    repeats = ctx.profile.measure.max_repeats
+    for repeat in range(1, repeats + 1):
         if m.latency[0].steady is not False:
             break
+        say(f"the latency did not settle: measuring again ({repeat}/{repeats})")
         metric, m = score(path, ctx)
     scale = latency_scale(m)
     measured = measurement_record(metric, m, ctx)
@@ -89,14 +105,20 @@ def measure_baseline(ctx: Context, path: Path) -> BaselineRecord:
 
 
 def quantization_references(
-    ctx: Context, onnx_path: Path, out_dir: Path, *, int8: bool | None = None
+    ctx: Context,
+    onnx_path: Path,
+    out_dir: Path,
+    *,
+    int8: bool | None = None,
+    say: Say = _quiet,
 ) -> QuantizationReferences:
     """The one-off quantization references of the uncompressed model ``onnx_path``.
 
     Runs the sensitivity pass (scored on the validation split, so the test split stays unseen
     by the search) and measures the uniform-int8 model like any trial: where the profile runs
     int8 when ``int8`` is None, else as ``int8`` says (the benchmark always compares with it).
-    Both reuse one MinMax calibration of ``onnx_path``.
+    Both reuse one MinMax calibration of ``onnx_path``. ``say(line)`` is told each part (the
+    calibration, each group of the pass, the int8 model) as it starts.
     """
     space, profile = ctx.space.quantize, ctx.profile
     choices = space.choices(profile.precisions)
@@ -110,6 +132,7 @@ def quantization_references(
     calib = None
     if want_int8 or (sensitivity and low in INTEGER_PRECISIONS):  # fp16 needs no calibration
         assert ctx.calib_inputs is not None  # Context.build fixes them
+        say(f"calibrating {onnx_path.name} (MinMax, {len(ctx.calib_inputs)} inputs)")
         calib = calibrate(
             onnx_path, ctx.calib_inputs, method="minmax", cache_dir=out_dir / "calibration"
         )
@@ -121,7 +144,7 @@ def quantization_references(
             precision=low,
             activations=activations,
             weights=weights,
-            evaluate=_validation_metric(ctx),
+            evaluate=_announced(_validation_metric(ctx), list(space.groups), low, say),
             out_dir=out_dir / "sensitivity",
         )
         refs.seed = seed_params(
@@ -131,6 +154,7 @@ def quantization_references(
             encoding=space.encoding,
         )
     if want_int8 and calib is not None:
+        say("uniform int8: quantizing every group, scoring and timing it like a trial")
         refs.int8 = _uniform_int8(ctx, calib, out_dir, activations=activations, weights=weights)
     return refs
 
@@ -155,6 +179,24 @@ def _uniform_int8(
         "kernels": kernels_of(local, m),
         "measured_onnx": str(q.path),
     })  # fmt: skip
+
+
+def _announced(
+    evaluate: Callable[[Path], float], groups: Sequence[str], precision: str, say: Say
+) -> Callable[[Path], float]:
+    """``evaluate`` that first says which model of the sensitivity pass it scores: the float
+    model, then each group's ``<group>.q.onnx`` (:func:`sensitivity_pass` names them so)."""
+    order = {g: k for k, g in enumerate(groups, 1)}
+
+    def announced(path: Path) -> float:
+        group = path.name.removesuffix(".q.onnx")
+        if group in order and path.name.endswith(".q.onnx"):
+            say(f"sensitivity pass: group {group} ({order[group]}/{len(order)}) at {precision}")
+        else:
+            say("sensitivity pass: the float model on the validation split (its reference)")
+        return evaluate(path)
+
+    return announced
 
 
 def _validation_metric(ctx: Context) -> Callable[[Path], float]:
@@ -189,8 +231,8 @@ def ensure_baseline(study: optuna.Study, ctx: Context, out_dir: Path) -> Baselin
     stored = baseline_of(study)
     if stored is not None:
         return stored
-    with console.status("measuring the uncompressed baseline"):
-        baseline = measure_baseline(ctx, export_float(ctx, out_dir))
+    with Ticker("measuring the uncompressed baseline (export, validation metric, latency)") as t:
+        baseline = measure_baseline(ctx, export_float(ctx, out_dir), say=t.note)
     study.set_user_attr("baseline", baseline.to_json())
     console.print(
         f"baseline: {ctx.task.metric_name} {baseline.accuracy:.4f} (validation), p50 "
@@ -232,10 +274,12 @@ def ensure_quantization(study: optuna.Study, ctx: Context, out_dir: Path) -> Non
     if "quantize_seed" in study.user_attrs:
         _requeue_seed(study)
         return
-    with console.status("quantization references: per-layer sensitivity, uniform int8"):
-        refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir)
-    with console.status("pruning references: per-group sensitivity"):
-        prune = prune_references(ctx, out_dir)
+    with Ticker("quantization references: per-layer sensitivity, uniform int8") as t:
+        refs = quantization_references(ctx, export_float(ctx, out_dir), out_dir, say=t.note)
+    prune = PruneReferences()
+    if groups := pass_groups(ctx):
+        with Ticker(f"pruning references: sensitivity of {len(groups)} groups") as t:
+            prune = prune_references(ctx, out_dir, say=t.note)
     choices = ctx.space.quantize.choices(ctx.profile.precisions)
     warm = warm_start_params(ctx.space, {**prune.seed, **refs.seed}, choices)
     store(study, quantization=refs, prune=prune, warm_start=warm)

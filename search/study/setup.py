@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from search.core.progress import console
+from search.core.progress import Ticker, console
 from search.distributed.artifacts import check_task, fetch_teacher, publish_teacher, study_store
 from search.distributed.claims import run_once
 from search.distributed.storage import open_storage
@@ -100,14 +100,15 @@ class _Worker:
             )
 
         spec = self.spec
-        ctx = Context.build(
-            task=task,
-            space=checked.space,  # groups fitted to the model
-            profile=spec.profile,
-            seed=spec.seed,
-            measure=measure,
-            prune_plan=checked.prune_plan,
-        )
+        with Ticker("preparing the study's data: the teacher's outputs, the validation metric"):
+            ctx = Context.build(
+                task=task,
+                space=checked.space,  # groups fitted to the model
+                profile=spec.profile,
+                seed=spec.seed,
+                measure=measure,
+                prune_plan=checked.prune_plan,
+            )
         ctx.measured_here = self.target.where == "here"
         if not ctx.measured_here and spec.profile.agent is None:  # a runtime of its own here
 

@@ -99,15 +99,16 @@ def _train(
     metric: Metric,
     read: Callable[[list[np.ndarray]], Any] | None,
 ) -> nn.Module:
-    from search.core.progress import status
+    from search.core.progress import EpochReporter, Ticker
 
     torch.manual_seed(seed)
     model = build()
     start = time.perf_counter()
-    with status(f"training the {key} teacher ({epochs} epochs, first use only)"):
+    with Ticker(f"training the {key} teacher ({epochs} epochs, first use only)") as ticker:
+        epoch_lines = EpochReporter(ticker, epochs=epochs)
         kd.train(
             model, data=train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-            criterion=criterion,
+            criterion=criterion, on_epoch=epoch_lines.epoch, on_batch=epoch_lines.batch,
         )  # fmt: skip
     val_acc = kd.evaluate(model, val, metric, read=read)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,3 +80,34 @@ def test_a_profile_without_int8_gets_no_int8_reference_unless_asked(ctx, tmp_pat
     assert refs.int8 is None and refs.sensitivity is None and refs.seed == {}
     # The benchmark compares with uniform int8 on every profile.
     assert quantization_references(float_only, path, tmp_path, int8=True).int8 is not None
+
+
+def test_each_setup_step_says_what_it_does_in_plain_lines(ctx, tmp_path, capsys, monkeypatch):
+    """Issue 28: a log file shows each step as it starts, each group of the sensitivity pass,
+    and a heartbeat while a step runs on; no spinner, no escape codes."""
+    import re
+
+    from search.core import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.05)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    ensure_baseline(study, ctx, tmp_path)
+    ensure_quantization(study, ctx, tmp_path)
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if not line.startswith("  ... ")]
+    expected = [
+        "measuring the uncompressed baseline (export, validation metric, latency) ...",
+        "  scoring model.onnx (validation metric) and timing it",
+        "measuring the uncompressed baseline (export, validation metric, latency): done in",
+        "quantization references: per-layer sensitivity, uniform int8 ...",
+        "  calibrating model.onnx (MinMax, 16 inputs)",
+        "  sensitivity pass: the float model on the validation split (its reference)",
+        "  sensitivity pass: group stem (1/2) at int8",
+        "  sensitivity pass: group rest (2/2) at int8",
+        "  uniform int8: quantizing every group, scoring and timing it like a trial",
+        "quantization references: per-layer sensitivity, uniform int8: done in",
+    ]
+    starts = [next(i for i, line in enumerate(said) if line.startswith(e)) for e in expected]
+    assert starts == sorted(starts), said
+    assert re.search(r"^  \.\.\. \d+\.\d s elapsed: ", err, flags=re.M)  # heartbeats
+    assert not re.search(r"\x1b\[|[\u2800-\u28ff]", err)
