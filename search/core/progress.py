@@ -50,12 +50,23 @@ def study_progress(*, disable: bool = False) -> Progress:
 
 @dataclass
 class TrialBars:
-    """The progress display and its epoch bar, as one trial updates them."""
+    """The progress display and its epoch bar, as one trial updates them; with ``ticker`` (no
+    bars: output to a file or ``--no-progress``) each epoch is a line of that ticker instead."""
 
     progress: Any
     epochs: Any
+    ticker: Ticker | None = None
+    total: int | None = None
+
+    def epoch_done(self, number: int, epoch: int, metric: str) -> None:
+        """After epoch ``epoch`` of trial ``number``, whose validation metric reads ``metric``."""
+        if self.ticker is not None:
+            self.ticker.note(f"epoch {epoch}/{self.total or '?'}: validation {metric}")
+        self.show(number, epoch)
 
     def show(self, number: int, epoch: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
         update = {"total": total} if total is not None else {}
         self.progress.update(
             self.epochs,

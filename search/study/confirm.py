@@ -260,7 +260,7 @@ def confirm_after_run(
 ) -> None:
     """At the end of ``run``: confirm the front on the study's ``target`` (this machine, under
     ``timing()``, the host's lock, when None), print what changed, rewrite the report."""
-    from search.core.progress import console
+    from search.core.progress import Ticker, console
     from search.report import write_outputs
 
     if not study.best_trials:
@@ -268,7 +268,7 @@ def confirm_after_run(
     if target is None:
         target = open_target(profile.measure_spec(), runtime=profile.runtime, timing=timing)
     try:
-        with console.status(f"confirming the front {target.where}: Pareto trials, baseline"):
+        with Ticker(f"confirming the front {target.where}: Pareto trials, baseline"):
             confirmed = confirm_front(study, target=target, study_dir=study_dir)
     except SearchError as e:  # AgentError included; the trials are done: say so, keep the study
         console.print(f"front not confirmed: {e}", markup=False)

@@ -235,9 +235,10 @@ def _run_trials(
                     study.sampler = build_sampler(
                         spec.space.search, seed=seed, n_existing=trial.number
                     )
-                    _one_trial(
-                        study, trial, spec, joined, TrialBars(bars, epochs), n_trials=trials
-                    )
+                    _said_trial(
+                        study, trial, spec, joined, TrialBars(bars, epochs), n_trials=trials,
+                        lines=not progress,
+                    )  # fmt: skip
                 joined.cpu.release()  # idle: let other workers on this host time
                 bars.advance(overall)
                 _write_outputs(study, spec.study_dir, html=False)
@@ -252,6 +253,30 @@ def _write_outputs(study: optuna.Study, study_dir: Path, *, html: bool) -> None:
 
     with host_lock("report", str(Path(study_dir).resolve())):
         write_outputs(study, study_dir, html=html)
+
+
+def _said_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    spec: StudySpec,
+    joined: Joined,
+    bars: TrialBars,
+    *,
+    n_trials: int,
+    lines: bool,
+) -> None:
+    """:func:`_one_trial`; with ``lines`` (no bars: a log file or ``--no-progress``) said as a
+    step of lines: a line per epoch and one at least every 10 s (issue 28)."""
+    import sys
+
+    from search.core.progress import Ticker
+
+    if not lines:
+        _one_trial(study, trial, spec, joined, bars, n_trials=n_trials)
+        return
+    with Ticker(f"trial {trial.number}", stream=sys.stderr) as ticker:
+        bars.ticker = ticker
+        _one_trial(study, trial, spec, joined, bars, n_trials=n_trials)
 
 
 def _one_trial(
@@ -355,7 +380,7 @@ def _early_stop(
         history.append(val)
         with contextlib.suppress(UpdateFinishedTrialError):
             trial.set_user_attr("val_history", list(history))
-        bars.show(trial.number, epoch)
+        bars.epoch_done(trial.number, epoch, f"{ctx.task.metric_name} {val:.4f}")
         if epoch >= stop.min_epochs and val < base_val - stop.max_accuracy_drop:
             raise optuna.TrialPruned(
                 f"validation {ctx.task.metric_name} {val:.4f} after epoch {epoch} is more than "

@@ -32,11 +32,19 @@ def _spec(results, tiny_space, tiny_profile, task="tests.tiny_task:make_task", n
     )
 
 
-def test_study_writes_results_and_a_rerun_adds_no_trials(teacher_cache, tiny_space, tiny_profile):
+def test_study_writes_results_and_a_rerun_adds_no_trials(
+    teacher_cache, tiny_space, tiny_profile, capfd
+):
     tmp_path = teacher_cache
     spec = _spec(tmp_path, tiny_space, tiny_profile)
     study = run_study(spec, trials=2, progress=False)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    # Without bars (a log file), each trial is said in lines: its start, a line per epoch of
+    # distillation with the validation metric, its end; no spinner or escape code.
+    err = capfd.readouterr().err
+    epochs = study.trials[0].user_attrs["config"]["distill"]["epochs"]
+    assert "trial 0 ..." in err and f"epoch {epochs}/{epochs}: validation accuracy" in err
+    assert "trial 1: done in" in err and "\x1b" not in err
     base = study.user_attrs["baseline"]
     assert study.user_attrs["metric"] == "accuracy"  # the report labels axes with it
     assert base["accuracy"] > 0.5 and base["latency_paired_ms"] > 0
