@@ -42,19 +42,24 @@ def make_task(*, seed: int, cache_dir: Path) -> Task:
 
 
 class _FailsOnSecondPass(TensorDataset):
-    """Training data that raises on the first item of its second pass.
+    """Training data that raises once, on the first item read for training after the
+    teacher's pass.
 
-    The first pass computes the teacher's logits before any trial; the second is the first
-    trial's distillation, which must fail and be recorded; later trials run normally.
+    The checks' look at one item and the teacher's outputs (a full pass without autograd) come
+    before any trial; the first read with autograd on after that pass is the first trial's
+    distillation, which must fail and be recorded; later trials run normally.
     """
 
     def __init__(self, *tensors) -> None:
         super().__init__(*tensors)
-        self.reads = 0
+        self.no_grad_reads = 0
+        self.raised = False
 
     def __getitem__(self, index):
-        self.reads += 1
-        if self.reads == len(self) + 1:
+        if not torch.is_grad_enabled():
+            self.no_grad_reads += 1
+        elif not self.raised and self.no_grad_reads >= len(self):
+            self.raised = True
             raise RuntimeError("boom: training data exploded on purpose")
         return super().__getitem__(index)
 

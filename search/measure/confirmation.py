@@ -160,7 +160,7 @@ def _in_fresh_process(
         feed = None
         if latency_input is not None:
             feed = str(Path(tmp) / "latency_input.npy")
-            np.save(feed, np.asarray(latency_input, dtype=np.float32), allow_pickle=False)
+            np.save(feed, np.asarray(latency_input), allow_pickle=False)  # int64 ids stay int64
         proc = subprocess.run(
             [sys.executable, "-m", "search.measure.confirmation"],
             input=json.dumps({**request, "latency_input": feed}),

@@ -198,7 +198,7 @@ def test_export_refuses_unfinished_or_changed_trials(
     failed = optuna.create_study(directions=["maximize", "minimize"])
     failed.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "boom"}))
     with pytest.raises(SearchError, match="did not complete \\(boom\\)"):
-        export_trial(failed, number=0, out_dir=tmp_path, study_dir=tmp_path / "s")
+        export_trial(failed, number=0, out_dir=tmp_path / "out", study_dir=tmp_path / "s")
     t = study.trials[1]
     rec = {**t.user_attrs["record"]}
     rec["measurement"] = {**rec["measurement"], "size_bytes": 1}
@@ -207,7 +207,7 @@ def test_export_refuses_unfinished_or_changed_trials(
         create_trial(state=TrialState.COMPLETE, values=t.values, user_attrs={"record": rec})
     )
     with pytest.raises(SearchError, match="changed after measurement"):
-        export_trial(changed, number=0, out_dir=tmp_path, study_dir=tmp_path / "s")
+        export_trial(changed, number=0, out_dir=tmp_path / "out", study_dir=tmp_path / "s")
 
 
 def test_study_command_names_files_and_task_options():

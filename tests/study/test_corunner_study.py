@@ -45,7 +45,9 @@ def test_a_study_beside_training_corunners_reports_what_a_quiet_reconfirmation_f
 
     profile = load_profile(str(tiny_profile))
     # The end-of-run confirmation waits for the co-runners to be gone (up to a minute).
-    measure = dataclasses.replace(profile.measure, quiet_wait_s=60.0, confirm_rounds=20)
+    measure = dataclasses.replace(
+        profile.measure, quiet_wait_s=60.0, confirm_rounds=20, confirm_processes=3
+    )
     spec = StudySpec(
         task="tests.tiny_task:make_task",
         space=load_space(str(tiny_space)),
