@@ -21,9 +21,15 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.bench.zoo_trial import RANK_RATIO, RATIO, _error, _params, _Steps
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from search.tasks.outputs import Outputs
 
 KINDS = ("detection", "segmentation")
 CLASSES, CALIB, GROUPS = 4, 8, 5
@@ -47,7 +53,7 @@ def size_of(name: str, kind: str) -> int:
     return SIZES.get(name, 256 if kind == "detection" else 128)
 
 
-def build(name: str, kind: str) -> Any:
+def build(name: str, kind: str) -> nn.Module:
     import torch
     import torchvision
 
@@ -85,7 +91,7 @@ def one(name: str, *, kind: str, max_params: float) -> dict[str, Any]:
     return rec
 
 
-def _run(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> None:
+def _run(model: nn.Module, x: torch.Tensor, rec: dict[str, Any], steps: _Steps) -> None:
     from search.compress.onnx_export import export_with_report
     from search.tasks.outputs import Outputs
     from search.tasks.torchvision_dense import adapt, final_layers
@@ -112,11 +118,13 @@ def _run(model: Any, x: Any, rec: dict[str, Any], steps: _Steps) -> None:
         _int8(ex.path, raw, x, outputs, rec, steps)
 
 
-def _as_tuple(out: Any) -> tuple:
+def _as_tuple(out: object) -> tuple:
     return tuple(out) if isinstance(out, tuple | list) else (out,)
 
 
-def _compress(raw: Any, x: Any, head: list[str], rec: dict[str, Any], steps: _Steps) -> Any:
+def _compress(
+    raw: nn.Module, x: torch.Tensor, head: list[str], rec: dict[str, Any], steps: _Steps
+) -> nn.Module:
     from search.compress.lowrank import factorize
     from search.compress.prune.plan import plan_pruning
     from search.compress.prune.step import prune_with_report
@@ -138,7 +146,7 @@ def _compress(raw: Any, x: Any, head: list[str], rec: dict[str, Any], steps: _St
     return small
 
 
-def _distill(teacher: Any, student: Any, x: Any, outputs: Any) -> None:
+def _distill(teacher: nn.Module, student: nn.Module, x: torch.Tensor, outputs: Outputs) -> None:
     import torch
     from torch.utils.data import TensorDataset
 
@@ -154,7 +162,14 @@ def _distill(teacher: Any, student: Any, x: Any, outputs: Any) -> None:
     student.eval()
 
 
-def _int8(path: Path, raw: Any, x: Any, outputs: Any, rec: dict[str, Any], steps: _Steps):
+def _int8(
+    path: Path,
+    raw: nn.Module,
+    x: torch.Tensor,
+    outputs: Outputs,
+    rec: dict[str, Any],
+    steps: _Steps,
+) -> None:
     import numpy as np
     import onnx
     import torch

@@ -27,7 +27,7 @@ import optuna
 from search.config import Profile
 from search.core.progress import console
 from search.errors import SearchError
-from search.measure.target import close_target, open_target
+from search.measure.target import Target, close_target, open_target
 from search.record import TrialRecord, baseline_of
 
 
@@ -149,7 +149,9 @@ def cross_measure(
     return rows
 
 
-def _score(target: Any, entry: Entry, latency_input: np.ndarray, task_inputs: Any) -> float | None:
+def _score(
+    target: Target, entry: Entry, latency_input: np.ndarray, task_inputs: Any
+) -> float | None:
     if task_inputs is None:
         return None
     x_val, y_val, metric = task_inputs

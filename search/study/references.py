@@ -27,7 +27,7 @@ from search.core.progress import Ticker, console
 from search.measure.load import describe_load
 from search.measure.measurement import run_all
 from search.measure.runtime import create_session
-from search.record import BaselineRecord, TrialRecord, baseline_of
+from search.record import PAIRED, BaselineRecord, TrialRecord, baseline_of
 from search.study.prune_references import (
     PruneReferences,
     describe,
@@ -97,7 +97,7 @@ def measure_baseline(ctx: Context, path: Path, *, say: Say = _quiet) -> Baseline
     measured = measurement_record(metric, m, ctx)
     return BaselineRecord.from_json({
         **measured.to_json(),
-        "latency_paired_ms": scale,
+        PAIRED: scale,
         "latency_scale_ms": scale,
         "val_accuracy": ctx.baseline_val,
         "measured_onnx": str(path),

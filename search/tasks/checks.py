@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -75,7 +75,7 @@ def default_loss(shape: tuple[int, ...], label: torch.Tensor) -> DistillLoss:
     return OutputMSE()
 
 
-def _check_fields(task: Task, fail: Any) -> None:
+def _check_fields(task: Task, fail: Callable[[str], TaskError]) -> None:
     if not isinstance(task.model, nn.Module):
         raise fail(f"Task.model is a {type(task.model).__name__}, not a torch nn.Module")
     x = task.example_input
@@ -105,7 +105,7 @@ def _check_fields(task: Task, fail: Any) -> None:
             raise fail(f"the {split} split is empty: it needs at least one (input, label) item")
 
 
-def _check_items(task: Task, fail: Any) -> torch.Tensor:
+def _check_items(task: Task, fail: Callable[[str], TaskError]) -> torch.Tensor:
     """The first item of each split is ``(input, label)`` with an input like the example;
     the first training label as a tensor."""
     x = task.example_input
@@ -157,7 +157,10 @@ def _structure(out: Any) -> str:
 
 
 def _check_outputs(
-    model: nn.Module, example: torch.Tensor, outputs: Outputs, fail: Any
+    model: nn.Module,
+    example: torch.Tensor,
+    outputs: Outputs,
+    fail: Callable[[str], TaskError],
 ) -> list[tuple[int, ...]]:
     """One forward pass at batch 2; the raw outputs' shapes. Raises ``fail(...)`` for an
     output the study cannot read."""

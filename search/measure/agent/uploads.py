@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from search.core.errors import first_line
+
+if TYPE_CHECKING:
+    import onnx
 
 
 class UploadError(ValueError):
     """An upload the agent refuses (answered 400, one line)."""
 
 
-def _graphs(model: Any) -> Iterator[Any]:
+def _graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
     """Every graph of ``model``: the main one, those of training, and all nested below them
     or in model-local functions (through node attributes)."""
     todo = [model.graph]
@@ -48,7 +51,7 @@ def _graphs(model: Any) -> Iterator[Any]:
             todo.extend(attr.graphs)
 
 
-def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
+def _tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
     """(where, tensor) for every tensor ``model`` holds, nested graphs and functions included."""
     attributes = [(f"function {f.name}", a) for f in model.functions for a in f.attribute_proto]
     for graph in _graphs(model):
@@ -77,14 +80,14 @@ def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
         yield from ((where, t) for t in held)
 
 
-def _nodes(model: Any) -> Iterator[Any]:
+def _nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
     for graph in _graphs(model):
         yield from graph.node
     for f in model.functions:
         yield from f.node
 
 
-def check_model(model: Any) -> None:
+def check_model(model: onnx.ModelProto) -> None:
     """Refuse a parsed ``onnx.ModelProto`` that names a file: external data anywhere, or an
     ``EPContext`` node.
 
