@@ -318,7 +318,7 @@ def prune_alone(
     points, records, durations = [], [], []
     for i, ratio in enumerate(spec.ratios, start=1):
         prune = PruneConfig(
-            ratio=ratio, importance=p.importance, max_layer_ratio=p.max_layer_ratio
+            ratio=ratio, importance=p.hand_importance, max_layer_ratio=p.max_layer_ratio
         )
         t0 = time.perf_counter()
         rec = run_trial(

@@ -126,7 +126,7 @@ def _cutter(
         ignored_layers=task.ignored_layers or None,
         round_to=ctx.profile.round_to,
         plan=ctx.prune_plan,
-        importance=space.importance,
+        importance=space.hand_importance,
         max_layer_ratio=space.max_layer_ratio,
     )
     names = list(groups)

@@ -47,6 +47,10 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
     is tried."""
     words = dict.fromkeys(_WORDS, True)
     space_json = space.model_dump_json(exclude={**words, **_later_defaults(space)})
+    # prune.importance was one name then, a list of choices since (LAMP, issue 26).
+    (first, *more) = space.prune.importance
+    if not more:
+        space_json = space_json.replace(f'"importance":["{first}"]', f'"importance":"{first}"', 1)
     # Measure settings added since (issue 15) were not in a version-1 dump; at their defaults
     # they leave it as it was, set otherwise they are other content.
     later = {k for k in _LATER_MEASURE if getattr(profile.measure, k) == _MEASURE_DEFAULTS[k]}

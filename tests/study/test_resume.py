@@ -83,7 +83,7 @@ def test_a_study_made_by_older_code_resumes_and_keeps_its_parameters(tmp_path):
 def test_an_edited_file_still_refuses_an_old_study(tmp_path):
     spec = _spec(tmp_path)
     _old_study(spec)
-    prune = spec.space.prune.model_copy(update={"importance": "l1"})
+    prune = spec.space.prune.model_copy(update={"importance": ["l1"]})
     edited = dataclasses.replace(spec, space=spec.space.model_copy(update={"prune": prune}))
     with pytest.raises(SearchError, match="different space file's content"):
         open_study(edited, create=True)

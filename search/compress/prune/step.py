@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from search.compress.forward import observe
-from search.core.schema import Bounds, FloatRange, Section
+from search.core.schema import Bounds, FloatRange, Section, choose
 from search.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,7 +37,29 @@ if TYPE_CHECKING:
 # torch and torch-pruning are imported inside the functions: config.py imports this module for
 # PruneSpace, and loading a space must stay cheap and possible without torch.
 
-_IMPORTANCE = {"l1": 1, "l2": 2}
+# Channel importance: the norm of a channel's group weights (torch-pruning's
+# GroupMagnitudeImportance, each layer's scores divided by their mean before the global ranking),
+# or LAMP (Lee et al., "Layer-adaptive Sparsity for the Magnitude-based Pruning", ICLR 2021;
+# torch-pruning's LAMPImportance: a channel's squared L2 norm over the sum of those of the channels
+# at least as large in its layer, so scores compare across layers of different scale).
+IMPORTANCES = ("l1", "l2", "lamp")
+
+
+def channel_importance(name: str) -> Any:
+    """torch-pruning's importance object for ``name`` (one of :data:`IMPORTANCES`).
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    import torch_pruning as tp
+
+    if name == "lamp":
+        return tp.importance.LAMPImportance(p=2)
+    if name in ("l1", "l2"):
+        return tp.importance.GroupMagnitudeImportance(p=int(name[1]))
+    raise ConfigError(f"importance must be one of {', '.join(IMPORTANCES)}, but got {name!r}")
+
+
 # The share of channels removed: 1.0 would remove every channel.
 PRUNE_RATIO = Bounds(0.0, 1.0, hi_open=True)
 
@@ -51,20 +73,32 @@ class PruneSpace(Section):
     study, :func:`resolve_groups`). Each group that owns prunable layers gets a searched
     ``prune_scale_<group>`` in ``scale``; ``sensitivity`` runs the one-off per-group pruning
     sensitivity pass (:mod:`search.compress.prune.sensitivity`) that seeds the warm start's
-    scales, cutting each group alone at ``probe_ratio``.
+    scales, cutting each group alone at ``probe_ratio``. ``importance`` lists the channel
+    rankings searched (:data:`IMPORTANCES`; one name fixes it; Optuna parameter
+    ``prune_importance`` where there are several).
     """
 
     ratio: FloatRange = FloatRange(low=0.0, high=0.7)
-    importance: Literal["l1", "l2"] = "l2"
+    importance: list[Literal["l1", "l2", "lamp"]] = Field(["l2"], min_length=1)
     max_layer_ratio: float = Field(0.9, gt=0.0, le=1.0)
     groups: dict[str, list[str]] | Literal["quantize"] = {}
     scale: FloatRange = FloatRange(low=0.25, high=1.75)
     sensitivity: bool = True
     probe_ratio: float = Field(0.5, gt=0.0, lt=1.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_choice(cls, data: Any) -> Any:
+        # ``importance: l2`` fixes the choice, like a plain number fixes a range.
+        if isinstance(data, dict) and isinstance(data.get("importance"), str):
+            data = {**data, "importance": [data["importance"]]}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> PruneSpace:
         PRUNE_RATIO.check_range(self.ratio, "ratio")
+        if len(set(self.importance)) != len(self.importance):
+            raise ValueError(f"importance lists a choice twice: {self.importance}")
         Bounds(0.0, 10.0, lo_open=True).check_range(self.scale, "scale")
         if isinstance(self.groups, dict):
             empty = [g for g, pats in self.groups.items() if not pats]
@@ -91,12 +125,24 @@ class PruneSpace(Section):
             return self
         return self.model_copy(update={"groups": dict(groups)})
 
+    @property
+    def hand_importance(self) -> str:
+        """The importance a hand-built pipeline prunes by: L2 group magnitude (torch-pruning's
+        ``GroupMagnitudeImportance(p=2)``, its examples' default) where the space allows it."""
+        return "l2" if "l2" in self.importance else self.importance[0]
+
     def hand_pipeline(self) -> dict[str, Any]:
-        """The hand-built pipeline's scales: every group pruned at the global ratio (1.0)."""
-        if self.scale.low == self.scale.high or not 0 < self.ratio.high:
+        """The hand-built pipeline's parameters: every group pruned at the global ratio (scale
+        1.0), ranked by :attr:`hand_importance`."""
+        if not 0 < self.ratio.high:
             return {}
-        one = min(max(1.0, self.scale.low), self.scale.high)
-        return {f"prune_scale_{g}": one for g in self.group_names}
+        out: dict[str, Any] = {}
+        if len(self.importance) > 1:
+            out["prune_importance"] = self.hand_importance
+        if self.scale.low != self.scale.high:
+            one = min(max(1.0, self.scale.low), self.scale.high)
+            out.update({f"prune_scale_{g}": one for g in self.group_names})
+        return out
 
     def sample(self, trial: optuna.Trial) -> PruneConfig:
         """This trial's pruning: Optuna parameters ``prune_ratio`` and ``prune_scale_<group>``.
@@ -111,7 +157,7 @@ class PruneSpace(Section):
             )
         return PruneConfig(
             ratio=self.ratio.suggest(trial, "prune_ratio"),
-            importance=self.importance,
+            importance=choose(trial, "prune_importance", self.importance),
             max_layer_ratio=self.max_layer_ratio,
             scales={g: self.scale.suggest(trial, f"prune_scale_{g}") for g in self.group_names},
         )
@@ -119,9 +165,10 @@ class PruneSpace(Section):
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """What one trial prunes: ``ratio`` of the channels, ranked by L1 or L2 group magnitude,
-    at most ``max_layer_ratio`` of any one layer; with ``scales``, group ``g`` loses
-    ``min(ratio * scales[g], max_layer_ratio)`` of its channels, ranked within the group."""
+    """What one trial prunes: ``ratio`` of the channels, ranked by ``importance``
+    (:data:`IMPORTANCES`), at most ``max_layer_ratio`` of any one layer; with ``scales``, group
+    ``g`` loses ``min(ratio * scales[g], max_layer_ratio)`` of its channels, ranked within the
+    group."""
 
     ratio: float = 0.0
     importance: str = "l2"
@@ -130,8 +177,10 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         PRUNE_RATIO.check(self.ratio, "prune_ratio")
-        if self.importance not in _IMPORTANCE:
-            raise ConfigError(f"importance must be l1 or l2, but got {self.importance!r}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(
+                f"importance must be one of {', '.join(IMPORTANCES)}, but got {self.importance!r}"
+            )
         Bounds(0.0, 1.0, lo_open=True).check(self.max_layer_ratio, "max_layer_ratio")
         for g, v in self.scales.items():
             Bounds(0.0, 10.0, lo_open=True).check(v, f"prune_scale_{g}")
@@ -147,10 +196,12 @@ class PruneConfig:
         return asdict(self)
 
     def active(self) -> dict[str, Any]:
-        """The Optuna parameters this part stands for: ``prune_ratio``, and the groups' scales
-        where something was pruned (at ratio 0 they change nothing)."""
-        scales = {f"prune_scale_{g}": s for g, s in self.scales.items()} if self.ratio else {}
-        return {"prune_ratio": self.ratio, **scales}
+        """The Optuna parameters this part stands for: ``prune_ratio``, and the importance and
+        the groups' scales where something was pruned (at ratio 0 they change nothing)."""
+        if not self.ratio:
+            return {"prune_ratio": self.ratio}
+        scales = {f"prune_scale_{g}": s for g, s in self.scales.items()}
+        return {"prune_ratio": self.ratio, "prune_importance": self.importance, **scales}
 
 
 def count_params(model: nn.Module) -> int:
@@ -255,7 +306,8 @@ def prune_with_report(
     ``group_ratios``, each group loses its own share, ranked within it, and ``ratio`` applies
     outside every group (:mod:`search.compress.prune.groups`).
 
-    Channels are ranked globally by group magnitude (L1 or L2 over every coupled layer);
+    Channels are ranked globally by ``importance`` (:func:`channel_importance`: L1 or L2 group
+    magnitude over every coupled layer, or LAMP);
     ``round_to`` keeps channel counts multiples of the target's vector width. The dependency
     graph couples residual adds, concats, splits, grouped convs, gates, attention heads and
     LSTMs (:mod:`search.compress.prune.plan`); what it cannot cut is left alone, with why.
@@ -266,8 +318,6 @@ def prune_with_report(
         ConfigError: ``ratio`` outside [0, 1), or an ignored layer that does not exist.
         PruneError: a cut failed although the plan allowed it (names the layers).
     """
-    import torch_pruning as tp
-
     from search.compress.prune import plan as pp
 
     names = ignored_names(model, example_input, ignored_layers)
@@ -286,7 +336,7 @@ def prune_with_report(
         example_input,
         ratio=ratio,
         plan=pp.PrunePlan(left_alone=report.left_alone),
-        importance=tp.importance.GroupMagnitudeImportance(p=_IMPORTANCE[importance]),
+        importance=channel_importance(importance),
         max_pruning_ratio=max_layer_ratio,
         round_to=round_to,
         **({"scopes": scopes} if scopes else {}),

@@ -81,7 +81,9 @@ def test_prune_space_searches_a_scale_per_group_and_keeps_the_global_ratio():
     trial = optuna.create_study().ask()
     cfg = space.sample(trial)
     assert set(trial.params) == {"prune_ratio", "prune_scale_a", "prune_scale_b"}
-    assert set(cfg.group_ratios) == {"a", "b"} and cfg.active().keys() == trial.params.keys()
+    assert set(cfg.group_ratios) == {"a", "b"}
+    # Every parameter acted; the importance is named too (a filter over the trial's params).
+    assert cfg.active().keys() == trial.params.keys() | {"prune_importance"}
     assert space.hand_pipeline() == {"prune_scale_a": 1.0, "prune_scale_b": 1.0}
     assert space.max_ratio == pytest.approx(min(0.6 * 1.75, 0.9))
     # Nothing pruned: the scales changed nothing, so they are not among the active parameters.
