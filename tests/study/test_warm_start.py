@@ -22,7 +22,9 @@ def _space(tmp_path, text: str, name: str = "space.yaml"):
 def test_the_default_space_starts_with_the_sequential_recipes():
     space, profile = load_space("default"), load_profile("cpu")
     params = warm_start_params(space, SEED, space.quantize.choices(profile.precisions))
-    assert [p["prune_ratio"] for p in params] == [0.3, 0.5, 0.7]
+    ranked = [(p["prune_ratio"], p["prune_importance"]) for p in params]
+    # The hand pipeline ranks by L2; the other searched ranking follows at the smallest ratio.
+    assert ranked == [(0.3, "l2"), (0.5, "l2"), (0.7, "l2"), (0.3, "lamp")]
     for p in params:
         # The bench's `sequential` recipe: largest epoch budget, KD defaults, no low-rank,
         # the sensitivity plan, MinMax calibration.
@@ -89,3 +91,10 @@ def test_a_study_runs_its_warm_start_first(teacher_cache, tiny_space, tiny_profi
         assert t.params["prune_ratio"] == p["prune_ratio"] and t.params["epochs"] == 2
         assert t.user_attrs["record"]["config"]["distill"]["epochs"] == 2
     assert "fixed_params" not in trials[2].system_attrs  # then the sampler's own
+
+
+def test_a_space_with_one_ranking_gets_no_extra_trial(tmp_path):
+    space = _space(tmp_path, "search: {warm_start: [0.3, 0.5, 0.7]}\nprune: {importance: lamp}\n")
+    params = warm_start_params(space, SEED)
+    assert [p["prune_ratio"] for p in params] == [0.3, 0.5, 0.7]
+    assert all("prune_importance" not in p for p in params)
