@@ -98,3 +98,61 @@ def test_a_space_with_one_ranking_gets_no_extra_trial(tmp_path):
     params = warm_start_params(space, SEED)
     assert [p["prune_ratio"] for p in params] == [0.3, 0.5, 0.7]
     assert all("prune_importance" not in p for p in params)
+
+
+def _study_with(space, values, *, warm=None):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    warm = warm if warm is not None else warm_start_params(space, SEED)
+    study.set_user_attr("warm_start", warm)
+    for acc in values:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"prune_ratio": 0.3},
+                distributions={"prune_ratio": FloatDistribution(0.0, 0.75)},
+                values=[acc, 1.0],
+            )
+        )
+    return study
+
+
+def _waiting(study):
+    return [t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))]
+
+
+def test_the_unpruned_recipe_is_queued_once_when_no_warm_start_trial_keeps_the_metric():
+    from search.study.warm_start import enqueue_unpruned
+
+    space = load_space("default")
+    assert space.search.unpruned_below == 0.01
+    n = len(warm_start_params(space, SEED))
+    # Not before every warm-start trial has finished.
+    study = _study_with(space, [0.60] * (n - 1))
+    assert not enqueue_unpruned(study, space, baseline=0.69) and not _waiting(study)
+    study = _study_with(space, [0.60] * n)
+    assert enqueue_unpruned(study, space, baseline=0.69)
+    (queued,) = _waiting(study)
+    first = warm_start_params(space, SEED)[0]
+    assert queued == {**first, "prune_ratio": 0.0}
+    # Once per study.
+    assert not enqueue_unpruned(study, space, baseline=0.69) and len(_waiting(study)) == 1
+
+
+def test_no_unpruned_recipe_when_a_trial_keeps_the_metric_or_the_space_says_no(tmp_path):
+    from search.study.warm_start import enqueue_unpruned
+
+    space = load_space("default")
+    n = len(warm_start_params(space, SEED))
+    kept = _study_with(space, [0.60] * (n - 1) + [0.685])  # within 0.01 of 0.69
+    assert not enqueue_unpruned(kept, space, baseline=0.69) and not _waiting(kept)
+    off = _space(tmp_path, "search: {warm_start: [0.3, 0.5]}\n")  # unpruned_below: null
+    study = _study_with(off, [0.1, 0.1])
+    assert not enqueue_unpruned(study, off, baseline=0.69) and not _waiting(study)
+    fixed = _space(
+        tmp_path, "search: {warm_start: [0.3], unpruned_below: 0.01}\n"
+        "prune: {ratio: {low: 0.2, high: 0.5}}\n", "f.yaml",
+    )  # fmt: skip
+    study = _study_with(fixed, [0.1])
+    assert not enqueue_unpruned(study, fixed, baseline=0.69) and not _waiting(study)
