@@ -61,11 +61,6 @@ class SearchSettings(Strict):
     # Prune ratios of the hand-built recipes enqueued as the first trials
     # (search/study/warm_start.py); empty: only the sensitivity pass's seeded trial.
     warm_start: list[float] = []
-    # After the warm start, when no finished trial keeps the metric within this of the
-    # baseline's, one more trial distills the unpruned model with the warm start's precision
-    # plan (search/study/warm_start.py, enqueue_unpruned), so the front holds a model that
-    # keeps the metric; null: never.
-    unpruned_below: float | None = Field(None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> SearchSettings:

@@ -32,7 +32,6 @@ from search.study.preflight import preflight
 from search.study.resume import fail_stale_trials
 from search.study.samplers import build_sampler
 from search.study.spec import StudySpec, open_study
-from search.study.warm_start import enqueue_unpruned
 
 if TYPE_CHECKING:
     import torch
@@ -338,11 +337,6 @@ def _one_trial(
         history=history,
     )  # fmt: skip
     after_trial(study, told, record, space=spec.space, profile=spec.profile)
-    if enqueue_unpruned(study, spec.space, baseline=ctx.baseline_val):
-        console.print(
-            f"no trial kept {ctx.task.metric_name} within {spec.space.search.unpruned_below} of "
-            "the baseline: the unpruned model, distilled and quantized, is queued next"
-        )
 
 
 def _mark_interrupted(study: optuna.Study, trial: optuna.Trial, e: BaseException) -> None:

@@ -68,7 +68,7 @@ def legacy_digests(space: Space, profile: Profile) -> dict[str, set[str]]:
 # Space fields added after version-1 digests were written: left out of the version-1 dump while
 # they hold their defaults, so studies recorded then still match.
 _LATER = {
-    "search": ("warm_start", "unpruned_below"),
+    "search": ("warm_start",),
     "quantize": ("unmatched_groups", "derived_groups", "encoding"),
     "distill": ("plans_per_student",),
     "prune": ("groups", "scale", "sensitivity", "probe_ratio"),  # issue 29: per-group ratios

@@ -69,38 +69,6 @@ def warm_start_params(
     return hand + [{"prune_ratio": smallest, **shared, "prune_importance": i} for i in others]
 
 
-def enqueue_unpruned(study: optuna.Study, space: Space, *, baseline: float) -> bool:
-    """Once every warm-start trial has finished: when no completed trial keeps the metric
-    within ``search.unpruned_below`` of ``baseline`` (the teacher's validation metric), enqueue
-    the first warm-start recipe at prune ratio 0: the unpruned model distilled with the warm
-    start's precision plan. Pruning cost more than that in each hand-built recipe, and this
-    puts a model that keeps the metric on the front (on the detection example every pruned
-    student lost 1.7 points or more of mAP, where int8 alone lost 0.3).
-
-    Enqueued once per study (a study user attribute; Optuna's ``skip_if_exists`` keeps two
-    workers from queueing it twice). Returns whether it was enqueued now. Nothing happens
-    without ``unpruned_below``, without a warm start, or where the prune ratio cannot be 0.
-    """
-    from optuna.trial import TrialState
-
-    below = space.search.unpruned_below
-    warm = enqueued(study)
-    if below is None or not warm or "prune_ratio" not in warm[0] or space.prune.ratio.low > 0:
-        return False
-    if study.user_attrs.get("unpruned_enqueued"):
-        return False
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    trials = study.get_trials(deepcopy=False)
-    if sum(t.state in done for t in trials) < len(warm):
-        return False
-    kept = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    if any(t.values[0] >= baseline - below for t in kept):
-        return False
-    study.set_user_attr("unpruned_enqueued", True)
-    study.enqueue_trial({**warm[0], "prune_ratio": 0.0}, skip_if_exists=True)
-    return True
-
-
 def enqueued(study: optuna.Study) -> list[dict[str, Any]]:
     """The warm-start params ``study`` enqueued (a study from before warm starts: its one seed)."""
     attrs = study.user_attrs
