@@ -1,7 +1,7 @@
 """Which channel importance should the default space prune by? L2 group magnitude against LAMP.
 
 For each task and prune ratio, the teacher is pruned with each importance
-(:func:`search.compress.prune.step.channel_importance`: ``l2``, torch-pruning's
+(:func:`search.compress.prune.importance.channel_importance`: ``l2``, torch-pruning's
 GroupMagnitudeImportance with each layer's scores divided by their mean before the global
 ranking; ``lamp``, Lee et al., ICLR 2021) and distilled like a warm-start trial (the space's
 largest epoch budget, lr at the geometric middle of its range, the task's own loss), exported

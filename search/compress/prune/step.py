@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from search.compress.forward import observe
+from search.compress.prune.importance import IMPORTANCES, channel_importance
 from search.core.schema import Bounds, FloatRange, Section, choose
 from search.errors import ConfigError
 
@@ -36,28 +37,6 @@ if TYPE_CHECKING:
 
 # torch and torch-pruning are imported inside the functions: config.py imports this module for
 # PruneSpace, and loading a space must stay cheap and possible without torch.
-
-# Channel importance: the norm of a channel's group weights (torch-pruning's
-# GroupMagnitudeImportance, each layer's scores divided by their mean before the global ranking),
-# or LAMP (Lee et al., "Layer-adaptive Sparsity for the Magnitude-based Pruning", ICLR 2021;
-# torch-pruning's LAMPImportance: a channel's squared L2 norm over the sum of those of the channels
-# at least as large in its layer, so scores compare across layers of different scale).
-IMPORTANCES = ("l1", "l2", "lamp")
-
-
-def channel_importance(name: str) -> Any:
-    """torch-pruning's importance object for ``name`` (one of :data:`IMPORTANCES`).
-
-    Raises:
-        ConfigError: an unknown name.
-    """
-    import torch_pruning as tp
-
-    if name == "lamp":
-        return tp.importance.LAMPImportance(p=2)
-    if name in ("l1", "l2"):
-        return tp.importance.GroupMagnitudeImportance(p=int(name[1]))
-    raise ConfigError(f"importance must be one of {', '.join(IMPORTANCES)}, but got {name!r}")
 
 
 # The share of channels removed: 1.0 would remove every channel.
@@ -165,10 +144,10 @@ class PruneSpace(Section):
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """What one trial prunes: ``ratio`` of the channels, ranked by ``importance``
-    (:data:`IMPORTANCES`), at most ``max_layer_ratio`` of any one layer; with ``scales``, group
-    ``g`` loses ``min(ratio * scales[g], max_layer_ratio)`` of its channels, ranked within the
-    group."""
+    """What one trial prunes: ``ratio`` of the channels, ranked by ``importance`` (one of
+    :data:`~search.compress.prune.importance.IMPORTANCES`), at most ``max_layer_ratio`` of any
+    one layer; with ``scales``, group ``g`` loses ``min(ratio * scales[g], max_layer_ratio)`` of
+    its channels, ranked within the group."""
 
     ratio: float = 0.0
     importance: str = "l2"

@@ -9,13 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from search.compress.prune.step import (
-    PruneConfig,
-    PruneSpace,
-    channel_importance,
-    count_params,
-    prune_with_report,
-)
+from search.compress.prune.importance import channel_importance
+from search.compress.prune.step import PruneConfig, PruneSpace, count_params, prune_with_report
 from search.errors import ConfigError
 from search.tasks.models import ResNet
 
