@@ -120,6 +120,41 @@ def test_a_study_on_openvino_end_to_end(openvino_runtime, teacher_cache, tiny_sp
                 and "search agent" in ln]  # fmt: skip
 
 
+@pytest.mark.slow
+def test_the_bench_measures_on_openvino_through_its_runtime(openvino_runtime, tmp_path, capsys):
+    """``bench --hw openvino`` times every file in the runtime's agent (this onnxruntime has no
+    OpenVINO provider): the sensitivity pass scores there, the confirmation runs in three fresh
+    processes there, the report names the runtime's build, and no agent outlives the bench;
+    ``--reconfirm`` starts its own agent the same way."""
+    import json
+
+    import onnxruntime as ort
+
+    assert "OpenVINOExecutionProvider" not in ort.get_available_providers()
+    out = tmp_path / "bench"
+    argv = ["bench", "--hw", "openvino", "--task", "tests.tiny_task:make_task", "--space",
+            TINY[1], "--trials", "1", "--seeds", "1", "--ratios", "0.5", "--rounds", "5",
+            "--quiet-wait", "0", "--samplers", "", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    data = json.loads((out / "bench.json").read_text())
+    ask = "import onnxruntime; print(onnxruntime.__version__)"
+    version = subprocess.run(
+        [str(openvino_runtime / "bin" / "python"), "-c", ask],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert data["onnxruntime"] == version != ort.__version__
+    assert "openvino runtime" in data["measured_where"]
+    assert data["confirmation"]["processes"] >= 3
+    assert all(v["processes"] >= 3 for v in data["interleaved"].values())
+    assert "openvino runtime" in (out / "bench.md").read_text()
+    assert main(["bench", "--reconfirm", str(out), "--quiet-wait", "0"]) == 0
+    (again,) = json.loads((out / "reconfirm.json").read_text())
+    assert again["of"] == len(data["interleaved"]) - 1
+    out_ps = subprocess.run(["ps", "-eo", "ppid,args"], capture_output=True, text=True).stdout
+    assert not [ln for ln in out_ps.splitlines() if ln.split()[0] == str(os.getpid())
+                and "search agent" in ln]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("studies", "needle"),
     [(["a"], "at least two different --study"), (["a", "a"], "at least two different"),

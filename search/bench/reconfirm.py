@@ -34,7 +34,7 @@ def reconfirm(
     """
     from search.bench.measure import confirm_candidates
     from search.config import load_profile
-    from search.measure.target import open_target
+    from search.measure.target import close_target, open_target
 
     data = _load(out_dir)
     old = data["interleaved"]
@@ -44,17 +44,23 @@ def reconfirm(
         raise SearchError(f"bench files are gone ({missing[0]} and {len(missing) - 1} more)")
     profile = load_profile(profile_name or data.get("profile_source") or data["profile"])
     target = open_target(
-        profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env
+        profile.measure_spec(),
+        agent=profile.agent,
+        runtime=profile.runtime,  # a runtime of its own (openvino): an agent started from it
+        token_env=profile.agent_token_env,
     )
     reference = next(k for k, v in old.items() if v["relative"] == 1.0 and v["ci_low"] == 1.0)
     feed = out_dir / LATENCY_INPUT
-    new, info = confirm_candidates(
-        paths,
-        reference=reference,
-        target=target,
-        latency_input=np.load(feed, allow_pickle=False) if feed.is_file() else None,
-        quiet_wait_s=quiet_wait_s,
-    )
+    try:
+        new, info = confirm_candidates(
+            paths,
+            reference=reference,
+            target=target,
+            latency_input=np.load(feed, allow_pickle=False) if feed.is_file() else None,
+            quiet_wait_s=quiet_wait_s,
+        )
+    finally:
+        close_target(target)
     rows = {
         k: {
             "before": old[k]["relative"],

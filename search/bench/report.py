@@ -252,7 +252,7 @@ def _confirmation_line(data: dict[str, Any]) -> str:
     waited = f" after waiting {wait['waited_s']:.0f} s for a quiet machine" if wait else ""
     return (
         f"Confirmation: every compared candidate timed with the baseline in {c.get('processes')} "
-        f"fresh processes {c.get('measured_by', 'here')}{waited}; the machine was {state}."
+        f"fresh processes ({c.get('measured_by', 'here')}){waited}; the machine was {state}."
     )
 
 

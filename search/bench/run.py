@@ -54,6 +54,7 @@ from search.study.samplers import SAMPLERS
 if TYPE_CHECKING:
     from search.bench.measure import BenchLatency
     from search.measure.measurement import Measurement
+    from search.measure.target import Target
     from search.study.prune_references import PruneReferences
     from search.trial.context import Context
 
@@ -132,9 +133,8 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     """
     import optuna
 
-    from search.bench.report import summarize_runs, write_bench
-    from search.core.progress import console
     from search.core.threads import apply_threads, resolve_threads
+    from search.measure.target import close_target
 
     # $OMP_NUM_THREADS when set, else every CPU this process may use (taskset, cgroups).
     apply_threads(resolve_threads(None))
@@ -143,7 +143,40 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    ctx, teacher_s = _context(spec, out / "studies")
+    ctx, teacher_s, target = _context(spec, out / "studies")
+    try:
+        return _run_methods(spec, ctx, teacher_s, work, started, _measured_on(target))
+    finally:
+        close_target(target)  # the runtime's agent, where the profile runs in one of its own
+
+
+def _measured_on(target: Target) -> dict[str, str]:
+    """The device and ONNX Runtime that time the files (the target's: a runtime of its own or
+    an agent runs another build than this process), for the report's header."""
+    import onnxruntime as ort
+
+    info = getattr(target, "info", None)  # a dict (runtime), a method (agent), absent (here)
+    info = (info() if callable(info) else info) or {}
+    return {
+        "device": target.device,
+        "onnxruntime": str(info.get("onnxruntime", ort.__version__)),
+        "measured_where": target.where,
+    }
+
+
+def _run_methods(
+    spec: BenchSpec,
+    ctx: Context,
+    teacher_s: float,
+    work: Path,
+    started: float,
+    measured_on: dict[str, str],
+) -> dict[str, Any]:
+    """Every method of :func:`run_bench` on the measured context, then the outputs."""
+    from search.bench.report import summarize_runs, write_bench
+    from search.core.progress import console
+
+    out = Path(spec.out_dir)
     refs, runs = _references(ctx, work)
     refs["prune"] = _prune_references(spec, ctx, work)
     np.save(out / LATENCY_INPUT, ctx.task.example_input.numpy(), allow_pickle=False)
@@ -179,6 +212,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
             "confirmation": confirmation,
             "prune_sensitivity": refs["prune"].sensitivity,
             "prune_seed": refs["prune"].seed,
+            **measured_on,
         }
         data = summarize_runs(runs, latency=latency, spec=spec, extra=extra)
         paths = write_bench(data, out)
@@ -201,19 +235,31 @@ def _confirm(
 ) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
     """The candidates confirmed on the target in fresh processes, paired with the float
     baseline (:func:`search.bench.measure.confirm_candidates`)."""
-    from search.bench.measure import confirm_candidates
-    from search.core.progress import console
-    from search.measure.load import describe_load
-    from search.measure.target import open_target
+    from search.measure.target import close_target, open_target
 
-    candidates = _candidates(runs)
     profile = spec.profile
     measure = dataclasses.replace(profile.measure_spec().measure, confirm_rounds=spec.rounds)
     target = open_target(
         dataclasses.replace(profile.measure_spec(), measure=measure),
         agent=profile.agent,
+        runtime=profile.runtime,  # a runtime of its own (openvino): an agent started from it
         token_env=profile.agent_token_env,
     )
+    try:
+        return _confirm_on(spec, ctx, runs, target)
+    finally:
+        close_target(target)
+
+
+def _confirm_on(
+    spec: BenchSpec, ctx: Context, runs: list[MethodRun], target: Target
+) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """:func:`_confirm` on an open target."""
+    from search.bench.measure import confirm_candidates
+    from search.core.progress import console
+    from search.measure.load import describe_load
+
+    candidates = _candidates(runs)
     console.print(
         f"bench: confirming {len(candidates)} candidates {target.where} in fresh processes"
         + (
@@ -260,19 +306,24 @@ def _unconfirmed(runs: list[MethodRun]) -> tuple[dict[str, BenchLatency], dict[s
     return out, {"processes": 0, "contended": None, "parts": [], "unconfirmed": True}
 
 
-def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Context, float]:
-    """The trials' shared context, measured on the profile's target (here or its agent), and
-    the teacher's load time. Once the baseline is measured (:func:`_references`) every file is
-    timed paired with it, as a study times its trials."""
+def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Context, float, Target]:
+    """The trials' shared context, measured on the profile's target (here, its agent or an
+    agent started from the profile's runtime), the teacher's load time and the target (close it
+    with :func:`~search.measure.target.close_target`). Once the baseline is measured
+    (:func:`_references`) every file is timed paired with it, as a study times its trials."""
     from search.measure.target import open_target
     from search.study.model_checks import check_model
+    from search.study.setup import attach_target
     from search.tasks import load_task
     from search.trial.context import Context
 
     profile = spec.profile
     # Checks the providers (here or on the agent) before any work.
     target = open_target(
-        profile.measure_spec(), agent=profile.agent, token_env=profile.agent_token_env
+        profile.measure_spec(),
+        agent=profile.agent,
+        runtime=profile.runtime,
+        token_env=profile.agent_token_env,
     )
     t0 = time.perf_counter()
     task = load_task(spec.task, seed=spec.seed, cache_dir=studies_dir)
@@ -296,7 +347,8 @@ def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Context, float]:
         measure=measure,
         prune_plan=checked.prune_plan,
     )
-    return ctx, teacher_s
+    attach_target(ctx, target, latency_input)  # a runtime of its own scores the files there
+    return ctx, teacher_s, target
 
 
 def _references(ctx: Context, work: Path) -> tuple[References, list[MethodRun]]:

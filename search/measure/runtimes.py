@@ -145,6 +145,18 @@ class RuntimeTarget:
             time.sleep(0.1)
         raise AgentError(f"the {self.name} runtime's agent did not start in {START_TIMEOUT_S} s")
 
+    @property
+    def spec(self) -> MeasureSpec:
+        """The measure spec the agent runs; setting it also sets the client's (a confirmation
+        with more processes or rounds replaces it for its duration)."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: MeasureSpec) -> None:
+        self._spec = value
+        if getattr(self, "client", None) is not None:
+            self.client.spec = value
+
     @contextlib.contextmanager
     def _held(self) -> Iterator[None]:
         with self.timing() if self.timing is not None else contextlib.nullcontext():

@@ -109,16 +109,7 @@ class _Worker:
                 measure=measure,
                 prune_plan=checked.prune_plan,
             )
-        ctx.measured_here = self.target.where == "here"
-        if not ctx.measured_here and spec.profile.agent is None:  # a runtime of its own here
-
-            def outputs(path: Path) -> list[np.ndarray]:  # unpaired: only outputs are used
-                m = self.target.measure(
-                    path, eval_inputs=ctx.eval_inputs, latency_input=latency_input
-                )
-                return m.outputs
-
-            ctx.outputs = outputs
+        attach_target(ctx, self.target, latency_input)
         if checked.space.distill.plans_per_student > 1:  # students are kept only to be reused
             ctx.students = StudentStore.for_study(
                 spec.paths.students,
@@ -297,3 +288,20 @@ def _check_same_device(baseline: BaselineRecord, target: Target, study_name: str
             f"'{target.device}' ({target.where}): resume it on the same target or start a new "
             "study with --study"
         )
+
+
+def attach_target(ctx: Context, target: Target, latency_input: np.ndarray) -> None:
+    """Tell ``ctx`` where its files are measured: ``measured_here`` is False for an agent or a
+    runtime of its own, and for a runtime of its own on this machine ``ctx.outputs`` runs the
+    sensitivity pass's files there too (this onnxruntime may lack the profile's provider; a
+    remote agent's profile goes without the pass, see
+    :func:`~search.study.references.quantization_references`)."""
+    ctx.measured_here = target.where == "here"
+    if not ctx.measured_here and ctx.profile.agent is None:
+
+        def outputs(path: Path) -> list[np.ndarray]:  # unpaired: only outputs are used
+            return target.measure(
+                path, eval_inputs=ctx.eval_inputs, latency_input=latency_input
+            ).outputs
+
+        ctx.outputs = outputs

@@ -235,7 +235,7 @@ def test_sequential_is_the_pruned_model_then_uniform_int8(tmp_path, monkeypatch)
 
     spec, here = _tiny_spec(tmp_path, ratios=(0.5,))
     monkeypatch.syspath_prepend(str(here))
-    ctx, _ = _context(spec, tmp_path / "studies")
+    ctx, _, _target = _context(spec, tmp_path / "studies")  # here: nothing to close
     prune_run, records = prune_alone(spec, ctx, tmp_path / "work")
     run = sequential(ctx, prune_run, records)
     assert run.name == "sequential" and len(run.points) == 1
