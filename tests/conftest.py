@@ -62,6 +62,17 @@ def quick_profile(name: str = "cpu", **update: object):
     return profile.model_copy(update={"measure": measure, **update})
 
 
+def digits_default_space():
+    """The default space as a study on the digits ResNet resolves it: ``prune.groups:
+    quantize`` becomes the precision groups that own prunable layers (fc is the output layer),
+    so it can be sampled outside a study."""
+    from search.config import load_space
+
+    space = load_space("default")
+    groups = {g: p for g, p in space.quantize.groups.items() if g != "fc"}
+    return space.model_copy(update={"prune": space.prune.resolved(groups)})
+
+
 def local_measure(profile, eval_inputs, latency_input=None):
     """``measure(path)`` on this machine as ``profile`` says, like a study's context uses;
     ``eval_inputs`` are the context's (validation, then test where the task has one)."""

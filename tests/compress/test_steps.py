@@ -16,6 +16,7 @@ from search.compress.steps import STEPS as REGISTRY
 from search.compress.steps import SampleEnv, step
 from search.config import Space, TrialConfig, load_space, plan_of
 from search.errors import ConfigError
+from tests.conftest import digits_default_space
 
 STEPS = [s.name for s in REGISTRY]
 PARTS = {s.name: s.config for s in REGISTRY}
@@ -99,7 +100,7 @@ def test_a_part_out_of_range_is_one_line(name):
 
 def test_a_trial_config_is_its_parts_and_reads_back():
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
-    cfg = load_space("default").sample(trial)
+    cfg = digits_default_space().sample(trial)
     data = json.loads(json.dumps(cfg.to_dict()))
     assert list(data) == STEPS
     assert TrialConfig.from_dict(data) == cfg

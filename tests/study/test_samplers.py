@@ -7,8 +7,9 @@ import math
 import optuna
 import pytest
 
-from search.config import SearchSettings, load_profile, load_space
+from search.config import SearchSettings, load_profile
 from search.study.samplers import SAMPLERS, build_sampler
+from tests.conftest import digits_default_space
 
 
 @pytest.mark.parametrize(
@@ -46,7 +47,7 @@ def _objectives(cfg) -> tuple[float, float]:
 
 @pytest.mark.parametrize("encoding", ["categorical", "ordinal"])
 def test_a_tiny_gp_study_completes_and_stays_in_the_space(encoding):
-    space = load_space("default")
+    space = digits_default_space()
     profile = load_profile("cpu")
     space = space.model_copy(
         update={

@@ -154,11 +154,15 @@ def output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
     return [tuple(o.shape) for o in (out if isinstance(out, tuple | list) else (out,))]
 
 
-def dry_run_ratio(ratio: float) -> float:
-    """The prune ratio a dry run cuts at for a search up to ``ratio``: at least 0.5 (a group
-    that survives half its channels cut survives any lower ratio; lower ratios can miss the
-    groups that fail only when cut deep), at most 0.9 (every group keeps channels to map)."""
-    return min(max(ratio, 0.5), 0.9)
+def dry_run_ratios(ratio: float) -> tuple[float, ...]:
+    """The prune ratios a dry run cuts at for a search up to ``ratio``: 0.5 (a group that
+    survives half its channels cut survives any lower ratio), and the search's largest ratio
+    (at most 0.9: every group keeps channels to map) where that is higher, since some groups
+    fail only when cut deep. Both, not only the largest: torch-pruning skips a group it would
+    cut too deep (a [8, 16] channel split at 0.8 is left whole), so a single deep dry run
+    missed the split that every ratio up to 0.75 breaks."""
+    high = min(max(ratio, 0.5), 0.9)
+    return (0.5, high) if high > 0.5 else (0.5,)
 
 
 def plan_pruning(
@@ -169,37 +173,53 @@ def plan_pruning(
     ratio: float = 0.5,
     max_rounds: int = 30,
 ) -> PrunePlan:
-    """Dry-run pruning on copies of ``model`` at :func:`dry_run_ratio` of ``ratio``; what must
-    be left alone, and why.
+    """Dry-run pruning on copies of ``model`` at each of :func:`dry_run_ratios` of ``ratio``;
+    what must be left alone, and why.
 
     Raises nothing for the architecture: when the graph cannot be built at all, every
     conv/linear/LSTM layer is left alone with that reason and ``error`` says it.
     """
-    ratio = dry_run_ratio(ratio)
     plan = PrunePlan(left_alone=dict.fromkeys(ignored_layers, OUTPUT_LAYER))
     plan.left_alone.update(attention_heads(model)[2])
     expected = output_shapes(model, example_input)
     with guarded_torch_pruning():
-        for _ in range(max_rounds):
-            plan.dry_runs += 1
-            work = copy.deepcopy(model)
-            plan.rewrites = rewrite_for_pruning(work, example_input)
-            try:
-                ignored = list(plan.left_alone)
-                pruner = build_pruner(
-                    work, example_input, ratio=ratio, ignored=ignored, global_pruning=False
-                )
-            except Exception as e:  # noqa: BLE001 - the graph cannot be built at all
-                plan.error = f"dependency graph: {describe(e, 160)}"
-                for name, m in work.named_modules():
-                    if isinstance(m, ROOTS):
-                        plan.left_alone.setdefault(name, plan.error)
-                return plan
-            if _static_pass(pruner, plan):
-                continue  # new layers left alone: rebuild, the groups change
-            if _dynamic_pass(pruner, work, example_input, expected, plan):
-                return plan
+        for r in dry_run_ratios(ratio):
+            _dry_runs(model, example_input, r, expected, plan, max_rounds=max_rounds)
+            if plan.error:
+                break
     return plan
+
+
+def _dry_runs(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    ratio: float,
+    expected: list[tuple[int, ...]],
+    plan: PrunePlan,
+    *,
+    max_rounds: int,
+) -> None:
+    """Dry runs at ``ratio`` until every group left in ``plan`` passes (or ``max_rounds``);
+    each failure adds its layers to ``plan.left_alone``."""
+    for _ in range(max_rounds):
+        plan.dry_runs += 1
+        work = copy.deepcopy(model)
+        plan.rewrites = rewrite_for_pruning(work, example_input)
+        try:
+            ignored = list(plan.left_alone)
+            pruner = build_pruner(
+                work, example_input, ratio=ratio, ignored=ignored, global_pruning=False
+            )
+        except Exception as e:  # noqa: BLE001 - the graph cannot be built at all
+            plan.error = f"dependency graph: {describe(e, 160)}"
+            for name, m in work.named_modules():
+                if isinstance(m, ROOTS):
+                    plan.left_alone.setdefault(name, plan.error)
+            return
+        if _static_pass(pruner, plan):
+            continue  # new layers left alone: rebuild, the groups change
+        if _dynamic_pass(pruner, work, example_input, expected, plan):
+            return
 
 
 def _static_pass(pruner: tp.pruner.MetaPruner, plan: PrunePlan) -> bool:

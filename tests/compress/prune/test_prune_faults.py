@@ -49,6 +49,20 @@ def test_every_fault_kind_prunes_without_crashing_and_says_what_it_left_alone(na
         assert kept == model.get_submodule(layer).weight.shape[0]
 
 
+@pytest.mark.parametrize("name", sorted(LEFT_ALONE))
+def test_a_dry_run_for_a_deep_search_still_finds_what_shallow_ratios_break(name):
+    """A search up to a high ratio (0.9: per-group scales) dry-runs at 0.5 too: at 0.8
+    torch-pruning leaves a [8, 16] channel split whole, so the deep run alone found nothing and
+    every trial below 0.75 would have crashed at the split."""
+    model, x = example(name)
+    plan = plan_pruning(model, x, ignored_layers=["head"], ratio=0.9)
+    for layer, word in LEFT_ALONE[name].items():
+        assert word in plan.left_alone.get(layer, ""), plan.left_alone
+    pruned = prune_with_plan(model, x, ratio=0.5, plan=plan)
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape
+
+
 # Model: (consumer, dead input channels of it). spatial_gate is not lossless by nature (the gate
 # averages over channels), so it is not here.
 DEAD = {

@@ -68,9 +68,10 @@ def test_ordinal_uses_the_profiles_lowest_precision_and_nothing_when_only_float(
 
 
 def test_space_sample_reads_the_order_from_the_study():
-    from search.config import load_profile, load_space
+    from search.config import load_profile
+    from tests.conftest import digits_default_space
 
-    space = load_space("default")
+    space = digits_default_space()
     space = space.model_copy(
         update={"quantize": space.quantize.model_copy(update={"encoding": "ordinal"})}
     )
