@@ -80,17 +80,7 @@ class LowRankSpace(Section):
     rank_ratio: FloatRange = FloatRange(low=0.1, high=0.9)
     layers: list[str] = ["*"]
     groups: dict[str, LowRankGroup] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_choice(cls, data: Any) -> Any:
-        # ``apply: true`` or ``kind: channel`` fixes the choice, like a plain number fixes a range.
-        if isinstance(data, dict):
-            data = {
-                k: [v] if k in ("apply", "kind") and isinstance(v, (bool, str)) else v
-                for k, v in data.items()
-            }
-        return data
+    CHOICES = ("apply", "kind")  # ``apply: true`` or ``kind: channel`` fixes the choice
 
     @model_validator(mode="after")
     def _check(self) -> LowRankSpace:

@@ -9,7 +9,7 @@ imports optuna or torch: loading a space stays cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -125,7 +125,11 @@ def _fixed_to_range(value: object) -> object:
 
 
 class Section(Strict):
-    """A space section: a plain number given for a FloatRange/IntRange field fixes it."""
+    """A space section: a plain number given for a FloatRange/IntRange field fixes it, and a
+    single value given for a field named in ``CHOICES`` (a list of choices) fixes that choice
+    (``importance: l2`` is ``importance: [l2]``)."""
+
+    CHOICES: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -136,4 +140,7 @@ class Section(Strict):
         for name, info in cls.model_fields.items():
             if name in out and info.annotation in (FloatRange, IntRange):
                 out[name] = _fixed_to_range(out[name])
+        for name in cls.CHOICES:
+            if isinstance(out.get(name), (bool, str)):
+                out[name] = [out[name]]
         return out

@@ -64,14 +64,7 @@ class PruneSpace(Section):
     scale: FloatRange = FloatRange(low=0.25, high=1.75)
     sensitivity: bool = True
     probe_ratio: float = Field(0.5, gt=0.0, lt=1.0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_choice(cls, data: Any) -> Any:
-        # ``importance: l2`` fixes the choice, like a plain number fixes a range.
-        if isinstance(data, dict) and isinstance(data.get("importance"), str):
-            data = {**data, "importance": [data["importance"]]}
-        return data
+    CHOICES = ("importance",)  # ``importance: l2`` fixes the choice
 
     @model_validator(mode="after")
     def _check(self) -> PruneSpace:
