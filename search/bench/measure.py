@@ -21,17 +21,21 @@ Runtime runs on the calling thread), scaled by the baseline's wall p50.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search.bench.metrics import near_front
 from search.measure.confirmation import MAX_FILES
 from search.measure.load import wait_for_quiet
 
 if TYPE_CHECKING:
+    from search.bench.methods import BenchSettings, MethodRun
     from search.measure.target import Target
+    from search.trial.context import Context
 
 MIN_PROCESSES = 3  # the bench's speedups come from at least this many fresh processes
 
@@ -177,3 +181,100 @@ def _summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "device": parts[0].get("device"),
         "measured_by": parts[0].get("measured_by", "here"),
     }
+
+
+def measured_on(target: Target) -> dict[str, str]:
+    """The device and ONNX Runtime that time the files (the target's: a runtime of its own or
+    an agent runs another build than this process), for the report's header."""
+    import onnxruntime as ort
+
+    info = getattr(target, "info", None)  # a dict (runtime), a method (agent), absent (here)
+    info = (info() if callable(info) else info) or {}
+    return {
+        "device": target.device,
+        "onnxruntime": str(info.get("onnxruntime", ort.__version__)),
+        "measured_where": target.where,
+    }
+
+
+def candidates(runs: list[MethodRun]) -> dict[str, Path]:
+    """Every point that could be on a front, by its ONNX path (the float baseline first)."""
+    fixed = ("float", "int8", "prune", "sequential")
+    out: dict[str, Path] = {}
+    for run in runs:
+        keep = run.points if run.name in fixed else near_front(run.points)
+        out.update({p.extra["onnx"]: Path(p.extra["onnx"]) for p in keep})
+    return out
+
+
+def confirm_runs(
+    spec: BenchSettings, ctx: Context, runs: list[MethodRun]
+) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """The candidates confirmed on the target in fresh processes, paired with the float
+    baseline (:func:`confirm_candidates`)."""
+    from search.measure.target import close_target, open_target
+
+    profile = spec.profile
+    measure = dataclasses.replace(profile.measure_spec().measure, confirm_rounds=spec.rounds)
+    target = open_target(
+        dataclasses.replace(profile.measure_spec(), measure=measure),
+        agent=profile.agent,
+        runtime=profile.runtime,  # a runtime of its own (openvino): an agent started from it
+        token_env=profile.agent_token_env,
+    )
+    try:
+        return _confirm_on(spec, ctx, runs, target)
+    finally:
+        close_target(target)
+
+
+def _confirm_on(
+    spec: BenchSettings, ctx: Context, runs: list[MethodRun], target: Target
+) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """:func:`confirm_runs` on an open target."""
+    from search.core.progress import console
+    from search.measure.load import describe_load
+
+    found = candidates(runs)
+    console.print(
+        f"bench: confirming {len(found)} candidates {target.where} in fresh processes"
+        + (
+            f" (waiting up to {spec.quiet_wait_s:.0f} s for a quiet machine)"
+            if spec.quiet_wait_s
+            else ""
+        )
+    )
+    latency, info = confirm_candidates(
+        found,
+        reference=runs[0].points[0].extra["onnx"],  # the float baseline, as summarize_runs
+        target=target,
+        latency_input=ctx.task.example_input.numpy(),
+        quiet_wait_s=spec.quiet_wait_s,
+    )
+    loads = "; ".join(describe_load(p["load"] or {}) for p in info["parts"])
+    state = "CONTENDED" if info["contended"] else "quiet"
+    console.print(f"bench: confirmed in {info['processes']} processes, {state}: {loads}")
+    return latency, info
+
+
+def unconfirmed(runs: list[MethodRun]) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """The study-time latencies (each paired with the baseline when it was measured), for the
+    pages written before the final confirmation."""
+    base = runs[0].points[0]
+    ref_ms = base.latency_ms
+    out = {}
+    for run in runs:
+        for p in run.points:
+            rel = p.latency_ms / ref_ms if math.isfinite(ref_ms) and ref_ms > 0 else math.nan
+            out[p.extra["onnx"]] = BenchLatency(
+                latency_ms=p.latency_ms,
+                relative=rel,
+                ci_low=rel,
+                ci_high=rel,
+                clock="study",
+                p50_ms=p.latency_ms,
+                reference_p50_ms=ref_ms,
+                batch_size=1,
+                processes=0,
+            )
+    return out, {"processes": 0, "contended": None, "parts": [], "unconfirmed": True}

@@ -61,16 +61,7 @@ def reconfirm(
         )
     finally:
         close_target(target)
-    rows = {
-        k: {
-            "before": old[k]["relative"],
-            "interval": [old[k]["ci_low"], old[k]["ci_high"]],
-            "now": new[k].relative,
-            "inside": bool(old[k]["ci_low"] <= new[k].relative <= old[k]["ci_high"]),
-        }
-        for k in old
-        if k != reference
-    }
+    rows = _compared(old, new, reference)
     result = {
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "bench_created": data["created"],
@@ -86,6 +77,22 @@ def reconfirm(
     (out_dir / "reconfirm.json").write_text(json.dumps(history, indent=2, default=str))
     (out_dir / "reconfirm.md").write_text(markdown(history))
     return result
+
+
+def _compared(
+    old: dict[str, Any], new: dict[str, Any], reference: str
+) -> dict[str, dict[str, Any]]:
+    """Each candidate's ratio before (with its interval) and now, and whether now is inside."""
+    return {
+        k: {
+            "before": old[k]["relative"],
+            "interval": [old[k]["ci_low"], old[k]["ci_high"]],
+            "now": new[k].relative,
+            "inside": bool(old[k]["ci_low"] <= new[k].relative <= old[k]["ci_high"]),
+        }
+        for k in old
+        if k != reference
+    }
 
 
 def _load(out_dir: Path) -> dict[str, Any]:

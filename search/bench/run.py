@@ -22,7 +22,6 @@ front are re-measured side by side (:mod:`search.bench.measure`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import time
@@ -42,7 +41,7 @@ from search.bench.methods import (
     run_study_method,
     sequential,
 )
-from search.bench.metrics import MAX_DROP, REF_DROP, Point, near_front
+from search.bench.metrics import MAX_DROP, REF_DROP, Point
 from search.bench.reconfirm import LATENCY_INPUT
 from search.compress.prune.step import PRUNE_RATIO
 from search.compress.quantize.encoding import ordinal_seed
@@ -52,7 +51,6 @@ from search.record import Measured
 from search.study.samplers import SAMPLERS
 
 if TYPE_CHECKING:
-    from search.bench.measure import BenchLatency
     from search.measure.measurement import Measurement
     from search.measure.target import Target
     from search.study.prune_references import PruneReferences
@@ -133,6 +131,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     """
     import optuna
 
+    from search.bench.measure import measured_on
     from search.core.threads import apply_threads, resolve_threads
     from search.measure.target import close_target
 
@@ -145,23 +144,9 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     started = time.perf_counter()
     ctx, teacher_s, target = _context(spec, out / "studies")
     try:
-        return _run_methods(spec, ctx, teacher_s, work, started, _measured_on(target))
+        return _run_methods(spec, ctx, teacher_s, work, started, measured_on(target))
     finally:
         close_target(target)  # the runtime's agent, where the profile runs in one of its own
-
-
-def _measured_on(target: Target) -> dict[str, str]:
-    """The device and ONNX Runtime that time the files (the target's: a runtime of its own or
-    an agent runs another build than this process), for the report's header."""
-    import onnxruntime as ort
-
-    info = getattr(target, "info", None)  # a dict (runtime), a method (agent), absent (here)
-    info = (info() if callable(info) else info) or {}
-    return {
-        "device": target.device,
-        "onnxruntime": str(info.get("onnxruntime", ort.__version__)),
-        "measured_where": target.where,
-    }
 
 
 def _run_methods(
@@ -173,6 +158,7 @@ def _run_methods(
     measured_on: dict[str, str],
 ) -> dict[str, Any]:
     """Every method of :func:`run_bench` on the measured context, then the outputs."""
+    from search.bench.measure import confirm_runs, unconfirmed
     from search.bench.report import summarize_runs, write_bench
     from search.core.progress import console
 
@@ -202,7 +188,7 @@ def _run_methods(
         # Confirmed after the last seed only (a quiet spell is waited for once); the seeds
         # before are written with their study-time latencies, marked as such.
         last = i == len(seeds) - 1
-        latency, confirmation = _confirm(spec, ctx, runs) if last else _unconfirmed(runs)
+        latency, confirmation = confirm_runs(spec, ctx, runs) if last else unconfirmed(runs)
         extra = {
             "teacher_load_s": teacher_s,
             "total_wall_s": time.perf_counter() - started,
@@ -218,92 +204,6 @@ def _run_methods(
         paths = write_bench(data, out)
         console.print(f"bench: wrote {', '.join(str(p) for p in paths.values())}")
     return data
-
-
-def _candidates(runs: list[MethodRun]) -> dict[str, Path]:
-    """Every point that could be on a front, by its ONNX path (the float baseline first)."""
-    fixed = ("float", "int8", "prune", "sequential")
-    candidates = {}
-    for run in runs:
-        keep = run.points if run.name in fixed else near_front(run.points)
-        candidates.update({p.extra["onnx"]: Path(p.extra["onnx"]) for p in keep})
-    return candidates
-
-
-def _confirm(
-    spec: BenchSpec, ctx: Context, runs: list[MethodRun]
-) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
-    """The candidates confirmed on the target in fresh processes, paired with the float
-    baseline (:func:`search.bench.measure.confirm_candidates`)."""
-    from search.measure.target import close_target, open_target
-
-    profile = spec.profile
-    measure = dataclasses.replace(profile.measure_spec().measure, confirm_rounds=spec.rounds)
-    target = open_target(
-        dataclasses.replace(profile.measure_spec(), measure=measure),
-        agent=profile.agent,
-        runtime=profile.runtime,  # a runtime of its own (openvino): an agent started from it
-        token_env=profile.agent_token_env,
-    )
-    try:
-        return _confirm_on(spec, ctx, runs, target)
-    finally:
-        close_target(target)
-
-
-def _confirm_on(
-    spec: BenchSpec, ctx: Context, runs: list[MethodRun], target: Target
-) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
-    """:func:`_confirm` on an open target."""
-    from search.bench.measure import confirm_candidates
-    from search.core.progress import console
-    from search.measure.load import describe_load
-
-    candidates = _candidates(runs)
-    console.print(
-        f"bench: confirming {len(candidates)} candidates {target.where} in fresh processes"
-        + (
-            f" (waiting up to {spec.quiet_wait_s:.0f} s for a quiet machine)"
-            if spec.quiet_wait_s
-            else ""
-        )
-    )
-    latency, info = confirm_candidates(
-        candidates,
-        reference=runs[0].points[0].extra["onnx"],  # the float baseline, as summarize_runs
-        target=target,
-        latency_input=ctx.task.example_input.numpy(),
-        quiet_wait_s=spec.quiet_wait_s,
-    )
-    loads = "; ".join(describe_load(p["load"] or {}) for p in info["parts"])
-    state = "CONTENDED" if info["contended"] else "quiet"
-    console.print(f"bench: confirmed in {info['processes']} processes, {state}: {loads}")
-    return latency, info
-
-
-def _unconfirmed(runs: list[MethodRun]) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
-    """The study-time latencies (each paired with the baseline when it was measured), for the
-    pages written before the final confirmation."""
-    from search.bench.measure import BenchLatency
-
-    base = runs[0].points[0]
-    ref_ms = base.latency_ms
-    out = {}
-    for run in runs:
-        for p in run.points:
-            rel = p.latency_ms / ref_ms if math.isfinite(ref_ms) and ref_ms > 0 else math.nan
-            out[p.extra["onnx"]] = BenchLatency(
-                latency_ms=p.latency_ms,
-                relative=rel,
-                ci_low=rel,
-                ci_high=rel,
-                clock="study",
-                p50_ms=p.latency_ms,
-                reference_p50_ms=ref_ms,
-                batch_size=1,
-                processes=0,
-            )
-    return out, {"processes": 0, "contended": None, "parts": [], "unconfirmed": True}
 
 
 def _context(spec: BenchSpec, studies_dir: Path) -> tuple[Context, float, Target]:
