@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/issue29}
-HW=${HW:-cpu}
+HW=${HW:-"cpu openvino"}  # openvino: ./setup.sh --target openvino first
 TASKS=${TASKS:-"mobilenet_digits distorted_digits"}
 N=${N:-12}
 SEEDS=${SEEDS:-3}
