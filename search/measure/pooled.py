@@ -16,7 +16,11 @@ interval ``[lo_i, hi_i]``:
   interval for one more process, ``exp(mean(log r) +- t(0.975, k-1) * s * sqrt(1 + 1/k))``
   with ``s`` the sample standard deviation of ``log r_i`` (a ratio varies by a factor, so on a
   log scale; Student's t because ``s`` is estimated from ``k`` values). So it covers the
-  processes measured and what a new one is expected to read.
+  processes measured and what a new one is expected to read;
+- ``s`` is at least the median of the ``s`` of the models timed in the same processes: with
+  three processes, three values can agree by chance (the CI run of stop 32: a trial's interval
+  came out +-3 % and the next confirmation, seconds later, landed outside it), while the
+  models beside it, timed in the same processes, show the spread a new process brings.
 
 A process whose window was busy (other processes used more than the threshold of the cores,
 :class:`~search.measure.load.LoadWatch`) makes the pooled result ``contended``.
@@ -48,9 +52,19 @@ def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
 
 
-def prediction_interval(values: Sequence[float]) -> tuple[float, float]:
-    """95 % prediction interval for one more positive ratio, from ``values`` on a log scale;
-    with one value, that value on both ends (nothing is known of the spread).
+def log_spread(values: Sequence[float]) -> float | None:
+    """Sample standard deviation of ``log(values)`` (None for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    return float(np.std(np.log(np.asarray(values, dtype=np.float64)), ddof=1))
+
+
+def prediction_interval(
+    values: Sequence[float], *, min_spread: float = 0.0
+) -> tuple[float, float]:
+    """95 % prediction interval for one more positive ratio, from ``values`` on a log scale,
+    taking their log standard deviation as at least ``min_spread``; with one value, that value
+    on both ends (nothing is known of the spread).
 
     Raises:
         ValueError: no values, or one that is not positive.
@@ -61,16 +75,20 @@ def prediction_interval(values: Sequence[float]) -> tuple[float, float]:
     k = len(logs)
     if k == 1:
         return float(values[0]), float(values[0])
-    half = t975(k - 1) * float(np.std(logs, ddof=1)) * math.sqrt(1 + 1 / k)
+    spread = max(float(np.std(logs, ddof=1)), min_spread)
+    half = t975(k - 1) * spread * math.sqrt(1 + 1 / k)
     mean = float(np.mean(logs))
     return math.exp(mean - half), math.exp(mean + half)
 
 
-def pool_paired(per_process: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pool_paired(
+    per_process: Sequence[dict[str, Any]], *, min_spread: float = 0.0
+) -> dict[str, Any]:
     """One model's :meth:`~search.measure.paired.PairedLatency.to_dict` from each process ->
-    the pooled one (same keys, plus ``processes`` and ``process_relatives``)."""
+    the pooled one (same keys, plus ``processes`` and ``process_relatives``); ``min_spread``:
+    the least log standard deviation between processes to assume (see the module)."""
     rel = [float(p["relative"]) for p in per_process]
-    low, high = prediction_interval(rel)
+    low, high = prediction_interval(rel, min_spread=min_spread)
     low = min([low] + [float(p["ci_low"]) for p in per_process])
     high = max([high] + [float(p["ci_high"]) for p in per_process])
     relative = float(np.median(rel))
@@ -111,7 +129,8 @@ def pool_load(loads: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def pool_timings(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Several :func:`~search.measure.confirmation.time_files` results (one per fresh process,
     the same models) -> one, in the same format, with ``processes``, ``per_process`` (each
-    process's ratios and load) and ``contended``.
+    process's ratios and load), ``contended`` and ``min_spread`` (the median log standard
+    deviation between processes over the models, the least each model's interval assumes).
 
     Raises:
         ValueError: no results, or results that timed different models.
@@ -122,6 +141,10 @@ def pool_timings(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if any(set(r["paired"]) != names for r in results):
         raise ValueError("the processes timed different models")
     load = pool_load([r["load"] for r in results])
+    per_model = {n: [float(r["paired"][n]["relative"]) for r in results] for n in names}
+    # Not the reference against itself (1.0 in every process, no spread).
+    spreads = [s for s in map(log_spread, per_model.values()) if s]
+    floor = float(np.median(spreads)) if spreads else 0.0
     return {
         "clock": results[0]["clock"],
         "rounds": sum(int(r["rounds"]) for r in results),
@@ -129,7 +152,14 @@ def pool_timings(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "load": load,
         "reference_p50_ms": float(np.median([r["reference_p50_ms"] for r in results])),
         "device": results[0]["device"],
-        "paired": {n: pool_paired([r["paired"][n] for r in results]) for n in sorted(names)},
+        "paired": {
+            n: pool_paired(
+                [r["paired"][n] for r in results],
+                min_spread=floor if log_spread(per_model[n]) else 0.0,  # the reference: 1.0
+            )
+            for n in sorted(names)
+        },
+        "min_spread": floor,
         "processes": len(results),
         "per_process": [
             {

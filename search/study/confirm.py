@@ -154,8 +154,8 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
 
 def against_previous(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     """Whether each trial confirmed again lands inside the interval the previous confirmation
-    gave it: ``{"at", "contended", "trials": {n: {"interval", "inside"}}, "inside", "of"}``
-    (only trials both confirmed)."""
+    gave it: ``{"at", "contended", "trials": {n: {"interval", "now", "inside"}}, "inside", "of"}``
+    (only trials both confirmed; ``now``: the new figure relative to the baseline)."""
     rows = {}
     for n, row in now["trials"].items():
         old = (before.get("trials") or {}).get(n)
@@ -163,7 +163,7 @@ def against_previous(now: dict[str, Any], before: dict[str, Any]) -> dict[str, A
             continue
         low, high = old["relative_ci"]
         rel = row["latency_relative"]
-        rows[n] = {"interval": [low, high], "inside": bool(low <= rel <= high)}
+        rows[n] = {"interval": [low, high], "now": rel, "inside": bool(low <= rel <= high)}
     return {
         "at": before.get("at"),
         "contended": before.get("contended"),

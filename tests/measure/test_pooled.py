@@ -97,6 +97,54 @@ def test_pool_timings_flags_a_busy_window_and_refuses_mismatched_processes():
         pool_timings([])
 
 
+def test_a_model_whose_processes_agree_by_chance_gets_the_spread_of_the_models_beside_it():
+    """Three processes can agree by chance (stop 32's CI: +-3 %, and the next confirmation
+    landed outside); the models timed in the same processes show the spread a new process
+    brings, so a model's interval assumes at least their median spread."""
+    relatives = {
+        "ref": [1.0, 1.0, 1.0],  # the reference against itself: no spread, not counted
+        "a": [0.50, 0.55, 0.46],
+        "b": [0.70, 0.76, 0.66],
+        "c": [0.60, 0.62, 0.57],
+        "lucky": [0.80, 0.801, 0.799],
+    }
+
+    def result(i: int) -> dict:
+        return {
+            "clock": "cpu",
+            "rounds": 20,
+            "runs_per_round": 5,
+            "load": {
+                "loadavg": [0, 0, 0],
+                "cores": 2,
+                "seconds": 1.0,
+                "other_cpu": 0.0,
+                "busy": False,
+                "threshold": 0.1,
+            },  # fmt: skip
+            "reference_p50_ms": 1.0,
+            "device": "cpu",
+            "paired": {n: _paired(r[i], r[i] * 0.995, r[i] * 1.005) for n, r in relatives.items()},
+        }
+
+    pooled = pool_timings([result(i) for i in range(3)])
+    floor = float(
+        np.median([np.std(np.log(relatives[n]), ddof=1) for n in ("a", "b", "c", "lucky")])
+    )
+    assert pooled["min_spread"] == pytest.approx(floor)
+    lucky = pooled["paired"]["lucky"]
+    alone = prediction_interval(relatives["lucky"])
+    assert alone[1] / alone[0] < 1.02  # on its own, +-0.6 %
+    assert (lucky["ci_low"], lucky["ci_high"]) == pytest.approx(
+        prediction_interval(relatives["lucky"], min_spread=floor)
+    )
+    assert lucky["ci_high"] / lucky["ci_low"] > 1.3  # the spread of the models beside it
+    # A model noisier than the median keeps its own, wider interval.
+    a = pooled["paired"]["a"]
+    assert (a["ci_low"], a["ci_high"]) == pytest.approx(prediction_interval(relatives["a"]))
+    assert pooled["paired"]["ref"]["ci_low"] == pytest.approx(1.0 * 0.995)
+
+
 def test_wait_for_quiet_returns_at_once_on_a_quiet_enough_machine_and_gives_up_on_a_busy_one():
     t0 = time.perf_counter()
     calm = wait_for_quiet(threshold=1.0, max_wait_s=30, window_s=0.3)  # nothing exceeds all

@@ -44,9 +44,10 @@ def test_a_study_beside_training_corunners_reports_what_a_quiet_reconfirmation_f
     from search.study.confirm import confirm_front
 
     profile = load_profile(str(tiny_profile))
-    # The end-of-run confirmation waits for the co-runners to be gone (up to a minute).
+    # The end-of-run confirmation waits for the co-runners to be gone (up to a minute); five
+    # processes, not the default three, keep the interval's own chance misses rare in CI.
     measure = dataclasses.replace(
-        profile.measure, quiet_wait_s=60.0, confirm_rounds=20, confirm_processes=3
+        profile.measure, quiet_wait_s=60.0, confirm_rounds=20, confirm_processes=5
     )
     spec = StudySpec(
         task="tests.tiny_task:make_task",
@@ -75,9 +76,15 @@ def test_a_study_beside_training_corunners_reports_what_a_quiet_reconfirmation_f
         # flagged as such, which is what the report then says.
         assert confirmed["load"]["busy"] is True
         pytest.skip("the machine stayed busy after the co-runners ended: confirmation flagged")
-    # A second look, later, in new processes: every trial lands inside its reported interval.
+    # Second looks, later, in new processes: each trial lands inside its reported interval.
+    # A 95 % interval misses now and then by design (about 1-3 % of re-confirmations in
+    # simulation, and stop 32's CI run met one), so a trial must land inside in at least two
+    # of three looks: an interval that did not cover the variation between processes (one
+    # process's, or one measured beside the co-runners) misses in most of them.
     target = LocalTarget(spec.profile.measure_spec())
-    again = confirm_front(study, target=target, study_dir=spec.study_dir)
-    previous = again["previous"]
-    assert previous["of"] == len(confirmed["trials"]) and previous["of"] >= 1
-    assert previous["inside"] == previous["of"], previous
+    looks = [confirm_front(study, target=target, study_dir=spec.study_dir) for _ in range(3)]
+    assert looks[0]["previous"]["of"] == len(confirmed["trials"]) >= 1
+    for n, row in confirmed["trials"].items():
+        low, high = row["relative_ci"]
+        now = [look["trials"][n]["latency_relative"] for look in looks]
+        assert sum(low <= x <= high for x in now) >= 2, (n, [low, high], now)
