@@ -49,12 +49,15 @@ class BenchLatency:
             ``batch_size``); the reference's own wall p50 for the reference.
         relative: Median over processes of each process's median round ratio (candidate /
             reference; 1.0 for the reference); ``ci_low``, ``ci_high`` its interval, covering
-            every process's 95 % interval and the 95 % prediction interval of a new process.
+            every process's 95 % interval and the 95 % prediction interval of a new process,
+            widened by the variation between sessions where it was measured.
         clock: ``cpu`` or ``wall``: what the ratio is taken of.
         p50_ms: The candidate's own wall-time p50 (median over processes; moves with the load).
         reference_p50_ms: The reference's wall-time p50 in the same windows.
         processes: Fresh processes pooled; ``process_relatives`` each one's ratio.
         contended: Other processes used the cores while it was timed.
+        process_ci: The interval over the processes alone, where ``ci_low``, ``ci_high`` were
+            widened by the variation between sessions (:func:`widen_by_sessions`).
     """
 
     latency_ms: float
@@ -68,11 +71,70 @@ class BenchLatency:
     processes: int = 1
     process_relatives: tuple[float, ...] = ()
     contended: bool | None = None
+    process_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["process_relatives"] = list(self.process_relatives)
+        out["process_ci"] = list(self.process_ci) if self.process_ci else None
         return out
+
+
+MIN_SESSION_PAIRS = 5  # candidates measured in both sessions before a spread is estimated
+
+
+def widen_by_sessions(
+    latency: dict[str, BenchLatency], runs: list[MethodRun]
+) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
+    """Intervals that cover the variation between sessions, not only between processes.
+
+    Three processes in one session do not see what moves every ratio from one session to the
+    next: the OpenVINO bench of stop 32 re-confirmed an hour later 5-41 % faster against its
+    baseline, and 62 of 77 candidates left their intervals. The studies measured each trial in
+    another session (the trial's own, paired with the study's baseline), so the candidates
+    measured in both give ``d = log(confirmed ratio / study ratio)``, the shift between two
+    sessions; its root mean square ``s`` (the mean shift counts: a session moves them all) is
+    taken as the spread of the next session's ratio about this confirmation's. Each interval's
+    half-width on the log scale becomes ``sqrt(h**2 + (1.96 * s)**2)``, ``h`` its own. On that
+    OpenVINO bench ``s`` was 0.15 (13 quiet pairs), and 76 of its 77 candidates re-confirmed
+    inside (16 before; ``benchmarks/session_spread.py``). The study measurements taken on a
+    quiet machine are used when there are at least :data:`MIN_SESSION_PAIRS`, all of them
+    otherwise (a busy one moves more).
+
+    Returns:
+        ``latency`` with widened intervals (``process_ci`` keeps the old ones; the reference
+        stays 1.0), and ``{"spread", "pairs", "busy"}``: ``s``, how many candidates gave it,
+        and whether busy study measurements were among them; ``spread`` None (nothing
+        widened) with fewer than :data:`MIN_SESSION_PAIRS`.
+    """
+    pairs: dict[str, tuple[float, bool]] = {}
+    for run in runs:
+        for p in run.points:
+            key, before = p.extra["onnx"], p.extra.get("study_relative")
+            now = latency.get(key)
+            if before and now is not None and now.processes and now.ci_low != now.ci_high:
+                pairs[key] = (math.log(now.relative / before), bool(p.extra.get("study_busy")))
+    quiet = [d for d, busy in pairs.values() if not busy]
+    busy = len(quiet) < MIN_SESSION_PAIRS
+    shifts = [d for d, _ in pairs.values()] if busy else quiet
+    if len(shifts) < MIN_SESSION_PAIRS:
+        return latency, {"spread": None, "pairs": len(shifts), "busy": None}
+    spread = math.sqrt(float(np.mean(np.square(shifts))))
+    wide = 1.96 * spread
+    out = {}
+    for key, lat in latency.items():
+        if lat.ci_low == lat.ci_high == lat.relative:  # the reference, or a single figure
+            out[key] = lat
+            continue
+        low = math.hypot(math.log(lat.relative / lat.ci_low), wide)
+        high = math.hypot(math.log(lat.ci_high / lat.relative), wide)
+        out[key] = dataclasses.replace(
+            lat,
+            ci_low=lat.relative * math.exp(-low),
+            ci_high=lat.relative * math.exp(high),
+            process_ci=(lat.ci_low, lat.ci_high),
+        )
+    return out, {"spread": spread, "pairs": len(shifts), "busy": busy}
 
 
 def confirm_candidates(
@@ -254,7 +316,25 @@ def _confirm_on(
     loads = "; ".join(describe_load(p["load"] or {}) for p in info["parts"])
     state = "CONTENDED" if info["contended"] else "quiet"
     console.print(f"bench: confirmed in {info['processes']} processes, {state}: {loads}")
+    latency, info["sessions"] = widen_by_sessions(latency, runs)
+    console.print(f"bench: {sessions_line(info['sessions'])}")
     return latency, info
+
+
+def sessions_line(sessions: dict[str, Any]) -> str:
+    """How the intervals cover the variation between sessions, in words."""
+    if sessions.get("spread") is None:
+        return (
+            f"variation between sessions not estimated ({sessions.get('pairs', 0)} candidates "
+            f"measured by the studies, fewer than {MIN_SESSION_PAIRS}): intervals cover the "
+            "processes only"
+        )
+    which = "all, busy ones included" if sessions["busy"] else "those measured quietly"
+    return (
+        f"between the studies' sessions and this confirmation the ratios moved by "
+        f"{100 * sessions['spread']:.0f} % (root mean square over {sessions['pairs']} "
+        f"candidates, {which}); every interval widened to cover it"
+    )
 
 
 def unconfirmed(runs: list[MethodRun]) -> tuple[dict[str, BenchLatency], dict[str, Any]]:

@@ -4,8 +4,8 @@
   trial can get;
 - ``sequential``: what an engineer builds by hand with two tools in a row: the ``prune`` models
   (pruned and distilled), then ONNX Runtime's uniform int8 static QDQ of each;
-- studies: ``random`` and the joint samplers through the public pipeline
-  (:func:`search.study.run_study`), one study per method and sampler seed.
+- studies: ``random`` and the joint samplers through :func:`search.study.run_study`, one study
+  per method and sampler seed.
 """
 
 from __future__ import annotations
@@ -145,11 +145,9 @@ def distillations(study: optuna.Study) -> int:
 
     count = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE:
-            rec = TrialRecord.of(t)
-            count += rec is not None and rec.reused_student is None
-        elif t.state in (TrialState.FAIL, TrialState.PRUNED):
-            count += 1
+        rec = TrialRecord.of(t) if t.state == TrialState.COMPLETE else None
+        count += (rec is not None and rec.reused_student is None) or t.state in (
+            TrialState.FAIL, TrialState.PRUNED)  # fmt: skip
     return count
 
 
@@ -199,6 +197,7 @@ def study_points(study: optuna.Study) -> tuple[list[Point], list[TrialRecord], l
                     "params": dict(t.params),
                     "elapsed_s": elapsed,
                     "distilled": rec.reused_student is None,
+                    **_study_latency(rec),
                 },
             )
         )
@@ -390,5 +389,11 @@ def _point(rec: TrialRecord, *, label: str, order: int, params: dict[str, Any]) 
         size_bytes=os.path.getsize(path),
         label=label,
         order=order,
-        extra={"onnx": str(path), "params": params},
+        extra={"onnx": str(path), "params": params, **_study_latency(rec)},
     )
+
+
+def _study_latency(rec: TrialRecord) -> dict[str, Any]:
+    """The study's ratio to its baseline (another session: measure.widen_by_sessions)."""
+    rel, busy = rec.latency_relative, bool(rec.busy)
+    return {} if rel is None else {"study_relative": rel, "study_busy": busy}

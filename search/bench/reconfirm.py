@@ -62,6 +62,7 @@ def reconfirm(
     finally:
         close_target(target)
     rows = _compared(old, new, reference)
+    by_processes = [r["inside_processes"] for r in rows.values() if "inside_processes" in r]
     result = {
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "bench_created": data["created"],
@@ -69,6 +70,8 @@ def reconfirm(
         "confirmation": info,
         "inside": sum(r["inside"] for r in rows.values()),
         "of": len(rows),
+        # Inside the interval over the processes alone, before the widening between sessions.
+        "inside_processes": sum(by_processes) if by_processes else None,
         "candidates": rows,
         "best": _best(data, rows),
     }
@@ -82,17 +85,24 @@ def reconfirm(
 def _compared(
     old: dict[str, Any], new: dict[str, Any], reference: str
 ) -> dict[str, dict[str, Any]]:
-    """Each candidate's ratio before (with its interval) and now, and whether now is inside."""
-    return {
-        k: {
+    """Each candidate's ratio before (with its interval) and now, and whether now is inside
+    (``inside_processes``: inside the interval over the processes alone, where it was widened
+    by the variation between sessions)."""
+    rows = {}
+    for k in old:
+        if k == reference:
+            continue
+        now = new[k].relative
+        rows[k] = {
             "before": old[k]["relative"],
             "interval": [old[k]["ci_low"], old[k]["ci_high"]],
-            "now": new[k].relative,
-            "inside": bool(old[k]["ci_low"] <= new[k].relative <= old[k]["ci_high"]),
+            "now": now,
+            "inside": bool(old[k]["ci_low"] <= now <= old[k]["ci_high"]),
         }
-        for k in old
-        if k != reference
-    }
+        if old[k].get("process_ci"):
+            low, high = old[k]["process_ci"]
+            rows[k]["inside_processes"] = bool(low <= now <= high)
+    return rows
 
 
 def _load(out_dir: Path) -> dict[str, Any]:
@@ -150,7 +160,8 @@ def markdown(history: list[dict[str, Any]]) -> str:
             f"## {r['at']} ({r['hours_after']} h after the benchmark of {r['bench_created']})",
             "",
             f"{r['inside']} of {r['of']} candidates landed inside the interval the benchmark "
-            f"gave them; {c.get('processes')} fresh processes, machine {state}.",
+            f"gave them{_processes_only(r)}; {c.get('processes')} fresh processes, machine "
+            f"{state}.",
             "",
             "| method | seed | best speedup then [interval] | now | inside |",
             "|---|---:|---:|---:|---|",
@@ -163,3 +174,8 @@ def markdown(history: list[dict[str, Any]]) -> str:
         ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _processes_only(r: dict[str, Any]) -> str:
+    n = r.get("inside_processes")
+    return "" if n is None else f" ({n} inside the interval over its processes alone)"

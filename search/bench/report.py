@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.bench.measure import sessions_line
 from search.bench.metrics import (
     Point,
     best_size_reduction,
@@ -250,9 +251,11 @@ def _confirmation_line(data: dict[str, Any]) -> str:
     )
     wait = c.get("quiet_wait") or {}
     waited = f" after waiting {wait['waited_s']:.0f} s for a quiet machine" if wait else ""
+    sessions = f" Intervals: {sessions_line(c['sessions'])}." if c.get("sessions") else ""
     return (
         f"Confirmation: every compared candidate timed with the baseline in {c.get('processes')} "
         f"fresh processes ({c.get('measured_by', 'here')}){waited}; the machine was {state}."
+        + sessions
     )
 
 

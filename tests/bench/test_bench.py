@@ -302,6 +302,51 @@ def test_multi_seed_summary_gives_mean_and_spread():
 
 
 @pytest.mark.slow
+def test_intervals_widen_by_the_shift_between_the_studies_sessions_and_the_confirmation():
+    """Every ratio moved about 15 % between the studies and the confirmation (as on OpenVINO in
+    stop 32, where 62 of 77 candidates left their intervals an hour later): the intervals widen
+    to cover a shift that size; the reference stays 1.0; with too few pairs nothing changes."""
+    from search.bench.measure import (
+        MIN_SESSION_PAIRS,
+        BenchLatency,
+        sessions_line,
+        widen_by_sessions,
+    )
+    from search.bench.methods import MethodRun
+
+    def lat(rel: float, half: float = 0.03) -> BenchLatency:
+        return BenchLatency(rel, rel, rel * (1 - half), rel * (1 + half), "cpu", rel, 1.0, 1, 3)
+
+    shifts = [0.10, 0.20, 0.15, 0.12, 0.18, 0.14]
+    latency = {"float": BenchLatency(1.0, 1.0, 1.0, 1.0, "cpu", 1.0, 1.0, 1, 3)}
+    points = []
+    for i, d in enumerate(shifts):
+        latency[f"c{i}"] = lat(0.5)
+        busy = i == 0  # a busy study measurement is left out while enough quiet ones exist
+        extra = {"onnx": f"c{i}", "study_relative": 0.5 * math.exp(-d), "study_busy": busy}
+        points.append(Point(0.9, 1.0, 1, label=f"c{i}", extra=extra))
+    points.append(Point(0.9, 1.0, 1, label="int8", extra={"onnx": "int8"}))  # no study figure
+    latency["int8"] = lat(0.7)
+    run = MethodRun(name="tpe", trials=6, wall_s=1.0, points=points)
+    wide, info = widen_by_sessions(latency, [run])
+    quiet = shifts[1:]
+    assert info["pairs"] == len(quiet) and info["busy"] is False
+    assert info["spread"] == pytest.approx(math.sqrt(np.mean(np.square(quiet))))
+    assert wide["float"] == latency["float"]
+    for key in ("c0", "int8"):
+        w, old = wide[key], latency[key]
+        assert w.process_ci == (old.ci_low, old.ci_high) and w.relative == old.relative
+        assert w.ci_low < old.ci_low and w.ci_high > old.ci_high
+        # A ratio 15 % off in the next session now lands inside; one 40 % off does not.
+        assert w.ci_low < old.relative * math.exp(-0.15) and w.ci_high > old.relative * 1.15
+        assert w.ci_low > old.relative * math.exp(-0.4)
+    assert "widened" in sessions_line(info) and wide["c0"].to_dict()["process_ci"]
+    few, none = widen_by_sessions(
+        latency, [MethodRun("tpe", 1, 1.0, points[: MIN_SESSION_PAIRS - 1])]
+    )
+    assert few == latency and none["spread"] is None and "not estimated" in sessions_line(none)
+
+
 def test_quick_bench_end_to_end_on_a_tiny_task_then_reconfirmed(tmp_path, monkeypatch):
     """``bench --quick`` (the CI variant: 2 trials, 2 seeds) through the command line, with a
     joint search without per-group prune scales beside the default; then ``--reconfirm``."""
@@ -334,6 +379,12 @@ def test_quick_bench_end_to_end_on_a_tiny_task_then_reconfirmed(tmp_path, monkey
     assert main(["bench", "--reconfirm", str(out), "--quiet-wait", "0"]) == 0
     (again,) = json.loads((out / "reconfirm.json").read_text())
     assert again["of"] == len(data["interleaved"]) - 1 and 0 <= again["inside"] <= again["of"]
+    sessions = data["confirmation"]["sessions"]  # the studies' own figures against the bench's
+    assert set(sessions) == {"spread", "pairs", "busy"} and sessions["pairs"] >= 0
+    if sessions["spread"] is not None:
+        widened = [v for v in data["interleaved"].values() if v["process_ci"]]
+        assert widened and all(v["ci_low"] <= v["process_ci"][0] for v in widened)
+        assert again["inside_processes"] is not None
     assert "landed inside" in (out / "reconfirm.md").read_text()
 
 
