@@ -31,6 +31,7 @@ import numpy as np
 from search.bench.metrics import near_front
 from search.measure.confirmation import MAX_FILES
 from search.measure.load import wait_for_quiet
+from search.measure.pooled import MIN_SESSION_PAIRS, session_spread, widened
 
 if TYPE_CHECKING:
     from search.bench.methods import BenchSettings, MethodRun
@@ -80,61 +81,39 @@ class BenchLatency:
         return out
 
 
-MIN_SESSION_PAIRS = 5  # candidates measured in both sessions before a spread is estimated
-
-
 def widen_by_sessions(
     latency: dict[str, BenchLatency], runs: list[MethodRun]
 ) -> tuple[dict[str, BenchLatency], dict[str, Any]]:
-    """Intervals that cover the variation between sessions, not only between processes.
-
-    Three processes in one session do not see what moves every ratio from one session to the
-    next: the OpenVINO bench of stop 32 re-confirmed an hour later 5-41 % faster against its
-    baseline, and 62 of 77 candidates left their intervals. The studies measured each trial in
-    another session (the trial's own, paired with the study's baseline), so the candidates
-    measured in both give ``d = log(confirmed ratio / study ratio)``, the shift between two
-    sessions; its root mean square ``s`` (the mean shift counts: a session moves them all) is
-    taken as the spread of the next session's ratio about this confirmation's. Each interval's
-    half-width on the log scale becomes ``sqrt(h**2 + (1.96 * s)**2)``, ``h`` its own. On that
-    OpenVINO bench ``s`` was 0.15 (13 quiet pairs), and 76 of its 77 candidates re-confirmed
-    inside (16 before; ``benchmarks/session_spread.py``). The study measurements taken on a
-    quiet machine are used when there are at least :data:`MIN_SESSION_PAIRS`, all of them
-    otherwise (a busy one moves more).
+    """Intervals that cover the variation between sessions, not only between processes: the
+    studies measured each of their candidates in another session (the trial's own, paired with
+    the study's baseline), which against the confirmation gives the spread between sessions
+    (:func:`~search.measure.pooled.session_spread`, :func:`~search.measure.pooled.widened`).
 
     Returns:
         ``latency`` with widened intervals (``process_ci`` keeps the old ones; the reference
-        stays 1.0), and ``{"spread", "pairs", "busy"}``: ``s``, how many candidates gave it,
-        and whether busy study measurements were among them; ``spread`` None (nothing
-        widened) with fewer than :data:`MIN_SESSION_PAIRS`.
+        stays 1.0), and :func:`~search.measure.pooled.session_spread`'s result; nothing is
+        widened when it is not estimated.
     """
-    pairs: dict[str, tuple[float, bool]] = {}
+    pairs: dict[str, tuple[float, float, bool]] = {}
     for run in runs:
         for p in run.points:
             key, before = p.extra["onnx"], p.extra.get("study_relative")
             now = latency.get(key)
             if before and now is not None and now.processes and now.ci_low != now.ci_high:
-                pairs[key] = (math.log(now.relative / before), bool(p.extra.get("study_busy")))
-    quiet = [d for d, busy in pairs.values() if not busy]
-    busy = len(quiet) < MIN_SESSION_PAIRS
-    shifts = [d for d, _ in pairs.values()] if busy else quiet
-    if len(shifts) < MIN_SESSION_PAIRS:
-        return latency, {"spread": None, "pairs": len(shifts), "busy": None}
-    spread = math.sqrt(float(np.mean(np.square(shifts))))
-    wide = 1.96 * spread
+                pairs[key] = (now.relative, before, bool(p.extra.get("study_busy")))
+    info = session_spread(list(pairs.values()))
+    if info["spread"] is None:
+        return latency, info
     out = {}
     for key, lat in latency.items():
         if lat.ci_low == lat.ci_high == lat.relative:  # the reference, or a single figure
             out[key] = lat
             continue
-        low = math.hypot(math.log(lat.relative / lat.ci_low), wide)
-        high = math.hypot(math.log(lat.ci_high / lat.relative), wide)
+        low, high = widened(lat.relative, lat.ci_low, lat.ci_high, info["spread"])
         out[key] = dataclasses.replace(
-            lat,
-            ci_low=lat.relative * math.exp(-low),
-            ci_high=lat.relative * math.exp(high),
-            process_ci=(lat.ci_low, lat.ci_high),
+            lat, ci_low=low, ci_high=high, process_ci=(lat.ci_low, lat.ci_high)
         )
-    return out, {"spread": spread, "pairs": len(shifts), "busy": busy}
+    return out, info
 
 
 def confirm_candidates(

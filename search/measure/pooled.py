@@ -22,6 +22,17 @@ interval ``[lo_i, hi_i]``:
   came out +-3 % and the next confirmation, seconds later, landed outside it), while the
   models beside it, timed in the same processes, show the spread a new process brings.
 
+Between sessions: processes in one session do not see what moves every ratio from one session
+to the next (the OpenVINO bench of stop 32 re-confirmed an hour later 5-41 % faster against
+its baseline, and 61 of 77 candidates left their intervals). Each model a study measured has a
+ratio from another session, the trial's own. :func:`session_spread` takes
+``d = log(confirmed ratio / earlier ratio)`` over the models measured in both, and its root mean
+square ``s`` (the mean shift counts: a session moves them all) as the spread of a later
+session's ratio about the confirmed one; :func:`widened` makes an interval's half-width on the
+log scale ``sqrt(h**2 + (1.96 * s)**2)``, ``h`` its own. On that OpenVINO bench ``s`` was 0.15
+(13 quiet pairs), and 76 of its 77 candidates re-confirmed inside the widened intervals (16
+inside the processes-only ones; ``benchmarks/session_spread.py``).
+
 A process whose window was busy (other processes used more than the threshold of the cores,
 :class:`~search.measure.load.LoadWatch`) makes the pooled result ``contended``.
 
@@ -79,6 +90,41 @@ def prediction_interval(
     half = t975(k - 1) * spread * math.sqrt(1 + 1 / k)
     mean = float(np.mean(logs))
     return math.exp(mean - half), math.exp(mean + half)
+
+
+MIN_SESSION_PAIRS = 5  # models measured in both sessions before a spread is estimated
+
+
+def session_spread(pairs: Sequence[tuple[float, float, bool]]) -> dict[str, Any]:
+    """The spread between sessions from ``(confirmed ratio, earlier ratio, earlier was busy)``
+    per model: the earlier measurements taken on a quiet machine when there are at least
+    :data:`MIN_SESSION_PAIRS` of them, all otherwise (a busy one moves more).
+
+    Returns:
+        ``{"spread", "pairs", "busy"}``: ``s`` (None with fewer than
+        :data:`MIN_SESSION_PAIRS` pairs: not estimated), how many pairs gave it, and whether
+        busy earlier measurements were among them.
+    """
+    valid = [(now, before, busy) for now, before, busy in pairs if now > 0 and before > 0]
+    quiet = [math.log(now / before) for now, before, busy in valid if not busy]
+    busy = len(quiet) < MIN_SESSION_PAIRS
+    shifts = [math.log(now / before) for now, before, _ in valid] if busy else quiet
+    if len(shifts) < MIN_SESSION_PAIRS:
+        return {"spread": None, "pairs": len(shifts), "busy": None}
+    return {
+        "spread": math.sqrt(float(np.mean(np.square(shifts)))),
+        "pairs": len(shifts),
+        "busy": busy,
+    }
+
+
+def widened(relative: float, low: float, high: float, spread: float) -> tuple[float, float]:
+    """``[low, high]`` about ``relative`` widened to cover a shift between sessions of log
+    standard deviation ``spread`` (see the module); unchanged for ``spread`` 0."""
+    wide = 1.96 * spread
+    down = math.hypot(math.log(relative / low), wide)
+    up = math.hypot(math.log(high / relative), wide)
+    return relative * math.exp(-down), relative * math.exp(up)
 
 
 def pool_paired(

@@ -30,6 +30,7 @@ from search.core.paths import MODEL_ONNX, StudyPaths
 from search.errors import SearchError
 from search.measure.confirmation import MAX_FILES
 from search.measure.paired import PairedLatency
+from search.measure.pooled import session_spread, widened
 from search.measure.target import Target, close_target, open_target
 from search.record import PAIRED, TrialRecord, baseline_of
 
@@ -100,8 +101,9 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
         ``baseline_measured_p50_ms``, ``device``, ``measured_by``, ``at`` (UTC) and ``trials``:
         trial number (as text) -> ``latency_paired_ms`` (relative x the baseline's scale, as
         the objective), ``latency_ci_ms``, ``latency_relative``, ``relative_ci``, ``spread``,
-        ``noisy``, ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before) and
-        ``on_front``.
+        ``noisy``, ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before),
+        ``on_front`` and, where the intervals were widened by the variation between sessions
+        (``sessions``: :func:`search.measure.pooled.session_spread`), ``process_ci``.
 
     Raises:
         SearchError: the study was measured elsewhere or before paired latency, or the
@@ -135,9 +137,8 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
         "baseline_measured_p50_ms": timed["reference_p50_ms"],
         "device": timed.get("device", target.device),
         "measured_by": timed.get("measured_by", "here"),
-        # Fresh processes the figures are pooled over (0: the measuring process itself), and
-        # whether other processes used the cores meanwhile: then the figures may be off (a
-        # co-runner that trains moves a paired ratio, search.measure.pooled).
+        # Fresh processes pooled (0: the measuring process itself), and whether other processes
+        # used the cores meanwhile (a co-runner that trains moves a ratio: measure.pooled).
         "processes": timed.get("processes", 0),
         "contended": bool(timed.get("contended", (timed["load"] or {}).get("busy"))),
         "quiet_wait": timed.get("quiet_wait"),
@@ -145,6 +146,7 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "trials": _rows(paired, front, scale=scale, threshold=threshold),
     }
+    confirmed["sessions"] = _widen(confirmed["trials"], front, scale=scale)
     before = study.user_attrs.get("confirmed")
     if before:
         confirmed["previous"] = against_previous(confirmed, before)
@@ -202,6 +204,27 @@ def _rows(
     return trials
 
 
+def _widen(
+    trials: dict[str, dict[str, Any]], front: dict[str, FrozenTrial], *, scale: float
+) -> dict:
+    """Widen each trial's interval by the spread between sessions: the trial's own measurement
+    against this confirmation, over the front (:func:`search.measure.pooled.session_spread`);
+    ``process_ci`` keeps the interval over the processes alone."""
+    pairs = []
+    for n, row in trials.items():
+        rec = TrialRecord.of(front[n])
+        if rec is not None and rec.latency_relative:
+            pairs.append((row["latency_relative"], rec.latency_relative, bool(rec.busy)))
+    info = session_spread(pairs)
+    for row in trials.values() if info["spread"] is not None else ():
+        low, high = row["relative_ci"]
+        if low < high:
+            row["process_ci"] = [low, high]
+            low, high = widened(row["latency_relative"], low, high, info["spread"])
+            row["relative_ci"], row["latency_ci_ms"] = [low, high], [low * scale, high * scale]
+    return info
+
+
 def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """``a`` is at least as accurate and as fast as ``b``, and better in one."""
     acc_a, acc_b = a["accuracy"], b["accuracy"]
@@ -230,6 +253,13 @@ def summary_lines(confirmed: dict[str, Any]) -> list[str]:
         lines.append(
             f"  trial {n}: p50 {row[PAIRED]:.3f} ms [{low:.3f}, {high:.3f}] "
             f"(study {row['study_p50_ms']:.3f} ms){flags}"
+        )
+    sessions = confirmed.get("sessions") or {}
+    if sessions.get("spread") is not None:
+        lines.append(
+            f"  intervals widened by the variation between sessions: the ratios moved "
+            f"{100 * sessions['spread']:.0f} % (root mean square over {sessions['pairs']} "
+            "trials) between the trials' own measurements and this confirmation"
         )
     prev = confirmed.get("previous")
     if prev and prev["of"]:

@@ -304,7 +304,7 @@ def test_multi_seed_summary_gives_mean_and_spread():
 @pytest.mark.slow
 def test_intervals_widen_by_the_shift_between_the_studies_sessions_and_the_confirmation():
     """Every ratio moved about 15 % between the studies and the confirmation (as on OpenVINO in
-    stop 32, where 62 of 77 candidates left their intervals an hour later): the intervals widen
+    stop 32, where 61 of 77 candidates left their intervals an hour later): the intervals widen
     to cover a shift that size; the reference stays 1.0; with too few pairs nothing changes."""
     from search.bench.measure import (
         MIN_SESSION_PAIRS,
