@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from search.bench.measure import sessions_line
+
 
 def _num(v: object, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, int | float) and math.isfinite(v) else "–"
@@ -41,7 +43,8 @@ def table(data: dict[str, Any], reconfirmed: list[dict[str, Any]] | None = None)
         f"{', '.join(map(str, data['sampler_seeds']))}; whole run "
         f"{data.get('total_wall_s', 0) / 60:.0f} min. Float baseline: accuracy "
         f"{data['baseline']['accuracy']:.4f}, {data['baseline']['latency_ms']:.3f} ms. "
-        f"Speedups confirmed in {c.get('processes', '?')} fresh processes, machine {state}.",
+        f"Speedups confirmed in {c.get('processes', '?')} fresh processes, machine {state}."
+        + (f" Intervals: {sessions_line(c['sessions'])}." if c.get("sessions") else ""),
         "",
         "| method | trials | distillations | wall (min) | hypervolume | best speedup (≤1 point) "
         "| / sequential's |",
@@ -67,7 +70,12 @@ def table(data: dict[str, Any], reconfirmed: list[dict[str, Any]] | None = None)
         lines += [
             "",
             f"Re-confirmed {r['hours_after']} h later ({r['at']}, {state}): {r['inside']} of "
-            f"{r['of']} candidates inside the intervals the benchmark gave.",
+            f"{r['of']} candidates inside the intervals the benchmark gave"
+            + (
+                f" ({r['inside_processes']} inside the intervals over its processes alone)."
+                if r.get("inside_processes") is not None
+                else "."
+            ),
         ]
     return lines + [""]
 

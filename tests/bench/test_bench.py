@@ -385,6 +385,10 @@ def test_quick_bench_end_to_end_on_a_tiny_task_then_reconfirmed(tmp_path, monkey
         widened = [v for v in data["interleaved"].values() if v["process_ci"]]
         assert widened and all(v["ci_low"] <= v["process_ci"][0] for v in widened)
         assert again["inside_processes"] is not None
+    from search.bench.docs import summary  # docs/bench.md's section for this benchmark
+
+    doc = summary([out])
+    assert "Re-confirmed" in doc and "Intervals: " in doc and "## test_bench:tiny_task" in doc
     assert "landed inside" in (out / "reconfirm.md").read_text()
 
 
