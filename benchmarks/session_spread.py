@@ -42,7 +42,9 @@ def main(folder: Path) -> None:
         if not trial.is_file():
             continue
         rec = json.loads(trial.read_text())
-        if rec.get("latency_relative") is None:
+        # Only a candidate's own record: a sequential int8 file lies beside its float model's.
+        own = Path(rec.get("measured_onnx") or rec.get("onnx") or "").name == Path(key).name
+        if rec.get("latency_relative") is None or not own:
             continue
         extra = {"onnx": key, "study_relative": rec["latency_relative"]}
         points.append(Point(0, 0, 0, label=key, extra={**extra, "study_busy": rec.get("busy")}))

@@ -72,7 +72,8 @@ def table(data: dict[str, Any], reconfirmed: list[dict[str, Any]] | None = None)
             f"Re-confirmed {r['hours_after']} h later ({r['at']}, {state}): {r['inside']} of "
             f"{r['of']} candidates inside the intervals the benchmark gave"
             + (
-                f" ({r['inside_processes']} inside the intervals over its processes alone)."
+                f" ({r['inside_processes']} of {r.get('of_processes', r['of'])} inside the "
+                "intervals over the processes alone)."
                 if r.get("inside_processes") is not None
                 else "."
             ),

@@ -9,9 +9,10 @@ that could be on a front is timed again, side by side with the float baseline, a
 front confirmation times its Pareto trials (:func:`~search.measure.confirmation.time_files`,
 here or on the profile's agent): in ``confirm_processes`` fresh processes (at least three), each
 timing all of them interleaved, pooled into one figure per candidate whose interval covers the
-variation between the processes (:mod:`search.measure.pooled`). Before it starts it waits for a
-quiet machine (``quiet_wait_s``); a window in which other processes used the cores marks the
-result ``contended``.
+variation between the processes and, where the studies' own figures let it be estimated,
+between sessions (:mod:`search.measure.pooled`, :func:`widen_by_sessions`). Before it starts
+it waits for a quiet machine (``quiet_wait_s``); a window in which other processes used the
+cores marks the result ``contended``.
 
 The figure compared is the study's own: the candidate's latency relative to the float baseline
 timed in the same rounds, on the clock the study uses for the profile (thread CPU time where ONNX
@@ -51,7 +52,7 @@ class BenchLatency:
         relative: Median over processes of each process's median round ratio (candidate /
             reference; 1.0 for the reference); ``ci_low``, ``ci_high`` its interval, covering
             every process's 95 % interval and the 95 % prediction interval of a new process,
-            widened by the variation between sessions where it was measured.
+            widened by the variation between sessions where that was estimated.
         clock: ``cpu`` or ``wall``: what the ratio is taken of.
         p50_ms: The candidate's own wall-time p50 (median over processes; moves with the load).
         reference_p50_ms: The reference's wall-time p50 in the same windows.
@@ -311,7 +312,7 @@ def sessions_line(sessions: dict[str, Any]) -> str:
     which = "all, busy ones included" if sessions["busy"] else "those measured quietly"
     return (
         f"between the studies' sessions and this confirmation the ratios moved by "
-        f"{100 * sessions['spread']:.0f} % (root mean square over {sessions['pairs']} "
+        f"{100 * math.expm1(sessions['spread']):.0f} % (root mean square over {sessions['pairs']} "
         f"candidates, {which}); every interval widened to cover it"
     )
 

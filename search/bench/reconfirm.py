@@ -72,6 +72,7 @@ def reconfirm(
         "of": len(rows),
         # Inside the interval over the processes alone, before the widening between sessions.
         "inside_processes": sum(by_processes) if by_processes else None,
+        "of_processes": len(by_processes),
         "candidates": rows,
         "best": _best(data, rows),
     }
@@ -178,4 +179,8 @@ def markdown(history: list[dict[str, Any]]) -> str:
 
 def _processes_only(r: dict[str, Any]) -> str:
     n = r.get("inside_processes")
-    return "" if n is None else f" ({n} inside the interval over its processes alone)"
+    if n is None:
+        return ""
+    return (
+        f" ({n} of {r.get('of_processes', r['of'])} inside the interval over the processes alone)"
+    )

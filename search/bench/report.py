@@ -78,8 +78,9 @@ def _point(p: Point | None, base: dict[str, float]) -> dict[str, Any] | None:
         "accuracy_drop": base["accuracy"] - p.accuracy,
         "latency_ms": p.latency_ms,
         "speedup": base["latency_ms"] / p.latency_ms if math.isfinite(p.latency_ms) else None,
-        # The speedup's interval from the confirmation (covers every process's interval and a
-        # new process's prediction interval), and how many fresh processes it spans.
+        # The speedup's interval from the confirmation (covers every process's interval, a new
+        # process's prediction interval and, where estimated, the variation between sessions),
+        # and how many fresh processes it spans.
         "speedup_interval": interval,
         "processes": confirmed.get("processes"),
         "contended": confirmed.get("contended"),

@@ -106,8 +106,10 @@ def confirmation_note(confirmed: dict[str, Any]) -> str:
         busy = " on a quiet machine"
     fell = f"; off the front after it: trial(s) {', '.join(off)}" if off else "; all stayed on it"
     processes = confirmed.get("processes") or 0
+    sessions = " and between sessions" if (confirmed.get("sessions") or {}).get("spread") else ""
     where = (
-        f" in {processes} fresh processes (the intervals cover the variation between them)"
+        f" in {processes} fresh processes (the intervals cover the variation between them"
+        f"{sessions})"
         if processes
         else ""
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,9 +102,9 @@ def confirm_front(study: optuna.Study, *, target: Target, study_dir: Path) -> di
         ``baseline_measured_p50_ms``, ``device``, ``measured_by``, ``at`` (UTC) and ``trials``:
         trial number (as text) -> ``latency_paired_ms`` (relative x the baseline's scale, as
         the objective), ``latency_ci_ms``, ``latency_relative``, ``relative_ci``, ``spread``,
-        ``noisy``, ``measured_p50_ms``, ``study_p50_ms`` (the trial's figure before),
-        ``on_front`` and, where the intervals were widened by the variation between sessions
-        (``sessions``: :func:`search.measure.pooled.session_spread`), ``process_ci``.
+        ``noisy`` (these two over the processes alone), ``measured_p50_ms``, ``study_p50_ms``
+        (the trial's figure before), ``on_front`` and, where the intervals were widened by the
+        variation between sessions (``sessions``: :mod:`search.measure.pooled`), ``process_ci``.
 
     Raises:
         SearchError: the study was measured elsewhere or before paired latency, or the
@@ -213,7 +214,11 @@ def _widen(
     pairs = []
     for n, row in trials.items():
         rec = TrialRecord.of(front[n])
-        if rec is not None and rec.latency_relative:
+        if (
+            rec is not None
+            and rec.latency_relative
+            and row["relative_ci"][0] < row["relative_ci"][1]
+        ):
             pairs.append((row["latency_relative"], rec.latency_relative, bool(rec.busy)))
     info = session_spread(pairs)
     for row in trials.values() if info["spread"] is not None else ():
@@ -258,8 +263,9 @@ def summary_lines(confirmed: dict[str, Any]) -> list[str]:
     if sessions.get("spread") is not None:
         lines.append(
             f"  intervals widened by the variation between sessions: the ratios moved "
-            f"{100 * sessions['spread']:.0f} % (root mean square over {sessions['pairs']} "
-            "trials) between the trials' own measurements and this confirmation"
+            f"{100 * math.expm1(sessions['spread']):.0f} % (root mean square over "
+            f"{sessions['pairs']} trials) between the trials' own measurements and this "
+            "confirmation"
         )
     prev = confirmed.get("previous")
     if prev and prev["of"]:

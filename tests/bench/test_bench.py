@@ -301,7 +301,6 @@ def test_multi_seed_summary_gives_mean_and_spread():
     assert not low["gp: hypervolume / sequential's"]["met"]
 
 
-@pytest.mark.slow
 def test_intervals_widen_by_the_shift_between_the_studies_sessions_and_the_confirmation():
     """Every ratio moved about 15 % between the studies and the confirmation (as on OpenVINO in
     stop 32, where 61 of 77 candidates left their intervals an hour later): the intervals widen
@@ -347,6 +346,7 @@ def test_intervals_widen_by_the_shift_between_the_studies_sessions_and_the_confi
     assert few == latency and none["spread"] is None and "not estimated" in sessions_line(none)
 
 
+@pytest.mark.slow
 def test_quick_bench_end_to_end_on_a_tiny_task_then_reconfirmed(tmp_path, monkeypatch):
     """``bench --quick`` (the CI variant: 2 trials, 2 seeds) through the command line, with a
     joint search without per-group prune scales beside the default; then ``--reconfirm``."""
