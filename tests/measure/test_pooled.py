@@ -67,24 +67,29 @@ def test_pooled_interval_covers_every_process_and_a_new_one():
     assert PairedLatency.from_dict(pooled).processes == 3  # read back as the study reads it
 
 
+def _process(paired: dict, *, busy: bool = False) -> dict:
+    """One fresh process's :func:`~search.measure.confirmation.time_files` result."""
+    return {
+        "clock": "cpu",
+        "rounds": 20,
+        "runs_per_round": 5,
+        "load": {
+            "loadavg": [1, 1, 1],
+            "cores": 2,
+            "seconds": 1.0,
+            "other_cpu": 0.6 if busy else 0.0,
+            "busy": busy,
+            "threshold": 0.1,
+        },  # fmt: skip
+        "reference_p50_ms": 1.0,
+        "device": "cpu",
+        "paired": paired,
+    }
+
+
 def test_pool_timings_flags_a_busy_window_and_refuses_mismatched_processes():
     def result(busy: bool, names=("a",)) -> dict:
-        return {
-            "clock": "cpu",
-            "rounds": 20,
-            "runs_per_round": 5,
-            "load": {
-                "loadavg": [1, 1, 1],
-                "cores": 2,
-                "seconds": 1.0,
-                "other_cpu": 0.6 if busy else 0.0,
-                "busy": busy,
-                "threshold": 0.1,
-            },  # fmt: skip
-            "reference_p50_ms": 1.0,
-            "device": "cpu",
-            "paired": {n: _paired(0.5, 0.49, 0.51) for n in names},
-        }
+        return _process({n: _paired(0.5, 0.49, 0.51) for n in names}, busy=busy)
 
     quiet = pool_timings([result(False), result(False), result(False)])
     assert quiet["processes"] == 3 and quiet["contended"] is False
@@ -109,22 +114,9 @@ def test_a_model_whose_processes_agree_by_chance_gets_the_spread_of_the_models_b
     }
 
     def result(i: int) -> dict:
-        return {
-            "clock": "cpu",
-            "rounds": 20,
-            "runs_per_round": 5,
-            "load": {
-                "loadavg": [0, 0, 0],
-                "cores": 2,
-                "seconds": 1.0,
-                "other_cpu": 0.0,
-                "busy": False,
-                "threshold": 0.1,
-            },  # fmt: skip
-            "reference_p50_ms": 1.0,
-            "device": "cpu",
-            "paired": {n: _paired(r[i], r[i] * 0.995, r[i] * 1.005) for n, r in relatives.items()},
-        }
+        return _process(
+            {n: _paired(r[i], r[i] * 0.995, r[i] * 1.005) for n, r in relatives.items()}
+        )
 
     pooled = pool_timings([result(i) for i in range(3)])
     floor = float(
